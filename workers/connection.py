@@ -1,0 +1,39 @@
+"""Connecting to Temporal the way every Temporal tool does: its environment configuration.
+
+``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, ``TEMPORAL_PROFILE`` and the
+config file (``TEMPORAL_CONFIG_FILE``) are read by the SDK's ``temporalio.envconfig``; the same worker and CLI
+therefore reach the dev server, a self-hosted cluster or Temporal Cloud. Every client uses the pydantic data
+converter.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
+
+from core.config import Settings
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+class TemporalUnreachable(Exception):
+    def __init__(self, address: str, cause: BaseException) -> None:
+        super().__init__(f"cannot reach Temporal at {address}: {cause}")
+        self.address = address
+
+
+def connect_config(settings: Settings) -> dict:
+    config = ClientConfig.load_client_connect_config(profile=settings.temporal_profile)
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    config.setdefault("namespace", "default")
+    return dict(config)
+
+
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    config = connect_config(settings)
+    try:
+        return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
+    except RuntimeError as err:
+        raise TemporalUnreachable(config["target_host"], err) from err

@@ -1,0 +1,25 @@
+"""Every runbook workflow of the product, for the worker to register and the starters to validate input against.
+
+Append a runbook's workflow class to ``WORKFLOWS``; its input model is read from its run method.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+WORKFLOWS: list[type] = []
+
+
+def input_model(workflow_class: type) -> type[BaseModel]:
+    """The pydantic input model of a runbook workflow's run method."""
+    definition = workflow._Definition.must_from_class(workflow_class)
+    arg_types = definition.arg_types or []
+    if len(arg_types) != 1 or not (isinstance(arg_types[0], type) and issubclass(arg_types[0], BaseModel)):
+        raise TypeError(f"{definition.name}: a runbook's run method takes exactly one pydantic model")
+    return arg_types[0]
+
+
+def by_name(extra: list[type] | None = None) -> dict[str, type]:
+    """Workflow type name -> class, for the product's workflows plus ``extra`` (tests register their own)."""
+    return {workflow._Definition.must_from_class(cls).name: cls for cls in [*WORKFLOWS, *(extra or [])]}
