@@ -1,0 +1,136 @@
+"""Vault (hvac): read secrets by reference, inside the activity that needs them.
+
+``VaultReader`` is not an activity: it is a small client other activity classes receive in their constructor
+(Terraform hands the values to its process as ``TF_VAR_`` variables; the restore drill uses database
+credentials). Secret values therefore never enter workflow inputs, results or history, only paths do.
+
+Authentication follows Vault's own conventions: ``VAULT_ADDR`` plus either ``VAULT_TOKEN`` or AppRole
+(``VAULT_ROLE_ID`` / ``VAULT_SECRET_ID``; ``VAULT_APPROLE_MOUNT`` defaults to ``approle``). ``VAULT_NAMESPACE``
+and ``VAULT_CACERT`` are honoured when set.
+
+Paths are KV version 2 paths below the mount (default ``secret``): ``read_kv("apps/demo")`` reads
+``secret/data/apps/demo``. A path may also name the mount explicitly as ``secret/apps/demo``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+
+import hvac
+import hvac.exceptions
+import requests
+from temporalio.exceptions import ApplicationError
+
+from core import errors
+
+
+class VaultReader:
+    """Reads KV v2 secrets; re-authenticates (AppRole) once when the token has expired."""
+
+    def __init__(
+        self,
+        client: hvac.Client,
+        *,
+        mount_point: str = "secret",
+        role_id: str | None = None,
+        secret_id: str | None = None,
+        approle_mount: str = "approle",
+    ) -> None:
+        self._client = client
+        self._mount = mount_point.strip("/")
+        self._role_id = role_id
+        self._secret_id = secret_id
+        self._approle_mount = approle_mount
+        self._lock = threading.Lock()
+
+    # -- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, mount_point: str = "secret") -> "VaultReader":
+        env = os.environ if env is None else env
+        addr = env.get("VAULT_ADDR")
+        if not addr:
+            raise ApplicationError("VAULT_ADDR is not set: cannot read secrets from Vault", type=errors.INVALID_INPUT,
+                                   non_retryable=True)
+        verify: bool | str = env.get("VAULT_CACERT") or True
+        client = hvac.Client(url=addr, namespace=env.get("VAULT_NAMESPACE") or None, verify=verify)
+        role_id, secret_id = env.get("VAULT_ROLE_ID"), env.get("VAULT_SECRET_ID")
+        reader = cls(client, mount_point=mount_point, role_id=role_id, secret_id=secret_id,
+                     approle_mount=env.get("VAULT_APPROLE_MOUNT", "approle"))
+        if role_id and secret_id:
+            reader._login()
+        elif env.get("VAULT_TOKEN"):
+            client.token = env["VAULT_TOKEN"]
+        else:
+            raise ApplicationError("Vault credentials missing: set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID",
+                                   type=errors.INVALID_INPUT, non_retryable=True)
+        return reader
+
+    def _login(self) -> None:
+        try:
+            resp = self._client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id,
+                                                   mount_point=self._approle_mount)
+        except hvac.exceptions.InvalidRequest as err:
+            raise ApplicationError(f"Vault AppRole login refused: {err}", type=errors.ACCESS_DENIED,
+                                   non_retryable=True) from None
+        self._client.token = resp["auth"]["client_token"]
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def _split(self, path: str) -> tuple[str, str]:
+        path = path.strip("/")
+        prefix = self._mount + "/"
+        if path.startswith(prefix + "data/"):
+            path = path[len(prefix) + 5:]
+        elif path.startswith(prefix):
+            path = path[len(prefix):]
+        if not path:
+            raise ApplicationError("empty Vault path", type=errors.INVALID_INPUT, non_retryable=True)
+        return self._mount, path
+
+    def read_kv(self, path: str) -> dict[str, str]:
+        """The latest version of a KV v2 secret, values as strings. Raises typed ApplicationErrors."""
+        mount, sub = self._split(path)
+        for attempt in (1, 2):
+            try:
+                resp = self._client.secrets.kv.v2.read_secret_version(
+                    path=sub, mount_point=mount, raise_on_deleted_version=True
+                )
+                data = resp["data"]["data"] or {}
+                return {str(k): v if isinstance(v, str) else str(v) for k, v in data.items()}
+            except hvac.exceptions.InvalidPath:
+                raise ApplicationError(f"Vault secret {mount}/{sub} does not exist (or its latest version is deleted)",
+                                       type=errors.NOT_FOUND, non_retryable=True) from None
+            except hvac.exceptions.Forbidden:
+                if attempt == 1 and self._role_id and self._secret_id:
+                    with self._lock:
+                        self._login()
+                    continue
+                raise ApplicationError(f"Vault denied reading {mount}/{sub}: check the token's policy",
+                                       type=errors.ACCESS_DENIED, non_retryable=True) from None
+            except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
+                    requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+                raise ApplicationError(f"Vault unreachable reading {mount}/{sub}: {type(err).__name__}: {err}",
+                                       type=errors.TRANSIENT) from None
+        raise AssertionError("unreachable")
+
+    def read_many(self, refs: Mapping[str, str]) -> dict[str, str]:
+        """Resolve ``{name: "path#key"}`` references (``path`` alone when the secret has one key)."""
+        cache: dict[str, dict[str, str]] = {}
+        out: dict[str, str] = {}
+        for name, ref in refs.items():
+            path, _, key = ref.partition("#")
+            if path not in cache:
+                cache[path] = self.read_kv(path)
+            data = cache[path]
+            if key:
+                if key not in data:
+                    raise ApplicationError(f"Vault secret {path} has no key {key!r} (keys: {sorted(data)})",
+                                           type=errors.NOT_FOUND, non_retryable=True)
+                out[name] = data[key]
+            elif len(data) == 1:
+                out[name] = next(iter(data.values()))
+            else:
+                raise ApplicationError(f"Vault secret {path} has several keys {sorted(data)}: write {path}#<key>",
+                                       type=errors.INVALID_INPUT, non_retryable=True)
+        return out
