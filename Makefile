@@ -1,0 +1,35 @@
+# Two commands: `make dev` (the local stack in the foreground) and `make test` (the whole suite, offline).
+# The venv is created on first use; `pip install -e '.[local]'` runs again only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-pyproject
+PYTEST_FLAGS ?= -q -p no:cacheprovider
+
+.PHONY: dev test bench install worker clean-state
+
+dev: $(STAMP)
+	$(BIN)/runbook dev
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_FLAGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+worker: $(STAMP)
+	$(BIN)/runbook worker
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[local]'
+	touch $(STAMP)
+
+# Forget the local stack's state (Temporal history, PostgreSQL data, logs). Stop `make dev` first.
+clean-state:
+	rm -rf .state

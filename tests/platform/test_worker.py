@@ -1,0 +1,104 @@
+"""The worker process: registration, work sharing between processes, graceful shutdown, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import uuid
+
+import httpx
+import pytest
+
+from tests import harness
+from tests.platform.procs import LoggedProcess, worker_process
+from tests.platform.workflows import FanOut, FanOutInput, Slow, SlowInput
+
+READY = "polling task queue"
+
+
+def address(env) -> str:
+    return env.client.service_client.config.target_host
+
+
+async def test_two_worker_processes_share_one_task_queue(dev_env, task_queue):
+    ports = [harness.free_port(), harness.free_port()]
+    workers = [worker_process(address(dev_env), task_queue, port) for port in ports]
+    try:
+        for w in workers:
+            w.wait_for(READY)
+        result = await dev_env.client.execute_workflow(
+            FanOut.run, FanOutInput(count=24, sleep_s=0.3), id=f"fanout-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        by_pid = {w.proc.pid: result.pids.count(w.proc.pid) for w in workers}
+        assert sum(by_pid.values()) == 24
+        assert all(n > 0 for n in by_pid.values()), f"one process did all the work: {by_pid}"
+    finally:
+        codes = [w.stop() for w in workers]
+    assert codes == [0, 0], [w.output for w in workers]
+
+
+async def test_sigterm_lets_a_running_activity_finish(dev_env, task_queue):
+    worker = worker_process(address(dev_env), task_queue, harness.free_port())
+    try:
+        worker.wait_for(READY)
+        handle = await dev_env.client.start_workflow(
+            Slow.run, SlowInput(sleep_s=2.0), id=f"slow-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        # wait until the activity is running on the worker, then ask it to stop
+        for _ in range(100):
+            desc = await handle.describe()
+            if desc.raw_description.pending_activities and desc.raw_description.pending_activities[0].last_started_time.seconds:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("activity never started")
+        worker.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(worker.proc.wait, 20)
+        assert worker.proc.returncode == 0, worker.output
+        assert "stopping" in worker.output and "stopped" in worker.output
+        # the activity finished on the stopping worker; a new worker only has to run the last workflow task
+        history = await handle.fetch_history()
+        completed = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
+        assert len(completed) == 1, "activity did not complete before the worker exited"
+        second = worker_process(address(dev_env), task_queue, harness.free_port())
+        try:
+            assert await handle.result() == worker.proc.pid
+        finally:
+            second.stop()
+    finally:
+        worker.stop()
+
+
+async def test_worker_serves_prometheus_metrics(dev_env, task_queue):
+    port = harness.free_port()
+    worker = worker_process(address(dev_env), task_queue, port)
+    try:
+        worker.wait_for(READY)
+        assert f"metrics on :{port}/metrics" in worker.output
+        await dev_env.client.execute_workflow(
+            FanOut.run, FanOutInput(count=2, sleep_s=0.0), id=f"m-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        body = ""
+        for _ in range(50):
+            body = (await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{port}/metrics", timeout=2)).text
+            if "temporal_activity_execution_latency" in body:
+                break
+            await asyncio.sleep(0.1)
+        assert "temporal_activity_execution_latency" in body
+        assert f'task_queue="{task_queue}"' in body
+    finally:
+        worker.stop()
+
+
+def test_unreachable_temporal_names_the_address_and_exits_1():
+    port = harness.free_port()
+    proc = LoggedProcess(
+        [sys.executable, "-m", "workers"],
+        {"TEMPORAL_ADDRESS": f"127.0.0.1:{port}", "RUNBOOK_METRICS_PORT": str(harness.free_port())},
+    )
+    code = proc.proc.wait(30)
+    proc.stop()
+    assert code == 1
+    assert f"127.0.0.1:{port}" in proc.output
+    assert "Traceback" not in proc.output

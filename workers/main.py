@@ -1,0 +1,125 @@
+"""The worker process: every workflow and activity of the product on one task queue.
+
+Run it as ``runbook worker`` (or ``python -m workers``). Any number of these processes may poll the same task
+queue; Temporal hands each task to exactly one of them, so adding processes adds capacity.
+
+- Blocking activities (boto3, hvac, kubernetes, Terraform, Slack, PagerDuty) run synchronously on a
+  ``ThreadPoolExecutor`` of ``settings.activity_threads`` threads; ``max_concurrent_activities`` caps how many
+  activity tasks the process accepts at once.
+- SIGTERM / SIGINT stop polling at once; running activities get up to the graceful-shutdown period to finish
+  (they are then cancelled and Temporal retries them elsewhere); workflow state is never lost either way.
+- With ``settings.metrics_port`` set, the SDK runtime serves Prometheus metrics on ``0.0.0.0:<port>/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Callable, Sequence
+
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from core.config import Settings
+from workers.activities import build_activities
+from workers.connection import TemporalUnreachable, connect
+from workflows.registry import WORKFLOWS
+
+log = logging.getLogger("runbook.worker")
+
+DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def graceful_shutdown_timeout(settings: Settings) -> timedelta:
+    """``settings.graceful_shutdown_timeout`` (seconds or timedelta) when the settings model has it, else 30 s."""
+    value = getattr(settings, "graceful_shutdown_timeout", None)
+    if value is None:
+        return DEFAULT_GRACEFUL_SHUTDOWN
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def metrics_runtime(port: int | None, host: str = "0.0.0.0") -> Runtime | None:
+    """A runtime exporting the SDK's metrics for Prometheus, or None (the default runtime) when no port is set."""
+    if not port:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable] = (),
+) -> None:
+    """Run until SIGTERM/SIGINT (or until ``stop`` is set), then shut down gracefully.
+
+    ``extra_workflows`` / ``extra_activities`` let tests add their own definitions to the product's.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            pass
+
+    identity = worker_identity()
+    runtime = metrics_runtime(settings.metrics_port)
+    client = await connect(settings, runtime=runtime)
+    workflows = [*WORKFLOWS, *extra_workflows]
+    activities = [*build_activities(settings), *extra_activities]
+    grace = graceful_shutdown_timeout(settings)
+    try:
+        with ThreadPoolExecutor(max_workers=settings.activity_threads, thread_name_prefix="activity") as pool:
+            worker = Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=workflows,
+                activities=activities,
+                activity_executor=pool,
+                max_concurrent_activities=settings.max_concurrent_activities,
+                graceful_shutdown_timeout=grace,
+                identity=identity,
+            )
+            async with worker:
+                log.info(
+                    "worker %s polling task queue %r on %s (namespace %s): %d workflows, %d activities%s",
+                    identity,
+                    settings.task_queue,
+                    client.service_client.config.target_host,
+                    client.namespace,
+                    len(workflows),
+                    len(activities),
+                    f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else "",
+                )
+                await stop.wait()
+                log.info("worker %s stopping: no new tasks; running activities get up to %s", identity, grace)
+            # leaving the context ran Worker.shutdown(): polling stopped, activities finished or were cancelled
+        log.info("worker %s stopped", identity)
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("RUNBOOK_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run_worker(Settings()))
+    except TemporalUnreachable as err:
+        print(f"runbook worker: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
