@@ -1,0 +1,660 @@
+"""Kubernetes activities: deployments, service selectors, Gateway API HTTPRoute weights, namespace guardrails.
+
+``KubernetesActivities(api_client_for)`` receives a function from a kubeconfig context name (None = current
+context, or in-cluster config) to a ``kubernetes.client.ApiClient``; the worker builds it (see
+``api_client_factory``), tests hand in one pointed at the fake API server in ``tests/fakes/kubernetes.py``.
+
+Every activity is synchronous (the official client blocks), idempotent (absolute replicas, weights and selectors;
+create-or-patch) and reads back what it wrote. ``ApiException``s become typed ``ApplicationError``s:
+404 -> NOT_FOUND, 401/403 -> ACCESS_DENIED, 422/400 -> INVALID_INPUT, 5xx/429/connection -> TRANSIENT (retried),
+409 -> re-read and try again a few times, then TRANSIENT.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core import errors
+from core.kubernetes import (
+    DeleteResult,
+    DeploymentApply,
+    DeploymentRef,
+    DeploymentState,
+    HttpRouteRef,
+    HttpRouteWeights,
+    HttpRouteWeightsInput,
+    NamespaceRef,
+    NamespaceResult,
+    NamespaceSpec,
+    ScaleInput,
+    ServiceRef,
+    ServiceSelector,
+    ServiceSelectorInput,
+    ServiceSelectorResult,
+    WaitRolloutInput,
+)
+
+log = logging.getLogger(__name__)
+
+GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES = "gateway.networking.k8s.io", "v1", "httproutes"
+QUOTA_NAME, LIMITS_NAME, DENY_NAME = "runbook-quota", "runbook-limits", "default-deny"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-automation"}
+FIELD_MANAGER = "runbook-automation"
+MAX_WEIGHT = 1_000_000  # Gateway API backendRef weight limit
+CONFLICT_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+def api_client_factory() -> Callable[[str | None], Any]:
+    """The production factory: in-cluster config inside a pod, otherwise KUBECONFIG per context (cached)."""
+    import os
+
+    from kubernetes import client, config
+
+    cache: dict[str | None, Any] = {}
+    lock = threading.Lock()
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
+
+    def for_context(context: str | None) -> Any:
+        with lock:
+            if context not in cache:
+                if in_cluster and context is None:
+                    configuration = client.Configuration()
+                    config.load_incluster_config(client_configuration=configuration)
+                    cache[context] = client.ApiClient(configuration)
+                else:
+                    cache[context] = config.new_client_from_config(context=context)
+            return cache[context]
+
+    return for_context
+
+
+class KubernetesActivities:
+    def __init__(self, api_client_for: Callable[[str | None], Any]) -> None:
+        self._api_client_for = api_client_for
+
+    # ------------------------------------------------------------------ clients
+    def _apps(self, context: str | None):
+        from kubernetes import client
+
+        return client.AppsV1Api(self._api_client_for(context))
+
+    def _core(self, context: str | None):
+        from kubernetes import client
+
+        return client.CoreV1Api(self._api_client_for(context))
+
+    def _networking(self, context: str | None):
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self._api_client_for(context))
+
+    def _custom(self, context: str | None):
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self._api_client_for(context))
+
+    def _to_dict(self, context: str | None, obj: Any) -> dict:
+        if isinstance(obj, dict):
+            return obj
+        return self._api_client_for(context).sanitize_for_serialization(obj)
+
+    # ------------------------------------------------------------------ deployments
+    @activity.defn(name="k8s_get_deployment")
+    def get_deployment(self, ref: DeploymentRef) -> DeploymentState:
+        raw = self._read_deployment(ref)
+        return _state(ref, raw)
+
+    @activity.defn(name="k8s_apply_deployment")
+    def apply_deployment(self, req: DeploymentApply) -> DeploymentState:
+        ref = req.ref
+        apps = self._apps(ref.context)
+        selector = req.selector or req.labels
+        if not selector:
+            raise ApplicationError(
+                f"deployment {_where(ref)}: give labels or a selector", type=errors.INVALID_INPUT, non_retryable=True
+            )
+        if any(req.labels.get(k) != v for k, v in selector.items()):
+            raise ApplicationError(
+                f"deployment {_where(ref)}: selector {selector} does not match the pod labels {req.labels}",
+                type=errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        template = self._template(req, selector)
+        for _ in range(CONFLICT_ATTEMPTS):
+            current = self._read_deployment(ref, missing_ok=True)
+            if current is None:
+                body = {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": ref.name, "namespace": ref.namespace, "labels": {**req.labels}},
+                    "spec": {"replicas": req.replicas, "selector": {"matchLabels": selector}, "template": template},
+                }
+                try:
+                    created = _call(
+                        f"create deployment {_where(ref)}",
+                        lambda: apps.create_namespaced_deployment(ref.namespace, body, field_manager=FIELD_MANAGER),
+                        conflict_ok=True,
+                    )
+                except _Conflict:
+                    continue  # someone created it meanwhile: patch it on the next turn
+                log.info("created deployment %s (%s)", _where(ref), req.image)
+                return _state(ref, self._to_dict(ref.context, created))
+            live_selector = ((current.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if live_selector != selector:
+                raise ApplicationError(
+                    f"deployment {_where(ref)} has selector {live_selector}, wanted {selector}: a selector is "
+                    "immutable; delete the deployment or use another name",
+                    type=errors.INVALID_INPUT,
+                    non_retryable=True,
+                )
+            patch = _deployment_patch(current, req, template)
+            if patch is None:
+                return _state(ref, current)  # already as wanted: no new generation, no rollout
+            try:
+                patched = _call(
+                    f"patch deployment {_where(ref)}",
+                    lambda: apps.patch_namespaced_deployment(ref.name, ref.namespace, patch, field_manager=FIELD_MANAGER),
+                    conflict_ok=True,
+                )
+            except _Conflict:
+                continue
+            return _state(ref, self._to_dict(ref.context, patched))
+        raise ApplicationError(
+            f"deployment {_where(ref)} kept changing under us ({CONFLICT_ATTEMPTS} conflicts)", type=errors.TRANSIENT
+        )
+
+    def _template(self, req: DeploymentApply, selector: dict[str, str]) -> dict:
+        """The wanted pod template: our own, or a copy of another deployment's with image and labels replaced."""
+        if req.template_from is None:
+            container: dict[str, Any] = {"name": req.container_name, "image": req.image}
+            if req.container_port is not None:
+                container["ports"] = [{"containerPort": req.container_port, "protocol": "TCP"}]
+            return {"metadata": {"labels": dict(req.labels)}, "spec": {"containers": [container]}}
+        source = self._read_deployment(req.template_from)
+        template = copy.deepcopy((source.get("spec") or {}).get("template") or {})
+        template.setdefault("metadata", {})["labels"] = dict(req.labels)
+        containers = template.setdefault("spec", {}).get("containers") or []
+        target = next((c for c in containers if c.get("name") == req.container_name), None)
+        if target is None:
+            if len(containers) != 1:
+                names = [c.get("name") for c in containers]
+                raise ApplicationError(
+                    f"deployment {_where(req.template_from)} has no container {req.container_name!r} (has {names})",
+                    type=errors.INVALID_INPUT,
+                    non_retryable=True,
+                )
+            target = containers[0]
+        target["image"] = req.image
+        if req.container_port is not None:
+            target["ports"] = [{"containerPort": req.container_port, "protocol": "TCP"}]
+        return template
+
+    @activity.defn(name="k8s_scale_deployment")
+    def scale_deployment(self, req: ScaleInput) -> DeploymentState:
+        ref = req.ref
+        current = self._read_deployment(ref, missing_ok=req.ignore_missing)
+        if current is None:
+            return DeploymentState(exists=False, name=ref.name, namespace=ref.namespace)
+        if int((current.get("spec") or {}).get("replicas", 1)) == req.replicas:
+            return _state(ref, current)
+        apps = self._apps(ref.context)
+        try:
+            _call(
+                f"scale deployment {_where(ref)} to {req.replicas}",
+                lambda: apps.patch_namespaced_deployment_scale(
+                    ref.name, ref.namespace, {"spec": {"replicas": req.replicas}}, field_manager=FIELD_MANAGER
+                ),
+            )
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND and req.ignore_missing:
+                return DeploymentState(exists=False, name=ref.name, namespace=ref.namespace)
+            raise
+        return _state(ref, self._read_deployment(ref))
+
+    @activity.defn(name="k8s_wait_rollout")
+    def wait_rollout(self, req: WaitRolloutInput) -> DeploymentState:
+        """Poll until the rollout is complete; the deadline counts from the first attempt (kept in heartbeats)."""
+        details = activity.info().heartbeat_details
+        started = float(details[0]) if details else time.time()
+        polls = 0
+        while True:
+            state = _state(req.ref, self._read_deployment(req.ref))
+            polls += 1
+            if state.rolled_out:
+                return state
+            elapsed = time.time() - started
+            activity.heartbeat(started, state.model_dump(include={"replicas", "ready_replicas", "updated_replicas"}))
+            if elapsed >= req.deadline_seconds:
+                raise ApplicationError(
+                    f"deployment {_where(req.ref)} not rolled out after {elapsed:.0f}s "
+                    f"(deadline {req.deadline_seconds:.0f}s): {state.ready_replicas}/{state.replicas} ready, "
+                    f"{state.updated_replicas} updated, {state.available_replicas} available, observed generation "
+                    f"{state.observed_generation}/{state.generation}",
+                    type=errors.DEADLINE_EXCEEDED,
+                    non_retryable=True,
+                )
+            wait = min(req.poll_seconds, max(req.deadline_seconds - elapsed, 0.0))
+            if activity.wait_for_cancelled_sync(wait):
+                activity.logger.info("rollout wait for %s cancelled after %d polls", _where(req.ref), polls)
+                raise ApplicationError("cancelled", type="Cancelled", non_retryable=True)
+
+    @activity.defn(name="k8s_delete_deployment")
+    def delete_deployment(self, ref: DeploymentRef) -> DeleteResult:
+        apps = self._apps(ref.context)
+        try:
+            _call(f"delete deployment {_where(ref)}", lambda: apps.delete_namespaced_deployment(ref.name, ref.namespace))
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return DeleteResult(deleted=False, existed=False)
+            raise
+        return DeleteResult(deleted=True, existed=True)
+
+    def _read_deployment(self, ref: DeploymentRef, missing_ok: bool = False) -> dict | None:
+        apps = self._apps(ref.context)
+        try:
+            raw = _call(f"read deployment {_where(ref)}", lambda: apps.read_namespaced_deployment(ref.name, ref.namespace))
+        except ApplicationError as err:
+            if missing_ok and err.type == errors.NOT_FOUND:
+                return None
+            raise
+        return self._to_dict(ref.context, raw)
+
+    # ------------------------------------------------------------------ services
+    @activity.defn(name="k8s_get_service_selector")
+    def get_service_selector(self, ref: ServiceRef) -> ServiceSelector:
+        return ServiceSelector(selector=self._read_selector(ref))
+
+    @activity.defn(name="k8s_set_service_selector")
+    def set_service_selector(self, req: ServiceSelectorInput) -> ServiceSelectorResult:
+        ref = req.ref
+        if not req.selector:
+            raise ApplicationError(
+                f"service {_where(ref)}: an empty selector would select nothing we manage; refusing",
+                type=errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        previous = self._read_selector(ref)
+        if previous == req.selector:
+            return ServiceSelectorResult(previous=previous, current=previous, changed=False)
+        # one strategic-merge PATCH: new values set, keys we no longer want removed (null)
+        patch_selector: dict[str, Any] = {k: None for k in previous if k not in req.selector}
+        patch_selector.update(req.selector)
+        core = self._core(ref.context)
+        _call(
+            f"switch the selector of service {_where(ref)}",
+            lambda: core.patch_namespaced_service(
+                ref.name, ref.namespace, {"spec": {"selector": patch_selector}}, field_manager=FIELD_MANAGER
+            ),
+        )
+        current = self._read_selector(ref)
+        if current != req.selector:
+            raise ApplicationError(
+                f"service {_where(ref)} selector reads back {current}, wanted {req.selector}",
+                type=errors.VERIFICATION_FAILED,
+                non_retryable=True,
+            )
+        return ServiceSelectorResult(previous=previous, current=current, changed=True)
+
+    def _read_selector(self, ref: ServiceRef) -> dict[str, str]:
+        core = self._core(ref.context)
+        raw = self._to_dict(
+            ref.context, _call(f"read service {_where(ref)}", lambda: core.read_namespaced_service(ref.name, ref.namespace))
+        )
+        return dict((raw.get("spec") or {}).get("selector") or {})
+
+    # ------------------------------------------------------------------ Gateway API HTTPRoute
+    @activity.defn(name="k8s_get_httproute_weights")
+    def get_httproute_weights(self, ref: HttpRouteRef) -> HttpRouteWeights:
+        route = self._read_route(ref)
+        return HttpRouteWeights(weights=_weights(_route_rule(ref, route)))
+
+    @activity.defn(name="k8s_set_httproute_weights")
+    def set_httproute_weights(self, req: HttpRouteWeightsInput) -> HttpRouteWeights:
+        ref = req.ref
+        for name, weight in req.weights.items():
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise ApplicationError(
+                    f"HTTPRoute {_where(ref)}: weight {weight} for {name} is outside 0..{MAX_WEIGHT}",
+                    type=errors.INVALID_INPUT,
+                    non_retryable=True,
+                )
+        if req.weights and sum(req.weights.values()) == 0:
+            raise ApplicationError(
+                f"HTTPRoute {_where(ref)}: all weights 0 would drop every request", type=errors.INVALID_INPUT, non_retryable=True
+            )
+        custom = self._custom(ref.context)
+        for _ in range(CONFLICT_ATTEMPTS):
+            route = self._read_route(ref)
+            refs = _route_rule(ref, route).get("backendRefs") or []
+            names = [r.get("name") for r in refs]
+            unknown = sorted(set(req.weights) - set(names))
+            if unknown:
+                raise ApplicationError(
+                    f"HTTPRoute {_where(ref)} rule {ref.rule_index} has no backendRef {unknown} (has {names})",
+                    type=errors.INVALID_INPUT,
+                    non_retryable=True,
+                )
+            ops: list[dict] = []
+            for index, backend in enumerate(refs):
+                name = backend.get("name")
+                if name in req.weights and backend.get("weight", 1) != req.weights[name]:
+                    base = f"/spec/rules/{ref.rule_index}/backendRefs/{index}"
+                    # the test op pins the backend at that index: a concurrent reorder fails the patch, not us
+                    ops.append({"op": "test", "path": f"{base}/name", "value": name})
+                    ops.append({"op": "add", "path": f"{base}/weight", "value": req.weights[name]})
+            if not ops:
+                return HttpRouteWeights(weights=_weights(_route_rule(ref, route)), changed=False)
+            try:
+                _call(
+                    f"set weights on HTTPRoute {_where(ref)}",
+                    lambda: custom.patch_namespaced_custom_object(
+                        GATEWAY_GROUP,
+                        GATEWAY_VERSION,
+                        ref.namespace,
+                        HTTPROUTES,
+                        ref.name,
+                        ops,
+                        field_manager=FIELD_MANAGER,
+                        _content_type="application/json-patch+json",
+                    ),
+                    conflict_ok=True,
+                    test_failed_is_conflict=True,
+                )
+            except _Conflict:
+                continue
+            current = _weights(_route_rule(ref, self._read_route(ref)))
+            if any(current.get(name) != weight for name, weight in req.weights.items()):
+                raise ApplicationError(
+                    f"HTTPRoute {_where(ref)} weights read back {current}, wanted {req.weights}",
+                    type=errors.VERIFICATION_FAILED,
+                    non_retryable=True,
+                )
+            return HttpRouteWeights(weights=current, changed=True)
+        raise ApplicationError(
+            f"HTTPRoute {_where(ref)} kept changing under us ({CONFLICT_ATTEMPTS} conflicts)", type=errors.TRANSIENT
+        )
+
+    def _read_route(self, ref: HttpRouteRef) -> dict:
+        custom = self._custom(ref.context)
+        return self._to_dict(
+            ref.context,
+            _call(
+                f"read HTTPRoute {_where(ref)}",
+                lambda: custom.get_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, ref.namespace, HTTPROUTES, ref.name),
+            ),
+        )
+
+    # ------------------------------------------------------------------ namespaces
+    @activity.defn(name="k8s_apply_namespace")
+    def apply_namespace(self, spec: NamespaceSpec) -> NamespaceResult:
+        core, net, ctx = self._core(spec.context), self._networking(spec.context), spec.context
+        ns = spec.name
+        labels = {**spec.labels, **MANAGED_BY}
+        objects: list[str] = []
+        created = self._upsert(
+            ctx,
+            f"namespace {ns}",
+            read=lambda: core.read_namespace(ns),
+            create=lambda: core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}),
+            patch=lambda: core.patch_namespace(ns, {"metadata": {"labels": labels}}, field_manager=FIELD_MANAGER),
+            wanted=lambda live: all((live.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items()),
+            changed=objects,
+            label=f"Namespace/{ns}",
+        )
+        if spec.resource_quota:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": QUOTA_NAME, "namespace": ns, "labels": MANAGED_BY},
+                "spec": {"hard": dict(spec.resource_quota)},
+            }
+            self._upsert(
+                ctx,
+                f"resource quota {ns}/{QUOTA_NAME}",
+                read=lambda: core.read_namespaced_resource_quota(QUOTA_NAME, ns),
+                create=lambda: core.create_namespaced_resource_quota(ns, body),
+                # $patch: replace on hard so limits removed from the spec go away too
+                patch=lambda: core.patch_namespaced_resource_quota(
+                    QUOTA_NAME, ns, {"spec": {"hard": {"$patch": "replace", **spec.resource_quota}}}, field_manager=FIELD_MANAGER
+                ),
+                wanted=lambda live: _quantities_equal((live.get("spec") or {}).get("hard") or {}, spec.resource_quota),
+                changed=objects,
+                label=f"ResourceQuota/{QUOTA_NAME}",
+            )
+        if spec.limit_range:
+            item = {"type": "Container", **{k: dict(v) for k, v in spec.limit_range.items()}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": {"name": LIMITS_NAME, "namespace": ns, "labels": MANAGED_BY},
+                "spec": {"limits": [item]},
+            }
+            self._upsert(
+                ctx,
+                f"limit range {ns}/{LIMITS_NAME}",
+                read=lambda: core.read_namespaced_limit_range(LIMITS_NAME, ns),
+                create=lambda: core.create_namespaced_limit_range(ns, body),
+                patch=lambda: core.patch_namespaced_limit_range(
+                    LIMITS_NAME, ns, {"spec": {"limits": [item]}}, field_manager=FIELD_MANAGER
+                ),
+                wanted=lambda live: _limits_equal((live.get("spec") or {}).get("limits") or [], item),
+                changed=objects,
+                label=f"LimitRange/{LIMITS_NAME}",
+            )
+        if spec.default_deny:
+            policy_spec = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+            body = {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": DENY_NAME, "namespace": ns, "labels": MANAGED_BY},
+                "spec": policy_spec,
+            }
+            self._upsert(
+                ctx,
+                f"network policy {ns}/{DENY_NAME}",
+                read=lambda: net.read_namespaced_network_policy(DENY_NAME, ns),
+                create=lambda: net.create_namespaced_network_policy(ns, body),
+                # drop any ingress/egress allow rules someone added to the deny-all policy
+                patch=lambda: net.patch_namespaced_network_policy(
+                    DENY_NAME, ns, {"spec": {**policy_spec, "ingress": None, "egress": None}}, field_manager=FIELD_MANAGER
+                ),
+                wanted=lambda live: _deny_all((live.get("spec") or {})),
+                changed=objects,
+                label=f"NetworkPolicy/{DENY_NAME}",
+            )
+        return NamespaceResult(created=created, objects=objects)
+
+    @activity.defn(name="k8s_delete_namespace")
+    def delete_namespace(self, ref: NamespaceRef) -> DeleteResult:
+        core = self._core(ref.context)
+        try:
+            _call(f"delete namespace {ref.name}", lambda: core.delete_namespace(ref.name))
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return DeleteResult(deleted=False, existed=False)
+            raise
+        return DeleteResult(deleted=True, existed=True)
+
+    def _upsert(
+        self,
+        context: str | None,
+        what: str,
+        *,
+        read: Callable[[], Any],
+        create: Callable[[], Any],
+        patch: Callable[[], Any],
+        wanted: Callable[[dict], bool],
+        changed: list[str],
+        label: str,
+    ) -> bool:
+        """Create if missing, patch if different, nothing if already so. Returns True when created."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            try:
+                live = self._to_dict(context, _call(f"read {what}", read))
+            except ApplicationError as err:
+                if err.type != errors.NOT_FOUND:
+                    raise
+                try:
+                    _call(f"create {what}", create, conflict_ok=True)
+                except _Conflict:
+                    continue  # created meanwhile: compare and patch
+                changed.append(label)
+                return True
+            if not wanted(live):
+                _call(f"update {what}", patch)
+                changed.append(label)
+            return False
+        raise ApplicationError(f"{what} kept changing under us", type=errors.TRANSIENT)
+
+
+# ---------------------------------------------------------------------- helpers (pure)
+class _Conflict(Exception):
+    pass
+
+
+def _where(ref: Any) -> str:
+    ctx = f"{ref.context}:" if getattr(ref, "context", None) else ""
+    ns = getattr(ref, "namespace", None)
+    return f"{ctx}{ns}/{ref.name}" if ns else f"{ctx}{ref.name}"
+
+
+def _call(what: str, fn: Callable[[], T], *, conflict_ok: bool = False, test_failed_is_conflict: bool = False) -> T:
+    """Run one API call, turning client failures into typed ApplicationErrors (or _Conflict when asked)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    try:
+        return fn()
+    except ApiException as err:
+        status = int(err.status or 0)
+        message = _status_message(err)
+        if status == 409 and conflict_ok:
+            raise _Conflict(message) from None
+        if status == 422 and test_failed_is_conflict and "test operation failed" in message:
+            raise _Conflict(message) from None
+        if status == 404:
+            raise ApplicationError(f"{what}: not found ({message})", type=errors.NOT_FOUND, non_retryable=True) from None
+        if status in (401, 403):
+            raise ApplicationError(
+                f"{what}: access denied ({status}: {message}); check the worker's kubeconfig / RBAC",
+                type=errors.ACCESS_DENIED,
+                non_retryable=True,
+            ) from None
+        if status in (400, 415, 422):
+            raise ApplicationError(f"{what}: rejected as invalid ({message})", type=errors.INVALID_INPUT, non_retryable=True) from None
+        if status == 409:
+            raise ApplicationError(f"{what}: conflict ({message})", type=errors.TRANSIENT) from None
+        raise ApplicationError(f"{what}: API server answered {status} ({message})", type=errors.TRANSIENT) from None
+    except (Urllib3Error, OSError) as err:
+        raise ApplicationError(f"{what}: cannot reach the API server ({type(err).__name__}: {err})", type=errors.TRANSIENT) from None
+
+
+def _status_message(err: Any) -> str:
+    import json
+
+    try:
+        body = json.loads(err.body or "")
+        return str(body.get("message") or err.reason)
+    except (ValueError, AttributeError, TypeError):
+        return str(err.reason or err.status)
+
+
+def _state(ref: DeploymentRef, raw: dict) -> DeploymentState:
+    meta, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
+    template = spec.get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    return DeploymentState(
+        exists=True,
+        name=meta.get("name", ref.name),
+        namespace=meta.get("namespace", ref.namespace),
+        replicas=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        image=containers[0].get("image") if containers else None,
+        labels=dict((template.get("metadata") or {}).get("labels") or {}),
+        selector=dict((spec.get("selector") or {}).get("matchLabels") or {}),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+    )
+
+
+def _deployment_patch(current: dict, req: DeploymentApply, template: dict) -> dict | None:
+    """The strategic-merge patch that brings ``current`` to the wanted state, or None when it is already so."""
+    spec = current.get("spec") or {}
+    live_template = spec.get("template") or {}
+    live_labels = (live_template.get("metadata") or {}).get("labels") or {}
+    live_containers = {c.get("name"): c for c in (live_template.get("spec") or {}).get("containers") or []}
+    wanted_containers = (template.get("spec") or {}).get("containers") or []
+    wanted_labels = (template.get("metadata") or {}).get("labels") or {}
+    live_meta_labels = (current.get("metadata") or {}).get("labels") or {}
+
+    patch: dict[str, Any] = {}
+    if int(spec.get("replicas", 1)) != req.replicas:
+        patch.setdefault("spec", {})["replicas"] = req.replicas
+    if live_labels != wanted_labels:
+        labels_patch: dict[str, Any] = {k: None for k in live_labels if k not in wanted_labels}
+        labels_patch.update(wanted_labels)
+        patch.setdefault("spec", {}).setdefault("template", {})["metadata"] = {"labels": labels_patch}
+    if any(live_meta_labels.get(k) != v for k, v in req.labels.items()):
+        patch["metadata"] = {"labels": dict(req.labels)}
+    container_patches = []
+    for wanted in wanted_containers:
+        live = live_containers.get(wanted.get("name"))
+        if live is None:
+            container_patches.append(wanted)
+            continue
+        diff = {"name": wanted["name"]}
+        if live.get("image") != wanted.get("image"):
+            diff["image"] = wanted["image"]
+        if "ports" in wanted and [p.get("containerPort") for p in live.get("ports") or []] != [
+            p.get("containerPort") for p in wanted["ports"]
+        ]:
+            diff["ports"] = wanted["ports"]
+        if len(diff) > 1:
+            container_patches.append(diff)
+    if container_patches:
+        patch.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})["containers"] = container_patches
+    return patch or None
+
+
+def _route_rule(ref: HttpRouteRef, route: dict) -> dict:
+    rules = (route.get("spec") or {}).get("rules") or []
+    if ref.rule_index >= len(rules):
+        raise ApplicationError(
+            f"HTTPRoute {_where(ref)} has {len(rules)} rule(s); rule {ref.rule_index} does not exist",
+            type=errors.INVALID_INPUT,
+            non_retryable=True,
+        )
+    return rules[ref.rule_index]
+
+
+def _weights(rule: dict) -> dict[str, int]:
+    # Gateway API: an omitted weight means 1
+    return {r.get("name"): int(r.get("weight", 1)) for r in rule.get("backendRefs") or []}
+
+
+def _quantities_equal(live: dict, wanted: dict) -> bool:
+    return {k: str(v) for k, v in live.items()} == {k: str(v) for k, v in wanted.items()}
+
+
+def _limits_equal(live: list, item: dict) -> bool:
+    return len(live) == 1 and {k: v for k, v in live[0].items() if v is not None} == item
+
+
+def _deny_all(spec: dict) -> bool:
+    return (
+        spec.get("podSelector") in ({}, None)
+        and sorted(spec.get("policyTypes") or []) == ["Egress", "Ingress"]
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )

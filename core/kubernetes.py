@@ -1,0 +1,141 @@
+"""Inputs and results of the Kubernetes activities (``activities/kubernetes.py``).
+
+Plain pydantic models, no client import, so workflows can use them inside the sandbox. Every input names the
+kubeconfig ``context`` (None = the worker's current context / in-cluster config) and the ``namespace``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- deployments
+class DeploymentRef(_Model):
+    context: str | None = None
+    namespace: str = "default"
+    name: str
+
+
+class DeploymentState(_Model):
+    exists: bool
+    name: str = ""
+    namespace: str = ""
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    image: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="pod template labels")
+    selector: dict[str, str] = Field(default_factory=dict, description="spec.selector.matchLabels")
+    generation: int = 0
+    observed_generation: int = 0
+
+    @property
+    def rolled_out(self) -> bool:
+        """The controller saw the latest spec and every replica is updated, ready and available."""
+        return (
+            self.exists
+            and self.observed_generation >= self.generation
+            and self.updated_replicas == self.ready_replicas == self.available_replicas == self.replicas
+        )
+
+
+class DeploymentApply(_Model):
+    ref: DeploymentRef
+    image: str
+    replicas: int = Field(ge=0)
+    labels: dict[str, str] = Field(default_factory=dict, description="pod template labels (and deployment labels)")
+    selector: dict[str, str] = Field(default_factory=dict, description="matchLabels; defaults to labels")
+    container_name: str = "app"
+    container_port: int | None = None
+    template_from: DeploymentRef | None = Field(
+        None, description="copy the pod template of this deployment (e.g. the live colour), replacing image and labels"
+    )
+
+
+class ScaleInput(_Model):
+    ref: DeploymentRef
+    replicas: int = Field(ge=0)
+    ignore_missing: bool = False
+
+
+class WaitRolloutInput(_Model):
+    ref: DeploymentRef
+    deadline_seconds: float = Field(600, gt=0)
+    poll_seconds: float = Field(5, gt=0)
+
+
+class DeleteResult(_Model):
+    deleted: bool
+    existed: bool
+
+
+# ----------------------------------------------------------------------------- services
+class ServiceRef(_Model):
+    context: str | None = None
+    namespace: str = "default"
+    name: str
+
+
+class ServiceSelector(_Model):
+    selector: dict[str, str] = Field(default_factory=dict)
+
+
+class ServiceSelectorInput(_Model):
+    ref: ServiceRef
+    selector: dict[str, str] = Field(
+        description="the full wanted selector; keys of the current selector that are absent here are removed"
+    )
+
+
+class ServiceSelectorResult(_Model):
+    previous: dict[str, str]
+    current: dict[str, str]
+    changed: bool
+
+
+# ----------------------------------------------------------------------------- Gateway API HTTPRoute
+class HttpRouteRef(_Model):
+    context: str | None = None
+    namespace: str = "default"
+    name: str
+    rule_index: int = Field(0, ge=0)
+
+
+class HttpRouteWeights(_Model):
+    weights: dict[str, int] = Field(default_factory=dict, description="backend Service name -> weight")
+    changed: bool = False
+
+
+class HttpRouteWeightsInput(_Model):
+    ref: HttpRouteRef
+    weights: dict[str, int] = Field(description="absolute weight per backendRef name of the rule")
+
+
+# ----------------------------------------------------------------------------- namespaces
+class NamespaceRef(_Model):
+    context: str | None = None
+    name: str
+
+
+class NamespaceSpec(_Model):
+    context: str | None = None
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    resource_quota: dict[str, str] = Field(
+        default_factory=dict, description='ResourceQuota "runbook-quota" spec.hard, e.g. {"requests.cpu": "4"}'
+    )
+    limit_range: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='LimitRange "runbook-limits" container item: {"default": {...}, "defaultRequest": {...}}',
+    )
+    default_deny: bool = True
+
+
+class NamespaceResult(_Model):
+    created: bool
+    objects: list[str] = Field(default_factory=list, description='"Kind/name" of every object created or updated')
