@@ -1,0 +1,130 @@
+"""The analysis loop: a building block for workflows (canary ramp, blue-green), not a workflow itself.
+
+Usage, inside a workflow::
+
+    run = AnalysisRun(template, args={"service": "checkout", "version": "v2"},
+                      deadline=lambda: self.step_end,          # re-read at every wake-up: extend just moves it
+                      hold=lambda: self.paused,                # while True the run does not end (measuring goes on)
+                      stop=lambda: self.aborting or self.promote_requested,   # return at once, phase "Running"
+                      on_measurement=self.remember)            # called with every Measurement (for queries)
+    verdict = await run.run()          # AnalysisVerdict: Successful | Failed | Inconclusive | Error | Running(stopped)
+    if verdict.phase in ("Inconclusive", "Error") and a_person_says_continue:
+        run.acknowledge()              # forget the counts so far (measurements stay in run.measurements)
+        verdict = await run.run()      # and carry on until the (possibly moved) deadline
+
+Semantics:
+- every metric is measured on its own interval, first one interval after the run starts, through the
+  ``measure_metric`` activity (metrics of the same tick in parallel). A tick due at the deadline is still taken,
+  so a 10-minute analysis at 1 minute takes 10 measurements per metric and ends exactly at the deadline;
+- after each tick ``core.analysis.assess`` (pure) judges all measurements since the last ``acknowledge()``; a
+  decisive verdict (Failed, Error, Inconclusive) returns at once; otherwise the run ends with the final
+  verdict when the deadline passes and ``hold()`` is False;
+- an activity that fails outright (worker lost, timeout) counts as an ``Error`` measurement;
+- ``deadline``, ``hold`` and ``stop`` are callables read at every wake-up; the loop also wakes as soon as any of
+  them changes, so steering handlers only change workflow state.
+The loop is deterministic: workflow time only, no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Callable
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.metrics import MetricsActivities
+    from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, MeasureInput, MetricSpec, assess
+
+MEASURE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
+MEASURE_TIMEOUT = timedelta(seconds=30)
+
+
+class AnalysisRun:
+    def __init__(
+        self,
+        template: AnalysisTemplate,
+        *,
+        args: dict[str, str],
+        deadline: Callable[[], datetime],
+        hold: Callable[[], bool] = lambda: False,
+        stop: Callable[[], bool] = lambda: False,
+        on_measurement: Callable[[Measurement], None] | None = None,
+        task_queue: str | None = None,
+    ) -> None:
+        self.template = template
+        self.args = dict(args)
+        self._deadline = deadline
+        self._hold = hold
+        self._stop = stop
+        self._on_measurement = on_measurement
+        self._task_queue = task_queue
+        self.measurements: list[Measurement] = []
+        self._counted_from = 0
+        start = workflow.now()
+        self._next_due: dict[str, datetime] = {m.name: start + m.interval for m in template.metrics}
+        self.verdict = AnalysisVerdict(phase="Running", reason=f"{template.name}: not measured yet")
+
+    def acknowledge(self) -> None:
+        """A person decided to continue: count limits afresh from here; measurements are kept."""
+        self._counted_from = len(self.measurements)
+        self.verdict = AnalysisVerdict(phase="Running", reason=f"{self.template.name}: continued by a person")
+
+    def counted(self) -> list[Measurement]:
+        return self.measurements[self._counted_from :]
+
+    async def run(self) -> AnalysisVerdict:
+        while True:
+            if self._stop():
+                return self.verdict
+            now = workflow.now()
+            due = [m for m in self.template.metrics if self._next_due[m.name] <= now]
+            if due:
+                await self._tick(due)
+                self.verdict = assess(self.template, self.counted(), complete=False)
+                if self.verdict.phase not in ("Running", "Successful"):
+                    return self.verdict
+                continue
+            deadline, held = self._deadline(), self._hold()
+            if now >= deadline and not held:
+                self.verdict = assess(self.template, self.counted(), complete=True)
+                return self.verdict
+            wake = min(self._next_due.values())
+            if not held:
+                wake = min(wake, deadline)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stop() or self._deadline() != deadline or self._hold() != held,
+                    timeout=max(wake - now, timedelta(milliseconds=1)),
+                )
+            except asyncio.TimeoutError:
+                pass
+
+    async def _tick(self, due: list[MetricSpec]) -> None:
+        started = workflow.now()
+        results = await asyncio.gather(*(self._measure(spec) for spec in due))
+        for spec, measurement in zip(due, results):
+            following = self._next_due[spec.name] + spec.interval
+            # after a long hold (a person deciding) do not burst through the missed ticks
+            self._next_due[spec.name] = following if following > started else started + spec.interval
+            self.measurements.append(measurement)
+            if self._on_measurement is not None:
+                self._on_measurement(measurement)
+
+    async def _measure(self, spec: MetricSpec) -> Measurement:
+        try:
+            result = await workflow.execute_activity_method(
+                MetricsActivities.measure_metric,
+                MeasureInput(metric=spec, args=self.args),
+                start_to_close_timeout=MEASURE_TIMEOUT,
+                retry_policy=MEASURE_RETRY,
+                task_queue=self._task_queue,
+            )
+        except ActivityError as err:
+            cause = err.cause or err
+            return Measurement(metric=spec.name, phase="Error", at=workflow.now(), message=f"measurement failed: {cause}")
+        # the workflow's clock stamps the measurement: ordering and queries stay deterministic
+        return result.model_copy(update={"at": workflow.now()})
