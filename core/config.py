@@ -76,3 +76,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_max_body_bytes: int = 256 * 1024
+
+    # Terraform (environment provisioning): module copies, local-backend state per workspace and saved plans live
+    # under this root. Several workers must share it (or use a remote backend and a shared plan folder).
+    terraform_root: Path = Path(".state/terraform")
