@@ -17,7 +17,37 @@ def notification_channels(settings: Settings) -> list:
     for name in settings.notify_channels:
         if name == "recording":
             channels.append(RecordingChannel(settings.events_file))
+        elif name == "slack":
+            channels.append(_slack_channel(settings))
+        elif name == "pagerduty":
+            channels.append(_pagerduty_channel(settings))
     return channels
+
+
+# ---------------------------------------------------------------------------- Slack and PagerDuty (notifications)
+def _slack_channel(settings: Settings):
+    from activities.slack import SlackChannel, web_client
+
+    if settings.slack_bot_token is None:
+        raise ValueError("notify_channels names slack but SLACK_BOT_TOKEN is not set")
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    return SlackChannel(client, settings.slack_default_channel)
+
+
+def _pagerduty_channel(settings: Settings):
+    from activities.pagerduty import PagerDutyChannel, clients
+
+    token, key = settings.pagerduty_api_token, settings.pagerduty_routing_key
+    if token is None and key is None:
+        raise ValueError("notify_channels names pagerduty but neither PAGERDUTY_API_TOKEN nor PAGERDUTY_ROUTING_KEY is set")
+    rest, events = clients(
+        token.get_secret_value() if token else None,
+        key.get_secret_value() if key else None,
+        from_email=settings.pagerduty_from_email,
+        api_url=settings.pagerduty_api_url,
+        events_url=settings.pagerduty_events_url,
+    )
+    return PagerDutyChannel(rest, events)
 
 
 def build_activities(settings: Settings) -> list[Callable]:

@@ -1,0 +1,139 @@
+"""The Slack and PagerDuty notification channels against the wire-format fakes, through the notify activity."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+from activities.notify import NotificationActivities
+from activities.pagerduty import PagerDutyChannel, clients, dedup_key
+from activities.slack import APPROVE_ACTION, SlackChannel, parse_button_value, web_client
+from core.approval import GateView
+from core.events import RunbookEvent
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def event(kind: str, title: str, refs: dict | None = None, **kw) -> RunbookEvent:
+    return RunbookEvent(kind=kind, workflow_id="restore-drill:orders", run_id="r1", runbook="restore-drill",
+                        target="orders", title=title, slack_channel="C0OPS", refs=refs or {},
+                        ui_url="http://ui/namespaces/default/workflows/restore-drill:orders", **kw)
+
+
+def test_one_slack_message_updated_in_place_showing_each_step(fake_slack, slack_client):
+    notify = NotificationActivities([SlackChannel(slack_client)]).notify
+    refs: dict[str, str] = {}
+    for kind, title in [("started", "restore-drill started"), ("step_done", "snapshot: done"),
+                        ("step_done", "restore: done"), ("finished", "restore-drill succeeded")]:
+        result = notify(event(kind, title, refs))
+        assert result.failures == []
+        refs.update(result.refs)
+    assert len(fake_slack.method_calls("chat.postMessage")) == 1
+    assert len(fake_slack.method_calls("chat.update")) == 3
+    [message] = fake_slack.channel_messages("C0OPS")
+    shown = message.all_text()
+    for step in ("snapshot: done", "restore: done", "restore-drill succeeded", "open in the Temporal UI"):
+        assert step in shown
+    assert message.ts == refs["slack_ts"]
+
+
+def test_approval_request_has_buttons_carrying_workflow_and_gate(fake_slack, slack_client):
+    channel = SlackChannel(slack_client)
+    refs = channel.send(event("started", "started"))
+    gate = GateView(gate_id="restore-1", title="Restore into scratch", opened_at=NOW, deadline=NOW + timedelta(hours=1),
+                    eligible=["U0ALICE"], binding="snap-123")
+    refs.update(channel.send(event("approval_needed", "Restore into scratch", refs, gate=gate)))
+    gate_ts = refs["slack_gate:restore-1"]
+    message = fake_slack.messages[("C0OPS", gate_ts)]
+    buttons = [e for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == [APPROVE_ACTION, "runbook_reject"]
+    assert parse_button_value(buttons[0]["value"]) == {"w": "restore-drill:orders", "g": "restore-1", "b": "snap-123"}
+    decided = gate.model_copy(update={"decision": "approved", "decided_by": "U0ALICE"})
+    channel.send(event("approval_decided", "Restore into scratch: approved", refs, gate=decided))
+    message = fake_slack.messages[("C0OPS", gate_ts)]
+    assert not [b for b in message.blocks if b["type"] == "actions"]
+    assert "approved by <@U0ALICE>" in message.all_text()
+
+
+def test_slack_429_retry_after_is_honoured(fake_slack, slack_client):
+    fake_slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    started = time.monotonic()
+    result = NotificationActivities([SlackChannel(slack_client)]).notify(event("started", "started"))
+    assert result.failures == []
+    assert time.monotonic() - started >= 1.0
+    assert [name for name, _ in fake_slack.calls] == ["chat.postMessage:429", "chat.postMessage"]
+
+
+def test_slack_rate_limit_beyond_bound_is_a_reported_failure_not_an_exception(fake_slack):
+    client = web_client(fake_slack.token, fake_slack.api_url, max_wait_seconds=2)
+    fake_slack.rate_limit("chat.postMessage", times=5, retry_after=30)
+    started = time.monotonic()
+    result = NotificationActivities([SlackChannel(client)]).notify(event("started", "started"))
+    assert time.monotonic() - started < 2
+    assert len(result.failures) == 1 and result.failures[0].startswith("slack:")
+    assert "ratelimited" in result.failures[0]
+
+
+def test_bad_slack_token_is_reported(fake_slack):
+    client = web_client("xoxb-wrong", fake_slack.api_url)
+    result = NotificationActivities([SlackChannel(client)]).notify(event("started", "started"))
+    assert "invalid_auth" in result.failures[0]
+    assert "xoxb-wrong" not in result.failures[0]
+
+
+def test_pagerduty_notes_on_the_incident_with_from_header(fake_pd, pd_clients):
+    channel = PagerDutyChannel(*pd_clients)
+    notify = NotificationActivities([channel]).notify
+    for kind, title in [("started", "restore-drill started"), ("step_done", "snapshot: done")]:
+        assert notify(event(kind, title, incident_id="PINC9")).failures == []
+    notes = [n["content"] for n in fake_pd.notes["PINC9"]]
+    assert notes[0].startswith("[restore-drill on orders] restore-drill started")
+    assert "snapshot: done" in notes[1]
+    assert {r["headers"]["from"] for r in fake_pd.note_requests} == {"runbooks@example.com"}
+    assert fake_pd.events == []  # progress is not an alert
+
+
+def test_pagerduty_alert_triggered_then_resolved_with_deterministic_dedup_key(fake_pd, pd_clients):
+    notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
+    refs: dict[str, str] = {}
+    for _ in range(2):  # a retried activity updates the same alert
+        result = notify(event("rolled_back", "canary rolled back", refs, severity="error"))
+        assert result.failures == []
+    refs.update(result.refs)
+    key = dedup_key("restore-drill:orders")
+    assert refs["pagerduty_dedup_key"] == key
+    assert list(fake_pd.alerts) == [key]
+    assert fake_pd.alerts[key]["payload"]["severity"] == "error"
+    result = notify(event("recovered", "canary healthy again", refs))
+    assert result.failures == []
+    assert fake_pd.alerts[key]["status"] == "resolved"
+    assert [e["event_action"] for e in fake_pd.events] == ["trigger", "trigger", "resolve"]
+
+
+def test_failed_run_alerts_at_least_error(fake_pd, pd_clients):
+    notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
+    notify(event("failed", "restore-drill failed", severity="info"))
+    [alert] = fake_pd.alerts.values()
+    assert alert["payload"]["severity"] == "error"
+
+
+def test_pagerduty_failures_reported_never_raised(fake_pd):
+    rest, events = clients("wrong-token", "wrong-routing-key", from_email="runbooks@example.com",
+                           transport=fake_pd.transport())
+    notify = NotificationActivities([PagerDutyChannel(rest, events)]).notify
+    result = notify(event("alert", "held failover", incident_id="PINC9", severity="critical"))
+    assert len(result.failures) == 1
+    failure = result.failures[0]
+    assert failure.startswith("pagerduty:") and "PINC9" in failure
+    assert "wrong-token" not in failure and "wrong-routing-key" not in failure
+    assert fake_pd.alerts == {} and fake_pd.notes == {}
+
+
+def test_slack_and_pagerduty_together(fake_slack, slack_client, fake_pd, pd_clients):
+    fake_pd.fail_next = [500, 500, 500, 500, 500, 500]  # PagerDuty down; Slack still told
+    notify = NotificationActivities([SlackChannel(slack_client), PagerDutyChannel(*pd_clients)]).notify
+    result = notify(event("alert", "held failover", incident_id="PINC9", severity="critical"))
+    assert "slack_ts" in result.refs
+    assert len(result.failures) == 1 and result.failures[0].startswith("pagerduty:")
+    assert json.loads(result.refs["slack_log"])[-1].endswith("held failover")
