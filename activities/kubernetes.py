@@ -580,6 +580,7 @@ def _state(ref: DeploymentRef, raw: dict) -> DeploymentState:
         ready_replicas=int(status.get("readyReplicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         available_replicas=int(status.get("availableReplicas") or 0),
+        total_replicas=int(status.get("replicas") or 0),
         image=containers[0].get("image") if containers else None,
         labels=dict((template.get("metadata") or {}).get("labels") or {}),
         selector=dict((spec.get("selector") or {}).get("matchLabels") or {}),

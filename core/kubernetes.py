@@ -28,6 +28,7 @@ class DeploymentState(_Model):
     ready_replicas: int = 0
     updated_replicas: int = 0
     available_replicas: int = 0
+    total_replicas: int = Field(0, description="status.replicas: pods of every revision (old ones until replaced)")
     image: str | None = None
     labels: dict[str, str] = Field(default_factory=dict, description="pod template labels")
     selector: dict[str, str] = Field(default_factory=dict, description="spec.selector.matchLabels")
@@ -36,11 +37,12 @@ class DeploymentState(_Model):
 
     @property
     def rolled_out(self) -> bool:
-        """The controller saw the latest spec and every replica is updated, ready and available."""
+        """As ``kubectl rollout status``: the latest spec observed, every replica updated, ready and available, no old pod left."""
         return (
             self.exists
             and self.observed_generation >= self.generation
             and self.updated_replicas == self.ready_replicas == self.available_replicas == self.replicas
+            and self.total_replicas == self.replicas
         )
 
 

@@ -135,7 +135,7 @@ class KubeFake:
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kube-fake", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="kube-fake", daemon=True)
         self._thread.start()
         return self
 
@@ -426,16 +426,23 @@ class KubeFake:
         status["replicas"] = replicas
         if ready:
             status.update(readyReplicas=replicas, updatedReplicas=replicas, availableReplicas=replicas)
+            status.pop("unavailableReplicas", None)
             status["conditions"] = [
                 {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                 {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
             ]
-        else:  # new pods never become ready; the old ones (if any) keep serving
-            status.update(updatedReplicas=replicas, readyReplicas=previous_ready, availableReplicas=previous_ready)
+        else:  # the new ReplicaSet's pods never become ready; the old pods (if any) keep serving beside them
+            status.update(
+                replicas=replicas + previous_ready,
+                updatedReplicas=replicas,
+                readyReplicas=previous_ready,
+                availableReplicas=previous_ready,
+                unavailableReplicas=replicas,
+            )
             status["conditions"] = [
                 {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"},
             ]
-        for k in ("readyReplicas", "availableReplicas", "updatedReplicas"):
+        for k in ("replicas", "readyReplicas", "availableReplicas", "updatedReplicas", "unavailableReplicas"):
             if status.get(k) == 0:
                 status.pop(k)  # the real API omits zero counts
 
@@ -599,6 +606,7 @@ def _json_patch(current: dict, ops: list) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     fake: KubeFake
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # header and body go out in two writes: avoid the 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
