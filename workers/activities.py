@@ -50,6 +50,19 @@ def _pagerduty_channel(settings: Settings):
     return PagerDutyChannel(rest, events)
 
 
+# ---------------------------------------------------------------------------- Kubernetes
+def kubernetes_activities() -> list[Callable]:
+    """KUBECONFIG (context per activity input) or in-cluster config; clients are built lazily on first use."""
+    from activities.kubernetes import KubernetesActivities, api_client_factory
+
+    k8s = KubernetesActivities(api_client_factory())
+    return [
+        k8s.get_deployment, k8s.apply_deployment, k8s.scale_deployment, k8s.wait_rollout, k8s.delete_deployment,
+        k8s.get_service_selector, k8s.set_service_selector, k8s.get_httproute_weights, k8s.set_httproute_weights,
+        k8s.apply_namespace, k8s.delete_namespace,
+    ]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify]
+    return [notifier.notify, *kubernetes_activities()]
