@@ -1,0 +1,242 @@
+"""Traffic routers for progressive delivery: one interface, two implementations that call activities.
+
+``TrafficRouter`` is what a workflow (canary ramp, and anything else that shifts traffic) needs:
+
+- ``read_weight()``  -> the canary's current share, 0..100;
+- ``set_weight(w)``  -> set the canary's share to ``w`` % ABSOLUTELY (stable gets 100 - w), read it back and
+  verify; a router that manages capacity first scales the canary to take that share;
+- ``promote()``      -> the new version takes 100 % and the old one is scaled down (where the router can);
+- ``rollback()``     -> the canary's weight goes to 0 FIRST, then the canary is scaled down.
+
+Every call is idempotent (absolute weights, absolute replica counts), so a replayed or retried step changes
+nothing twice. Routers hold no state of their own besides their spec and what activities told them.
+
+Implementations:
+- ``AlbRouter``: the weighted forward action of an ALB listener (or one listener rule) between the stable and
+  canary target groups (activities ``alb_get_weights`` / ``alb_set_weights``; the activity verifies by read-back).
+  ALB weights are relative: we always write percentages that sum to 100. Capacity is not managed (target groups
+  are fed by whatever registers targets).
+- ``HttpRouteRouter``: a Gateway API HTTPRoute rule's backendRefs weights between the stable and canary Services
+  (``k8s_set_httproute_weights``), and the canary Deployment scaled to match its share
+  (``k8s_scale_deployment``): ``ceil(stable_replicas * w / 100)``, at least 1 while w > 0, 0 after a rollback.
+  Scale-up happens BEFORE a weight increase, scale-down AFTER a weight decrease, so traffic never outruns
+  capacity. On promotion the canary is scaled to the stable's replica count, takes 100 %, and the stable
+  Deployment is scaled to 0 (the old version scaled down).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Annotated, Literal, Union
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from activities.aws import ElbActivities
+    from activities.kubernetes import KubernetesActivities
+    from core import errors
+    from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
+    from core.kubernetes import (
+        DeploymentRef,
+        DeploymentState,
+        HttpRouteRef,
+        HttpRouteWeights,
+        HttpRouteWeightsInput,
+        ScaleInput,
+    )
+
+ROUTER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=errors.NON_RETRYABLE,
+)
+ROUTER_TIMEOUT = timedelta(seconds=60)
+
+
+class AlbRouterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["alb"] = "alb"
+    listener_arn: str
+    rule_arn: str | None = None
+    region: str | None = None
+    stable_target_group: str = Field(description="ARN of the stable target group")
+    canary_target_group: str = Field(description="ARN of the canary target group")
+
+
+class HttpRouteRouterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["httproute"] = "httproute"
+    context: str | None = None
+    namespace: str = "default"
+    route: str = Field(description="HTTPRoute name")
+    rule_index: int = Field(0, ge=0)
+    stable_service: str
+    canary_service: str
+    stable_deployment: str
+    canary_deployment: str
+
+
+RouterSpec = Annotated[Union[AlbRouterSpec, HttpRouteRouterSpec], Field(discriminator="kind")]
+
+
+def canary_replicas(stable_replicas: int, weight: int) -> int:
+    """Replicas the canary needs to take ``weight`` % of the stable's load: ceil, at least 1 while weight > 0."""
+    if weight <= 0:
+        return 0
+    return max(1, math.ceil(stable_replicas * weight / 100))
+
+
+async def _call(method, arg: BaseModel):  # noqa: ANN001 - an activity method reference
+    return await workflow.execute_activity_method(
+        method, arg, start_to_close_timeout=ROUTER_TIMEOUT, retry_policy=ROUTER_RETRY
+    )
+
+
+class TrafficRouter:
+    """The interface (see the module docstring)."""
+
+    kind: str = ""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    async def read_weight(self) -> int:
+        raise NotImplementedError
+
+    async def set_weight(self, weight: int) -> int:
+        raise NotImplementedError
+
+    async def promote(self) -> None:
+        raise NotImplementedError
+
+    async def rollback(self) -> None:
+        raise NotImplementedError
+
+
+def _check(weight: int) -> None:
+    if not 0 <= weight <= 100:
+        raise ApplicationError(f"canary weight must be 0..100, not {weight}", type=errors.INVALID_INPUT, non_retryable=True)
+
+
+class AlbRouter(TrafficRouter):
+    kind = "alb"
+
+    def __init__(self, spec: AlbRouterSpec) -> None:
+        self.spec = spec
+        self.ref = AlbTrafficRef(listener_arn=spec.listener_arn, rule_arn=spec.rule_arn, region=spec.region)
+
+    def describe(self) -> str:
+        where = self.spec.rule_arn or self.spec.listener_arn
+        return f"ALB {where}"
+
+    async def read_weight(self) -> int:
+        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
+        return self._canary_share(current.weights)
+
+    async def set_weight(self, weight: int) -> int:
+        _check(weight)
+        wanted = {self.spec.stable_target_group: 100 - weight, self.spec.canary_target_group: weight}
+        result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted))  # type: ignore[assignment]
+        got = self._canary_share(result.weights)
+        if got != weight:
+            raise ApplicationError(
+                f"{self.describe()}: canary weight reads back as {got} %, wanted {weight} %",
+                type=errors.VERIFICATION_FAILED,
+                non_retryable=True,
+            )
+        return got
+
+    def _canary_share(self, weights: dict[str, int]) -> int:
+        total = sum(weights.values())
+        return 0 if total == 0 else round(100 * weights.get(self.spec.canary_target_group, 0) / total)
+
+    async def promote(self) -> None:
+        await self.set_weight(100)
+
+    async def rollback(self) -> None:
+        await self.set_weight(0)
+
+
+class HttpRouteRouter(TrafficRouter):
+    kind = "httproute"
+
+    def __init__(self, spec: HttpRouteRouterSpec) -> None:
+        self.spec = spec
+        self.ref = HttpRouteRef(context=spec.context, namespace=spec.namespace, name=spec.route, rule_index=spec.rule_index)
+
+    def describe(self) -> str:
+        return f"HTTPRoute {self.spec.namespace}/{self.spec.route}"
+
+    def _deployment(self, name: str) -> DeploymentRef:
+        return DeploymentRef(context=self.spec.context, namespace=self.spec.namespace, name=name)
+
+    async def _stable_replicas(self) -> int:
+        state: DeploymentState = await _call(KubernetesActivities.get_deployment, self._deployment(self.spec.stable_deployment))  # type: ignore[assignment]
+        if not state.exists:
+            raise ApplicationError(
+                f"stable Deployment {self.spec.namespace}/{self.spec.stable_deployment} not found",
+                type=errors.NOT_FOUND,
+                non_retryable=True,
+            )
+        return state.replicas
+
+    async def _scale(self, name: str, replicas: int) -> None:
+        await _call(KubernetesActivities.scale_deployment, ScaleInput(ref=self._deployment(name), replicas=replicas))
+
+    async def _weights(self, weight: int) -> int:
+        wanted = {self.spec.stable_service: 100 - weight, self.spec.canary_service: weight}
+        result: HttpRouteWeights = await _call(
+            KubernetesActivities.set_httproute_weights, HttpRouteWeightsInput(ref=self.ref, weights=wanted)
+        )  # type: ignore[assignment]
+        got = self._canary_share(result.weights)
+        if got != weight:
+            raise ApplicationError(
+                f"{self.describe()}: canary weight reads back as {got} %, wanted {weight} %",
+                type=errors.VERIFICATION_FAILED,
+                non_retryable=True,
+            )
+        return got
+
+    def _canary_share(self, weights: dict[str, int]) -> int:
+        total = sum(weights.values())
+        return 0 if total == 0 else round(100 * weights.get(self.spec.canary_service, 0) / total)
+
+    async def read_weight(self) -> int:
+        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)  # type: ignore[assignment]
+        return self._canary_share(current.weights)
+
+    async def set_weight(self, weight: int) -> int:
+        _check(weight)
+        replicas = canary_replicas(await self._stable_replicas(), weight)
+        previous = await self.read_weight()
+        if weight >= previous:  # capacity first, then traffic
+            await self._scale(self.spec.canary_deployment, replicas)
+            return await self._weights(weight)
+        got = await self._weights(weight)  # traffic first, then capacity
+        await self._scale(self.spec.canary_deployment, replicas)
+        return got
+
+    async def promote(self) -> None:
+        stable = await self._stable_replicas()
+        await self._scale(self.spec.canary_deployment, max(stable, 1))
+        await self._weights(100)
+        await self._scale(self.spec.stable_deployment, 0)
+
+    async def rollback(self) -> None:
+        await self._weights(0)
+        await self._scale(self.spec.canary_deployment, 0)
+
+
+def make_router(spec: AlbRouterSpec | HttpRouteRouterSpec) -> TrafficRouter:
+    if isinstance(spec, AlbRouterSpec):
+        return AlbRouter(spec)
+    return HttpRouteRouter(spec)
