@@ -1,0 +1,256 @@
+"""The blue-green cutover end to end: time-skipping Temporal, the real Kubernetes activities against the
+wire-format fake, the real ELB activities against moto, real HTTP checks against local servers as the colours."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from core import errors
+from core.approval import AbortInput, RejectInput
+from tests.bluegreen.conftest import (
+    NS,
+    approve,
+    deployment,
+    make_input,
+    policy,
+    selector,
+    start,
+    wait_for,
+    worker,
+)
+from workflows.blue_green import BlueGreenCutover, ExtendBakeInput, PromoteNowInput
+
+
+async def failure(handle) -> tuple[str, dict]:
+    with pytest.raises(WorkflowFailureError) as err:
+        await handle.result()
+    cause = err.value.cause
+    return cause.type, (cause.details[0] if cause.details else {})
+
+
+def step(result, name: str):
+    return next(s for s in result.steps if s.name == name)
+
+
+# ------------------------------------------------------------------------------------------------ happy paths
+async def test_kubernetes_happy_path(ts_env, task_queue, recording, kube, colours):
+    fake = kube.fake
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        status = await wait_for(handle, lambda s: s.gate is not None)
+        assert status.gate.binding == "shop: blue -> green (shop:v2) via kubernetes"
+        assert "health health: ok" in status.gate.summary and "smoke smoke: ok" in status.gate.summary
+        assert selector(fake)["colour"] == "blue"  # nothing switched before the approval
+        await approve(handle)
+        result = await handle.result()
+    assert result.status == "Succeeded" and result.live_colour == "green" and result.switched
+    assert selector(fake) == {"app": "shop", "colour": "green"}
+    green = deployment(fake, "green")
+    assert green["spec"]["replicas"] == 3
+    container = green["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "shop:v2" and container["env"] == [{"name": "MODE", "value": "prod"}]
+    assert green["spec"]["template"]["metadata"]["labels"] == {"app": "shop", "colour": "green"}
+    assert deployment(fake, "blue")["spec"]["replicas"] == 0  # old colour scaled down, not deleted
+    assert colours["green"].hits["/healthz"] >= 1 + 3 * 2  # preview + 3 bake ticks x 2 probes
+    assert colours["blue"].hits["/healthz"] == 0  # previews and bake hit the new colour only
+    assert [s.name for s in result.steps] == ["discover", "bring-up", "preview-health", "preview-smoke", "approval", "switch", "bake", "scale-down"]
+    assert recording[0].kinds(handle.id)[-1] == "finished"
+
+
+async def test_alb_happy_path(ts_env, task_queue, recording, alb, colours):
+    alb.publish("shop:v2", error_rate=0.2, p99=0.4)
+    async with worker(ts_env, task_queue, recording) as client:
+        inp = make_input(colours, router="alb", alb=alb, bake_analysis=BlueGreenCutover_bake())
+        handle = await start(client, task_queue, inp)
+        await wait_for(handle, lambda s: s.gate is not None)
+        assert alb.targets("green") == ["10.0.1.20", "10.0.2.20"]  # registered before the switch
+        assert alb.weights() == {"blue": 1}
+        await approve(handle)
+        result = await handle.result()
+    assert result.status == "Succeeded" and result.live_colour == "green"
+    weights = alb.weights()
+    assert weights["green"] > 0 and weights.get("blue", 0) == 0
+    assert alb.targets("blue") == []  # old colour's targets deregistered at the end
+    assert alb.targets("green") == ["10.0.1.20", "10.0.2.20"]
+    assert result.bake_verdict is not None and result.bake_verdict.phase == "Running"
+    assert {m.metric for m in result.bake_verdict.metrics} == {"error-rate", "latency-p99"}
+
+
+def BlueGreenCutover_bake():
+    from workflows.blue_green import bake_template
+
+    return bake_template()
+
+
+async def test_scale_down_delay_is_honoured_in_virtual_time(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, scale_down_delay="2h"))
+        await approve(handle)
+        result = await handle.result()
+    scale_down = step(result, "scale-down")
+    bake = step(result, "bake")
+    assert scale_down.finished_at - scale_down.started_at >= timedelta(hours=2)
+    assert bake.finished_at - bake.started_at >= timedelta(minutes=3)
+    assert deployment(kube.fake, "blue")["spec"]["replicas"] == 0
+
+
+async def test_already_live_changes_nothing(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, image="shop:v1"))
+        result = await handle.result()
+    assert result.status == "Succeeded" and not result.switched and result.live_colour == "blue"
+    assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+    assert not kube.fake.calls("PATCH") and not kube.fake.calls("POST")
+
+
+# ------------------------------------------------------------------------------------------------ before the switch
+async def test_preview_health_failure_removes_new_colour(ts_env, task_queue, recording, kube, colours):
+    colours["green"].routes["/healthz"] = (500, "db down")
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        kind, details = await failure(handle)
+    assert kind == errors.CHECKS_FAILED
+    assert "answered 500, expected 200" in details["summary"] and not details["switched"]
+    assert colours["green"].hits["/healthz"] == 2  # check_attempts
+    assert deployment(kube.fake, "green") is None  # removed
+    assert deployment(kube.fake, "blue")["spec"]["replicas"] == 3 and selector(kube.fake)["colour"] == "blue"
+
+
+async def test_smoke_failure_removes_new_colour(ts_env, task_queue, recording, kube, colours):
+    colours["green"].version = "shop:v1"  # the new colour answers with the old version: wrong build
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        kind, details = await failure(handle)
+    assert kind == errors.CHECKS_FAILED and "preview smoke checks failed" in details["summary"]
+    assert "lacks 'shop:v2'" in details["summary"]
+    assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+
+
+async def test_approval_rejected(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        status = await wait_for(handle, lambda s: s.gate is not None)
+        await handle.execute_update(
+            BlueGreenCutover.reject, RejectInput(gate_id=status.gate.gate_id, approver="alice", reason="not during the sale")
+        )
+        kind, details = await failure(handle)
+    assert kind == errors.APPROVAL_REJECTED and "not during the sale" in details["summary"]
+    assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+
+
+async def test_approval_timed_out(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, approval=policy(timeout="4h")))
+        kind, details = await failure(handle)  # nobody answers: 4 h pass in virtual time
+    assert kind == errors.APPROVAL_TIMED_OUT
+    gate = details["gates"][0]
+    assert gate["decision"] == "timed_out"
+    assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+
+
+async def test_new_colour_never_ready_hits_deadline_and_cleans_up(ts_env, task_queue, recording, kube, colours):
+    kube.fake.set_rollout(NS, "shop-green", "stuck")
+    inp = make_input(colours, progress_deadline="1s", kubernetes={"namespace": NS, "poll_seconds": 0.2})
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, inp)
+        kind, details = await failure(handle)
+    assert kind == errors.DEADLINE_EXCEEDED and "not rolled out" in details["summary"]
+    assert deployment(kube.fake, "green") is None
+    assert deployment(kube.fake, "blue")["spec"]["replicas"] == 3 and selector(kube.fake)["colour"] == "blue"
+    assert colours["green"].hits["/healthz"] == 0  # never previewed
+
+
+# ------------------------------------------------------------------------------------------------ after the switch
+async def test_breach_during_bake_switches_back_alb(ts_env, task_queue, recording, alb, colours):
+    alb.publish("shop:v2", error_rate=4.0, p99=0.5)  # error rate 4 % > 1 %
+    async with worker(ts_env, task_queue, recording) as client:
+        inp = make_input(colours, router="alb", alb=alb, bake_analysis=BlueGreenCutover_bake())
+        handle = await start(client, task_queue, inp)
+        await approve(handle)
+        kind, details = await failure(handle)
+    assert kind == errors.ROLLED_BACK
+    assert details["switched_back"] and details["live_colour"] == "blue"
+    assert "error-rate failed" in details["reason"] and "values: [4]" in details["reason"]
+    weights = alb.weights()
+    assert weights["blue"] > 0 and weights.get("green", 0) == 0
+    assert alb.targets("green") == [] and alb.targets("blue") == ["10.0.1.10", "10.0.2.10"]
+    names = [s["name"] for s in details["steps"]]
+    assert names.index("switch-back") < names.index("remove-new-colour")
+    assert "rolled_back" in recording[0].kinds(handle.id)
+
+
+async def test_health_breach_during_bake_switches_back_kubernetes(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        await approve(handle)
+        await wait_for(handle, lambda s: s.details.get("phase") == "bake")
+        colours["green"].routes["/healthz"] = (503, "overloaded")
+        kind, details = await failure(handle)
+    assert kind == errors.ROLLED_BACK and "health checks of green all failed" in details["reason"]
+    assert selector(kube.fake)["colour"] == "blue"
+    assert deployment(kube.fake, "green") is None and deployment(kube.fake, "blue")["spec"]["replicas"] == 3
+
+
+async def test_abort_during_bake_switches_back(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, bake="1h"))
+        await approve(handle)
+        await wait_for(handle, lambda s: s.details.get("phase") == "bake")
+        assert selector(kube.fake)["colour"] == "green"
+        await handle.execute_update(BlueGreenCutover.abort, AbortInput(requested_by="carol", reason="customer complaints"))
+        kind, details = await failure(handle)
+    assert kind == errors.ABORTED and "customer complaints" in details["summary"]
+    assert details["status"] == "Aborted" and details["switched_back"]
+    assert selector(kube.fake)["colour"] == "blue" and deployment(kube.fake, "green") is None
+
+
+async def test_cancel_behaves_like_abort(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours))
+        await wait_for(handle, lambda s: s.gate is not None)
+        await handle.cancel()
+        kind, details = await failure(handle)
+    assert kind == errors.ABORTED and "cancelled" in details["summary"]
+    assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+
+
+async def test_promote_now_through_gate_and_extend_bake(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, bake="1h"))
+        await approve(handle)
+        await wait_for(handle, lambda s: s.details.get("phase") == "bake")
+        before = (await handle.query(BlueGreenCutover.status)).details["bake_ends_at"]
+        await handle.execute_update(BlueGreenCutover.extend_bake, ExtendBakeInput(requested_by="carol", by="30m"))
+        after = (await handle.query(BlueGreenCutover.status)).details["bake_ends_at"]
+        assert after > before
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(BlueGreenCutover.extend_bake, ExtendBakeInput(requested_by="carol", by="2d"))
+        assert "at most 1d" in str(refused.value.cause)
+        await handle.execute_update(BlueGreenCutover.promote_now, PromoteNowInput(requested_by="carol", reason="metrics clean"))
+        await approve(handle, "promote-now")
+        result = await handle.result()
+    assert result.status == "Succeeded" and result.live_colour == "green"
+    bake = step(result, "bake")
+    assert bake.finished_at - bake.started_at < timedelta(hours=1)
+    assert "promoted early by alice" in bake.detail
+    assert [g.gate_id for g in result.gates] == ["cutover-1", "promote-now-2"]
+    assert deployment(kube.fake, "blue")["spec"]["replicas"] == 0
+
+
+async def test_second_cutover_for_same_service_is_refused(ts_env, task_queue, recording, kube, colours):
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        workflow_id = f"bluegreen:shop-{task_queue}"
+        first = await start(client, task_queue, make_input(colours), workflow_id=workflow_id,
+                            id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+        await wait_for(first, lambda s: s.gate is not None)
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await start(client, task_queue, make_input(colours, image="shop:v3"), workflow_id=workflow_id,
+                        id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+        await first.execute_update(BlueGreenCutover.abort, AbortInput(requested_by="bob", reason="test over"))
+        kind, _ = await failure(first)
+    assert kind == errors.ABORTED

@@ -1,0 +1,246 @@
+"""The two blue-green routers: how a colour is brought up, switched to, removed and retired.
+
+Workflow-side code (it runs in the workflow sandbox): each method calls activities by method reference through the
+``call`` function the workflow hands in, so retries and timeouts stay in one place.
+
+- ``KubernetesRouter``: one Deployment per colour, ``<service>-<colour>``, labelled ``<colour_label>=<colour>``;
+  the Service's selector names the live colour. The new colour is created from the live colour's pod template with
+  the new image and the live replicas; switching rewrites the selector (read back by the activity).
+- ``AlbRouter``: one target group per colour; the listener's (or rule's) forward action sends everything to the
+  live colour's group. The new colour's targets are registered in its group; switching moves the forward action
+  to the new group (verified by the activity); retiring deregisters the old group's targets.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from activities.aws import ElbActivities
+    from activities.kubernetes import KubernetesActivities
+    from core import errors
+    from core.aws import AlbSwitchInput, AlbTarget, AlbTargetGroupRef, AlbTargetsInput, AlbTrafficRef
+    from core.kubernetes import (
+        DeploymentApply,
+        DeploymentRef,
+        DeploymentState,
+        ScaleInput,
+        ServiceRef,
+        ServiceSelectorInput,
+        WaitRolloutInput,
+    )
+
+if TYPE_CHECKING:
+    from workflows.blue_green import BlueGreenInput
+
+COLOURS = ("blue", "green")
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class KubernetesRouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    context: str | None = None
+    namespace: str = "default"
+    service_name: str | None = Field(None, description="the Service that routes traffic; default: the service name")
+    colour_label: str = "colour"
+    container_name: str = "app"
+    container_port: int | None = None
+    poll_seconds: float = Field(5, gt=0)
+
+
+class AlbRouterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listener_arn: str
+    rule_arn: str | None = None
+    region: str | None = None
+    target_groups: dict[str, str] = Field(description="colour -> target group ARN (blue and green)")
+    targets: list[AlbTarget] = Field(min_length=1, description="the new colour's targets to register")
+    poll_seconds: float = Field(10, gt=0, description="target health polling while the new colour comes up")
+
+
+class Discovery(BaseModel):
+    live: str
+    new: str
+    already_live: bool = False
+
+
+class Router(Protocol):
+    async def discover(self) -> Discovery: ...
+    async def bring_up(self) -> None: ...
+    async def wait_ready(self, deadline: timedelta) -> None: ...
+    async def switch(self, colour: str) -> bool: ...
+    async def remove(self, colour: str) -> None: ...
+    async def retire(self, colour: str) -> None: ...
+
+
+def _other(colour: str) -> str:
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type=errors.INVALID_INPUT, non_retryable=True)
+
+
+class KubernetesRouter:
+    def __init__(self, input: "BlueGreenInput", call: Call) -> None:
+        assert input.kubernetes is not None
+        self.cfg = input.kubernetes
+        self.service = input.service
+        self.image = input.image
+        self.call = call
+        self.selector: dict[str, str] = {}
+        self.live_state: DeploymentState | None = None
+
+    def ref(self, colour: str) -> DeploymentRef:
+        return DeploymentRef(context=self.cfg.context, namespace=self.cfg.namespace, name=f"{self.service}-{colour}")
+
+    @property
+    def service_ref(self) -> ServiceRef:
+        return ServiceRef(context=self.cfg.context, namespace=self.cfg.namespace, name=self.cfg.service_name or self.service)
+
+    async def discover(self) -> Discovery:
+        found = await self.call(KubernetesActivities.get_service_selector, self.service_ref)
+        self.selector = dict(found.selector)
+        label = self.cfg.colour_label
+        live = self.selector.get(label)
+        if live not in COLOURS:
+            raise _invalid(
+                f"service {self.cfg.namespace}/{self.service_ref.name} selects {self.selector}: its {label!r} label "
+                f"must name the live colour ({' or '.join(COLOURS)})"
+            )
+        state = await self.call(KubernetesActivities.get_deployment, self.ref(live))
+        if state.replicas < 1:
+            raise _invalid(f"the live colour's deployment {self.ref(live).name} has no replicas to match")
+        self.live_state = state
+        return Discovery(live=live, new=_other(live), already_live=state.image == self.image)
+
+    async def bring_up(self) -> None:
+        live = self.live_state
+        assert live is not None
+        label = self.cfg.colour_label
+        new = _other(self.selector[label])
+        await self.call(
+            KubernetesActivities.apply_deployment,
+            DeploymentApply(
+                ref=self.ref(new),
+                image=self.image,
+                replicas=live.replicas,
+                labels={**live.labels, label: new},
+                selector={**live.selector, label: new},
+                container_name=self.cfg.container_name,
+                container_port=self.cfg.container_port,
+                template_from=self.ref(self.selector[label]),
+            ),
+        )
+
+    async def wait_ready(self, deadline: timedelta) -> None:
+        new = _other(self.selector[self.cfg.colour_label])
+        poll = self.cfg.poll_seconds
+        await self.call(
+            KubernetesActivities.wait_rollout,
+            WaitRolloutInput(ref=self.ref(new), deadline_seconds=deadline.total_seconds(), poll_seconds=poll),
+            timeout=deadline + timedelta(minutes=2),
+            heartbeat=timedelta(seconds=max(30.0, 3 * poll)),
+        )
+
+    async def switch(self, colour: str) -> bool:
+        wanted = {**self.selector, self.cfg.colour_label: colour}
+        result = await self.call(
+            KubernetesActivities.set_service_selector, ServiceSelectorInput(ref=self.service_ref, selector=wanted)
+        )
+        return result.changed
+
+    async def remove(self, colour: str) -> None:
+        await self.call(KubernetesActivities.delete_deployment, self.ref(colour))
+
+    async def retire(self, colour: str) -> None:
+        await self.call(KubernetesActivities.scale_deployment, ScaleInput(ref=self.ref(colour), replicas=0, ignore_missing=True))
+
+
+class AlbRouter:
+    def __init__(self, input: "BlueGreenInput", call: Call) -> None:
+        assert input.alb is not None
+        self.cfg = input.alb
+        self.call = call
+        self.traffic = AlbTrafficRef(listener_arn=self.cfg.listener_arn, rule_arn=self.cfg.rule_arn, region=self.cfg.region)
+        self.new: str | None = None
+
+    def group(self, colour: str) -> str:
+        return self.cfg.target_groups[colour]
+
+    async def discover(self) -> Discovery:
+        weights = (await self.call(ElbActivities.alb_get_weights, self.traffic)).weights
+        serving = [arn for arn, w in weights.items() if w > 0]
+        colour_of = {arn: c for c, arn in self.cfg.target_groups.items()}
+        if len(serving) != 1 or serving[0] not in colour_of:
+            raise _invalid(
+                f"listener {self.cfg.listener_arn} forwards to {weights}: a blue-green cutover needs all traffic on "
+                "exactly one colour's target group (finish or roll back any canary first)"
+            )
+        live = colour_of[serving[0]]
+        self.new = _other(live)
+        return Discovery(live=live, new=self.new)
+
+    async def bring_up(self) -> None:
+        assert self.new is not None
+        await self.call(
+            ElbActivities.alb_register_targets,
+            AlbTargetsInput(target_group_arn=self.group(self.new), targets=self.cfg.targets, region=self.cfg.region),
+        )
+
+    async def wait_ready(self, deadline: timedelta) -> None:
+        """Poll target health with durable timers until every new target is healthy or the deadline passes."""
+        assert self.new is not None
+        wanted = {t.id for t in self.cfg.targets}
+        ends = workflow.now() + deadline
+        while True:
+            health = await self.call(
+                ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=self.group(self.new), region=self.cfg.region)
+            )
+            states = {t.id: t.state for t in health.targets if t.id in wanted}
+            if len(states) == len(wanted) and all(s == "healthy" for s in states.values()):
+                return
+            if workflow.now() >= ends:
+                raise ApplicationError(
+                    f"targets of {self.new} not healthy within {deadline}: {states}",
+                    type=errors.DEADLINE_EXCEEDED,
+                    non_retryable=True,
+                )
+            await workflow.sleep(min(self.cfg.poll_seconds, max((ends - workflow.now()).total_seconds(), 1)))
+
+    async def switch(self, colour: str) -> bool:
+        result = await self.call(
+            ElbActivities.alb_switch_target_group, AlbSwitchInput(ref=self.traffic, target_group_arn=self.group(colour))
+        )
+        return result.changed
+
+    async def remove(self, colour: str) -> None:
+        await self.call(
+            ElbActivities.alb_deregister_targets,
+            AlbTargetsInput(target_group_arn=self.group(colour), targets=self.cfg.targets, region=self.cfg.region),
+        )
+
+    async def retire(self, colour: str) -> None:
+        group = self.group(colour)
+        health = await self.call(ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=group, region=self.cfg.region))
+        targets = [AlbTarget(id=t.id, port=t.port) for t in health.targets if t.state != "draining"]
+        if targets:
+            await self.call(
+                ElbActivities.alb_deregister_targets,
+                AlbTargetsInput(target_group_arn=group, targets=targets, region=self.cfg.region),
+            )
+
+
+def make_router(input: "BlueGreenInput", call: Call) -> Router:
+    if input.router == "kubernetes":
+        return KubernetesRouter(input, call)
+    return AlbRouter(input, call)
