@@ -63,6 +63,15 @@ def kubernetes_activities() -> list[Callable]:
     ]
 
 
+# ---------------------------------------------------------------------------- HTTP checks
+def http_check_activities() -> list[Callable]:
+    """Health checks and smoke requests over one pooled httpx client (honours HTTP(S)_PROXY, SSL_CERT_FILE)."""
+    from activities.http_checks import HttpCheckActivities
+
+    checks = HttpCheckActivities()
+    return [checks.http_probe, checks.http_check_suite]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities()]
+    return [notifier.notify, *kubernetes_activities(), *http_check_activities()]
