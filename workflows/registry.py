@@ -23,3 +23,9 @@ def input_model(workflow_class: type) -> type[BaseModel]:
 def by_name(extra: list[type] | None = None) -> dict[str, type]:
     """Workflow type name -> class, for the product's workflows plus ``extra`` (tests register their own)."""
     return {workflow._Definition.must_from_class(cls).name: cls for cls in [*WORKFLOWS, *(extra or [])]}
+
+
+# ---- runbook workflows (each team appends its own line)
+from workflows.blue_green import BlueGreenCutover  # noqa: E402
+
+WORKFLOWS.append(BlueGreenCutover)
