@@ -1,0 +1,644 @@
+"""The Slack and PagerDuty gateway: one ASGI app (FastAPI, with slack-bolt's AsyncApp mounted) that starts and
+steers runbooks from chat and from incidents.
+
+Routes
+- ``POST /slack/commands``: the ``/runbook`` slash command (``start``, ``status``, ``list``, ``approve``,
+  ``reject``, ``abort``, ``help``). Bolt verifies the signature and timestamp, acks at once, the answer follows
+  through ``response_url``.
+- ``POST /slack/interactions``: the Approve / Reject buttons of approval messages and the reject-reason dialog.
+- ``POST /pagerduty/webhook``: PagerDuty webhooks v3 (``incident.triggered`` starts the mapped runbook,
+  ``incident.resolved`` tells the running one).
+- ``GET /healthz``.
+
+Every request body is read (at most ``gateway_max_body_bytes``, also for chunked bodies) before anything parses
+it; forged, stale, oversized or malformed requests start nothing. Secrets and tokens never appear in logs or
+replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import string
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
+from core.approval import AbortInput, ApproveInput, GateView, RejectInput
+from core.catalog import Catalog, ParameterError, PagerDutyTrigger, RunbookSpec
+from core.config import Settings
+from core.runbook import RunbookStatus
+from starters import launch
+from workflows import search_attributes as sa
+
+log = logging.getLogger(__name__)
+
+HELP = """*Usage:* `/runbook <command>`
+• `start NAME key=value ...`: start a runbook (you become its requester)
+• `status ID`: where a run is
+• `list`: runbooks you may start here, and runs in progress
+• `approve ID [reason]`: approve the run's open gate
+• `reject ID reason`: reject the run's open gate
+• `abort ID reason`: stop a run (it cleans up after itself)
+• `help`: this text"""
+
+
+# ---------------------------------------------------------------------------- body limit (before any parsing)
+class BodyLimitMiddleware:
+    """Reads the whole request body, refusing it with 413 as soon as it passes ``max_bytes``.
+
+    Checks the declared Content-Length first, then counts the bytes actually received, so a chunked body (no
+    Content-Length) cannot slip past. The buffered body is replayed to the app, which reads it as usual.
+    """
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_bytes:
+                    await _plain(send, 413, "request body too large")
+                    return
+            except ValueError:
+                await _plain(send, 400, "invalid Content-Length")
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _plain(send, 413, "request body too large")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _plain(send: Callable, status: int, text: str) -> None:
+    data = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+# ---------------------------------------------------------------------------- PagerDuty webhooks v3
+def verify_pagerduty_signature(body: bytes, header: str | None, secrets: list[str]) -> bool:
+    """True when one of the header's ``v1=`` entries is the HMAC-SHA256 of the raw body under one of the secrets."""
+    if not header or not secrets:
+        return False
+    offered = [part.strip()[3:] for part in header.split(",") if part.strip().startswith("v1=")]
+    expected = [hmac.new(s.encode(), body, hashlib.sha256).hexdigest() for s in secrets]
+    ok = False
+    for candidate in offered:
+        for digest in expected:  # compare against every pair: no early exit that leaks which matched
+            ok |= hmac.compare_digest(candidate, digest)
+    return ok
+
+
+class SeenEvents:
+    """Bounded LRU of webhook event ids already handled by this process (PagerDuty redelivers)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            self._ids.move_to_end(event_id)
+            return True
+        return False
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
+class _Attrs:
+    """Attribute access over the incident's JSON for parameter templates: ``{incident.service.summary}``."""
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> "_Attrs":
+        if isinstance(self._data, dict) and name in self._data:
+            return _Attrs(self._data[name])
+        raise ParameterError(f"the incident has no field {name!r}")
+
+    def __getitem__(self, key: Any) -> "_Attrs":
+        try:
+            return _Attrs(self._data[int(key)] if isinstance(self._data, list) else self._data[key])
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ParameterError(f"the incident has no field {key!r}") from None
+
+    def __format__(self, spec: str) -> str:
+        value = self._data
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        return format(value, spec)
+
+
+def render_parameters(templates: dict[str, str], event: dict) -> dict[str, str]:
+    scope = {"incident": _Attrs(event.get("data") or {}), "event": _Attrs(event)}
+    return {name: string.Formatter().vformat(template, (), scope) for name, template in templates.items()}
+
+
+def incident_workflow_id(runbook: str, incident_id: str) -> str:
+    return f"{runbook}:incident:{incident_id}"
+
+
+class PagerDutyWebhooks:
+    def __init__(self, gateway: "Gateway") -> None:
+        self.g = gateway
+        self.seen = SeenEvents()
+
+    def matches(self, event_type: str, incident: dict) -> list[tuple[RunbookSpec, PagerDutyTrigger]]:
+        service = (incident.get("service") or {}).get("id")
+        priority = (incident.get("priority") or {}).get("summary")
+        found = []
+        for spec in self.g.catalog.runbooks.values():
+            for trigger in spec.triggers.pagerduty:
+                if service not in trigger.service_ids or event_type not in trigger.event_types:
+                    continue
+                if trigger.priorities and priority not in trigger.priorities:
+                    continue
+                found.append((spec, trigger))
+                break
+        return found
+
+    async def handle(self, body: bytes, signature: str | None) -> JSONResponse:
+        if not verify_pagerduty_signature(body, signature, self.g.pagerduty_secrets):
+            log.warning("pagerduty webhook refused: bad or missing signature")
+            return JSONResponse({"error": "invalid signature"}, status_code=401)
+        try:
+            payload = json.loads(body)
+            event = payload["event"]
+            event_id, event_type = str(event["id"]), str(event["event_type"])
+            data = event.get("data") or {}
+            if not isinstance(data, dict):
+                raise TypeError("event.data is not an object")
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse({"error": f"malformed webhook: {type(err).__name__}"}, status_code=400)
+        if event_id in self.seen:
+            return JSONResponse({"status": "duplicate", "event_id": event_id}, status_code=200)
+        if event.get("resource_type", "incident") != "incident" or not data.get("id"):
+            self.seen.add(event_id)
+            return JSONResponse({"status": "ignored", "event_type": event_type}, status_code=200)
+        try:
+            if event_type == "incident.resolved":
+                result = await self._resolved(data)
+            else:
+                result = await self._triggered(event, event_type, data)
+        except RPCError as err:  # Temporal unreachable: let PagerDuty redeliver later
+            log.error("pagerduty event %s not handled: Temporal error %s", event_id, err.status)
+            return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
+        self.seen.add(event_id)
+        return JSONResponse({"status": "ok", "event_id": event_id, **result}, status_code=202)
+
+    async def _triggered(self, event: dict, event_type: str, incident: dict) -> dict:
+        incident_id = str(incident["id"])
+        started, attached, refused = [], [], []
+        for spec, trigger in self.matches(event_type, incident):
+            try:
+                plan = self.g.plan(spec, trigger, event, incident_id)
+            except ParameterError as err:
+                log.warning("pagerduty incident %s: runbook %s not started: %s", incident_id, spec.name, err)
+                refused.append({"runbook": spec.name, "reason": str(err)})
+                continue
+            workflow_id, is_new = await self.g.start_for_incident(plan)
+            (started if is_new else attached).append(workflow_id)
+            log.info("pagerduty incident %s: %s %s", incident_id, "started" if is_new else "attached to", workflow_id)
+        return {"started": started, "attached": attached, "refused": refused}
+
+    async def _resolved(self, incident: dict) -> dict:
+        from workflows.base import IncidentResolvedInput
+
+        incident_id = str(incident["id"])
+        signalled = []
+        for spec in self.g.catalog.runbooks.values():
+            service = (incident.get("service") or {}).get("id")
+            if not any(service in t.service_ids for t in spec.triggers.pagerduty):
+                continue
+            workflow_id = incident_workflow_id(spec.name, incident_id)
+            handle = self.g.client.get_workflow_handle(workflow_id)
+            try:
+                await handle.signal("incident_resolved", IncidentResolvedInput(incident_id=incident_id))
+                signalled.append(workflow_id)
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+        return {"signalled": signalled}
+
+
+# ---------------------------------------------------------------------------- the gateway
+class Gateway:
+    """What the routes share: settings, the Temporal client, the catalog and the workflow types."""
+
+    def __init__(self, settings: Settings, client: Client, catalog: Catalog, workflows: dict[str, type]) -> None:
+        self.settings = settings
+        self.client = client
+        self.catalog = catalog
+        self.workflows = workflows
+        self.pagerduty_secrets = [s.get_secret_value() for s in settings.pagerduty_webhook_secrets]
+
+    # ------------------------------------------------------------------ starting
+    def plan(self, spec: RunbookSpec, trigger: PagerDutyTrigger, event: dict, incident_id: str):
+        params = render_parameters(trigger.parameters, event)
+        kwargs = dict(
+            requested_by="pagerduty",
+            workflows=self.workflows,
+            source="pagerduty",
+            incident_id=incident_id,
+            slack_channel=self.settings.slack_default_channel,
+            ui_base=self.settings.ui_url,
+            namespace=self.client.namespace,
+            workflow_id=incident_workflow_id(spec.name, incident_id),
+        )
+        plan = self.catalog.plan_start(spec.name, params, **kwargs)
+        if trigger.auto_approve:
+            policy = plan.meta.approval.model_copy(update={"required_approvals": 0, "required_groups": []})
+            plan = self.catalog.plan_start(spec.name, params, approval=policy, **kwargs)
+        return plan
+
+    async def start_for_incident(self, plan) -> tuple[str, bool]:
+        """Start the incident's run, once: a running or finished run for this incident is attached to instead.
+
+        The id comes from the incident; FAIL + REJECT_DUPLICATE make the server the judge, so redeliveries, a new
+        event for the same incident and two gateway replicas racing all end with exactly one run per incident.
+        """
+        return await self.start(plan, WorkflowIDReusePolicy.REJECT_DUPLICATE)
+
+    async def start(self, plan, reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE) -> tuple[str, bool]:
+        """Start the planned run (one RPC); (workflow id, False) when a run with that id is already there."""
+        try:
+            await self.client.start_workflow(
+                plan.workflow_type,
+                plan.input,
+                id=plan.workflow_id,
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=reuse,
+                search_attributes=_search_attributes(plan),
+                static_summary=launch.summary(plan),
+                static_details=launch.details(plan),
+            )
+        except WorkflowAlreadyStartedError:
+            return plan.workflow_id, False
+        return plan.workflow_id, True
+
+    # ------------------------------------------------------------------ Slack permissions
+    @staticmethod
+    def slack_refusal(spec: RunbookSpec, user: str, channel: str) -> str | None:
+        trigger = spec.triggers.slack
+        if trigger is None:
+            return f"{spec.name} cannot be started from Slack"
+        if channel not in trigger.channels:
+            return f"{spec.name} cannot be started from this channel (<#{channel}>)"
+        if trigger.users and user not in trigger.users:
+            return f"<@{user}> may not start {spec.name}"
+        return None
+
+    # ------------------------------------------------------------------ steering
+    async def status(self, workflow_id: str) -> RunbookStatus:
+        return await self.client.get_workflow_handle(workflow_id).query("status", result_type=RunbookStatus)
+
+    async def decide(
+        self, workflow_id: str, action: str, user: str, *, reason: str = "", gate_id: str | None = None,
+        binding: str | None = None, use_open_binding: bool = False,
+    ) -> tuple[bool, str, GateView | None]:
+        """Approve or reject a gate with the workflow's Update; return (accepted, message for the person, gate)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            if gate_id is None:
+                status = await self.status(workflow_id)
+                if status.gate is None:
+                    return False, f"`{workflow_id}` has no approval pending (it is {status.status})", None
+                gate_id = status.gate.gate_id
+                if use_open_binding:
+                    binding = status.gate.binding
+            if action == "approve":
+                gate = await handle.execute_update(
+                    "approve", ApproveInput(gate_id=gate_id, approver=user, reason=reason, binding=binding),
+                    result_type=GateView,
+                )
+            else:
+                gate = await handle.execute_update(
+                    "reject", RejectInput(gate_id=gate_id, approver=user, reason=reason), result_type=GateView
+                )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            return False, f"refused: {getattr(cause, 'message', None) or cause or err}", None
+        except RPCError as err:
+            return False, _rpc_text(workflow_id, err), None
+        if gate.decision == "pending":
+            return True, f"<@{user}> approved ({len(gate.approvals)}/{gate.required_approvals})", gate
+        verdict = "approved" if gate.decision == "approved" else gate.decision
+        why = f": {gate.reason}" if gate.reason else ""
+        return True, f"{verdict} by <@{user}>{why}", gate
+
+    async def abort(self, workflow_id: str, user: str, reason: str) -> str:
+        try:
+            return await self.client.get_workflow_handle(workflow_id).execute_update(
+                "abort", AbortInput(requested_by=user, reason=reason), result_type=str
+            )
+        except WorkflowUpdateFailedError as err:
+            return f"refused: {getattr(err.cause, 'message', None) or err.cause or err}"
+
+
+def _search_attributes(plan) -> TypedSearchAttributes:
+    meta = plan.meta
+    return TypedSearchAttributes([
+        SearchAttributePair(sa.RUNBOOK_NAME, meta.runbook),
+        SearchAttributePair(sa.RUNBOOK_TARGET, meta.target),
+        SearchAttributePair(sa.RUNBOOK_ENVIRONMENT, meta.environment or "-"),
+        SearchAttributePair(sa.RUNBOOK_REQUESTED_BY, meta.requested_by),
+        SearchAttributePair(sa.RUNBOOK_STATUS, "Running"),
+    ])
+
+
+def _rpc_text(workflow_id: str, err: RPCError) -> str:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return f"no run `{workflow_id}` (or it has finished)"
+    return f"could not reach the run `{workflow_id}` ({err.status.name if err.status else 'error'})"
+
+
+# ---------------------------------------------------------------------------- Slack: the slash command
+class SlackCommands:
+    def __init__(self, gateway: Gateway) -> None:
+        self.g = gateway
+
+    async def run(self, text: str, user: str, channel: str) -> str:
+        words = text.split()
+        if not words or words[0] == "help":
+            return HELP
+        command, args = words[0].lower(), words[1:]
+        handler = getattr(self, f"_cmd_{command}", None)
+        if handler is None:
+            return f"unknown command `{command}`\n{HELP}"
+        try:
+            return await handler(args, user, channel)
+        except RPCError as err:
+            return _rpc_text(args[0] if args else "?", err)
+
+    async def _cmd_start(self, args: list[str], user: str, channel: str) -> str:
+        if not args:
+            return "usage: `start NAME key=value ...`"
+        name, params = args[0], {}
+        for item in args[1:]:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                return f"`{item}` is not `key=value`"
+            params[key] = value
+        try:
+            spec = self.g.catalog.get(name)
+        except ParameterError as err:
+            return str(err)
+        refusal = self.g.slack_refusal(spec, user, channel)
+        if refusal:
+            log.info("slack start of %s refused for %s in %s", name, user, channel)
+            return f":no_entry: {refusal}"
+        try:
+            plan = self.g.catalog.plan_start(
+                name, params, requested_by=user, workflows=self.g.workflows, source="slack", slack_channel=channel,
+                ui_base=self.g.settings.ui_url, namespace=self.g.client.namespace,
+            )
+        except ParameterError as err:
+            return f":warning: {err}"
+        workflow_id, started = await self.g.start(plan)
+        if not started:
+            return f":information_source: `{workflow_id}` is already running; nothing new was started"
+        link = f" (<{plan.meta.ui_url}|web UI>)" if plan.meta.ui_url else ""
+        return f":rocket: started `{workflow_id}`{link}"
+
+    async def _cmd_status(self, args: list[str], user: str, channel: str) -> str:
+        if len(args) != 1:
+            return "usage: `status ID`"
+        s = await self.g.status(args[0])
+        lines = [f"*{s.runbook}* on `{s.target}`: *{s.status}*, {s.stage} (requested by {s.requested_by})"]
+        if s.gate is not None:
+            lines.append(f"waiting for approval of *{s.gate.title}* (gate `{s.gate.gate_id}`), "
+                         f"{len(s.gate.approvals)}/{s.gate.required_approvals} approvals")
+        lines += [f"• {step.status}: {step.name} {step.detail}".rstrip() for step in s.steps[-10:]]
+        return "\n".join(lines)
+
+    async def _cmd_list(self, args: list[str], user: str, channel: str) -> str:
+        mine = [spec for spec in self.g.catalog.runbooks.values() if self.g.slack_refusal(spec, user, channel) is None]
+        lines = ["*Runbooks you may start here:*"]
+        lines += [f"• `{s.name}`: {s.description}" for s in sorted(mine, key=lambda s: s.name)] or ["• none"]
+        running = []
+        try:
+            query = "RunbookStatus = 'Running' OR RunbookStatus = 'WaitingForApproval'"
+            async for wf in self.g.client.list_workflows(query, limit=20):
+                running.append(f"• `{wf.id}` ({wf.workflow_type})")
+        except RPCError:
+            running = ["• (the run list is not available)"]
+        lines += ["*In progress:*", *(running or ["• none"])]
+        return "\n".join(lines)
+
+    async def _cmd_approve(self, args: list[str], user: str, channel: str) -> str:
+        if not args:
+            return "usage: `approve ID [reason]`"
+        ok, text, _ = await self.g.decide(args[0], "approve", user, reason=" ".join(args[1:]), use_open_binding=True)
+        return (":white_check_mark: " if ok else ":no_entry: ") + f"`{args[0]}`: {text}"
+
+    async def _cmd_reject(self, args: list[str], user: str, channel: str) -> str:
+        if len(args) < 2:
+            return "usage: `reject ID reason` (a reason is required)"
+        ok, text, _ = await self.g.decide(args[0], "reject", user, reason=" ".join(args[1:]))
+        return (":no_entry_sign: " if ok else ":no_entry: ") + f"`{args[0]}`: {text}"
+
+    async def _cmd_abort(self, args: list[str], user: str, channel: str) -> str:
+        if len(args) < 2:
+            return "usage: `abort ID reason` (a reason is required)"
+        workflow_id = args[0]
+        status = await self.g.status(workflow_id)
+        spec = self.g.catalog.runbooks.get(status.runbook)
+        allowed = spec is not None and (
+            self.g.slack_refusal(spec, user, channel) is None or user in (status.gate.eligible if status.gate else [])
+        )
+        if not allowed:
+            return f":no_entry: <@{user}> may not abort `{workflow_id}` from here"
+        return f":octagonal_sign: `{workflow_id}`: {await self.g.abort(workflow_id, user, ' '.join(args[1:]))}"
+
+
+# ---------------------------------------------------------------------------- Slack: Bolt app
+def _gate_blocks(message: dict, note: str, keep_buttons: bool) -> list[dict]:
+    blocks = [b for b in message.get("blocks") or [] if keep_buttons or b.get("type") != "actions"]
+    blocks = [b for b in blocks if b.get("block_id") != "verdict"]
+    blocks.append({"type": "context", "block_id": "verdict", "elements": [{"type": "mrkdwn", "text": note}]})
+    return blocks
+
+
+def build_bolt(gateway: Gateway, slack_client: AsyncWebClient) -> AsyncApp:
+    settings = gateway.settings
+    assert settings.slack_signing_secret is not None
+    bolt = AsyncApp(signing_secret=settings.slack_signing_secret.get_secret_value(), client=slack_client,
+                    logger=logging.getLogger("starters.gateway.bolt"))
+    commands = SlackCommands(gateway)
+
+    @bolt.command("/runbook")
+    async def on_command(ack: Callable[..., Awaitable], command: dict, respond: Callable[..., Awaitable]) -> None:
+        await ack()
+        text = await commands.run(command.get("text", ""), command["user_id"], command["channel_id"])
+        await respond(text=text, response_type="ephemeral")
+
+    async def _after_decision(client: AsyncWebClient, body: dict, ok: bool, text: str, gate: GateView | None) -> None:
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id")
+        if not channel or not message.get("ts"):
+            return
+        closed = gate is not None and gate.decision != "pending"
+        note = (":white_check_mark: " if ok else ":warning: ") + text
+        await client.chat_update(channel=channel, ts=message["ts"], text=message.get("text") or text,
+                                 blocks=_gate_blocks(message, note, keep_buttons=not closed))
+
+    @bolt.action(APPROVE_ACTION)
+    async def on_approve(ack: Callable[..., Awaitable], body: dict, action: dict, client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            value = parse_button_value(action["value"])
+        except (ValueError, KeyError):
+            return
+        ok, text, gate = await gateway.decide(value["w"], "approve", body["user"]["id"], gate_id=value["g"],
+                                              binding=value.get("b"), reason="approved in Slack")
+        await _after_decision(client, body, ok, text, gate)
+
+    @bolt.action(REJECT_ACTION)
+    async def on_reject(ack: Callable[..., Awaitable], body: dict, action: dict, client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            value = parse_button_value(action["value"])
+        except (ValueError, KeyError):
+            return
+        meta = {**value, "c": (body.get("channel") or {}).get("id"), "ts": (body.get("message") or {}).get("ts")}
+        await client.views_open(trigger_id=body["trigger_id"], view={
+            "type": "modal",
+            "callback_id": REJECT_VIEW,
+            "private_metadata": json.dumps(meta),
+            "title": {"type": "plain_text", "text": "Reject"},
+            "submit": {"type": "plain_text", "text": "Reject"},
+            "close": {"type": "plain_text", "text": "Cancel"},
+            "blocks": [{"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why?"},
+                        "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True}}],
+        })
+
+    @bolt.view(REJECT_VIEW)
+    async def on_reject_reason(ack: Callable[..., Awaitable], body: dict, view: dict, client: AsyncWebClient) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        reason = (((view.get("state") or {}).get("values") or {}).get("reason") or {}).get("reason", {}).get("value") or ""
+        if not reason.strip():
+            await ack(response_action="errors", errors={"reason": "a reason is required"})
+            return
+        ok, text, gate = await gateway.decide(meta["w"], "reject", body["user"]["id"], gate_id=meta["g"], reason=reason)
+        if not ok:  # shown in the dialog, next to the reason
+            await ack(response_action="errors", errors={"reason": text[:150]})
+            return
+        await ack()
+        if meta.get("c") and meta.get("ts"):
+            note = f":no_entry_sign: {text}"
+            await client.chat_update(channel=meta["c"], ts=meta["ts"], text=note,
+                                     blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": note}}])
+
+    return bolt
+
+
+# ---------------------------------------------------------------------------- the ASGI app
+def create_app(
+    settings: Settings,
+    client: Client,
+    catalog: Catalog,
+    workflows: dict[str, type],
+    *,
+    slack_client: AsyncWebClient | None = None,
+) -> Any:
+    """The gateway ASGI app (FastAPI wrapped in the body-size limit)."""
+    gateway = Gateway(settings, client, catalog, workflows)
+    pagerduty = PagerDutyWebhooks(gateway)
+    api = FastAPI(title="runbook gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    api.state.gateway = gateway
+    api.state.pagerduty = pagerduty
+
+    handler: AsyncSlackRequestHandler | None = None
+    if settings.slack_signing_secret is not None:
+        if slack_client is None:
+            token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+            slack_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+        handler = AsyncSlackRequestHandler(build_bolt(gateway, slack_client))
+
+    @api.get("/healthz")
+    async def healthz() -> dict:
+        return {"ok": True, "runbooks": len(catalog.runbooks)}
+
+    async def slack(request: Request):
+        if handler is None:
+            return PlainTextResponse("Slack is not configured (SLACK_SIGNING_SECRET)", status_code=503)
+        if not request.headers.get("x-slack-signature") or not request.headers.get("x-slack-request-timestamp"):
+            return PlainTextResponse("invalid request", status_code=401)
+        return await handler.handle(request)
+
+    api.add_api_route("/slack/commands", slack, methods=["POST"])
+    api.add_api_route("/slack/interactions", slack, methods=["POST"])
+
+    @api.post("/pagerduty/webhook")
+    async def pagerduty_webhook(request: Request) -> JSONResponse:
+        return await pagerduty.handle(await request.body(), request.headers.get("x-pagerduty-signature"))
+
+    app = BodyLimitMiddleware(api, settings.gateway_max_body_bytes)
+    app.state = api.state  # type: ignore[attr-defined]
+    return app
+
+
+def serve(settings: Settings) -> None:
+    """``runbook gateway``: connect to Temporal, load the catalog, serve the app with uvicorn."""
+    import uvicorn
+
+    from workers.connection import connect
+    from workflows.registry import by_name
+
+    async def main() -> None:
+        client = await connect(settings)
+        workflows = by_name()
+        catalog = Catalog.load(settings.catalog_dir, workflows=workflows)
+        app = create_app(settings, client, catalog, workflows)
+        config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port, log_level="info",
+                                access_log=False)
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
