@@ -192,3 +192,10 @@ class ProvisionEnvironmentResult(RunbookResult):
     namespace: str | None = None
     destroyed: bool = False
     expired_at: datetime | None = None
+
+
+class SandboxExpiry(_Model):
+    """Answer of the ``extend`` update."""
+
+    expires_at: datetime
+    extended_by: str = ""
