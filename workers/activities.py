@@ -72,6 +72,19 @@ def http_check_activities() -> list[Callable]:
     return [checks.http_probe, checks.http_check_suite]
 
 
+# ---------------------------------------------------------------------------- Terraform (+ Vault for its secrets)
+def terraform_activities(settings: Settings) -> list[Callable]:
+    """Terraform under settings.terraform_root; secrets from Vault (VAULT_ADDR + VAULT_TOKEN or AppRole) if set."""
+    import os
+
+    from activities.terraform import TerraformActivities
+    from activities.vault import VaultReader
+
+    vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None
+    tf = TerraformActivities(vault, settings.terraform_root)
+    return [tf.plan, tf.apply, tf.outputs, tf.destroy]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities(), *http_check_activities()]
+    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings)]

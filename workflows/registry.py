@@ -29,3 +29,7 @@ def by_name(extra: list[type] | None = None) -> dict[str, type]:
 from workflows.blue_green import BlueGreenCutover  # noqa: E402
 
 WORKFLOWS.append(BlueGreenCutover)
+
+from workflows.provision import ProvisionEnvironment  # noqa: E402
+
+WORKFLOWS.append(ProvisionEnvironment)
