@@ -104,19 +104,34 @@ def _db(rds: Any, identifier: str) -> dict | None:
         return None
 
 
-def seed_demo(session: boto3.Session | None = None) -> dict:
+def seed_alb(session: boto3.Session | None = None) -> dict:
+    """The network and ALB part of the demo (VPC, subnets, target groups, demo-alb and its two listeners)."""
     session = session or boto3.Session()
     ec2 = session.client("ec2", region_name=PRIMARY_REGION)
     elb = session.client("elbv2", region_name=PRIMARY_REGION)
+    vpc_id, subnets = _vpc(ec2)
+    tgs = {name: _target_group(elb, name, vpc_id) for name in ("checkout-blue", "checkout-green", "checkout-stable", "checkout-canary")}
+    lb = _load_balancer(elb, subnets)
+    return {
+        "vpc_id": vpc_id,
+        "subnet_ids": subnets,
+        "load_balancer": lb,
+        "load_balancer_arn": lb["LoadBalancerArn"],
+        "load_balancer_dns": lb["DNSName"],
+        "listener_bluegreen_arn": _listener(elb, lb["LoadBalancerArn"], 80, tgs["checkout-blue"], tgs["checkout-green"]),
+        "listener_canary_arn": _listener(elb, lb["LoadBalancerArn"], 8080, tgs["checkout-stable"], tgs["checkout-canary"]),
+        "target_groups": tgs,
+    }
+
+
+def seed_demo(session: boto3.Session | None = None) -> dict:
+    session = session or boto3.Session()
     r53 = session.client("route53", region_name=PRIMARY_REGION)
     rds = session.client("rds", region_name=PRIMARY_REGION)
     rds_west = session.client("rds", region_name=REPLICA_REGION)
 
-    vpc_id, subnets = _vpc(ec2)
-    tgs = {name: _target_group(elb, name, vpc_id) for name in ("checkout-blue", "checkout-green", "checkout-stable", "checkout-canary")}
-    lb = _load_balancer(elb, subnets)
-    bluegreen = _listener(elb, lb["LoadBalancerArn"], 80, tgs["checkout-blue"], tgs["checkout-green"])
-    canary = _listener(elb, lb["LoadBalancerArn"], 8080, tgs["checkout-stable"], tgs["checkout-canary"])
+    alb = seed_alb(session)
+    lb = alb.pop("load_balancer")
 
     zone_id = _zone(r53)
     health_check = _health_check(r53, "orders-db.us-east-1.demo.internal")
@@ -171,13 +186,7 @@ def seed_demo(session: boto3.Session | None = None) -> dict:
     )["DBInstance"]
 
     return {
-        "vpc_id": vpc_id,
-        "subnet_ids": subnets,
-        "load_balancer_arn": lb["LoadBalancerArn"],
-        "load_balancer_dns": lb["DNSName"],
-        "listener_bluegreen_arn": bluegreen,
-        "listener_canary_arn": canary,
-        "target_groups": tgs,
+        **alb,
         "hosted_zone_id": zone_id,
         "health_check_id": health_check,
         "rds_primary": {"identifier": "orders-db", "region": PRIMARY_REGION, "arn": primary["DBInstanceArn"]},

@@ -85,6 +85,14 @@ def terraform_activities(settings: Settings) -> list[Callable]:
     return [tf.plan, tf.apply, tf.outputs, tf.destroy]
 
 
+# ---------------------------------------------------------------------------- AWS (ELBv2, Route53, RDS, S3)
+def aws_activities() -> list[Callable]:
+    """boto3's own configuration: AWS_PROFILE / AWS_* credentials, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL (moto)."""
+    from activities.aws import AwsClients, all_activities
+
+    return all_activities(AwsClients())
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings)]
+    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities()]

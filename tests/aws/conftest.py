@@ -7,7 +7,7 @@ import pytest
 from botocore.config import Config
 
 from activities.aws import AwsClients
-from starters.demo_aws import seed_demo
+from starters.demo_aws import seed_alb
 
 
 @pytest.fixture
@@ -18,4 +18,5 @@ def clients(aws: str) -> AwsClients:
 
 @pytest.fixture
 def demo(clients: AwsClients) -> dict:
-    return seed_demo(clients.session)
+    """The demo ALB (VPC, target groups, listeners :80 blue/green and :8080 stable/canary at 100/0)."""
+    return seed_alb(clients.session)
