@@ -90,6 +90,7 @@ def bake_template() -> AnalysisTemplate:
 class BlueGreenInput(RunbookInput):
     service: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     image: str = Field(min_length=1, description="the new version (container image, or a version label for ALB)")
+    environment: str = Field("production", description="chooses the approval policy in the catalog")
     router: Literal["kubernetes", "alb"] = "kubernetes"
     kubernetes: KubernetesRouterConfig | None = None
     alb: AlbRouterConfig | None = None

@@ -1,0 +1,31 @@
+"""The blue-green runbook's catalog entry validates against the workflow and plans a start keyed by service."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from core.catalog import Catalog
+from workflows.blue_green import BlueGreenCutover, BlueGreenInput
+
+ROOT = Path(__file__).resolve().parents[2] / "runbooks"
+
+
+def test_catalog_entry_plans_a_start(tmp_path):
+    for name in ("groups.yaml", "blue-green.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    workflows = {"BlueGreenCutover": BlueGreenCutover}
+    catalog = Catalog.load(tmp_path, workflows=workflows)
+    plan = catalog.plan_start(
+        "blue-green",
+        {"service": "shop", "image": "shop:v2", "preview_urls": "{blue: 'http://b:8080', green: 'http://g:8080'}"},
+        requested_by="bob",
+        workflows=workflows,
+    )
+    assert plan.workflow_id.endswith("bluegreen:shop") and plan.workflow_type == "BlueGreenCutover"
+    inp = plan.input
+    assert isinstance(inp, BlueGreenInput)
+    assert inp.scale_down_delay.total_seconds() == 30 and inp.progress_deadline.total_seconds() == 600
+    assert inp.meta.environment == "production" and inp.meta.approval.required_approvals == 1
+    assert "alice" in inp.meta.approval.eligible() and not inp.meta.approval.allow_self_approval
+    assert [m.name for m in inp.bake_analysis.metrics] == ["error-rate", "latency-p99"]
