@@ -1,0 +1,99 @@
+"""TerraformActivities alone (ActivityEnvironment): retry after a crash never applies twice, typed failures
+carry Terraform's own text (lock: retryable; configuration: not), a tampered plan is refused."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.terraform import TerraformActivities, TerraformFailed, classify
+from core import errors
+from core.provision import PLAN_STALE, ApplyInput, DestroyInput, OutputsInput, PlanInput, TerraformTarget
+
+from .conftest import MODULES
+
+
+def target(name: str, module: str = "app", **variables: object) -> TerraformTarget:
+    return TerraformTarget(environment=name, workspace=name, module=str(MODULES / module),
+                           variables={"environment": name, "tier": "development", **variables})
+
+
+@pytest.fixture
+def run() -> ActivityEnvironment:
+    return ActivityEnvironment()
+
+
+def test_apply_retried_after_a_crash_does_not_apply_twice(run: ActivityEnvironment, tf_root: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    t = target("crash")
+    plan = run.run(acts.plan, PlanInput(target=t))
+    assert plan.has_changes and (tf_root / "crash" / "plans" / f"{plan.plan_hash[7:]}.tfplan").exists()
+    assert run.run(acts.apply, ApplyInput(target=t, plan_hash=plan.plan_hash)).outcome == "applied"
+    # The worker died before the result was recorded: Temporal retries the same apply.
+    assert run.run(acts.apply, ApplyInput(target=t, plan_hash=plan.plan_hash)).outcome == "already_applied"
+    assert run.run(acts.outputs, OutputsInput(target=t)).values["hostname"] == "crash.development.example.internal"
+    assert not run.run(acts.plan, PlanInput(target=t)).has_changes
+
+
+def test_state_lock_is_transient_with_terraforms_text(run: ActivityEnvironment, tf_root: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    t = target("locked")
+    run.run(acts.apply, ApplyInput(target=t, plan_hash=run.run(acts.plan, PlanInput(target=t)).plan_hash))
+    t2 = target("locked", replicas=4)
+    plan = run.run(acts.plan, PlanInput(target=t2))
+    with open(tf_root / "locked" / "terraform.tfstate.d" / "locked" / "terraform.tfstate", "r+") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ApplicationError) as info:
+            run.run(acts.apply, ApplyInput(target=t2, plan_hash=plan.plan_hash))
+    assert info.value.type == errors.TRANSIENT and not info.value.non_retryable
+    assert "Error acquiring the state lock" in info.value.message
+    assert run.run(acts.apply, ApplyInput(target=t2, plan_hash=plan.plan_hash)).outcome == "applied"
+
+
+def test_configuration_error_is_invalid_input(run: ActivityEnvironment, tf_root: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    with pytest.raises(ApplicationError) as info:
+        run.run(acts.plan, PlanInput(target=target("broken", "broken")))
+    assert info.value.type == errors.INVALID_INPUT and info.value.non_retryable
+    assert "Output refers to sensitive values" in info.value.message
+    with pytest.raises(ApplicationError) as info:
+        run.run(acts.plan, PlanInput(target=target("nomodule", "does-not-exist")))
+    assert info.value.type == errors.INVALID_INPUT
+
+
+def test_tampered_or_missing_plan_is_stale(run: ActivityEnvironment, tf_root: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    t = target("tamper")
+    plan = run.run(acts.plan, PlanInput(target=t))
+    path = tf_root / "tamper" / "plans" / f"{plan.plan_hash[7:]}.tfplan"
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(ApplicationError) as info:
+        run.run(acts.apply, ApplyInput(target=t, plan_hash=plan.plan_hash))
+    assert info.value.type == PLAN_STALE
+    with pytest.raises(ApplicationError) as info:
+        run.run(acts.apply, ApplyInput(target=t, plan_hash="sha256:" + "1" * 64))
+    assert info.value.type == PLAN_STALE and "plan again" in info.value.message
+
+
+def test_destroy_is_idempotent(run: ActivityEnvironment, tf_root: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    t = target("gone")
+    run.run(acts.apply, ApplyInput(target=t, plan_hash=run.run(acts.plan, PlanInput(target=t)).plan_hash))
+    assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
+    assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("Error: Failed to get existing workspaces: RequestError: send request failed\ndial tcp 10.0.0.1:443: i/o timeout",
+     errors.TRANSIENT),
+    ("Error: error loading state: connection refused", errors.TRANSIENT),
+    ("Error: Saved plan is stale", PLAN_STALE),
+    ('Error: Reference to undeclared input variable "x"', errors.INVALID_INPUT),
+])
+def test_classification(text: str, kind: str) -> None:
+    err = classify(TerraformFailed("plan", 1, text + " hunter2"), {"TF_VAR_p": "hunter2"})
+    assert err.type == kind and "hunter2" not in err.message and text.splitlines()[0] in err.message
