@@ -54,6 +54,7 @@ class AnalysisRun:
         stop: Callable[[], bool] = lambda: False,
         on_measurement: Callable[[Measurement], None] | None = None,
         task_queue: str | None = None,
+        local: bool = True,
     ) -> None:
         self.template = template
         self.args = dict(args)
@@ -62,6 +63,7 @@ class AnalysisRun:
         self._stop = stop
         self._on_measurement = on_measurement
         self._task_queue = task_queue
+        self._local = local
         self.measurements: list[Measurement] = []
         self._counted_from = 0
         start = workflow.now()
@@ -116,13 +118,21 @@ class AnalysisRun:
 
     async def _measure(self, spec: MetricSpec) -> Measurement:
         try:
-            result = await workflow.execute_activity_method(
-                MetricsActivities.measure_metric,
-                MeasureInput(metric=spec, args=self.args),
-                start_to_close_timeout=MEASURE_TIMEOUT,
-                retry_policy=MEASURE_RETRY,
-                task_queue=self._task_queue,
-            )
+            if self._local:
+                result = await workflow.execute_local_activity_method(
+                    MetricsActivities.measure_metric,
+                    MeasureInput(metric=spec, args=self.args),
+                    start_to_close_timeout=MEASURE_TIMEOUT,
+                    retry_policy=MEASURE_RETRY,
+                )
+            else:
+                result = await workflow.execute_activity_method(
+                    MetricsActivities.measure_metric,
+                    MeasureInput(metric=spec, args=self.args),
+                    start_to_close_timeout=MEASURE_TIMEOUT,
+                    retry_policy=MEASURE_RETRY,
+                    task_queue=self._task_queue,
+                )
         except ActivityError as err:
             cause = err.cause or err
             return Measurement(metric=spec.name, phase="Error", at=workflow.now(), message=f"measurement failed: {cause}")

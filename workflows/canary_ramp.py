@@ -22,8 +22,6 @@ plan hash, recent measurements and verdicts).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -32,144 +30,42 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
-
     from core import errors
-    from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, default_template
+    from core.analysis import AnalysisVerdict, Measurement
     from core.approval import ApprovalPolicy, GateOutcome
-    from core.duration import Duration, format_duration
-    from core.runbook import RunbookInput, RunbookResult, RunStatus
+    from core.canary import (  # re-exported: the workflow's own types
+        RECENT_MEASUREMENTS,
+        AnalysisStepSpec,
+        CanaryRampInput,
+        CanaryRampResult,
+        CanaryView,
+        ExtendInput,
+        PauseSpec,
+        PlanStep,
+        SteerInput,
+        WeightChange,
+        default_plan,
+        plan_hash,
+    )
+    from core.duration import format_duration
+    from core.runbook import RunStatus
     from workflows.analysis import AnalysisRun
     from workflows.base import RunbookWorkflow
-    from workflows.routers import RouterSpec, TrafficRouter, make_router
+    from workflows.routers import TrafficRouter, make_router
 
-RECENT_MEASUREMENTS = 40
-
-
-# --------------------------------------------------------------------------------------------------- the plan
-class PauseSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    duration: Duration | None = Field(None, description="None: until a person approves through the gate")
-
-
-class AnalysisStepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    template: str = "default"
-    duration: Duration
-
-
-class PlanStep(BaseModel):
-    """Exactly one of ``set_weight``, ``pause``, ``analysis``: ``{set_weight: 5}``, ``{pause: {duration: 10m}}``,
-    ``{pause: {}}`` (until approved), ``{analysis: {template: default, duration: 10m}}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    set_weight: int | None = Field(None, ge=0, le=100)
-    pause: PauseSpec | None = None
-    analysis: AnalysisStepSpec | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> "PlanStep":
-        given = [k for k in ("set_weight", "pause", "analysis") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"a plan step is exactly one of set_weight, pause, analysis (got {given or 'none'})")
-        return self
-
-    def describe(self) -> str:
-        if self.set_weight is not None:
-            return f"set weight {self.set_weight}%"
-        if self.pause is not None:
-            return f"pause {format_duration(self.pause.duration)}" if self.pause.duration else "pause until approved"
-        assert self.analysis is not None
-        return f"analysis {self.analysis.template} for {format_duration(self.analysis.duration)}"
-
-
-def default_plan() -> list[PlanStep]:
-    """The deployment policy: 5 % for 10 minutes, 25 % for 20, 50 % for 30, then 100 %, analysing every minute."""
-    steps: list[PlanStep] = []
-    for weight, minutes in ((5, 10), (25, 20), (50, 30)):
-        steps.append(PlanStep(set_weight=weight))
-        steps.append(PlanStep(analysis=AnalysisStepSpec(template="default", duration=timedelta(minutes=minutes))))
-    steps.append(PlanStep(set_weight=100))
-    return steps
-
-
-def plan_hash(plan: list[PlanStep], templates: list[AnalysisTemplate]) -> str:
-    body = json.dumps(
-        {"plan": [s.model_dump(mode="json", exclude_none=True) for s in plan], "templates": [t.model_dump(mode="json") for t in templates]},
-        sort_keys=True,
-    )
-    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------------------------------- input/result
-class CanaryRampInput(RunbookInput):
-    service: str = Field(min_length=1)
-    version: str = Field(min_length=1, description="the canary's version (metric dimension / label)")
-    stable_version: str = "stable"
-    router: RouterSpec
-    plan: list[PlanStep] = Field(default_factory=default_plan, min_length=1)
-    templates: list[AnalysisTemplate] = Field(default_factory=lambda: [default_template()])
-    args: dict[str, str] = Field(default_factory=dict, description="extra analysis arguments for query templates")
-    decision_timeout: Duration = Field(timedelta(minutes=30), description="deadline of the continue-or-roll-back gate")
-
-    @model_validator(mode="after")
-    def _templates_exist(self) -> "CanaryRampInput":
-        names = {t.name for t in self.templates}
-        missing = sorted({s.analysis.template for s in self.plan if s.analysis and s.analysis.template not in names})
-        if missing:
-            raise ValueError(f"plan uses unknown analysis template(s) {', '.join(missing)} (have {', '.join(sorted(names))})")
-        return self
-
-
-class WeightChange(BaseModel):
-    at: datetime
-    weight: int
-    step: int = Field(description="plan step index; -1 for rollback/promotion outside the plan")
-    why: str = ""
-
-
-class CanaryView(BaseModel):
-    """The ``canary`` query: where the ramp is and what it measured."""
-
-    step_index: int
-    steps: int
-    step: str
-    step_ends_at: datetime | None = None
-    current_weight: int
-    plan_hash: str
-    paused: bool
-    promote_requested: bool
-    phase: str
-    last_verdict: AnalysisVerdict | None = None
-    measurements_total: int = 0
-    recent_measurements: list[Measurement] = Field(default_factory=list)
-    weights: list[WeightChange] = Field(default_factory=list)
-
-
-class CanaryRampResult(RunbookResult):
-    service: str
-    version: str
-    plan_hash: str
-    final_weight: int
-    weights: list[WeightChange] = Field(default_factory=list)
-    failed_step: int | None = None
-    failed_step_name: str | None = None
-    failed_criterion: str | None = Field(None, description="metric and condition that failed, e.g. 'error-rate < 0.5'")
-    measured_values: list[float | None] = Field(default_factory=list)
-    verdict: AnalysisVerdict | None = None
-    measurements_total: int = 0
-
-
-class SteerInput(BaseModel):
-    by: str = Field(min_length=1)
-    reason: str = ""
-
-
-class ExtendInput(SteerInput):
-    duration: Duration
+__all__ = [
+    "AnalysisStepSpec",
+    "CanaryRamp",
+    "CanaryRampInput",
+    "CanaryRampResult",
+    "CanaryView",
+    "ExtendInput",
+    "PauseSpec",
+    "PlanStep",
+    "SteerInput",
+    "WeightChange",
+    "default_plan",
+]
 
 
 @dataclass

@@ -26,21 +26,20 @@ Implementations:
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
-from typing import Annotated, Literal, Union
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel
 
     from activities.aws import ElbActivities
     from activities.kubernetes import KubernetesActivities
     from core import errors
     from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
+    from core.canary import AlbRouterSpec, HttpRouteRouterSpec, RouterSpec, canary_replicas  # noqa: F401 (re-exported)
     from core.kubernetes import (
         DeploymentRef,
         DeploymentState,
@@ -58,41 +57,6 @@ ROUTER_RETRY = RetryPolicy(
     non_retryable_error_types=errors.NON_RETRYABLE,
 )
 ROUTER_TIMEOUT = timedelta(seconds=60)
-
-
-class AlbRouterSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["alb"] = "alb"
-    listener_arn: str
-    rule_arn: str | None = None
-    region: str | None = None
-    stable_target_group: str = Field(description="ARN of the stable target group")
-    canary_target_group: str = Field(description="ARN of the canary target group")
-
-
-class HttpRouteRouterSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["httproute"] = "httproute"
-    context: str | None = None
-    namespace: str = "default"
-    route: str = Field(description="HTTPRoute name")
-    rule_index: int = Field(0, ge=0)
-    stable_service: str
-    canary_service: str
-    stable_deployment: str
-    canary_deployment: str
-
-
-RouterSpec = Annotated[Union[AlbRouterSpec, HttpRouteRouterSpec], Field(discriminator="kind")]
-
-
-def canary_replicas(stable_replicas: int, weight: int) -> int:
-    """Replicas the canary needs to take ``weight`` % of the stable's load: ceil, at least 1 while weight > 0."""
-    if weight <= 0:
-        return 0
-    return max(1, math.ceil(stable_replicas * weight / 100))
 
 
 async def _call(method, arg: BaseModel):  # noqa: ANN001 - an activity method reference
