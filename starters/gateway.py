@@ -292,9 +292,10 @@ class Gateway:
             workflow_id=incident_workflow_id(spec.name, incident_id),
         )
         plan = self.catalog.plan_start(spec.name, params, **kwargs)
-        if trigger.auto_approve:
+        if trigger.auto_approve:  # the catalog's policy for this environment, with no gate
             policy = plan.meta.approval.model_copy(update={"required_approvals": 0, "required_groups": []})
-            plan = self.catalog.plan_start(spec.name, params, approval=policy, **kwargs)
+            plan.meta = plan.meta.model_copy(update={"approval": policy})
+            plan.input = plan.input.model_copy(update={"meta": plan.meta})
         return plan
 
     async def start_for_incident(self, plan) -> tuple[str, bool]:

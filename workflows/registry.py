@@ -33,3 +33,7 @@ WORKFLOWS.append(BlueGreenCutover)
 from workflows.provision import ProvisionEnvironment  # noqa: E402
 
 WORKFLOWS.append(ProvisionEnvironment)
+
+from workflows.canary_ramp import CanaryRamp  # noqa: E402
+
+WORKFLOWS.append(CanaryRamp)
