@@ -103,3 +103,19 @@ def test_get_records_filters_by_name_and_type(r53, run, zone):
     assert [(r.type, r.values) for r in a.records] == [("A", ["10.0.0.1"])]
     both = run(r53.route53_get_records, Route53QueryInput(zone_id=zone, name="api.example.test"))
     assert sorted(r.type for r in both.records) == ["A", "TXT"]
+
+
+def test_upsert_read_back_mismatch_is_verification_failed(r53, run, zone, clients, monkeypatch):
+    """Another actor (or a lagging read) leaves a different record in place: the upsert must not report success."""
+    client = clients.client("route53")
+    original = client.change_resource_record_sets
+
+    def clobbering(**kw):
+        for change in kw["ChangeBatch"]["Changes"]:
+            change["ResourceRecordSet"]["Weight"] = 7
+        return original(**kw)
+
+    monkeypatch.setattr(client, "change_resource_record_sets", clobbering)
+    with pytest.raises(ApplicationError) as err:
+        run(r53.route53_upsert_records, Route53UpsertInput(zone_id=zone, records=[weighted("blue", 100, "10.0.0.1")]))
+    assert err.value.type == errors.VERIFICATION_FAILED and "read back" in err.value.message
