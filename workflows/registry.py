@@ -37,3 +37,7 @@ WORKFLOWS.append(ProvisionEnvironment)
 from workflows.canary_ramp import CanaryRamp  # noqa: E402
 
 WORKFLOWS.append(CanaryRamp)
+
+from workflows.restore_drill import RestoreDrill  # noqa: E402
+
+WORKFLOWS.append(RestoreDrill)
