@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 import pytest_asyncio
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -29,7 +28,7 @@ from core.config import Settings
 from core.runbook import RunbookResult
 from starters.gateway import create_app, incident_workflow_id
 from tests import harness
-from tests.fakes.pagerduty import incident_event, webhook
+from tests.fakes.pagerduty import incident_event, sign, webhook
 from tests.gateway.runbook_under_test import GatewayDrill
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -199,9 +198,7 @@ async def test_refused_requests_start_nothing(gw):
     tampered = body.replace(b"orders-db", b"orders-xx")
     assert (await http.post("/pagerduty/webhook", content=tampered, headers=headers)).status_code == 401
     malformed = b'{"event": {"id": '
-    bad_json = webhook({}, PD_NEW)[1] | {"X-PagerDuty-Signature": webhook({}, PD_NEW)[1]["X-PagerDuty-Signature"]}
-    from tests.fakes.pagerduty import sign
-    bad_json["X-PagerDuty-Signature"] = sign(malformed, PD_NEW)
+    bad_json = {"Content-Type": "application/json", "X-PagerDuty-Signature": sign(malformed, PD_NEW)}
     assert (await http.post("/pagerduty/webhook", content=malformed, headers=bad_json)).status_code == 400
 
     big = json.dumps({**incident_event(incident_id=incident), "padding": "x" * 10_000}).encode()
@@ -265,3 +262,37 @@ async def test_slash_command_start_status_and_approval_rules(gw):
     assert (await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)).status == "Succeeded"
     assert "orders-drill" in await command("list", "U0REQ")
     assert "Usage" in await command("help", "U0REQ")
+
+
+async def test_priority_filter_and_incident_resolved_reaches_the_run(gw):
+    http, client, slack = gw["http"], gw["client"], gw["slack"]
+    incident = "PRES" + str(int(time.time() * 1000))[-8:]
+    workflow_id = incident_workflow_id("orders-drill", incident)
+    low = webhook(incident_event(incident_id=incident, priority="P3"), PD_NEW)
+    response = await http.post("/pagerduty/webhook", content=low[0], headers=low[1])
+    assert response.json()["started"] == [] and not await exists(client, workflow_id)
+    other = webhook(incident_event(incident_id=incident, service_id="POTHER"), PD_NEW)
+    assert (await http.post("/pagerduty/webhook", content=other[0], headers=other[1])).json()["started"] == []
+
+    body, headers = webhook(incident_event(incident_id=incident), PD_NEW)
+    assert (await http.post("/pagerduty/webhook", content=body, headers=headers)).json()["started"] == [workflow_id]
+    resolved = webhook(incident_event("incident.resolved", incident_id=incident), PD_NEW)
+    reply = await http.post("/pagerduty/webhook", content=resolved[0], headers=resolved[1])
+    assert reply.json()["signalled"] == [workflow_id]
+    handle = client.get_workflow_handle(workflow_id)
+
+    async def resolved_seen() -> bool:
+        status = await handle.query("status")
+        return any(a["action"] == "incident_resolved" for a in status["actions"])
+    deadline = time.monotonic() + 15
+    while not await resolved_seen():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+    # abort from Slack by someone allowed there; the run stops at its gate
+    body = slash(f"abort {workflow_id} incident is over", "U0REQ", slack.response_url("abort"))
+    assert (await http.post("/slack/commands", content=body, headers=slack_signed(body))).status_code == 200
+    reply = await eventually(lambda: next((b["text"] for k, b in slack.responses if k == "abort"), None))
+    assert "abort requested by U0REQ" in reply
+    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
+    assert result.status == "Aborted"
