@@ -32,6 +32,8 @@ from core import errors
 from core.aws import (
     ALB_MAX_WEIGHT,
     ROUTE53_MAX_WEIGHT,
+    AlbLookup,
+    AlbLookupInput,
     AlbSetWeightsInput,
     AlbSwitchInput,
     AlbSwitchResult,
@@ -312,6 +314,28 @@ class ElbActivities:
         if self._same(current, desired) and set(current) >= set(input.weights):
             return AlbWeights(weights=current)
         return AlbWeights(weights=self._write(input.ref, actions, index, desired))
+
+    @activity.defn(name="alb_find_listener")
+    def alb_find_listener(self, input: AlbLookupInput) -> AlbLookup:
+        """Read-only: the listener ARN of ``load_balancer``:``port`` and the ARNs of the named target groups."""
+        elb = self._elb(input.region)
+        with aws_errors(f"looking up ALB {input.load_balancer}"):
+            lbs = elb.describe_load_balancers(Names=[input.load_balancer])["LoadBalancers"]
+            listeners = elb.describe_listeners(LoadBalancerArn=lbs[0]["LoadBalancerArn"])["Listeners"]
+        found = [l["ListenerArn"] for l in listeners if l.get("Port") == input.port]
+        if not found:
+            ports = sorted(l.get("Port") for l in listeners)
+            raise ApplicationError(
+                f"ALB {input.load_balancer} has no listener on port {input.port} (ports: {ports})",
+                type=errors.NOT_FOUND,
+                non_retryable=True,
+            )
+        groups: dict[str, str] = {}
+        if input.target_groups:
+            with aws_errors(f"looking up target groups {', '.join(input.target_groups)}"):
+                described = elb.describe_target_groups(Names=list(input.target_groups))["TargetGroups"]
+            groups = {g["TargetGroupName"]: g["TargetGroupArn"] for g in described}
+        return AlbLookup(listener_arn=found[0], target_groups=groups)
 
     @activity.defn(name="alb_switch_target_group")
     def alb_switch_target_group(self, input: AlbSwitchInput) -> AlbSwitchResult:
@@ -983,6 +1007,7 @@ def all_activities(clients: AwsClients) -> list[Callable]:
         elb.alb_get_weights,
         elb.alb_set_weights,
         elb.alb_switch_target_group,
+        elb.alb_find_listener,
         elb.alb_register_targets,
         elb.alb_deregister_targets,
         elb.alb_target_health,

@@ -41,6 +41,20 @@ class AlbSetWeightsInput(_Model):
     weights: dict[str, int]
 
 
+class AlbLookupInput(_Model):
+    """Find a listener (by load balancer name and port) and target groups (by name): for catalogs that name things."""
+
+    load_balancer: str
+    port: int
+    target_groups: list[str] = Field(default_factory=list, description="target group names")
+    region: str | None = None
+
+
+class AlbLookup(_Model):
+    listener_arn: str
+    target_groups: dict[str, str] = Field(default_factory=dict, description="name -> ARN")
+
+
 class AlbSwitchInput(_Model):
     ref: AlbTrafficRef
     target_group_arn: str

@@ -23,14 +23,36 @@ RECENT_MEASUREMENTS = 40
 
 # --------------------------------------------------------------------------------------------------- routers
 class AlbRouterSpec(BaseModel):
+    """An ALB listener (or one of its rules) forwarding to the stable and canary target groups.
+
+    Name it by ARNs (``listener_arn``, target group ARNs), or by names (``load_balancer`` + ``port``, target group
+    names): names are looked up once, read-only, through the ``alb_find_listener`` activity.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["alb"] = "alb"
-    listener_arn: str
+    listener_arn: str | None = None
+    load_balancer: str | None = Field(None, description="load balancer name, with port, instead of listener_arn")
+    port: int | None = None
     rule_arn: str | None = None
     region: str | None = None
-    stable_target_group: str = Field(description="ARN of the stable target group")
-    canary_target_group: str = Field(description="ARN of the canary target group")
+    stable_target_group: str = Field(description="ARN or name of the stable target group")
+    canary_target_group: str = Field(description="ARN or name of the canary target group")
+
+    @model_validator(mode="after")
+    def _where(self) -> "AlbRouterSpec":
+        if not self.listener_arn and not (self.load_balancer and self.port):
+            raise ValueError("an ALB router needs listener_arn, or load_balancer and port")
+        if self.stable_target_group == self.canary_target_group:
+            raise ValueError("stable and canary target groups must differ")
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.listener_arn) and all(
+            tg.startswith("arn:") for tg in (self.stable_target_group, self.canary_target_group)
+        )
 
 
 class HttpRouteRouterSpec(BaseModel):

@@ -93,6 +93,19 @@ def aws_activities() -> list[Callable]:
     return all_activities(AwsClients())
 
 
+# ---------------------------------------------------------------------------- Metrics (Prometheus, CloudWatch)
+def metrics_activities(settings: Settings) -> list[Callable]:
+    """measure_metric: Prometheus at PROMETHEUS_URL (httpx); CloudWatch through boto3's own configuration."""
+    import httpx
+
+    from activities.metrics import MetricsActivities, cloudwatch_factory
+
+    metrics = MetricsActivities(
+        http=httpx.Client(timeout=10.0), prometheus_url=settings.prometheus_url, cloudwatch=cloudwatch_factory()
+    )
+    return [metrics.measure_metric]
+
+
 # ---------------------------------------------------------------------------- PostgreSQL (restore drills)
 def database_activities() -> list[Callable]:
     """pg_restore/psql work for restore drills: dumps read from S3 (boto3 config), credentials from Vault
@@ -112,4 +125,4 @@ def database_activities() -> list[Callable]:
 
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities(), *database_activities()]
+    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities(), *metrics_activities(settings), *database_activities()]

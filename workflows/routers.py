@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.aws import ElbActivities
     from activities.kubernetes import KubernetesActivities
     from core import errors
-    from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
+    from core.aws import AlbLookup, AlbLookupInput, AlbSetWeightsInput, AlbTrafficRef, AlbWeights
     from core.canary import AlbRouterSpec, HttpRouteRouterSpec, RouterSpec, canary_replicas  # noqa: F401 (re-exported)
     from core.kubernetes import (
         DeploymentRef,
@@ -96,18 +96,58 @@ class AlbRouter(TrafficRouter):
 
     def __init__(self, spec: AlbRouterSpec) -> None:
         self.spec = spec
-        self.ref = AlbTrafficRef(listener_arn=spec.listener_arn, rule_arn=spec.rule_arn, region=spec.region)
 
     def describe(self) -> str:
-        where = self.spec.rule_arn or self.spec.listener_arn
-        return f"ALB {where}"
+        if self.spec.load_balancer and not self.spec.listener_arn:
+            return f"ALB {self.spec.load_balancer}:{self.spec.port}"
+        return f"ALB {self.spec.rule_arn or self.spec.listener_arn}"
+
+    @property
+    def ref(self) -> AlbTrafficRef:
+        assert self.spec.listener_arn is not None
+        return AlbTrafficRef(listener_arn=self.spec.listener_arn, rule_arn=self.spec.rule_arn, region=self.spec.region)
+
+    async def _resolve(self) -> None:
+        """Turn names into ARNs once (read-only lookup; the answer is in history, so replay is deterministic)."""
+        if self.spec.resolved:
+            return
+        spec = self.spec
+        names = [tg for tg in (spec.stable_target_group, spec.canary_target_group) if not tg.startswith("arn:")]
+        if spec.listener_arn and not names:
+            return
+        if not spec.load_balancer or not spec.port:
+            raise ApplicationError(
+                "target groups given by name need load_balancer and port to look them up",
+                type=errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        found: AlbLookup = await _call(
+            ElbActivities.alb_find_listener,
+            AlbLookupInput(load_balancer=spec.load_balancer, port=spec.port, target_groups=names, region=spec.region),
+        )  # type: ignore[assignment]
+        missing = [n for n in names if n not in found.target_groups]
+        if missing:
+            raise ApplicationError(f"target group(s) not found: {', '.join(missing)}", type=errors.NOT_FOUND, non_retryable=True)
+
+        def arn(tg: str) -> str:
+            return tg if tg.startswith("arn:") else found.target_groups[tg]
+
+        self.spec = spec.model_copy(
+            update={
+                "listener_arn": spec.listener_arn or found.listener_arn,
+                "stable_target_group": arn(spec.stable_target_group),
+                "canary_target_group": arn(spec.canary_target_group),
+            }
+        )
 
     async def read_weight(self) -> int:
+        await self._resolve()
         current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
         return self._canary_share(current.weights)
 
     async def set_weight(self, weight: int) -> int:
         _check(weight)
+        await self._resolve()
         wanted = {self.spec.stable_target_group: 100 - weight, self.spec.canary_target_group: weight}
         result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted))  # type: ignore[assignment]
         got = self._canary_share(result.weights)

@@ -68,25 +68,28 @@ async def test_alb_and_cloudwatch_in_moto(aws: str, ts_env: WorkflowEnvironment,
     tgs = demo["target_groups"]
     names = {tgs["checkout-stable"]: "stable", tgs["checkout-canary"]: "canary"}
     publish("v2", canary_error_rate)
-    router = AlbRouterSpec(
-        listener_arn=demo["listener_canary_arn"], stable_target_group=tgs["checkout-stable"], canary_target_group=tgs["checkout-canary"]
-    )
+    if expected == "Succeeded":  # named as the catalog names them: looked up once through alb_find_listener
+        router = AlbRouterSpec(load_balancer="demo-alb", port=8080, stable_target_group="checkout-stable", canary_target_group="checkout-canary")
+    else:
+        router = AlbRouterSpec(
+            listener_arn=demo["listener_canary_arn"], stable_target_group=tgs["checkout-stable"], canary_target_group=tgs["checkout-canary"]
+        )
     elb = ElbActivities(AwsClients())
     metrics = MetricsActivities()
     recorder = Recorder([])
     inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=short_plan(20, 50))
     async with harness.running_worker(
-        ts_env.client, task_queue, [CanaryRamp], [elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, recorder.notify]
+        ts_env.client, task_queue, [CanaryRamp], [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, recorder.notify]
     ):
         result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
     assert result.status == expected
     if expected == "Succeeded":
         assert [w.weight for w in result.weights] == [20, 50, 100]
-        assert listener_weights(router.listener_arn, names) == {"stable": 0, "canary": 100}
+        assert listener_weights(demo["listener_canary_arn"], names) == {"stable": 0, "canary": 100}
     else:
         assert [w.weight for w in result.weights] == [20, 0]
         assert result.failed_criterion == "error-rate < 0.5" and result.measured_values == [2.0, 2.0]
-        assert listener_weights(router.listener_arn, names) == {"stable": 100, "canary": 0}
+        assert listener_weights(demo["listener_canary_arn"], names) == {"stable": 100, "canary": 0}
         assert recorder.events[-2].kind == "rolled_back"
 
 
