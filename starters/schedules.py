@@ -26,7 +26,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.catalog import StartPlan
@@ -67,10 +67,10 @@ async def create_schedule(
     workflow_input = plan.input.model_copy(update={"meta": meta})
     attrs = TypedSearchAttributes(
         [
-            sa.RUNBOOK_NAME.value_set(meta.runbook),
-            sa.RUNBOOK_TARGET.value_set(meta.target),
-            sa.RUNBOOK_ENVIRONMENT.value_set(meta.environment or "-"),
-            sa.RUNBOOK_REQUESTED_BY.value_set(meta.requested_by),
+            SearchAttributePair(sa.RUNBOOK_NAME, meta.runbook),
+            SearchAttributePair(sa.RUNBOOK_TARGET, meta.target),
+            SearchAttributePair(sa.RUNBOOK_ENVIRONMENT, meta.environment or "-"),
+            SearchAttributePair(sa.RUNBOOK_REQUESTED_BY, meta.requested_by),
         ]
     )
     schedule = Schedule(

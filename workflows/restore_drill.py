@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
 
 class RestoreDrillInput(RunbookInput):
     database: str = Field(description="the logical database the backups are of (reports, alerts, target)")
+    environment: str = Field("production", description="the environment the backups come from (reports, alerts)")
     kind: Literal["pg_dump", "rds_snapshot"] = "pg_dump"
     tier: Tier = "standard"
     rpo_target: Duration | None = Field(None, description="default from the tier: 15m, tier-1 5m")
