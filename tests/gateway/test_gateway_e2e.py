@@ -296,3 +296,43 @@ async def test_priority_filter_and_incident_resolved_reaches_the_run(gw):
     assert "abort requested by U0REQ" in reply
     result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
     assert result.status == "Aborted"
+
+
+async def test_reject_button_opens_reason_dialog_and_rejects(gw):
+    http, client, slack = gw["http"], gw["client"], gw["slack"]
+    incident = "PREJ" + str(int(time.time() * 1000))[-8:]
+    workflow_id = incident_workflow_id("orders-drill", incident)
+    body, headers = webhook(incident_event(incident_id=incident), PD_NEW)
+    assert (await http.post("/pagerduty/webhook", content=body, headers=headers)).json()["started"] == [workflow_id]
+
+    def gate_message():
+        for message in slack.channel_messages(CHANNEL):
+            if workflow_id in json.dumps(message.blocks) and any(b["type"] == "actions" for b in message.blocks):
+                return message
+    message = await eventually(gate_message)
+    reject = next(e for b in message.blocks if b["type"] == "actions" for e in b["elements"]
+                  if e["action_id"] == "runbook_reject")
+    payload = click("runbook_reject", reject["value"], "U0ALICE", CHANNEL, message)
+    assert (await http.post("/slack/interactions", content=payload, headers=slack_signed(payload))).status_code == 200
+    view = await eventually(lambda: slack.views[-1] if slack.views else None)
+    assert view["callback_id"] == "runbook_reject_reason"
+
+    def submit(user: str, reason: str) -> str:
+        return urlencode({"payload": json.dumps({
+            "type": "view_submission", "team": {"id": "T0FAKE"}, "user": {"id": user, "team_id": "T0FAKE"},
+            "api_app_id": "A0APP", "trigger_id": "trig-2",
+            "view": {"id": "V0001", "type": "modal", "callback_id": view["callback_id"],
+                     "private_metadata": view["private_metadata"],
+                     "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}},
+        })})
+
+    refused = submit("U0MALLORY", "nope")  # not an approver: the refusal shows in the dialog
+    answer = await http.post("/slack/interactions", content=refused, headers=slack_signed(refused))
+    assert answer.json()["response_action"] == "errors"
+    assert "not an approver" in answer.json()["errors"]["reason"]
+    accepted = submit("U0ALICE", "snapshot is too old")
+    answer = await http.post("/slack/interactions", content=accepted, headers=slack_signed(accepted))
+    assert answer.status_code == 200 and not answer.content.strip()
+    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
+    assert result.status == "Aborted" and result.summary == "rejected"
+    await eventually(lambda: "rejected by <@U0ALICE>: snapshot is too old" in message.all_text())
