@@ -37,36 +37,39 @@ class AlbRouterSpec(BaseModel):
     port: int | None = None
     rule_arn: str | None = None
     region: str | None = None
-    stable_target_group: str = Field(description="ARN or name of the stable target group")
-    canary_target_group: str = Field(description="ARN or name of the canary target group")
+    stable_target_group: str | None = Field(None, description="ARN or name; default <service>-stable")
+    canary_target_group: str | None = Field(None, description="ARN or name; default <service>-canary")
 
     @model_validator(mode="after")
     def _where(self) -> "AlbRouterSpec":
         if not self.listener_arn and not (self.load_balancer and self.port):
             raise ValueError("an ALB router needs listener_arn, or load_balancer and port")
-        if self.stable_target_group == self.canary_target_group:
+        if self.stable_target_group and self.stable_target_group == self.canary_target_group:
             raise ValueError("stable and canary target groups must differ")
         return self
 
     @property
     def resolved(self) -> bool:
         return bool(self.listener_arn) and all(
-            tg.startswith("arn:") for tg in (self.stable_target_group, self.canary_target_group)
+            (tg or "").startswith("arn:") for tg in (self.stable_target_group, self.canary_target_group)
         )
 
 
 class HttpRouteRouterSpec(BaseModel):
+    """A Gateway API HTTPRoute rule splitting traffic between two Services, and the two Deployments behind them.
+    Names default to the service's: route <service>, Services and Deployments <service>-stable / <service>-canary."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["httproute"] = "httproute"
     context: str | None = None
     namespace: str = "default"
-    route: str = Field(description="HTTPRoute name")
+    route: str | None = Field(None, description="HTTPRoute name")
     rule_index: int = Field(0, ge=0)
-    stable_service: str
-    canary_service: str
-    stable_deployment: str
-    canary_deployment: str
+    stable_service: str | None = None
+    canary_service: str | None = None
+    stable_deployment: str | None = None
+    canary_deployment: str | None = None
 
 
 RouterSpec = Annotated[Union[AlbRouterSpec, HttpRouteRouterSpec], Field(discriminator="kind")]
@@ -148,6 +151,22 @@ class CanaryRampInput(RunbookInput):
     templates: list[AnalysisTemplate] = Field(default_factory=lambda: [default_template()])
     args: dict[str, str] = Field(default_factory=dict, description="extra analysis arguments for query templates")
     decision_timeout: Duration = Field(timedelta(minutes=30), description="deadline of the continue-or-roll-back gate")
+    environment: str = Field("", description="informational (meta.environment decides the policy); an analysis argument")
+
+    @model_validator(mode="after")
+    def _router_names(self) -> "CanaryRampInput":
+        """Fill the router's names from the service by convention: <service>-stable / <service>-canary."""
+        svc, r = self.service, self.router
+        if isinstance(r, AlbRouterSpec):
+            r.stable_target_group = r.stable_target_group or f"{svc}-stable"
+            r.canary_target_group = r.canary_target_group or f"{svc}-canary"
+        else:
+            r.route = r.route or svc
+            r.stable_service = r.stable_service or f"{svc}-stable"
+            r.canary_service = r.canary_service or f"{svc}-canary"
+            r.stable_deployment = r.stable_deployment or r.stable_service
+            r.canary_deployment = r.canary_deployment or r.canary_service
+        return self
 
     @model_validator(mode="after")
     def _templates_exist(self) -> "CanaryRampInput":

@@ -241,6 +241,15 @@ class HttpRouteRouter(TrafficRouter):
 
 
 def make_router(spec: AlbRouterSpec | HttpRouteRouterSpec) -> TrafficRouter:
+    """The router for ``spec``; every name must be filled (CanaryRampInput fills them from the service)."""
     if isinstance(spec, AlbRouterSpec):
-        return AlbRouter(spec)
-    return HttpRouteRouter(spec)
+        needed = {"stable_target_group": spec.stable_target_group, "canary_target_group": spec.canary_target_group}
+    else:
+        needed = {
+            k: getattr(spec, k)
+            for k in ("route", "stable_service", "canary_service", "stable_deployment", "canary_deployment")
+        }
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise ApplicationError(f"router spec is missing {', '.join(missing)}", type=errors.INVALID_INPUT, non_retryable=True)
+    return AlbRouter(spec) if isinstance(spec, AlbRouterSpec) else HttpRouteRouter(spec)

@@ -1,0 +1,117 @@
+"""The local demo's metric emitter: the demo service "checkout" publishing its health to CloudWatch (moto).
+
+Part of the local stack, not of the runbook: ``runbook dev`` calls ``run_emitter(stop_event, state_dir)`` in a
+thread. Every ``RUNBOOK_DEMO_METRICS_INTERVAL`` seconds (default 5) it publishes, in namespace ``Demo/Service``
+with dimensions ``Service=checkout`` and ``Version=<v>``, the metrics the canary's default analysis template reads:
+``ErrorRate`` (%), ``LatencyP95`` (s), ``CPUUtilization`` (%), ``MemoryUtilization`` (%), for the stable version
+(``stable``) and the canary versions listed in ``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``).
+
+The switch that makes the canary bad (error rate about 3 %, latency p95 about 2.4 s):
+- create the file ``<state>/demo/canary-bad`` (``touch .state/demo/canary-bad``; delete it to heal), or
+- start the stack with ``RUNBOOK_DEMO_CANARY_BAD=1``.
+The file is re-read at every tick, so the switch works on a running stack.
+
+Run alone (against AWS_ENDPOINT_URL): ``python -m starters.demo_metrics [--once] [--state .state]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "Demo/Service"
+SERVICE = "checkout"
+HEALTHY = {"ErrorRate": 0.15, "LatencyP95": 0.35, "CPUUtilization": 42.0, "MemoryUtilization": 58.0}
+BAD = {"ErrorRate": 3.0, "LatencyP95": 2.4, "CPUUtilization": 71.0, "MemoryUtilization": 66.0}
+UNITS = {"ErrorRate": "Percent", "LatencyP95": "Seconds", "CPUUtilization": "Percent", "MemoryUtilization": "Percent"}
+
+
+def canary_bad(state_dir: Path) -> bool:
+    """The documented switch: ``<state>/demo/canary-bad`` exists, or RUNBOOK_DEMO_CANARY_BAD is 1/true/yes."""
+    if os.environ.get("RUNBOOK_DEMO_CANARY_BAD", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return (Path(state_dir) / "demo" / "canary-bad").exists()
+
+
+def sample(version: str, bad: bool, rng: random.Random) -> dict[str, float]:
+    """One reading per metric for ``version``: the canary's are the bad ones when ``bad``; a little jitter."""
+    base = BAD if bad and version != "stable" else HEALTHY
+    return {name: round(value * rng.uniform(0.9, 1.1), 4) for name, value in base.items()}
+
+
+def publish_once(cloudwatch: Any, state_dir: Path, versions: list[str], rng: random.Random | None = None) -> dict[str, dict[str, float]]:
+    rng = rng or random.Random()
+    bad = canary_bad(state_dir)
+    now = datetime.now(timezone.utc)
+    published: dict[str, dict[str, float]] = {}
+    for version in ["stable", *versions]:
+        values = sample(version, bad, rng)
+        cloudwatch.put_metric_data(
+            Namespace=NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "Service", "Value": SERVICE}, {"Name": "Version", "Value": version}],
+                    "Timestamp": now,
+                    "Value": value,
+                    "Unit": UNITS[name],
+                }
+                for name, value in values.items()
+            ],
+        )
+        published[version] = values
+    return published
+
+
+def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
+    """Publish until ``stop_event`` is set. Errors (moto restarting) are logged and retried at the next tick."""
+    import boto3
+
+    state_dir = Path(state_dir)
+    (state_dir / "demo").mkdir(parents=True, exist_ok=True)
+    interval = float(os.environ.get("RUNBOOK_DEMO_METRICS_INTERVAL", "5"))
+    versions = [v.strip() for v in os.environ.get("RUNBOOK_DEMO_CANARY_VERSIONS", "v2").split(",") if v.strip()]
+    cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    rng = random.Random()
+    was_bad: bool | None = None
+    while not stop_event.is_set():
+        try:
+            publish_once(cloudwatch, state_dir, versions, rng)
+            bad = canary_bad(state_dir)
+            if bad != was_bad:
+                log.warning("demo metrics: canary %s is %s", ",".join(versions), "BAD" if bad else "healthy")
+                was_bad = bad
+        except Exception as err:  # keep the demo alive across a moto restart
+            log.warning("demo metrics: publish failed: %s", err)
+        stop_event.wait(interval)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", default=".state")
+    parser.add_argument("--once", action="store_true", help="publish one round and exit")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    if args.once:
+        import boto3
+
+        cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        print(publish_once(cloudwatch, Path(args.state), ["v2"]))
+        return
+    stop = threading.Event()
+    try:
+        run_emitter(stop, args.state)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()
