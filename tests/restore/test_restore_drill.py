@@ -8,6 +8,8 @@ a restore long enough to cancel.
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import json
 import threading
 import uuid
@@ -17,6 +19,8 @@ import boto3
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.aws import AwsClients, RdsActivities, S3Activities
@@ -75,7 +79,7 @@ def activities_for(db: DatabaseActivities, recording, **replace):
     return list(acts.values())
 
 
-async def run_drill(ts_env, task_queue, acts, input: RestoreDrillInput, workflow_id: str | None = None):
+async def run_drill(ts_env, task_queue, acts, input: RestoreDrillInput, workflow_id: str | None = None, histories=None):
     workflow_id = workflow_id or f"restore-drill-{uuid.uuid4().hex[:8]}"
     async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill], acts):
         handle = await ts_env.client.start_workflow(RestoreDrill.run, input, id=workflow_id, task_queue=task_queue)
@@ -83,6 +87,9 @@ async def run_drill(ts_env, task_queue, acts, input: RestoreDrillInput, workflow
             return workflow_id, await handle.result(), None
         except WorkflowFailureError as err:
             return workflow_id, None, err
+        finally:
+            if histories is not None:
+                histories.append(await handle.fetch_history())
 
 
 def failure_report(err: WorkflowFailureError) -> dict:
@@ -102,9 +109,15 @@ async def test_healthy_dump_restore_passes(ts_env, task_queue, recording, db_act
     upload_dump(s3, "shop/2026-11-22T0300.dump", fresh_dump)
     s3.put_object(Bucket=DUMP_BUCKET, Key="manifests/shop/2026-11-22T0300.dump.json",
                   Body=json.dumps(source_db.manifest(backup_time)).encode())
-    wf_id, result, err = await run_drill(ts_env, task_queue, activities_for(db_activities, recording), dump_input(pg_server))
+    histories: list = []
+    wf_id, result, err = await run_drill(ts_env, task_queue, activities_for(db_activities, recording), dump_input(pg_server),
+                                         histories=histories)
     assert err is None, err and err.cause
     assert isinstance(result, RestoreDrillResult) and result.status == "Succeeded"
+    # deterministic: the recorded history replays against today's code; the credentials never entered it
+    await Replayer(workflows=[RestoreDrill], data_converter=pydantic_data_converter).replay_workflow(histories[0])
+    payloads = b"".join(base64.b64decode(d) for d in re.findall(r'"data": "([A-Za-z0-9+/=]+)"', histories[0].to_json()))
+    assert b"secret/db/restore-drill" in payloads and b"not-checked-by-trust-auth" not in payloads
     report = result.report
     assert report.passed and report.failures == []
     assert report.backup.identifier == f"s3://{DUMP_BUCKET}/shop/2026-11-22T0300.dump"
