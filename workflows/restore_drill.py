@@ -17,6 +17,7 @@ all see the failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -194,10 +195,11 @@ class RestoreDrill(RunbookWorkflow):
         if report.passed:
             await self.finish("Succeeded", summary)
             return RestoreDrillResult(status="Succeeded", summary=summary, steps=list(self._steps), report=report)
-        await self.notify(
-            "alert", f"Restore drill FAILED: {input.database}", summary, severity="error",
-            fields={"failures": "; ".join(report.failures)[:1000], "report": report.report_uri or "not written"},
-        )
+        if not self.aborting:  # a person stopped it: no page
+            await self.notify(
+                "alert", f"Restore drill FAILED: {input.database}", summary, severity="error",
+                fields={"failures": "; ".join(report.failures)[:1000], "report": report.report_uri or "not written"},
+            )
         status = "Aborted" if self.aborting else "Failed"
         await self.finish(status, summary, severity="error")
         raise ApplicationError(
@@ -208,6 +210,22 @@ class RestoreDrill(RunbookWorkflow):
         )
 
     # ------------------------------------------------------------------------------------------------ the drill
+    async def _abortable(self, handle: Any) -> Any:
+        """Wait for a long activity; an abort (or a cancellation of the run) cancels it and waits until it stopped."""
+        try:
+            await workflow.wait_condition(lambda: handle.done() or self.aborting)
+        except asyncio.CancelledError:
+            handle.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await handle
+            raise
+        if not handle.done():
+            handle.cancel()
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await handle
+            raise _Stop()
+        return handle.result()
+
     def _check_abort(self) -> None:
         if self.aborting:
             raise _Stop()
@@ -279,7 +297,7 @@ class RestoreDrill(RunbookWorkflow):
         assert input.restore_server is not None and self.report.backup is not None
         key = self.report.backup.identifier.split("/", 3)[3]
         self.report.scratch = self._scratch_db
-        result = await workflow.execute_activity_method(
+        result = await self._abortable(workflow.start_activity_method(
             DatabaseActivities.pg_restore_dump,
             PgRestoreDumpInput(
                 server=input.restore_server, database=self._scratch_db, bucket=input.dump_bucket or "", key=key,
@@ -292,7 +310,7 @@ class RestoreDrill(RunbookWorkflow):
             retry_policy=RESTORE_RETRY,
             # wait for pg_restore to be stopped before clean-up drops the database under it
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+        ))
         self._manifest = result.manifest
         if result.manifest and result.manifest.backup_time and self.report.backup:
             self.report.backup.created_at = result.manifest.backup_time
@@ -313,7 +331,7 @@ class RestoreDrill(RunbookWorkflow):
                             region=input.region, instance_class=input.instance_class),
             start_to_close_timeout=timedelta(minutes=5), retry_policy=RESTORE_RETRY,
         )
-        instance = await workflow.execute_activity_method(
+        instance = await self._abortable(workflow.start_activity_method(
             RdsActivities.rds_wait_available,
             RdsWaitInput(identifier=self._scratch_rds, region=input.region,
                          deadline_seconds=input.restore_timeout.total_seconds(),
@@ -323,7 +341,7 @@ class RestoreDrill(RunbookWorkflow):
             heartbeat_timeout=input.poll_interval + input.heartbeat_timeout,
             retry_policy=WAIT_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+        ))
         override = input.check_endpoint_override
         if override is not None:
             self.report.scratch = f"{self._scratch_rds} (+ database {self._scratch_db})"

@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.aws import AwsClients, RdsActivities, S3Activities
 from activities.database import DatabaseActivities
 from core import errors
-from core.approval import ApprovalPolicy
+from core.approval import AbortInput, ApprovalPolicy
 from core.aws import RdsRestoreInput, RdsWaitInput
 from core.restore import CheckEndpointOverride, PgRestoreDumpInput, PgRestoreDumpResult
 from core.runbook import RunbookMeta
@@ -178,8 +178,10 @@ async def test_no_backup_found(ts_env, task_queue, recording, db_activities, s3,
     assert "alert" in recording[0].kinds(wf_id)
 
 
-async def test_cancellation_mid_restore_cleans_up(ts_env, task_queue, recording, db_activities, s3, fresh_dump, pg_server, admin_uri):
-    """The restore is cancelled while running: the workflow waits for it to stop, then drops the scratch database."""
+@pytest.mark.parametrize("how", ["cancel", "abort"])
+async def test_cancellation_mid_restore_cleans_up(how, ts_env, task_queue, recording, db_activities, s3, fresh_dump, pg_server, admin_uri):
+    """The run is cancelled (or aborted by a person) while pg_restore runs: the restore is stopped first, then the
+    scratch database is dropped."""
     upload_dump(s3, "shop/big.dump", fresh_dump)
     restoring, stopped = threading.Event(), threading.Event()
 
@@ -206,11 +208,18 @@ async def test_cancellation_mid_restore_cleans_up(ts_env, task_queue, recording,
                 break
             await asyncio.sleep(0.05)
         assert database_exists(admin_uri, scratch_of(wf_id))
-        await handle.cancel()
+        if how == "cancel":
+            await handle.cancel()
+        else:
+            await handle.execute_update(RestoreDrill.abort, AbortInput(requested_by="dave", reason="maintenance window"))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         status = await handle.query(RestoreDrill.status)
-    assert isinstance(failure.value.cause, CancelledError)
+    if how == "cancel":
+        assert isinstance(failure.value.cause, CancelledError)
+    else:
+        assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == errors.ABORTED
+        assert "aborted by dave" in failure.value.cause.message
     assert stopped.is_set()
     assert not database_exists(admin_uri, scratch_of(wf_id))
     assert status.status == "Aborted"
