@@ -41,3 +41,7 @@ WORKFLOWS.append(CanaryRamp)
 from workflows.restore_drill import RestoreDrill  # noqa: E402
 
 WORKFLOWS.append(RestoreDrill)
+
+from workflows.failover import RegionFailback, RegionFailover  # noqa: E402
+
+WORKFLOWS.extend([RegionFailover, RegionFailback])
