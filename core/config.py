@@ -30,8 +30,12 @@ class Settings(BaseSettings):
     temporal_profile: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE"))
     ui_url: str = Field("http://localhost:8233", description="base address of the Temporal web UI, for links")
 
-    # The catalog
+    # The catalog, and where workflows come from
     catalog_dir: Path = Path("runbooks")
+    workflow_modules: list[str] = Field(
+        default_factory=list,
+        description="extra modules exporting WORKFLOWS (a team's own runbooks); loaded by the worker and the CLI",
+    )
 
     # Worker
     metrics_port: int | None = Field(9464, description="Prometheus metrics of the SDK runtime; None disables")

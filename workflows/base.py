@@ -246,15 +246,18 @@ class RunbookWorkflow:
         previous_status = self._status
         self.set_status("WaitingForApproval", f"waiting for approval: {title}")
         await self.notify("approval_needed", title, summary, gate=gate, fields=fields, severity="warning")
+        reminders_sent = 0
         while gate.open and not self.aborting:
-            now = workflow.now()
-            wait = gate.deadline - now
-            if policy.reminder_interval and policy.reminder_interval < wait:
-                wait = policy.reminder_interval
+            wake = gate.deadline
+            if policy.reminder_interval:  # reminders at fixed offsets from the opening, not drifting
+                next_reminder = gate.opened_at + policy.reminder_interval * (reminders_sent + 1)
+                wake = min(wake, next_reminder)
+            wait = max(wake - workflow.now(), timedelta(0))
             try:
                 await workflow.wait_condition(lambda: not gate.open or self.aborting, timeout=wait)
             except asyncio.TimeoutError:
                 if workflow.now() < gate.deadline:
+                    reminders_sent += 1
                     await self.notify("approval_reminder", f"Still waiting: {title}", summary, gate=gate)
                 elif policy.on_timeout == "escalate" and not gate.escalated:
                     gate.escalated = True

@@ -5,6 +5,8 @@ Append a runbook's workflow class to ``WORKFLOWS``; its input model is read from
 
 from __future__ import annotations
 
+import importlib
+
 from pydantic import BaseModel
 from temporalio import workflow
 
@@ -20,9 +22,21 @@ def input_model(workflow_class: type) -> type[BaseModel]:
     return arg_types[0]
 
 
-def by_name(extra: list[type] | None = None) -> dict[str, type]:
-    """Workflow type name -> class, for the product's workflows plus ``extra`` (tests register their own)."""
-    return {workflow._Definition.must_from_class(cls).name: cls for cls in [*WORKFLOWS, *(extra or [])]}
+def by_name(classes: list[type]) -> dict[str, type]:
+    """Workflow type name -> class."""
+    return {workflow._Definition.must_from_class(cls).name: cls for cls in classes}
+
+
+def load(modules: list[str]) -> list[type]:
+    """The product's workflows plus those exported as ``WORKFLOWS`` by each of ``modules``."""
+    extra: list[type] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        found = getattr(module, "WORKFLOWS", None)
+        if not isinstance(found, list):
+            raise ImportError(f"workflow module {name} has no WORKFLOWS list")
+        extra.extend(found)
+    return [*WORKFLOWS, *[cls for cls in extra if cls not in WORKFLOWS]]
 
 
 # ---- runbook workflows (each team appends its own line)
@@ -34,6 +48,10 @@ from workflows.provision import ProvisionEnvironment  # noqa: E402
 
 WORKFLOWS.append(ProvisionEnvironment)
 
+from workflows.failover import RegionFailback, RegionFailover  # noqa: E402
+
+WORKFLOWS.extend([RegionFailover, RegionFailback])
+
 from workflows.canary_ramp import CanaryRamp  # noqa: E402
 
 WORKFLOWS.append(CanaryRamp)
@@ -41,7 +59,3 @@ WORKFLOWS.append(CanaryRamp)
 from workflows.restore_drill import RestoreDrill  # noqa: E402
 
 WORKFLOWS.append(RestoreDrill)
-
-from workflows.failover import RegionFailback, RegionFailover  # noqa: E402
-
-WORKFLOWS.extend([RegionFailover, RegionFailback])

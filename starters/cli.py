@@ -1,0 +1,655 @@
+"""The `runbook` command line: start, follow, approve and abort runbooks; run the worker and the local stack.
+
+Exit codes: 0 done; 1 Temporal unreachable or an unexpected server error; 2 a problem the user can fix (unknown
+runbook, bad parameter, refused approval, unknown workflow); 3 a run followed with --wait ended without
+succeeding (rolled back, failed, aborted); 4 a run for the same target is already running (nothing started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Awaitable, Callable, Optional
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.approval import AbortInput, ApproveInput, RejectInput
+from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
+from core.config import Settings
+from core.runbook import RunbookStatus
+from workers.connection import TemporalUnreachable, connect, connect_config
+from workflows import registry
+
+EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNSUCCESSFUL, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
+
+app = typer.Typer(help="Durable runbook automation on Temporal.", no_args_is_help=True, add_completion=False)
+catalog_app = typer.Typer(help="List and validate the runbook catalog.", invoke_without_command=True)
+schedule_app = typer.Typer(help="Temporal Schedules that run runbooks (e.g. monthly restore drills).")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(schedule_app, name="schedule")
+
+out = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem the person can fix; printed as one line, exit code 2."""
+
+
+# ----------------------------------------------------------------------------- shared plumbing
+CatalogOpt = Annotated[
+    Optional[Path], typer.Option("--catalog", envvar="RUNBOOK_CATALOG_DIR", help="catalog folder [default: runbooks]")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+AddressOpt = Annotated[
+    Optional[str], typer.Option("--address", help="Temporal frontend host:port [env TEMPORAL_ADDRESS]")
+]
+NamespaceOpt = Annotated[Optional[str], typer.Option("--namespace", help="Temporal namespace [env TEMPORAL_NAMESPACE]")]
+
+
+def _identity(value: str | None) -> str:
+    return value or os.environ.get("RUNBOOK_USER") or getpass.getuser()
+
+
+def _settings(catalog: Path | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if catalog is not None:
+        overrides["catalog_dir"] = catalog
+    return Settings(**overrides)
+
+
+def _workflows(settings: Settings) -> dict[str, type]:
+    try:
+        return registry.by_name(registry.load(settings.workflow_modules))
+    except ImportError as error:
+        raise UserError(f"RUNBOOK_WORKFLOW_MODULES: {error}") from None
+
+
+def _load_catalog(settings: Settings) -> Catalog:
+    return Catalog.load(settings.catalog_dir, workflows=_workflows(settings))
+
+
+def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
+    """Run an async command; turn domain errors into one line and an exit code."""
+    try:
+        code = asyncio.run(coro_factory())
+    except (UserError, ParameterError) as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except CatalogError as error:
+        for problem in error.problems:
+            err.print(f"[red]error:[/red] {problem}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except TemporalUnreachable as error:
+        err.print(f"[red]error:[/red] cannot reach Temporal at {error.address} (set TEMPORAL_ADDRESS or --address)")
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            err.print(f"[red]error:[/red] {error.message}", highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        if error.status == RPCStatusCode.UNAVAILABLE:
+            err.print(f"[red]error:[/red] Temporal unavailable: {error.message}", highlight=False)
+            raise typer.Exit(EXIT_UNREACHABLE) from None
+        err.print(f"[red]error:[/red] Temporal refused the request: {error.message}", highlight=False)
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    raise typer.Exit(code or EXIT_OK)
+
+
+async def _client(settings: Settings, address: str | None, namespace: str | None) -> Client:
+    if address:
+        os.environ["TEMPORAL_ADDRESS"] = address
+    if namespace:
+        os.environ["TEMPORAL_NAMESPACE"] = namespace
+    return await connect(settings)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def _parse_sets(values: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: write it as KEY=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+async def _status(client: Client, workflow_id: str) -> RunbookStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.query("status", result_type=RunbookStatus)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise UserError(f"no runbook run with id {workflow_id!r}") from None
+        raise
+
+
+def _ui_link(settings: Settings, workflow_id: str, namespace: str) -> str:
+    return f"{settings.ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
+
+
+# ----------------------------------------------------------------------------- catalog
+@catalog_app.callback()
+def catalog_list(
+    ctx: typer.Context,
+    catalog: CatalogOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the runbooks of the catalog."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    async def body() -> int:
+        cat = _load_catalog(_settings(catalog))
+        if as_json:
+            _print_json({name: spec.model_dump(mode="json") for name, spec in sorted(cat.runbooks.items())})
+            return EXIT_OK
+        table = Table("runbook", "workflow", "target", "approval", "description", title="Runbook catalog")
+        for name, spec in sorted(cat.runbooks.items()):
+            approval = spec.approval
+            who = ", ".join([*approval.groups, *approval.approvers]) or "-"
+            gate = "none" if approval.required_approvals == 0 else f"{approval.required_approvals} of {who}"
+            table.add_row(name, spec.workflow, spec.target, gate, spec.description.strip().splitlines()[0])
+        out.print(table)
+        return EXIT_OK
+
+    _run(body)
+
+
+@catalog_app.command("validate")
+def catalog_validate(
+    path: Annotated[Optional[Path], typer.Argument(help="catalog folder [default: the configured catalog]")] = None,
+) -> None:
+    """Check every runbook file: YAML, fields, approval groups, parameters against the workflow's input."""
+
+    async def body() -> int:
+        settings = _settings(path)
+        cat = _load_catalog(settings)
+        out.print(f"[green]ok[/green]: {len(cat.runbooks)} runbooks in {settings.catalog_dir}")
+        return EXIT_OK
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- start
+@app.command()
+def start(
+    name: Annotated[str, typer.Argument(help="runbook name from the catalog")],
+    set_: Annotated[list[str], typer.Option("--set", help="parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+    as_user: Annotated[Optional[str], typer.Option("--as", help="who requests the run [env RUNBOOK_USER]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show what would start; start nothing")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
+    as_json: JsonOpt = False,
+    catalog: CatalogOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Validate parameters against the catalog and start a runbook (one run per target at a time)."""
+
+    async def body() -> int:
+        settings = _settings(catalog)
+        workflows = _workflows(settings)
+        cat = Catalog.load(settings.catalog_dir, workflows=workflows)
+        ns = namespace or connect_config(settings)["namespace"]
+        plan = cat.plan_start(
+            name,
+            _parse_sets(set_),
+            requested_by=_identity(as_user),
+            workflows=workflows,
+            source="cli",
+            ui_base=settings.ui_url,
+            namespace=ns,
+        )
+        if dry_run:
+            return _print_plan(plan, as_json)
+        from starters.launch import start_runbook
+
+        client = await _client(settings, address, namespace)
+        outcome = await start_runbook(client, plan, settings.task_queue)
+        link = _ui_link(settings, outcome.workflow_id, client.namespace)
+        if not outcome.started:
+            if as_json:
+                _print_json(
+                    {"workflow_id": outcome.workflow_id, "run_id": outcome.run_id, "status": "AlreadyRunning",
+                     "started": False, "result": None, "ui_url": link}
+                )
+            else:
+                err.print(
+                    f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.run_id}); "
+                    f"nothing new was started. Follow it: runbook watch {outcome.workflow_id}",
+                    highlight=False,
+                )
+            return EXIT_ALREADY_RUNNING
+        if not as_json:
+            out.print(f"started [bold]{outcome.workflow_id}[/bold] (run {outcome.run_id})", highlight=False)
+            out.print(f"web UI: {link}", highlight=False)
+        if not wait:
+            if as_json:
+                _print_json(
+                    {"workflow_id": outcome.workflow_id, "run_id": outcome.run_id, "status": "Running",
+                     "started": True, "result": None, "ui_url": link}
+                )
+            return EXIT_OK
+        if not as_json:
+            await _watch(client, outcome.workflow_id)
+        status, result = await _final(client, outcome.workflow_id, outcome.run_id)
+        if as_json:
+            _print_json(
+                {"workflow_id": outcome.workflow_id, "run_id": outcome.run_id, "status": status, "started": True,
+                 "result": result, "ui_url": link}
+            )
+        else:
+            out.print(f"finished: [bold]{status}[/bold]", highlight=False)
+            if isinstance(result, dict) and result.get("summary"):
+                out.print(result["summary"], highlight=False)
+            elif isinstance(result, str):
+                out.print(result, highlight=False)
+        return EXIT_OK if status == "Succeeded" else EXIT_UNSUCCESSFUL
+
+    _run(body)
+
+
+def _print_plan(plan: StartPlan, as_json: bool) -> int:
+    data = {
+        "workflow_id": plan.workflow_id,
+        "workflow_type": plan.workflow_type,
+        "status": "DryRun",
+        "input": plan.input.model_dump(mode="json"),
+    }
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(f"would start [bold]{plan.workflow_type}[/bold] as {plan.workflow_id} (dry run: nothing started)")
+        out.print_json(json.dumps(data["input"]))
+    return EXIT_OK
+
+
+async def _final(client: Client, workflow_id: str, run_id: str | None) -> tuple[str, Any]:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as failure:
+        cause = failure.cause
+        message = getattr(cause, "message", None) or str(cause)
+        kind = getattr(cause, "type", None)
+        status = "Aborted" if kind == "Aborted" else "Failed"
+        return status, {"error": message, "type": kind}
+    status = result.get("status", "Succeeded") if isinstance(result, dict) else "Succeeded"
+    return status, result
+
+
+# ----------------------------------------------------------------------------- list / status / watch
+@app.command("list")
+def list_(
+    runbook: Annotated[Optional[str], typer.Option("--runbook", help="only this runbook")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="only runs against this target")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Running, WaitingForApproval, Succeeded, ...")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """List runbook runs (a visibility query on the Runbook* search attributes)."""
+
+    async def body() -> int:
+        settings = _settings()
+        client = await _client(settings, address, namespace)
+        query = visibility_query(runbook=runbook, target=target, status=status)
+        rows = []
+        async for execution in client.list_workflows(query, limit=limit):
+            attrs = execution.search_attributes
+            rows.append(
+                {
+                    "workflow_id": execution.id,
+                    "run_id": execution.run_id,
+                    "runbook": _attr(attrs, "RunbookName"),
+                    "target": _attr(attrs, "RunbookTarget"),
+                    "environment": _attr(attrs, "RunbookEnvironment"),
+                    "requested_by": _attr(attrs, "RunbookRequestedBy"),
+                    "status": _attr(attrs, "RunbookStatus"),
+                    "execution": execution.status.name if execution.status else None,
+                    "started": execution.start_time.isoformat() if execution.start_time else None,
+                }
+            )
+        if as_json:
+            _print_json(rows)
+            return EXIT_OK
+        table = Table("workflow id", "runbook", "target", "status", "requested by", "started")
+        for row in rows:
+            table.add_row(row["workflow_id"], row["runbook"], row["target"], row["status"], row["requested_by"],
+                          (row["started"] or "")[:19])
+        out.print(table)
+        return EXIT_OK
+
+    _run(body)
+
+
+def visibility_query(*, runbook: str | None = None, target: str | None = None, status: str | None = None) -> str:
+    clauses = ["RunbookName IS NOT NULL"]
+    for attr, value in (("RunbookName", runbook), ("RunbookTarget", target), ("RunbookStatus", status)):
+        if value:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            clauses.append(f'{attr} = "{escaped}"')
+    return " AND ".join(clauses)
+
+
+def _attr(attrs: dict, name: str) -> str:
+    values = attrs.get(name) or []
+    return str(values[0]) if values else ""
+
+
+@app.command()
+def status(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    as_json: JsonOpt = False,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Show a run's state: stage, steps, the open approval gate, refusals, steering actions."""
+
+    async def body() -> int:
+        client = await _client(_settings(), address, namespace)
+        state = await _status(client, workflow_id)
+        if as_json:
+            _print_json(state.model_dump(mode="json"))
+        else:
+            out.print(_render(state))
+        return EXIT_OK
+
+    _run(body)
+
+
+def _render(state: RunbookStatus) -> Group:
+    head = Table.grid(padding=(0, 2))
+    head.add_row("runbook", f"{state.runbook} on {state.target}" + (f" ({state.environment})" if state.environment else ""))
+    head.add_row("status", f"[bold]{state.status}[/bold]: {state.stage}")
+    head.add_row("requested by", state.requested_by)
+    steps = Table("step", "status", "detail", title="steps", expand=False)
+    for step in state.steps:
+        colour = {"done": "green", "failed": "red", "running": "yellow"}.get(step.status, "white")
+        steps.add_row(step.name, f"[{colour}]{step.status}[/{colour}]", step.detail)
+    parts: list[Any] = [head, steps]
+    gate = state.gate
+    if gate is not None:
+        text = (
+            f"[bold]{gate.title}[/bold] (gate {gate.gate_id})\n{gate.summary}\n"
+            f"approvers: {', '.join(gate.eligible)}; {len(gate.approvals)}/{gate.required_approvals} approvals; "
+            f"deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if gate.binding:
+            text += f"\napproves: {gate.binding} (pass --expect {gate.binding})"
+        parts.append(Panel(text, title="waiting for approval", border_style="yellow"))
+    for refused in state.refused[-5:]:
+        parts.append(f"[red]refused[/red] {refused.action} by {refused.who} via {refused.via}: {refused.reason}")
+    for action in state.actions[-5:]:
+        parts.append(f"{action.at:%H:%M:%S} {action.action} by {action.by}: {action.reason}")
+    if state.details:
+        parts.append(Panel(json.dumps(state.details, indent=2, default=str)[:2000], title="details"))
+    return Group(*parts)
+
+
+@app.command()
+def watch(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    interval: Annotated[float, typer.Option("--interval", help="seconds between refreshes")] = 1.0,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Follow a run live (steps, waits, approvals) until it ends."""
+
+    async def body() -> int:
+        client = await _client(_settings(), address, namespace)
+        await _watch(client, workflow_id, interval)
+        status, _ = await _final(client, workflow_id, None)
+        out.print(f"finished: [bold]{status}[/bold]")
+        return EXIT_OK if status == "Succeeded" else EXIT_UNSUCCESSFUL
+
+    _run(body)
+
+
+async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> None:
+    handle = client.get_workflow_handle(workflow_id)
+    state = await _status(client, workflow_id)
+    with Live(_render(state), console=out, refresh_per_second=4, transient=not out.is_terminal) as live:
+        while True:
+            described = await handle.describe()
+            try:
+                state = await _status(client, workflow_id)
+                live.update(_render(state))
+            except RPCError:
+                pass  # no worker answering right now; keep following
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(interval)
+    if not out.is_terminal:
+        out.print(_render(state))
+
+
+# ----------------------------------------------------------------------------- approvals and steering
+async def _open_gate(client: Client, workflow_id: str, gate: str | None) -> str:
+    if gate:
+        return gate
+    state = await _status(client, workflow_id)
+    if state.gate is None:
+        raise UserError(f"{workflow_id} is not waiting for an approval (status {state.status}: {state.stage})")
+    return state.gate.gate_id
+
+
+async def _update(client: Client, workflow_id: str, name: str, arg: BaseModel) -> Any:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update(name, arg)
+    except WorkflowUpdateFailedError as failure:
+        cause = failure.cause
+        raise UserError(f"refused: {getattr(cause, 'message', None) or cause}") from None
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise UserError(f"no running runbook with id {workflow_id!r}") from None
+        raise
+
+
+@app.command()
+def approve(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    as_user: Annotated[Optional[str], typer.Option("--as", help="approver identity [env RUNBOOK_USER]")] = None,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    expect: Annotated[Optional[str], typer.Option("--expect", help="what you approve, e.g. a plan hash")] = None,
+    gate: Annotated[Optional[str], typer.Option("--gate", help="gate id [default: the open gate]")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Approve the open approval gate of a run (the policy decides whether your approval counts)."""
+
+    async def body() -> int:
+        client = await _client(_settings(), address, namespace)
+        gate_id = await _open_gate(client, workflow_id, gate)
+        view = await _update(
+            client, workflow_id, "approve",
+            ApproveInput(gate_id=gate_id, approver=_identity(as_user), reason=reason, binding=expect),
+        )
+        decision = view.get("decision") if isinstance(view, dict) else None
+        count = len(view.get("approvals", [])) if isinstance(view, dict) else 0
+        needed = view.get("required_approvals") if isinstance(view, dict) else "?"
+        out.print(f"approved gate {gate_id} of {workflow_id} ({count}/{needed} approvals; gate {decision})")
+        return EXIT_OK
+
+    _run(body)
+
+
+@app.command()
+def reject(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    reason: Annotated[str, typer.Option("--reason", help="why (required)")],
+    as_user: Annotated[Optional[str], typer.Option("--as", help="approver identity [env RUNBOOK_USER]")] = None,
+    gate: Annotated[Optional[str], typer.Option("--gate", help="gate id [default: the open gate]")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Reject the open approval gate of a run."""
+
+    async def body() -> int:
+        if not reason.strip():
+            raise UserError("--reason must say why")
+        client = await _client(_settings(), address, namespace)
+        gate_id = await _open_gate(client, workflow_id, gate)
+        await _update(client, workflow_id, "reject", RejectInput(gate_id=gate_id, approver=_identity(as_user), reason=reason))
+        out.print(f"rejected gate {gate_id} of {workflow_id}")
+        return EXIT_OK
+
+    _run(body)
+
+
+@app.command()
+def abort(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    reason: Annotated[str, typer.Option("--reason", help="why (required)")],
+    as_user: Annotated[Optional[str], typer.Option("--as", help="who aborts [env RUNBOOK_USER]")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Abort a run: it rolls back or cleans up by its own compensation, then ends as Aborted."""
+
+    async def body() -> int:
+        if not reason.strip():
+            raise UserError("--reason must say why")
+        client = await _client(_settings(), address, namespace)
+        message = await _update(client, workflow_id, "abort", AbortInput(requested_by=_identity(as_user), reason=reason))
+        out.print(str(message))
+        return EXIT_OK
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- schedules
+@schedule_app.command("create")
+def schedule_create(
+    name: Annotated[str, typer.Argument(help="runbook name from the catalog")],
+    cron: Annotated[str, typer.Option("--cron", help="cron expression, e.g. '0 3 1 * *'")],
+    set_: Annotated[list[str], typer.Option("--set", help="parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+    schedule_id: Annotated[Optional[str], typer.Option("--id", help="schedule id [default: NAME-TARGET]")] = None,
+    as_user: Annotated[Optional[str], typer.Option("--as", help="requester recorded on each run")] = None,
+    catalog: CatalogOpt = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Create a Temporal Schedule that starts a runbook (overlap policy: skip)."""
+
+    async def body() -> int:
+        from starters import schedules
+
+        settings = _settings(catalog)
+        workflows = _workflows(settings)
+        cat = Catalog.load(settings.catalog_dir, workflows=workflows)
+        plan = cat.plan_start(
+            name, _parse_sets(set_), requested_by=_identity(as_user), workflows=workflows, source="schedule",
+            ui_base=settings.ui_url,
+        )
+        client = await _client(settings, address, namespace)
+        sid = schedule_id or f"{name}-{plan.meta.target}".replace(":", "-").replace("/", "-")
+        await schedules.create_schedule(client, plan, sid, cron, settings.task_queue)
+        out.print(f"schedule [bold]{sid}[/bold] created: {name} at '{cron}' (overlap: skip)")
+        return EXIT_OK
+
+    _run(body)
+
+
+@schedule_app.command("list")
+def schedule_list(as_json: JsonOpt = False, address: AddressOpt = None, namespace: NamespaceOpt = None) -> None:
+    """List runbook schedules."""
+
+    async def body() -> int:
+        from starters import schedules
+
+        client = await _client(_settings(), address, namespace)
+        rows = await schedules.list_schedules(client)
+        if as_json:
+            _print_json([_dump(r) for r in rows])
+            return EXIT_OK
+        table = Table("schedule", "runbook", "cron", "next run")
+        for row in rows:
+            data = _dump(row)
+            table.add_row(*(str(data.get(k, "")) for k in ("schedule_id", "runbook", "cron", "next_run")))
+        out.print(table)
+        return EXIT_OK
+
+    _run(body)
+
+
+@schedule_app.command("delete")
+def schedule_delete(
+    schedule_id: Annotated[str, typer.Argument(help="schedule id")],
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Delete a runbook schedule (runs already started go on)."""
+
+    async def body() -> int:
+        from starters import schedules
+
+        client = await _client(_settings(), address, namespace)
+        await schedules.delete_schedule(client, schedule_id)
+        out.print(f"schedule {schedule_id} deleted")
+        return EXIT_OK
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- processes
+@app.command()
+def worker() -> None:
+    """Run a worker: every runbook workflow and activity, on the configured task queue."""
+    from workers.main import run_worker
+
+    _run(lambda: run_worker(Settings()))
+
+
+@app.command()
+def gateway() -> None:
+    """Run the Slack and PagerDuty gateway (an ASGI app served by uvicorn)."""
+    from starters.gateway import serve
+
+    serve(Settings())
+
+
+@app.command()
+def dev(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="where the local stack keeps its data")] = Path(".state"),
+) -> None:
+    """Run the whole local stack in the foreground (what `make dev` runs). Ctrl-C stops it."""
+    from starters.dev import run_dev
+
+    run_dev(Settings(), state_dir=state_dir)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The approval gate on the time-skipping server: policy enforcement, timeouts, reminders, UI signals, abort."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from core.approval import AbortInput, ApprovalPolicy, ApproveInput, RejectInput
+from core.runbook import RunbookMeta, RunbookStatus
+from tests import harness
+from tests.core.gated_workflows import GatedChange, GatedChangeInput
+
+POLICY = ApprovalPolicy(approvers=["bob"], groups={"sre": ["dave", "erin"]}, timeout=timedelta(hours=4))
+
+
+def _input(policy: ApprovalPolicy = POLICY, **kw) -> GatedChangeInput:
+    meta = RunbookMeta(runbook="gated-change", target="payments", requested_by="alice", approval=policy)
+    return GatedChangeInput(meta=meta, service="payments", **kw)
+
+
+async def _wait_for_gate(handle: WorkflowHandle) -> RunbookStatus:
+    for _ in range(200):
+        state = await handle.query(GatedChange.status)
+        if state.gate is not None:
+            return state
+    raise AssertionError("the run never opened a gate")
+
+
+async def _start(env: WorkflowEnvironment, task_queue: str, inp: GatedChangeInput) -> WorkflowHandle:
+    return await env.client.start_workflow(GatedChange.run, inp, id=f"gated-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+
+
+async def _close(handle: WorkflowHandle, gate_id: str) -> None:
+    """End a run the test no longer needs by rejecting it (terminating a run with pending timers upsets the
+    time-skipping test server's clock for later tests)."""
+    await handle.execute_update(GatedChange.reject, RejectInput(gate_id=gate_id, approver="bob", reason="test over"))
+    await handle.result()
+
+
+async def _refusal(handle: WorkflowHandle, req: ApproveInput) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as failure:
+        await handle.execute_update(GatedChange.approve, req)
+    return failure.value.cause.message
+
+
+async def test_listed_approver_approves_and_refusals_name_the_rule(ts_env, task_queue, recording):
+    channel, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input())
+        state = await _wait_for_gate(handle)
+        gate_id = state.gate.gate_id
+        assert state.status == "WaitingForApproval"
+        assert state.gate.eligible == ["bob", "dave", "erin"]
+
+        assert "mallory is not an approver" in await _refusal(handle, ApproveInput(gate_id=gate_id, approver="mallory"))
+        assert "stale gate" in await _refusal(handle, ApproveInput(gate_id="apply-0", approver="bob"))
+
+        view = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="dave", reason="lgtm"))
+        assert view.decision == "approved" and view.approvals[0].approver == "dave"
+        result = await handle.result()
+        assert result.status == "Succeeded"
+        assert result.gates[0].decided_by == "dave" and result.gates[0].reason == "lgtm"
+    kinds = channel.kinds(handle.id)
+    assert kinds[:3] == ["step_done", "approval_needed", "approval_decided"] and kinds[-1] == "finished"
+
+
+async def test_self_approval_is_refused_unless_the_policy_allows_it(ts_env, task_queue, recording):
+    _, notifier = recording
+    policy = POLICY.model_copy(update={"approvers": ["alice", "bob"]})
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input(policy))
+        gate_id = (await _wait_for_gate(handle)).gate.gate_id
+        assert "self-approval is off" in await _refusal(handle, ApproveInput(gate_id=gate_id, approver="alice"))
+
+        allowed = await _start(ts_env, task_queue, _input(policy.model_copy(update={"allow_self_approval": True})))
+        allowed_gate = (await _wait_for_gate(allowed)).gate.gate_id
+        await allowed.execute_update(GatedChange.approve, ApproveInput(gate_id=allowed_gate, approver="alice"))
+        assert (await allowed.result()).status == "Succeeded"
+        await _close(handle, gate_id)
+
+
+async def test_two_distinct_approvers_one_from_each_required_group(ts_env, task_queue, recording):
+    _, notifier = recording
+    policy = ApprovalPolicy(
+        groups={"platform": ["bob", "pat"], "security": ["carol"]},
+        required_approvals=2,
+        required_groups=["platform", "security"],
+    )
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input(policy))
+        gate_id = (await _wait_for_gate(handle)).gate.gate_id
+        first = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="bob"))
+        assert first.decision == "pending"
+        assert "already approved" in await _refusal(handle, ApproveInput(gate_id=gate_id, approver="bob"))
+        second = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="pat"))
+        assert second.decision == "pending", "two platform approvals must not satisfy the security requirement"
+        third = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="carol"))
+        assert third.decision == "approved"
+        assert (await handle.result()).status == "Succeeded"
+
+
+async def test_binding_must_match_what_the_gate_approves(ts_env, task_queue, recording):
+    _, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input(binding="sha256:aaa"))
+        gate_id = (await _wait_for_gate(handle)).gate.gate_id
+        refusal = await _refusal(handle, ApproveInput(gate_id=gate_id, approver="bob", binding="sha256:bbb"))
+        assert "approves sha256:aaa" in refusal
+        await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="bob", binding="sha256:aaa"))
+        assert (await handle.result()).status == "Succeeded"
+
+
+async def test_ui_signal_approvals_are_checked_and_refusals_recorded(ts_env, task_queue, recording):
+    _, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input())
+        gate_id = (await _wait_for_gate(handle)).gate.gate_id
+        await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver="alice"))
+        await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver=""))
+        state = await handle.query(GatedChange.status)
+        assert [r.reason for r in state.refused] == [
+            "alice is not an approver for this runbook",
+            "the approver's identity is missing",
+        ]
+        assert state.gate is not None and state.gate.open
+        await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver="erin"))
+        result = await handle.result()
+        assert result.gates[0].approvals[0].via == "signal"
+
+        no_ui = await _start(ts_env, task_queue, _input(POLICY.model_copy(update={"allow_ui_approval": False})))
+        no_ui_gate = (await _wait_for_gate(no_ui)).gate.gate_id
+        await no_ui.signal(GatedChange.approve_signal, ApproveInput(gate_id=no_ui_gate, approver="bob"))
+        state = await no_ui.query(GatedChange.status)
+        assert "does not accept approvals from the web UI" in state.refused[0].reason
+        await _close(no_ui, no_ui_gate)
+
+
+async def test_rejection_and_timeout_end_without_applying(ts_env, task_queue, recording):
+    channel, notifier = recording
+    policy = POLICY.model_copy(update={"timeout": timedelta(hours=6), "reminder_interval": timedelta(hours=2)})
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        rejected = await _start(ts_env, task_queue, _input(policy))
+        gate_id = (await _wait_for_gate(rejected)).gate.gate_id
+        with pytest.raises(WorkflowUpdateFailedError):
+            await rejected.execute_update(GatedChange.reject, RejectInput(gate_id=gate_id, approver="mallory", reason="no"))
+        await rejected.execute_update(GatedChange.reject, RejectInput(gate_id=gate_id, approver="bob", reason="freeze"))
+        result = await rejected.result()
+        assert result.status == "Failed" and "rejected (freeze)" in result.summary
+
+        timed_out = await _start(ts_env, task_queue, _input(policy))
+        result = await timed_out.result()  # time skips 6 hours
+        assert result.status == "Failed" and "timed_out" in result.summary
+        assert channel.kinds(timed_out.id).count("approval_reminder") == 2  # at 2 h and 4 h
+        state = await timed_out.query(GatedChange.status)
+        waited = state.gates[0].decided_at - state.gates[0].opened_at
+        assert timedelta(hours=6) <= waited < timedelta(hours=6, seconds=1)
+
+
+async def test_escalation_extends_the_gate_to_the_escalation_approvers(ts_env, task_queue, recording):
+    channel, notifier = recording
+    policy = POLICY.model_copy(
+        update={"timeout": timedelta(hours=1), "on_timeout": "escalate", "escalate_to": ["oncall-lead"], "reminder_interval": None}
+    )
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input(policy))
+        gate_id = (await _wait_for_gate(handle)).gate.gate_id
+        assert "not an approver" in await _refusal(handle, ApproveInput(gate_id=gate_id, approver="oncall-lead"))
+        await ts_env.sleep(timedelta(minutes=61))
+        state = await handle.query(GatedChange.status)
+        assert state.gate is not None and state.gate.escalated and "oncall-lead" in state.gate.eligible
+        await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="oncall-lead"))
+        assert (await handle.result()).status == "Succeeded"
+    assert channel.kinds(handle.id).count("approval_needed") == 2
+
+
+async def test_abort_while_waiting_closes_the_gate(ts_env, task_queue, recording):
+    _, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input())
+        await _wait_for_gate(handle)
+        await handle.execute_update(GatedChange.abort, AbortInput(requested_by="dave", reason="incident"))
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(GatedChange.abort, AbortInput(requested_by="erin", reason="again"))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert failure.value.cause.type == "Aborted"
+        state = await handle.query(GatedChange.status)
+        assert state.status == "Aborted" and state.gates[0].decision == "aborted"
+        assert state.actions[0].action == "abort" and state.actions[0].by == "dave"
