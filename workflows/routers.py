@@ -96,6 +96,7 @@ class AlbRouter(TrafficRouter):
 
     def __init__(self, spec: AlbRouterSpec) -> None:
         self.spec = spec
+        self._weight: int | None = None  # last weight written and verified by this run
 
     def describe(self) -> str:
         if self.spec.load_balancer and not self.spec.listener_arn:
@@ -157,6 +158,7 @@ class AlbRouter(TrafficRouter):
                 type=errors.VERIFICATION_FAILED,
                 non_retryable=True,
             )
+        self._weight = got
         return got
 
     def _canary_share(self, weights: dict[str, int]) -> int:
@@ -164,7 +166,8 @@ class AlbRouter(TrafficRouter):
         return 0 if total == 0 else round(100 * weights.get(self.spec.canary_target_group, 0) / total)
 
     async def promote(self) -> None:
-        await self.set_weight(100)
+        if self._weight != 100:  # the plan usually ends with set_weight 100 already
+            await self.set_weight(100)
 
     async def rollback(self) -> None:
         await self.set_weight(0)
