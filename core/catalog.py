@@ -421,14 +421,18 @@ def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
         if loc in lines:
             return lines[loc]
         loc = loc[:-1]
-    return 1
+    return lines.get((), 1)
 
 
 def _explain(path: Path, err: ValidationError, lines: dict) -> list[str]:
     out = []
     for problem in err.errors():
         loc = tuple(problem["loc"])
-        where = ".".join(str(p) for p in loc) or "(file)"
         message = problem["msg"].removeprefix("Value error, ")
+        named = message.split(" ", 1)[0]
+        if loc == () and (named,) in lines:  # a model-level rule whose message starts with the field it is about
+            loc = (named,)
+            message = message.split(" ", 1)[1]
+        where = ".".join(str(p) for p in loc) or "(file)"
         out.append(f"{path}:{_line_for(lines, loc)}: {where}: {message}")
     return out

@@ -46,7 +46,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(schedule_app, name="schedule")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):

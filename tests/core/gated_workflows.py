@@ -16,6 +16,7 @@ from workflows.base import RunbookWorkflow
 
 class GatedChangeInput(RunbookInput):
     service: str
+    environment: str = "staging"
     change: str = "restart"
     hold: Duration = timedelta(minutes=10)
     binding: str | None = None

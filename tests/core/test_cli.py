@@ -1,0 +1,253 @@
+"""The `runbook` CLI driven end to end against the Temporal dev server, with workflows defined under tests/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from starters.cli import app
+from tests import harness
+from tests.core.gated_workflows import GatedChange
+
+CATALOG = {
+    "groups.yaml": """
+        groups:
+          sre: [dave, erin]
+    """,
+    "gated-change.yaml": """
+        name: gated-change
+        description: Apply a change to a service after an SRE approves it.
+        workflow: GatedChange
+        target: "{service}"
+        environment: "{environment}"
+        concurrency_key: "change:{service}"
+        parameters:
+          service: {type: string, required: true, description: the service}
+          environment: {type: string, default: staging}
+          change: {type: string, default: restart, choices: [restart, resize]}
+          hold: {type: duration, default: 1s}
+        approval:
+          approvers: [bob]
+          groups: [sre]
+          timeout: 1h
+    """,
+    "quick-change.yaml": """
+        name: quick-change
+        description: The same change with no approval.
+        workflow: GatedChange
+        target: "{service}"
+        concurrency_key: "quick:{service}"
+        parameters:
+          service: {type: string, required: true}
+          hold: {type: duration, default: 0s}
+        approval:
+          required_approvals: 0
+    """,
+}
+
+
+@pytest.fixture
+def cli_env(dev_env, tmp_path: Path, monkeypatch, task_queue):
+    catalog = tmp_path / "runbooks"
+    catalog.mkdir()
+    for name, text in CATALOG.items():
+        (catalog / name).write_text(textwrap.dedent(text))
+    address = dev_env.client.service_client.config.target_host
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    monkeypatch.setenv("RUNBOOK_CATALOG_DIR", str(catalog))
+    monkeypatch.setenv("RUNBOOK_TASK_QUEUE", task_queue)
+    monkeypatch.setenv("RUNBOOK_WORKFLOW_MODULES", '["tests.core.gated_workflows"]')
+    monkeypatch.setenv("RUNBOOK_USER", "alice")
+    return {"catalog": catalog, "address": address, "task_queue": task_queue}
+
+
+async def runbook(*args: str):
+    """Run the real command in a thread (it runs its own event loop, as from a shell)."""
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    return result
+
+
+def _json(result) -> dict | list:
+    return json.loads(result.stdout)
+
+
+def _service() -> str:
+    return f"svc-{uuid.uuid4().hex[:6]}"
+
+
+async def _wait_status(workflow_id: str, status: str) -> dict:
+    for _ in range(100):
+        result = await runbook("status", workflow_id, "--json")
+        if result.exit_code == 0 and _json(result)["status"] == status:
+            return _json(result)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} never reached {status}: {result.output}")
+
+
+async def test_catalog_list_and_validate(cli_env):
+    listed = await runbook("catalog", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(_json(listed)) == ["gated-change", "quick-change"]
+    valid = await runbook("catalog", "validate", str(cli_env["catalog"]))
+    assert valid.exit_code == 0 and "2 runbooks" in valid.output
+
+
+async def test_broken_catalog_names_file_line_and_field_and_starts_nothing(cli_env):
+    broken = cli_env["catalog"] / "gated-change.yaml"
+    broken.write_text(broken.read_text().replace("service: {type: string,", "service: {type: strng,"))
+    result = await runbook("catalog", "validate")
+    assert result.exit_code == 2
+    assert f"{broken}:9: parameters.service.type:" in result.stderr
+    started = await runbook("start", "gated-change", "--set", "service=x")
+    assert started.exit_code == 2 and "parameters.service.type" in started.stderr
+
+
+async def test_start_refuses_duplicate_lists_by_target_and_shows_status(cli_env, dev_env):
+    service = _service()
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [GatedChange], [_notify()]):
+        first = await runbook("start", "gated-change", "--set", f"service={service}", "--json")
+        assert first.exit_code == 0, first.output
+        body = _json(first)
+        assert body["workflow_id"] == f"change:{service}" and body["status"] == "Running" and body["run_id"]
+
+        second = await runbook("start", "gated-change", "--set", f"service={service}", "--json")
+        assert second.exit_code == 4
+        assert _json(second)["status"] == "AlreadyRunning" and _json(second)["run_id"] == body["run_id"]
+
+        state = await _wait_status(body["workflow_id"], "WaitingForApproval")
+        assert state["gate"]["eligible"] == ["bob", "dave", "erin"] and state["requested_by"] == "alice"
+
+        other = _service()
+        assert (await runbook("start", "quick-change", "--set", f"service={other}")).exit_code == 0
+        for _ in range(100):
+            rows = _json(await runbook("list", "--target", service, "--json"))
+            if rows:
+                break
+            await asyncio.sleep(0.1)
+        assert [r["workflow_id"] for r in rows] == [f"change:{service}"]
+        assert rows[0]["runbook"] == "gated-change" and rows[0]["environment"] == "staging"
+        waiting = _json(await runbook("list", "--runbook", "gated-change", "--status", "WaitingForApproval", "--json"))
+        assert f"change:{service}" in [r["workflow_id"] for r in waiting]
+
+        human = await runbook("status", body["workflow_id"])
+        assert "waiting for approval" in human.stdout and "gated-change on " + service in human.stdout
+        await runbook("reject", body["workflow_id"], "--as", "bob", "--reason", "cleanup")
+
+
+async def test_approvals_refused_then_accepted(cli_env, dev_env):
+    service = _service()
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [GatedChange], [_notify()]):
+        wf = _json(await runbook("start", "gated-change", "--set", f"service={service}", "--json"))["workflow_id"]
+        await _wait_status(wf, "WaitingForApproval")
+
+        unlisted = await runbook("approve", wf, "--as", "mallory")
+        assert unlisted.exit_code == 2 and "refused: mallory is not an approver" in unlisted.stderr
+        self_approval = await runbook("approve", wf, "--as", "alice")
+        assert self_approval.exit_code == 2
+        stale = await runbook("approve", wf, "--as", "bob", "--gate", "apply-0")
+        assert stale.exit_code == 2 and "stale gate" in stale.stderr
+        # refusals by Update leave no trace in the run; the gate is still open
+        assert (await _wait_status(wf, "WaitingForApproval"))["gate"]["approvals"] == []
+
+        ok = await runbook("approve", wf, "--as", "bob", "--reason", "looks right")
+        assert ok.exit_code == 0 and "gate approved" in ok.stdout
+        watched = await runbook("watch", wf, "--interval", "0.1")
+        assert watched.exit_code == 0 and "Succeeded" in watched.stdout
+        final = _json(await runbook("status", wf, "--json"))
+        assert final["gates"][0]["decided_by"] == "bob" and final["details"] == {"applied": True}
+
+
+async def test_reject_and_abort_end_the_run(cli_env, dev_env):
+    rejected, aborted = _service(), _service()
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [GatedChange], [_notify()]):
+        r = _json(await runbook("start", "gated-change", "--set", f"service={rejected}", "--json"))["workflow_id"]
+        a = _json(await runbook("start", "gated-change", "--set", f"service={aborted}", "--json"))["workflow_id"]
+        await _wait_status(r, "WaitingForApproval")
+        no_reason = await runbook("reject", r, "--as", "bob", "--reason", " ")
+        assert no_reason.exit_code == 2
+        assert (await runbook("reject", r, "--as", "erin", "--reason", "change freeze")).exit_code == 0
+        watched = await runbook("watch", r, "--interval", "0.1")
+        assert watched.exit_code == 3 and "Failed" in watched.stdout
+
+        await _wait_status(a, "WaitingForApproval")
+        result = await runbook("abort", a, "--reason", "wrong service", "--as", "dave")
+        assert result.exit_code == 0 and "abort requested by dave" in result.stdout
+        state = await _wait_status(a, "Aborted")
+        assert state["actions"][0]["by"] == "dave" and state["gates"][0]["decision"] == "aborted"
+
+
+async def test_ui_style_signal_approval_with_plain_json(cli_env, dev_env):
+    """The web UI's "Send a Signal" sends plain JSON with no identity; the temporal CLI sends the same payload."""
+    service = _service()
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [GatedChange], [_notify()]):
+        wf = _json(await runbook("start", "gated-change", "--set", f"service={service}", "--json"))["workflow_id"]
+        gate = (await _wait_status(wf, "WaitingForApproval"))["gate"]["gate_id"]
+
+        def ui_signal(payload: dict) -> None:
+            subprocess.run(
+                [harness.binary("temporal"), "workflow", "signal", "--address", cli_env["address"],
+                 "--workflow-id", wf, "--name", "approve_signal", "--input", json.dumps(payload)],
+                check=True, capture_output=True, timeout=30,
+            )
+
+        await asyncio.to_thread(ui_signal, {"gate_id": gate, "approver": "mallory"})
+        for _ in range(100):
+            state = _json(await runbook("status", wf, "--json"))
+            if state["refused"]:
+                break
+            await asyncio.sleep(0.1)
+        assert state["refused"][0]["who"] == "mallory" and state["refused"][0]["via"] == "signal"
+        await asyncio.to_thread(ui_signal, {"gate_id": gate, "approver": "erin", "reason": "from the UI"})
+        final = await _wait_status(wf, "Succeeded")
+        assert final["gates"][0]["approvals"][0]["via"] == "signal"
+
+
+async def test_start_wait_json_reports_the_result(cli_env, dev_env):
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [GatedChange], [_notify()]):
+        result = await runbook("start", "quick-change", "--set", f"service={_service()}", "--wait", "--json")
+        assert result.exit_code == 0, result.output
+        body = _json(result)
+        assert body["status"] == "Succeeded" and body["result"]["summary"] == "applied" and body["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["start", "no-such-runbook"], "unknown runbook 'no-such-runbook'"),
+        (["start", "gated-change"], "missing required parameter 'service'"),
+        (["start", "gated-change", "--set", "service=a", "--set", "hold=soon"], "parameter 'hold'"),
+        (["start", "gated-change", "--set", "service=a", "--set", "change=delete"], "must be one of restart, resize"),
+        (["start", "gated-change", "--set", "service=a", "--set", "colour=red"], "unknown parameter 'colour'"),
+        (["start", "gated-change", "--set", "service"], "write it as KEY=VALUE"),
+    ],
+)
+async def test_user_errors_exit_2_with_one_line(cli_env, args, message):
+    result = await runbook(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_dry_run_starts_nothing_and_unreachable_temporal_exits_1(cli_env, monkeypatch):
+    service = _service()
+    dry = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run", "--json")
+    assert dry.exit_code == 0 and _json(dry)["input"]["meta"]["approval"]["approvers"] == ["bob"]
+    assert _json(await runbook("list", "--target", service, "--json")) == []
+
+    port = harness.free_port()
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{port}")
+    result = await runbook("start", "gated-change", "--set", f"service={service}")
+    assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.output
+
+
+def _notify():
+    from activities.notify import NotificationActivities, RecordingChannel
+
+    return NotificationActivities([RecordingChannel()]).notify
