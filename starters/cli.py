@@ -12,7 +12,6 @@ import getpass
 import json
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 

@@ -32,8 +32,7 @@ from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
@@ -42,7 +41,6 @@ from core.catalog import Catalog, ParameterError, PagerDutyTrigger, RunbookSpec
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters import launch
-from workflows import search_attributes as sa
 
 log = logging.getLogger(__name__)
 
@@ -308,21 +306,8 @@ class Gateway:
 
     async def start(self, plan, reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE) -> tuple[str, bool]:
         """Start the planned run (one RPC); (workflow id, False) when a run with that id is already there."""
-        try:
-            await self.client.start_workflow(
-                plan.workflow_type,
-                plan.input,
-                id=plan.workflow_id,
-                task_queue=self.settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=reuse,
-                search_attributes=_search_attributes(plan),
-                static_summary=launch.summary(plan),
-                static_details=launch.details(plan),
-            )
-        except WorkflowAlreadyStartedError:
-            return plan.workflow_id, False
-        return plan.workflow_id, True
+        outcome = await launch.start_runbook(self.client, plan, self.settings.task_queue, reuse=reuse)
+        return outcome.workflow_id, outcome.started
 
     # ------------------------------------------------------------------ Slack permissions
     @staticmethod
@@ -381,17 +366,6 @@ class Gateway:
             )
         except WorkflowUpdateFailedError as err:
             return f"refused: {getattr(err.cause, 'message', None) or err.cause or err}"
-
-
-def _search_attributes(plan) -> TypedSearchAttributes:
-    meta = plan.meta
-    return TypedSearchAttributes([
-        SearchAttributePair(sa.RUNBOOK_NAME, meta.runbook),
-        SearchAttributePair(sa.RUNBOOK_TARGET, meta.target),
-        SearchAttributePair(sa.RUNBOOK_ENVIRONMENT, meta.environment or "-"),
-        SearchAttributePair(sa.RUNBOOK_REQUESTED_BY, meta.requested_by),
-        SearchAttributePair(sa.RUNBOOK_STATUS, "Running"),
-    ])
 
 
 def _rpc_text(workflow_id: str, err: RPCError) -> str:

@@ -55,11 +55,18 @@ def details(plan: StartPlan) -> str:
     return f"**Parameters**\n\n| parameter | value |\n|---|---|\n{rows}\n" if rows else "No parameters."
 
 
-async def start_runbook(client: Client, plan: StartPlan, task_queue: str) -> StartOutcome:
+async def start_runbook(
+    client: Client,
+    plan: StartPlan,
+    task_queue: str,
+    *,
+    reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+) -> StartOutcome:
     """Start the planned run. A running run with the same id is reported (``started=False``), never doubled.
 
     The id conflict policy FAIL makes the server the judge: of two racing starts (two CLI users, or a PagerDuty
     redelivery reaching two gateway replicas) exactly one starts; the other is told which run is already there.
+    ``reuse=REJECT_DUPLICATE`` also refuses a finished run's id (one run per PagerDuty incident, ever).
     """
     try:
         handle = await client.start_workflow(
@@ -68,7 +75,7 @@ async def start_runbook(client: Client, plan: StartPlan, task_queue: str) -> Sta
             id=plan.workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_reuse_policy=reuse,
             search_attributes=search_attributes(plan),
             static_summary=summary(plan),
             static_details=details(plan),
