@@ -29,7 +29,7 @@ from temporalio.worker import Worker
 from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
-from workflows.registry import WORKFLOWS
+from workflows import registry
 
 log = logging.getLogger("runbook.worker")
 
@@ -46,6 +46,15 @@ def graceful_shutdown_timeout(settings: Settings) -> timedelta:
     if value is None:
         return DEFAULT_GRACEFUL_SHUTDOWN
     return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+
+
+def product_workflows(settings: Settings) -> list[type]:
+    """workflows/registry.py's WORKFLOWS plus those of ``settings.workflow_modules`` (a team's own runbooks)."""
+    modules = list(getattr(settings, "workflow_modules", None) or [])
+    load = getattr(registry, "load", None)
+    if load is not None:
+        return list(load(modules))
+    return list(registry.WORKFLOWS)
 
 
 def metrics_runtime(port: int | None, host: str = "0.0.0.0") -> Runtime | None:
@@ -66,6 +75,10 @@ async def run_worker(
 
     ``extra_workflows`` / ``extra_activities`` let tests add their own definitions to the product's.
     """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("RUNBOOK_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[int] = []
@@ -79,7 +92,7 @@ async def run_worker(
     identity = worker_identity()
     runtime = metrics_runtime(settings.metrics_port)
     client = await connect(settings, runtime=runtime)
-    workflows = [*WORKFLOWS, *extra_workflows]
+    workflows = [*product_workflows(settings), *extra_workflows]
     activities = [*build_activities(settings), *extra_activities]
     grace = graceful_shutdown_timeout(settings)
     try:
@@ -90,7 +103,8 @@ async def run_worker(
                 workflows=workflows,
                 activities=activities,
                 activity_executor=pool,
-                max_concurrent_activities=settings.max_concurrent_activities,
+                # more concurrent activities than threads would only queue inside the process
+                max_concurrent_activities=min(settings.max_concurrent_activities, settings.activity_threads),
                 graceful_shutdown_timeout=grace,
                 identity=identity,
             )
@@ -115,9 +129,6 @@ async def run_worker(
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("RUNBOOK_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         asyncio.run(run_worker(Settings()))
     except TemporalUnreachable as err:

