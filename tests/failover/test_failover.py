@@ -131,7 +131,7 @@ async def test_incident_resolved_while_confirming_stops(ts_env, task_queue, regi
             RegionFailover.run, failover_input(regions, mode="real", confirm_probes=5), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
-        for _ in range(100):
+        for _ in range(600):
             if regions.east_health.hits >= 1:
                 break
             await asyncio.sleep(0.05)
@@ -188,7 +188,7 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
             task_queue=task_queue,
         )
         status = None
-        for _ in range(200):
+        for _ in range(600):  # up to ~30 s on a loaded machine
             status = await handle.query(RegionFailover.status)
             if status.status == "Held":
                 break
@@ -213,7 +213,7 @@ async def test_verification_failure_aborted_ends_held(ts_env, task_queue, region
             RegionFailover.run, failover_input(regions, verify_attempts=2, verify_interval=timedelta(milliseconds=100)), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
-        for _ in range(200):
+        for _ in range(600):  # up to ~30 s on a loaded machine
             if (await handle.query(RegionFailover.status)).status == "Held":
                 break
             await asyncio.sleep(0.05)
@@ -242,7 +242,7 @@ async def test_failback_with_approval(ts_env, task_queue, regions):
             RegionFailback.run, wf_input, id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue
         )
         gate = status = None
-        for _ in range(200):
+        for _ in range(600):  # up to ~30 s on a loaded machine
             status = await handle.query(RegionFailback.status)
             gate = status.gate
             if gate is not None:
