@@ -125,3 +125,20 @@ async def running_worker(
         )
         async with worker:
             yield worker
+
+
+HISTORIES = Path(__file__).resolve().parent / "replay" / "histories"
+
+
+async def save_history(handle, name: str) -> Path | None:
+    """Record a finished workflow's history as tests/replay/histories/<name>.json, for the replay test.
+
+    Only when RUNBOOK_RECORD_HISTORIES=1 (so normal test runs never rewrite the recordings); returns the path.
+    """
+    if os.environ.get("RUNBOOK_RECORD_HISTORIES") != "1":
+        return None
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    path = HISTORIES / f"{name}.json"
+    path.write_text(history.to_json())
+    return path
