@@ -128,7 +128,7 @@ class CanaryRamp(RunbookWorkflow):
 
     # ------------------------------------------------------------------ steering
     def _refuse_if_finished(self) -> None:
-        if self.finished or self.aborting:
+        if self.finished or self.aborting or self.phase == "RollingBack":
             raise ValueError("the canary is finishing; nothing to steer")
 
     @workflow.update
