@@ -113,7 +113,7 @@ class DatabaseActivities:
             if "does not exist" in text and "database" in text:
                 raise ApplicationError(f"database {database} on {server.host}: {text}", type=errors.NOT_FOUND,
                                        non_retryable=True) from None
-            if "authentication failed" in text or "password" in text:
+            if "authentication failed" in text or "password" in text or ("role" in text and "does not exist" in text):
                 raise ApplicationError(f"PostgreSQL {server.host}:{server.port} refused the credentials at "
                                        f"{server.vault_path}: {text}", type=errors.ACCESS_DENIED, non_retryable=True) from None
             raise ApplicationError(f"cannot connect to PostgreSQL {server.host}:{server.port}/{database}: {text}",
