@@ -58,7 +58,7 @@ def format_duration(value: timedelta) -> str:
     if total == 0:
         return "0s"
     if total != int(total):
-        return f"{total:g}s"
+        return f"{total:.6f}".rstrip("0").rstrip(".") + "s"  # never scientific notation: it must parse back
     out, rest = [], int(total)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if rest >= size:

@@ -8,6 +8,7 @@ succeeding (rolled back, failed, aborted); 4 a run for the same target is alread
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import os
@@ -33,6 +34,7 @@ from core.approval import AbortInput, ApproveInput, RejectInput
 from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
+from starters.schedules import ScheduleError
 from workers.connection import TemporalUnreachable, connect, connect_config
 from workflows import registry
 
@@ -89,7 +91,7 @@ def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, ParameterError) as error:
+    except (UserError, ParameterError, ScheduleError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except CatalogError as error:
@@ -126,6 +128,8 @@ def _print_json(data: Any) -> None:
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value):
+        return json.loads(json.dumps(dataclasses.asdict(value), default=str))
     return value
 
 
@@ -590,10 +594,10 @@ def schedule_list(as_json: JsonOpt = False, address: AddressOpt = None, namespac
         if as_json:
             _print_json([_dump(r) for r in rows])
             return EXIT_OK
-        table = Table("schedule", "runbook", "cron", "next run")
+        table = Table("schedule", "runbook", "cron", "next run", "paused")
         for row in rows:
-            data = _dump(row)
-            table.add_row(*(str(data.get(k, "")) for k in ("schedule_id", "runbook", "cron", "next_run")))
+            next_run = f"{row.next_runs[0]:%Y-%m-%d %H:%M} UTC" if row.next_runs else "-"
+            table.add_row(row.schedule_id, row.runbook, row.cron, next_run, "yes" if row.paused else "")
         out.print(table)
         return EXIT_OK
 

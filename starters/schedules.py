@@ -26,11 +26,10 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.catalog import StartPlan
-from workflows import search_attributes as sa
+from starters import launch
 
 
 class ScheduleError(ValueError):
@@ -65,14 +64,7 @@ async def create_schedule(
         raise ScheduleError(f"{cron!r} is not a cron expression (e.g. '0 3 1 * *' for 03:00 UTC on the 1st)")
     meta = plan.meta.model_copy(update={"source": "schedule"})
     workflow_input = plan.input.model_copy(update={"meta": meta})
-    attrs = TypedSearchAttributes(
-        [
-            SearchAttributePair(sa.RUNBOOK_NAME, meta.runbook),
-            SearchAttributePair(sa.RUNBOOK_TARGET, meta.target),
-            SearchAttributePair(sa.RUNBOOK_ENVIRONMENT, meta.environment or "-"),
-            SearchAttributePair(sa.RUNBOOK_REQUESTED_BY, meta.requested_by),
-        ]
-    )
+    attrs = launch.search_attributes(plan)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             plan.workflow_type,

@@ -113,6 +113,11 @@ def test_durations(text, seconds):
     assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
 
 
+def test_large_fractional_durations_round_trip():
+    value = parse_duration(946082000.25)
+    assert format_duration(value) == "946082000.25s" and parse_duration(format_duration(value)) == value
+
+
 @pytest.mark.parametrize("text", ["", "10 minutes", "m", "1h-2m", True, -5])
 def test_bad_durations(text):
     with pytest.raises(ValueError):

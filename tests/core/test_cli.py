@@ -251,3 +251,22 @@ def _notify():
     from activities.notify import NotificationActivities, RecordingChannel
 
     return NotificationActivities([RecordingChannel()]).notify
+
+
+async def test_schedule_create_list_delete(cli_env):
+    service = _service()
+    created = await runbook("schedule", "create", "gated-change", "--cron", "0 3 1 * *", "--set", f"service={service}")
+    assert created.exit_code == 0, created.output
+    sid = f"gated-change-{service}"
+    duplicate = await runbook("schedule", "create", "gated-change", "--cron", "0 3 1 * *", "--set", f"service={service}")
+    assert duplicate.exit_code == 2 and "already exists" in duplicate.stderr
+    bad = await runbook("schedule", "create", "gated-change", "--cron", "monthly", "--set", f"service={service}", "--id", "x")
+    assert bad.exit_code == 2 and "not a cron expression" in bad.stderr
+    for _ in range(100):
+        rows = _json(await runbook("schedule", "list", "--json"))
+        if any(r["schedule_id"] == sid for r in rows):
+            break
+        await asyncio.sleep(0.1)
+    row = next(r for r in rows if r["schedule_id"] == sid)
+    assert row["runbook"] == "gated-change" and row["cron"] == "0 3 1 * *" and row["next_runs"]
+    assert (await runbook("schedule", "delete", sid)).exit_code == 0
