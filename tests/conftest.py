@@ -1,6 +1,6 @@
 """Session fixtures for the real local services, and per-test helpers.
 
-- ``ts_env``: the V1 time-skipping test server (fast; no visibility).
+- ``ts_env``: the V1 time-skipping test server (fast; no visibility), one per test module.
 - ``dev_env``: the Temporal dev server with the Runbook* search attributes (visibility, end-to-end tests).
 - ``moto``: a moto server; AWS_* variables point boto3 at it for the whole session. ``aws`` resets it per test.
 - ``openbao``: an OpenBao dev server; VAULT_ADDR/VAULT_TOKEN are set for the session.
@@ -26,8 +26,10 @@ from tests import harness
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    # One server per test module: its clock is global, so runs a module leaves behind (timers, pending
+    # activities) must not move time under another module's feet. Starting one takes about 0.1 s.
     env = await harness.start_time_skipping()
     async with env:
         yield env
