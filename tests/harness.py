@@ -7,6 +7,7 @@ module.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -140,5 +141,7 @@ async def save_history(handle, name: str) -> Path | None:
     history = await handle.fetch_history()
     HISTORIES.mkdir(parents=True, exist_ok=True)
     path = HISTORIES / f"{name}.json"
-    path.write_text(history.to_json())
+    # The workflow id is not in the events, yet code may derive from it (child workflow ids): keep it beside them.
+    data = {"workflowId": history.workflow_id, **json.loads(history.to_json())}
+    path.write_text(json.dumps(data))
     return path

@@ -24,6 +24,7 @@ from tests.bluegreen.conftest import (
     worker,
 )
 from workflows.blue_green import BlueGreenCutover, ExtendBakeInput, PromoteNowInput
+from tests import harness
 
 
 async def failure(handle) -> tuple[str, dict]:
@@ -48,6 +49,7 @@ async def test_kubernetes_happy_path(ts_env, task_queue, recording, kube, colour
         assert selector(fake)["colour"] == "blue"  # nothing switched before the approval
         await approve(handle)
         result = await handle.result()
+        await harness.save_history(handle, "bluegreen-kubernetes_happy_path")
     assert result.status == "Succeeded" and result.live_colour == "green" and result.switched
     assert selector(fake) == {"app": "shop", "colour": "green"}
     green = deployment(fake, "green")
@@ -72,6 +74,7 @@ async def test_alb_happy_path(ts_env, task_queue, recording, alb, colours):
         assert alb.weights() == {"blue": 1}
         await approve(handle)
         result = await handle.result()
+        await harness.save_history(handle, "bluegreen-alb_happy_path")
     assert result.status == "Succeeded" and result.live_colour == "green"
     weights = alb.weights()
     assert weights["green"] > 0 and weights.get("blue", 0) == 0
@@ -173,6 +176,7 @@ async def test_breach_during_bake_switches_back_alb(ts_env, task_queue, recordin
         handle = await start(client, task_queue, inp)
         await approve(handle)
         kind, details = await failure(handle)
+        await harness.save_history(handle, "bluegreen-breach_during_bake_switches_back_alb")
     assert kind == errors.ROLLED_BACK
     assert details["switched_back"] and details["live_colour"] == "blue"
     assert "error-rate failed" in details["reason"] and "values: [4]" in details["reason"]
@@ -234,6 +238,7 @@ async def test_promote_now_through_gate_and_extend_bake(ts_env, task_queue, reco
         await handle.execute_update(BlueGreenCutover.promote_now, PromoteNowInput(requested_by="carol", reason="metrics clean"))
         await approve(handle, "promote-now")
         result = await handle.result()
+        await harness.save_history(handle, "bluegreen-promote_now_through_gate_and_extend_bake")
     assert result.status == "Succeeded" and result.live_colour == "green"
     bake = step(result, "bake")
     assert bake.finished_at - bake.started_at < timedelta(hours=1)

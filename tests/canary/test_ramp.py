@@ -78,6 +78,7 @@ async def test_full_default_ramp_promotes_on_schedule(ts_env: WorkflowEnvironmen
     async with rig.worker():
         handle = await rig.start(make_input())
         result = await handle.result()
+        await harness.save_history(handle, "canary-full_default_ramp_promotes_on_schedule")
         view = await handle.query(CanaryRamp.canary)
     assert result.status == "Succeeded"
     assert offsets(result) == [(5, 0 * M), (25, 10 * M), (50, 30 * M), (100, 60 * M)]
@@ -150,6 +151,7 @@ async def test_abort_mid_step_rolls_back(ts_env: WorkflowEnvironment, task_queue
             await ts_env.sleep(15 * M)
             await handle.execute_update(CanaryRamp.abort, AbortInput(requested_by="carol", reason="customer complaints"))
         result = await handle.result()
+        await harness.save_history(handle, "canary-abort_mid_step_rolls_back")
         status = await handle.query(CanaryRamp.status)
     assert result.status == "Aborted"
     assert [w for w, _ in offsets(result)] == [5, 25, 0]
@@ -171,6 +173,7 @@ async def test_promote_early_through_approval(ts_env: WorkflowEnvironment, task_
                 await handle.execute_update(CanaryRamp.approve, ApproveInput(gate_id=gate, approver="alice"))
             await handle.execute_update(CanaryRamp.approve, ApproveInput(gate_id=gate, approver="bob"))
         result = await handle.result()
+        await harness.save_history(handle, "canary-promote_early_through_approval")
     assert result.status == "Succeeded"
     assert [w for w, _ in offsets(result)] == [5, 100]
     assert rig.traffic.weights == {STABLE: 0, CANARY: 100}
@@ -194,6 +197,7 @@ async def test_extend_and_pause_move_the_step_end(ts_env: WorkflowEnvironment, t
             await ts_env.sleep(4 * M)
             await handle.execute_update(CanaryRamp.resume, SteerInput(by="dave"))
         result = await handle.result()
+        await harness.save_history(handle, "canary-extend_and_pause_move_the_step_end")
         status = await handle.query(CanaryRamp.status)
     # 5 m analysis + 3 m extension + 4 m paused
     assert offsets(result) == [(10, 0 * M), (100, 12 * M)]

@@ -62,6 +62,7 @@ async def test_listed_approver_approves_and_refusals_name_the_rule(ts_env, task_
         view = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="dave", reason="lgtm"))
         assert view.decision == "approved" and view.approvals[0].approver == "dave"
         result = await handle.result()
+        await harness.save_history(handle, "core-listed_approver_approves_and_refusals_name_the_rule")
         assert result.status == "Succeeded"
         assert result.gates[0].decided_by == "dave" and result.gates[0].reason == "lgtm"
     kinds = channel.kinds(handle.id)
@@ -101,6 +102,7 @@ async def test_two_distinct_approvers_one_from_each_required_group(ts_env, task_
         third = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="carol"))
         assert third.decision == "approved"
         assert (await handle.result()).status == "Succeeded"
+        await harness.save_history(handle, "core-two_distinct_approvers_one_from_each_required_group")
 
 
 async def test_binding_must_match_what_the_gate_approves(ts_env, task_queue, recording):

@@ -137,6 +137,7 @@ async def test_incident_resolved_while_confirming_stops(ts_env, task_queue, regi
             await asyncio.sleep(0.05)
         await handle.signal(RegionFailover.incident_resolved, IncidentResolvedInput(incident_id="PINC1"))
         result = await handle.result()
+        await harness.save_history(handle, "failover-incident_resolved_while_confirming_stops")
     assert result.outcome == "no_failover_needed" and "resolved" in result.summary
     assert regions.replicas(WEST) == 0
 
@@ -203,6 +204,7 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
         report_lag("orders-east-failback", EAST, 1.0)
         await handle.execute_update(RegionFailover.reverify, {"requested_by": "dave", "reason": "fixed the pool"})
         result = await handle.result()
+        await harness.save_history(handle, "failover-verification_failure_holds_and_pages")
     assert result.outcome == "failed_over" and [s.status for s in result.steps if s.name == "verify"] == ["failed", "done"]
 
 
@@ -253,6 +255,7 @@ async def test_failback_with_approval(ts_env, task_queue, regions):
             RegionFailback.approve, ApproveInput(gate_id=gate.gate_id, approver="alice", binding=gate.binding)
         )
         result = await handle.result()
+        await harness.save_history(handle, "failover-failback_with_approval")
     assert result.outcome == "failed_back" and result.to_region == EAST
     assert regions.records()["PRIMARY"] == "web.us-east-1.example.com"
     assert regions.replicas(EAST) == 4 and regions.replicas(WEST) == 1

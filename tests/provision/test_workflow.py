@@ -151,6 +151,7 @@ async def test_production_needs_two_distinct_approvers_from_both_groups(
         assert status.gate is not None and status.status == "WaitingForApproval"
         await approve(handle, gate.gate_id, "carol", gate.binding)  # security-team
         result = await handle.result()
+        await harness.save_history(handle, "provision-production_needs_two_distinct_approvers_from_both_groups")
         assert result.status == "Succeeded"
         doc = record("environments/pay-prod.json")
         assert doc and doc["approved_by"] == ["alice", "bob", "carol"]
@@ -251,6 +252,7 @@ async def test_sandbox_destroy_now(
         await status_when(handle, lambda s: s.details.get("phase") == "live")
         await handle.execute_update(ProvisionEnvironment.destroy_now, DestroyNowInput(requested_by="zed", reason="done"))
         result = await handle.result()
+        await harness.save_history(handle, "provision-sandbox_destroy_now")
         assert result.destroyed and "destroy-now by zed" in result.summary
         assert kube.fake.get("namespaces", None, "sb-two") is None
         assert record("environments/sb-two.json") is None

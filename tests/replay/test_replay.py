@@ -50,7 +50,8 @@ def all_workflows() -> list[type]:
 
 
 def load(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(data.pop("workflowId", path.stem), data)
 
 
 @pytest.mark.skipif(not HISTORIES, reason="no recorded histories in tests/replay/histories yet "
