@@ -15,11 +15,14 @@ Secrets are ``SecretStr`` so they never print. Nothing here opens a connection.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.duration import Duration
 
 
 class Settings(BaseSettings):
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(9464, description="Prometheus metrics of the SDK runtime; None disables")
     activity_threads: int = 32
     max_concurrent_activities: int = 64
+    graceful_shutdown_timeout: Duration = Field(
+        timedelta(seconds=30), description="on SIGTERM/SIGINT, how long running activities get to finish"
+    )
     state_dir: Path = Path(".state")
 
     # Notifications: which channels the worker delivers runbook events to

@@ -647,7 +647,7 @@ def dev(
     """Run the whole local stack in the foreground (what `make dev` runs). Ctrl-C stops it."""
     from starters.dev import run_dev
 
-    run_dev(Settings(), state_dir=state_dir)
+    raise typer.Exit(run_dev(Settings(), state_dir=state_dir))
 
 
 def main() -> None:

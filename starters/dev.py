@@ -546,7 +546,7 @@ class DevStack:
                 f"  source {self.state_dir / 'dev.env'}",
                 "  runbook catalog",
                 "  runbook start canary-ramp --set service=checkout --set version=v2 --as alice",
-                "  runbook list --status running",
+                "  runbook list --status WaitingForApproval",
                 "  runbook watch <workflow-id>",
                 "  runbook approve <workflow-id> --as bob --reason 'metrics look good'",
                 "",

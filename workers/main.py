@@ -20,7 +20,6 @@ import signal
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Callable, Sequence
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -33,28 +32,15 @@ from workflows import registry
 
 log = logging.getLogger("runbook.worker")
 
-DEFAULT_GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def graceful_shutdown_timeout(settings: Settings) -> timedelta:
-    """``settings.graceful_shutdown_timeout`` (seconds or timedelta) when the settings model has it, else 30 s."""
-    value = getattr(settings, "graceful_shutdown_timeout", None)
-    if value is None:
-        return DEFAULT_GRACEFUL_SHUTDOWN
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-
-
 def product_workflows(settings: Settings) -> list[type]:
     """workflows/registry.py's WORKFLOWS plus those of ``settings.workflow_modules`` (a team's own runbooks)."""
-    modules = list(getattr(settings, "workflow_modules", None) or [])
-    load = getattr(registry, "load", None)
-    if load is not None:
-        return list(load(modules))
-    return list(registry.WORKFLOWS)
+    return registry.load(settings.workflow_modules)
 
 
 def metrics_runtime(port: int | None, host: str = "0.0.0.0") -> Runtime | None:
@@ -94,7 +80,7 @@ async def run_worker(
     client = await connect(settings, runtime=runtime)
     workflows = [*product_workflows(settings), *extra_workflows]
     activities = [*build_activities(settings), *extra_activities]
-    grace = graceful_shutdown_timeout(settings)
+    grace = settings.graceful_shutdown_timeout
     try:
         with ThreadPoolExecutor(max_workers=settings.activity_threads, thread_name_prefix="activity") as pool:
             worker = Worker(
