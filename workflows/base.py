@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotificationActivities
+    from core import errors
     from core.approval import (
         AbortInput,
         Approval,
@@ -43,6 +44,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
 
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
+# The default for activities that change infrastructure: a few quick retries of transient failures, none of the
+# failures a person must fix (core.errors.NON_RETRYABLE).
+ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=errors.NON_RETRYABLE,
+)
 
 
 class IncidentResolvedInput(BaseModel):

@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -39,21 +38,14 @@ with workflow.unsafe.imports_passed_through():
     from core.analysis import AnalysisTemplate, AnalysisVerdict, CloudWatchQuery, Condition, Measurement, MeasureInput, MetricSpec, assess
     from core.approval import AbortInput
     from core.duration import Duration, format_duration
-    from core.http_checks import HttpCheck, HttpProbeInput, HttpSuiteInput, HttpSuiteResult
+    from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult, RunStatus
-    from workflows.base import RunbookWorkflow
+    from workflows.base import ACTIVITY_RETRY, RunbookWorkflow
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
 
 COLOURS = ("blue", "green")
 HEALTH_FAILURE_LIMIT_PERCENT = 5.0
 
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-    non_retryable_error_types=errors.NON_RETRYABLE,
-)
 
 
 # --------------------------------------------------------------------------------------------------- types

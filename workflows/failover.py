@@ -56,15 +56,8 @@ with workflow.unsafe.imports_passed_through():
     from core.http_checks import HttpProbeInput, HttpProbeResult
     from core.kubernetes import DeploymentRef, ScaleInput, WaitRolloutInput
     from core.runbook import RunbookInput, RunbookResult, RunStatus
-    from workflows.base import RunbookWorkflow
+    from workflows.base import ACTIVITY_RETRY, RunbookWorkflow
 
-ACTIVITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-    non_retryable_error_types=errors.NON_RETRYABLE,
-)
 # The old primary's region may be down: a fence gets a few quick tries, then is reported as not applied.
 FENCE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_attempts=3, non_retryable_error_types=errors.NON_RETRYABLE
