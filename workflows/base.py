@@ -286,7 +286,7 @@ class RunbookWorkflow:
             self._close_gate("aborted", self.abort_request.requested_by, self.abort_request.reason)
         self._gate = None
         self._closed_gates.append(gate)
-        self.set_status(previous_status if gate.decision == "approved" else self._status, self._stage)
+        self.set_status(previous_status, self._stage)  # no longer waiting, whatever the decision
         await self.notify(
             "approval_decided",
             f"{title}: {gate.decision.replace('_', ' ')}",
