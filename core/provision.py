@@ -112,6 +112,11 @@ class DestroyResult(_Model):
 class NamespaceSettings(_Model):
     """The environment's Kubernetes namespace and its guardrails (defaults: the platform's policy)."""
 
+    enabled: bool = Field(
+        True,
+        description="false: no Kubernetes namespace (a stack without a cluster, e.g. the local stack); the step is "
+        "recorded as skipped with the reason",
+    )
     context: str | None = None
     name: str | None = Field(None, description="defaults to the environment name")
     labels: dict[str, str] = Field(default_factory=dict)
@@ -172,7 +177,7 @@ class EnvironmentRecord(_Model):
     tier: Tier
     workspace: str
     module: str
-    namespace: str
+    namespace: str | None = Field(None, description="None when the namespace step was skipped (namespace.enabled false)")
     outputs: dict[str, Any] = Field(default_factory=dict)
     sensitive_outputs: list[str] = Field(default_factory=list)
     plan_hash: str

@@ -8,7 +8,8 @@
 - Route53 zone ``demo.internal.`` with weighted records ``checkout.demo.internal`` (blue 100 / green 0) and
   failover records ``orders-db.demo.internal`` (PRIMARY us-east-1 / SECONDARY us-west-2, with a health check);
 - RDS ``orders-db`` (postgres) in us-east-1 with manual snapshot ``orders-db-seed``, and a cross-region read
-  replica ``orders-db-replica`` in us-west-2.
+  replica ``orders-db-replica`` in us-west-2; in both regions the parameter group ``orders-read-only``
+  (``default_transaction_read_only=on``) the failover drill fences writes with.
 
 Returns the ARNs and ids (the local stack prints them). Run: ``python -m starters.demo_aws``.
 """
@@ -104,6 +105,23 @@ def _db(rds: Any, identifier: str) -> dict | None:
         return None
 
 
+READ_ONLY_PARAMETER_GROUP = "orders-read-only"
+
+
+def _read_only_group(rds: Any) -> None:
+    try:
+        if rds.describe_db_parameter_groups(DBParameterGroupName=READ_ONLY_PARAMETER_GROUP)["DBParameterGroups"]:
+            return  # (moto answers an unknown name with an empty list, AWS with DBParameterGroupNotFound)
+    except ClientError as err:
+        if "NotFound" not in err.response["Error"]["Code"]:
+            raise
+    rds.create_db_parameter_group(
+        DBParameterGroupName=READ_ONLY_PARAMETER_GROUP,
+        DBParameterGroupFamily="postgres16",
+        Description="default_transaction_read_only=on (fences writes during a failover)",
+    )
+
+
 def seed_alb(session: boto3.Session | None = None) -> dict:
     """The network and ALB part of the demo (VPC, subnets, target groups, demo-alb and its two listeners)."""
     session = session or boto3.Session()
@@ -166,6 +184,8 @@ def seed_demo(session: boto3.Session | None = None) -> dict:
         changes.append({"Action": "UPSERT", "ResourceRecordSet": rrset})
     r53.change_resource_record_sets(HostedZoneId=zone_id, ChangeBatch={"Changes": changes})
 
+    for client in (rds, rds_west):
+        _read_only_group(client)
     primary = _db(rds, "orders-db") or rds.create_db_instance(
         DBInstanceIdentifier="orders-db",
         DBInstanceClass="db.t3.micro",
@@ -191,6 +211,7 @@ def seed_demo(session: boto3.Session | None = None) -> dict:
         "health_check_id": health_check,
         "rds_primary": {"identifier": "orders-db", "region": PRIMARY_REGION, "arn": primary["DBInstanceArn"]},
         "rds_snapshot": "orders-db-seed",
+        "read_only_parameter_group": READ_ONLY_PARAMETER_GROUP,
         "rds_replica": {"identifier": "orders-db-replica", "region": REPLICA_REGION, "arn": replica["DBInstanceArn"]},
     }
 

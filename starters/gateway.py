@@ -605,11 +605,11 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from workers.connection import connect
-    from workflows.registry import by_name
+    from workflows.registry import by_name, load
 
     async def main() -> None:
         client = await connect(settings)
-        workflows = by_name()
+        workflows = by_name(load(settings.workflow_modules))
         catalog = Catalog.load(settings.catalog_dir, workflows=workflows)
         app = create_app(settings, client, catalog, workflows)
         config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port, log_level="info",

@@ -109,6 +109,8 @@ class BlueGreenInput(RunbookInput):
         if self.router == "alb":
             if self.alb is None:
                 raise ValueError("router alb needs the alb section (listener and the target group of each colour)")
+            groups = {c: f"{self.service}-{c}" for c in COLOURS} if not self.alb.target_groups else self.alb.target_groups
+            self.alb = self.alb.model_copy(update={"target_groups": groups})
             absent = [c for c in COLOURS if c not in self.alb.target_groups]
             if absent:
                 raise ValueError(f"alb.target_groups needs a target group per colour (missing: {', '.join(absent)})")

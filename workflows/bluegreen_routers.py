@@ -8,7 +8,11 @@ Workflow-side code (it runs in the workflow sandbox): each method calls activiti
   the new image and the live replicas; switching rewrites the selector (read back by the activity).
 - ``AlbRouter``: one target group per colour; the listener's (or rule's) forward action sends everything to the
   live colour's group. The new colour's targets are registered in its group; switching moves the forward action
-  to the new group (verified by the activity); retiring deregisters the old group's targets.
+  to the new group (verified by the activity); retiring deregisters the old group's targets. Like the canary's ALB
+  router, it takes ARNs or names (``load_balancer`` + ``port``, target group names, default
+  ``<service>-blue`` / ``<service>-green``): names are resolved once, read-only, through ``alb_find_listener``
+  (the answer is in history, so replays are deterministic). Without ``targets`` nothing is registered or
+  deregistered: the target groups are fed by something else (an Auto Scaling group, the local demo services).
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from activities.aws import ElbActivities
     from activities.kubernetes import KubernetesActivities
     from core import errors
-    from core.aws import AlbSwitchInput, AlbTarget, AlbTargetGroupRef, AlbTargetsInput, AlbTrafficRef
+    from core.aws import AlbLookup, AlbLookupInput, AlbSwitchInput, AlbTarget, AlbTargetGroupRef, AlbTargetsInput, AlbTrafficRef
     from core.kubernetes import (
         DeploymentApply,
         DeploymentRef,
@@ -59,12 +63,24 @@ class KubernetesRouterConfig(BaseModel):
 class AlbRouterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    listener_arn: str
+    listener_arn: str | None = None
+    load_balancer: str | None = Field(None, description="load balancer name, with port, instead of listener_arn")
+    port: int | None = None
     rule_arn: str | None = None
     region: str | None = None
-    target_groups: dict[str, str] = Field(description="colour -> target group ARN (blue and green)")
-    targets: list[AlbTarget] = Field(min_length=1, description="the new colour's targets to register")
+    target_groups: dict[str, str] = Field(
+        default_factory=dict, description="colour -> target group ARN or name (default <service>-<colour>)"
+    )
+    targets: list[AlbTarget] = Field(
+        default_factory=list, description="the new colour's targets to register; none = the groups are fed elsewhere"
+    )
     poll_seconds: float = Field(10, gt=0, description="target health polling while the new colour comes up")
+
+    @model_validator(mode="after")
+    def _where(self) -> "AlbRouterConfig":
+        if not self.listener_arn and not (self.load_balancer and self.port):
+            raise ValueError("an ALB router needs listener_arn, or load_balancer and port")
+        return self
 
 
 class Discovery(BaseModel):
@@ -171,19 +187,49 @@ class AlbRouter:
         assert input.alb is not None
         self.cfg = input.alb
         self.call = call
-        self.traffic = AlbTrafficRef(listener_arn=self.cfg.listener_arn, rule_arn=self.cfg.rule_arn, region=self.cfg.region)
         self.new: str | None = None
+
+    @property
+    def traffic(self) -> AlbTrafficRef:
+        assert self.cfg.listener_arn is not None, "resolved in discover"
+        return AlbTrafficRef(listener_arn=self.cfg.listener_arn, rule_arn=self.cfg.rule_arn, region=self.cfg.region)
 
     def group(self, colour: str) -> str:
         return self.cfg.target_groups[colour]
 
+    async def _resolve(self) -> None:
+        """Turn names into ARNs once (read-only lookup), as the canary's ALB router does."""
+        cfg = self.cfg
+        names = [tg for tg in cfg.target_groups.values() if not tg.startswith("arn:")]
+        if cfg.listener_arn and not names:
+            return
+        if not cfg.load_balancer or not cfg.port:
+            raise _invalid("target groups given by name need load_balancer and port to look them up")
+        found: AlbLookup = await self.call(
+            ElbActivities.alb_find_listener,
+            AlbLookupInput(load_balancer=cfg.load_balancer, port=cfg.port, target_groups=names, region=cfg.region),
+        )
+        missing = [n for n in names if n not in found.target_groups]
+        if missing:
+            raise ApplicationError(f"target group(s) not found: {', '.join(missing)}", type=errors.NOT_FOUND, non_retryable=True)
+        self.cfg = cfg.model_copy(
+            update={
+                "listener_arn": cfg.listener_arn or found.listener_arn,
+                "target_groups": {c: tg if tg.startswith("arn:") else found.target_groups[tg] for c, tg in cfg.target_groups.items()},
+            }
+        )
+
+    def where(self) -> str:
+        return self.cfg.listener_arn or f"{self.cfg.load_balancer}:{self.cfg.port}"
+
     async def discover(self) -> Discovery:
+        await self._resolve()
         weights = (await self.call(ElbActivities.alb_get_weights, self.traffic)).weights
         serving = [arn for arn, w in weights.items() if w > 0]
         colour_of = {arn: c for c, arn in self.cfg.target_groups.items()}
         if len(serving) != 1 or serving[0] not in colour_of:
             raise _invalid(
-                f"listener {self.cfg.listener_arn} forwards to {weights}: a blue-green cutover needs all traffic on "
+                f"listener {self.where()} forwards to {weights}: a blue-green cutover needs all traffic on "
                 "exactly one colour's target group (finish or roll back any canary first)"
             )
         live = colour_of[serving[0]]
@@ -192,6 +238,8 @@ class AlbRouter:
 
     async def bring_up(self) -> None:
         assert self.new is not None
+        if not self.cfg.targets:
+            return
         await self.call(
             ElbActivities.alb_register_targets,
             AlbTargetsInput(target_group_arn=self.group(self.new), targets=self.cfg.targets, region=self.cfg.region),
@@ -224,12 +272,16 @@ class AlbRouter:
         return result.changed
 
     async def remove(self, colour: str) -> None:
+        if not self.cfg.targets:
+            return
         await self.call(
             ElbActivities.alb_deregister_targets,
             AlbTargetsInput(target_group_arn=self.group(colour), targets=self.cfg.targets, region=self.cfg.region),
         )
 
     async def retire(self, colour: str) -> None:
+        if not self.cfg.targets:  # the groups are fed elsewhere: the old colour's capacity is not ours to remove
+            return
         group = self.group(colour)
         health = await self.call(ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=group, region=self.cfg.region))
         targets = [AlbTarget(id=t.id, port=t.port) for t in health.targets if t.state != "draining"]

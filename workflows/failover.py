@@ -80,8 +80,12 @@ class RegionSide(BaseModel):
     )
     k8s_context: str | None = Field(None, description="kubeconfig context of this region's cluster")
     namespace: str = "default"
-    deployment: str
-    replicas: int = Field(ge=1, description="production size")
+    deployment: str | None = Field(
+        None,
+        description="the region's compute (Kubernetes Deployment); None = no compute managed by this runbook: the "
+        "fence-compute, scale and standby steps are skipped and recorded as skipped with the reason",
+    )
+    replicas: int = Field(1, ge=1, description="production size")
     standby_replicas: int = Field(0, ge=0, description="size while this region is the standby")
     dns_value: str = Field(description="record value that sends traffic here (CNAME target or IP)")
 
@@ -248,6 +252,10 @@ class _RegionMove(RunbookWorkflow):
 
     # -- fence
     async def fence(self, side: RegionSide, *, compute: bool) -> None:
+        if compute and side.deployment is None:
+            skip = self.step_started("fence-compute", f"{side.region}: scale compute to 0")
+            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            compute = False
         rec = self.step_started("fence", f"{side.region}: stop writes" + (" and compute" if compute else ""))
         if compute:
             ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
@@ -324,6 +332,10 @@ class _RegionMove(RunbookWorkflow):
         await self.step_done(rec, f"{database} is a writable primary ({inst.status}, endpoint {inst.endpoint})")
 
     async def scale_up(self, side: RegionSide, timeouts: Timeouts) -> None:
+        if side.deployment is None:
+            skip = self.step_started("scale", f"{side.region}: compute to {side.replicas}")
+            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            return
         rec = self.step_started("scale", f"{side.region}/{side.namespace}/{side.deployment} to {side.replicas}")
         ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
         try:
@@ -405,6 +417,10 @@ class _RegionMove(RunbookWorkflow):
             self.set_status("Running", "verify")
 
     async def set_size(self, side: RegionSide, replicas: int) -> None:
+        if side.deployment is None:
+            skip = self.step_started("standby", f"{side.region}: compute to {replicas}")
+            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            return
         ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
         rec = self.step_started("standby", f"{side.region}/{side.deployment} to {replicas}")
         try:
@@ -554,8 +570,9 @@ class RegionFailover(_RegionMove):
         outcome = await self.request_approval(
             "failover",
             f"{input.mode.capitalize()} failover of {input.service}: {input.primary.region} -> {input.dr.region}",
-            f"Promote {input.dr.region}/{input.dr.database}, scale {input.dr.deployment} to {input.dr.replicas}, "
-            f"point {input.dns.record_name} at {input.dr.dns_value}.\nEvidence:\n{evidence}",
+            f"Promote {input.dr.region}/{input.dr.database}, "
+            + (f"scale {input.dr.deployment} to {input.dr.replicas}, " if input.dr.deployment else "")
+            + f"point {input.dns.record_name} at {input.dr.dns_value}.\nEvidence:\n{evidence}",
             binding=f"failover:{input.service}:{input.primary.region}->{input.dr.region}",
         )
         if not outcome.approved:
@@ -626,8 +643,10 @@ class RegionFailback(_RegionMove):
                 "failback",
                 f"Failback of {input.service}: {input.current.region} -> {back.region}",
                 f"Replica {back.region}/{input.replica} has caught up ({self.evidence[-1] if self.evidence else ''}). "
-                f"Promote it, scale {back.deployment} to {back.replicas}, point {input.dns.record_name} at "
-                f"{back.dns_value}, then scale {input.current.region} to {input.current.standby_replicas}.",
+                "Promote it, "
+                + (f"scale {back.deployment} to {back.replicas}, " if back.deployment else "")
+                + f"point {input.dns.record_name} at {back.dns_value}"
+                + (f", then scale {input.current.region} to {input.current.standby_replicas}." if input.current.deployment else "."),
                 binding=f"failback:{input.service}:{input.current.region}->{back.region}",
             )
             if not outcome.approved:

@@ -155,6 +155,23 @@ class ProvisionEnvironment(RunbookWorkflow):
         return await workflow.execute_activity_method(method, arg, start_to_close_timeout=TERRAFORM_TIMEOUT,
                                                       heartbeat_timeout=TERRAFORM_HEARTBEAT, retry_policy=policy)
 
+    async def _apply_namespace(self, input: ProvisionEnvironmentInput) -> None:
+        ns = input.namespace
+        self._namespace = ns.name or input.environment
+        rec = self.step_started("namespace", self._namespace)
+        spec = NamespaceSpec(
+            context=ns.context, name=self._namespace,
+            labels={**MANAGED_BY, "runbook/environment": input.environment, "runbook/tier": input.tier, **ns.labels},
+            resource_quota=ns.resource_quota, limit_range=ns.limit_range, default_deny=ns.default_deny)
+        try:
+            created = await self._side(KubernetesActivities.apply_namespace, spec)
+        except ActivityError as err:
+            kind, message = _cause(err)
+            self.step_failed(rec, message)
+            raise _Stop("Failed", kind, f"namespace {self._namespace}: {message}") from None
+        await self.step_done(rec, ("created: " if created.created else "updated: ") + ", ".join(created.objects),
+                             notify=False)
+
     async def _side(self, method: Any, arg: Any) -> Any:
         return await workflow.execute_activity_method(method, arg, start_to_close_timeout=SHORT_TIMEOUT,
                                                       retry_policy=SIDE_RETRY)
@@ -265,20 +282,12 @@ class ProvisionEnvironment(RunbookWorkflow):
 
         self._phase = "namespace"
         ns = input.namespace
-        self._namespace = ns.name or input.environment
-        rec = self.step_started("namespace", self._namespace)
-        spec = NamespaceSpec(
-            context=ns.context, name=self._namespace,
-            labels={**MANAGED_BY, "runbook/environment": input.environment, "runbook/tier": input.tier, **ns.labels},
-            resource_quota=ns.resource_quota, limit_range=ns.limit_range, default_deny=ns.default_deny)
-        try:
-            created = await self._side(KubernetesActivities.apply_namespace, spec)
-        except ActivityError as err:
-            kind, message = _cause(err)
-            self.step_failed(rec, message)
-            raise _Stop("Failed", kind, f"namespace {self._namespace}: {message}") from None
-        await self.step_done(rec, ("created: " if created.created else "updated: ") + ", ".join(created.objects),
-                             notify=False)
+        if not ns.enabled:
+            rec = self.step_started("namespace", ns.name or input.environment)
+            self.step_failed(rec, "skipped: namespace.enabled is false (no Kubernetes cluster for this environment)",
+                             status="skipped")
+        else:
+            await self._apply_namespace(input)
 
         self._phase = "record"
         now = workflow.now()
