@@ -45,10 +45,13 @@ class ApprovalPolicy(BaseModel):
             raise ValueError("on_timeout: escalate needs escalate_to")
         return self
 
-    def eligible(self, extra: list[str] | None = None) -> set[str]:
+    def eligible(self, extra: list[str] | None = None, *, requested_by: str | None = None) -> set[str]:
+        """Who may approve; without the requester when self-approval is off."""
         users = set(self.approvers) | set(extra or [])
         for members in self.groups.values():
             users |= set(members)
+        if requested_by and not self.allow_self_approval:
+            users.discard(requested_by)
         return users
 
     def groups_of(self, user: str) -> list[str]:
@@ -145,16 +148,18 @@ def check_approval(
         return "the approver's identity is missing"
     if via == "signal" and not policy.allow_ui_approval:
         return "this runbook does not accept approvals from the web UI"
-    if who not in gate.eligible:
-        return f"{who} is not an approver for this runbook"
     if who == requested_by and not policy.allow_self_approval:
         return f"{who} requested this run and cannot approve it (self-approval is off)"
+    if who not in gate.eligible:
+        return f"{who} is not an approver for this runbook"
     if action == "approve":
         if any(a.approver == who for a in gate.approvals):
             return f"{who} has already approved this gate"
         if gate.binding is not None and binding != gate.binding:
-            shown = binding if binding else "nothing"
-            return f"this gate approves {gate.binding}; the approval names {shown}"
+            if not binding:
+                return (f"this gate approves {gate.binding}: say so with --expect {gate.binding} "
+                        f'(in a UI signal, "binding": "{gate.binding}")')
+            return f"this gate approves {gate.binding}, not {binding}"
     return None
 
 

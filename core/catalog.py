@@ -163,7 +163,11 @@ def coerce(spec: ParameterSpec, value: Any) -> Any:
     """Turn a parameter value (often a string from --set or Slack) into the declared type."""
     kind = spec.type
     if isinstance(value, str) and kind in ("list", "object"):
-        value = yaml.safe_load(value) if value.strip() else ([] if kind == "list" else {})
+        try:
+            value = yaml.safe_load(value) if value.strip() else ([] if kind == "list" else {})
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "cannot be read"
+            raise ValueError(f"is not valid YAML ({problem}); write it like '[a, b]' or '{{key: value}}'") from None
     if kind == "string":
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError("must be a string")
@@ -309,7 +313,10 @@ class Catalog:
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ParameterError(f"{name}: parameter {where!r}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            if not where:  # a rule across several parameters
+                raise ParameterError(f"{name}: {message}") from None
+            raise ParameterError(f"{name}: parameter {where!r}: {message}") from None
         return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values)
 
 

@@ -8,6 +8,7 @@ succeeding (rolled back, failed, aborted); 4 a run for the same target is alread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -22,6 +23,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -46,7 +48,7 @@ schedule_app = typer.Typer(help="Temporal Schedules that run runbooks (e.g. mont
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(schedule_app, name="schedule")
 
-out = Console()
+out = Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -173,7 +175,12 @@ def catalog_list(
         if as_json:
             _print_json({name: spec.model_dump(mode="json") for name, spec in sorted(cat.runbooks.items())})
             return EXIT_OK
-        table = Table("runbook", "workflow", "target", "approval", "description", title="Runbook catalog")
+        table = Table(title="Runbook catalog")
+        table.add_column("runbook", no_wrap=True)
+        table.add_column("workflow", no_wrap=True)
+        table.add_column("target", no_wrap=True)
+        table.add_column("approval")
+        table.add_column("description", min_width=20)
         for name, spec in sorted(cat.runbooks.items()):
             approval = spec.approval
             who = ", ".join([*approval.groups, *approval.approvers]) or "-"
@@ -343,7 +350,9 @@ def list_(
         if as_json:
             _print_json(rows)
             return EXIT_OK
-        table = Table("workflow id", "runbook", "target", "status", "requested by", "started")
+        table = Table()
+        for name in ("workflow id", "runbook", "target", "status", "requested by", "started"):
+            table.add_column(name, no_wrap=True)
         for row in rows:
             table.add_row(row["workflow_id"], row["runbook"], row["target"], row["status"], row["requested_by"],
                           (row["started"] or "")[:19])
@@ -405,16 +414,36 @@ def _render(state: RunbookStatus) -> Group:
             f"approvers: {', '.join(gate.eligible)}; {len(gate.approvals)}/{gate.required_approvals} approvals; "
             f"deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
         )
-        if gate.binding:
-            text += f"\napproves: {gate.binding} (pass --expect {gate.binding})"
         parts.append(Panel(text, title="waiting for approval", border_style="yellow"))
+        expect = f" --expect {gate.binding}" if gate.binding else ""
+        parts.append(Text(f"approve: runbook approve {state.workflow_id} --as USER{expect}", no_wrap=True))
     for refused in state.refused[-5:]:
         parts.append(f"[red]refused[/red] {refused.action} by {refused.who} via {refused.via}: {refused.reason}")
     for action in state.actions[-5:]:
         parts.append(f"{action.at:%H:%M:%S} {action.action} by {action.by}: {action.reason}")
     if state.details:
-        parts.append(Panel(json.dumps(state.details, indent=2, default=str)[:2000], title="details"))
+        details = Table.grid(padding=(0, 2))
+        for key, value in state.details.items():
+            shown = value if isinstance(value, str) else json.dumps(value, default=str)
+            details.add_row(key, shown if len(shown) <= 120 else shown[:117] + "...")
+        parts.append(Panel(details, title="details (runbook status --json for all)"))
     return Group(*parts)
+
+
+def _progress_lines(previous: RunbookStatus | None, state: RunbookStatus) -> list[str]:
+    """What changed between two status answers, as plain lines (for watch when output is not a terminal)."""
+    lines = []
+    if previous is None or (previous.status, previous.stage) != (state.status, state.stage):
+        lines.append(f"{state.status}: {state.stage}")
+    before = {(s.name, s.started_at): s.status for s in previous.steps} if previous else {}
+    for step in state.steps:
+        if before.get((step.name, step.started_at)) != step.status:
+            lines.append(f"  step {step.name}: {step.status} {step.detail}".rstrip())
+    if state.gate is not None and (previous is None or previous.gate is None or previous.gate.gate_id != state.gate.gate_id):
+        expect = f" --expect {state.gate.binding}" if state.gate.binding else ""
+        lines.append(f"  waiting for approval of {state.gate.title} by {', '.join(state.gate.eligible)}; "
+                     f"runbook approve {state.workflow_id} --as USER{expect}")
+    return lines
 
 
 @app.command()
@@ -437,21 +466,27 @@ def watch(
 
 
 async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> None:
+    """A live view on a terminal; elsewhere (a pipe, a log file) one plain line per change, as it happens."""
     handle = client.get_workflow_handle(workflow_id)
     state = await _status(client, workflow_id)
-    with Live(_render(state), console=out, refresh_per_second=4, transient=not out.is_terminal) as live:
+    live = out.is_terminal
+    previous: RunbookStatus | None = None
+    with Live(_render(state), console=out, refresh_per_second=4) if live else contextlib.nullcontext() as view:
         while True:
             described = await handle.describe()
             try:
                 state = await _status(client, workflow_id)
-                live.update(_render(state))
             except RPCError:
                 pass  # no worker answering right now; keep following
+            if view is not None:
+                view.update(_render(state))
+            else:
+                for line in _progress_lines(previous, state):
+                    out.print(line, highlight=False, markup=False)
+                previous = state
             if described.status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(interval)
-    if not out.is_terminal:
-        out.print(_render(state))
 
 
 # ----------------------------------------------------------------------------- approvals and steering
@@ -651,7 +686,21 @@ def dev(
 
 
 def main() -> None:
-    app()
+    """The console script. Ends with os._exit once output is flushed: the Temporal SDK's runtime threads can abort
+    interpreter finalisation (PyGILState_Release, exit 134) after the command's work is done, which would turn a
+    good exit code into a crash for scripts."""
+    try:
+        app()
+        code: object = 0
+    except SystemExit as stop:
+        code = stop.code
+    if not isinstance(code, int):
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

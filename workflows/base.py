@@ -248,7 +248,7 @@ class RunbookWorkflow:
             binding=binding,
             opened_at=now,
             deadline=now + policy.timeout,
-            eligible=sorted(policy.eligible()),
+            eligible=sorted(policy.eligible(requested_by=self.meta.requested_by)),
             required_approvals=policy.required_approvals,
             required_groups=list(policy.required_groups),
         )
@@ -271,7 +271,7 @@ class RunbookWorkflow:
                     await self.notify("approval_reminder", f"Still waiting: {title}", summary, gate=gate)
                 elif policy.on_timeout == "escalate" and not gate.escalated:
                     gate.escalated = True
-                    gate.eligible = sorted(policy.eligible(policy.escalate_to))
+                    gate.eligible = sorted(policy.eligible(policy.escalate_to, requested_by=self.meta.requested_by))
                     gate.deadline = workflow.now() + policy.timeout
                     self._gate_policy = policy.model_copy(
                         update={"approvers": sorted(set(policy.approvers) | set(policy.escalate_to))}

@@ -140,3 +140,14 @@ def test_approval_rules_as_pure_functions():
         ApprovalPolicy(required_groups=["ghosts"])
     with pytest.raises(ValueError, match="escalate_to"):
         ApprovalPolicy(on_timeout="escalate")
+
+
+def test_malformed_yaml_values_and_cross_parameter_rules_give_one_clear_line(tmp_path):
+    (tmp_path / "groups.yaml").write_text("groups: {}")
+    (tmp_path / "gated.yaml").write_text(textwrap.dedent(GOOD).replace("approval:\n  groups: [sre]\n", "approval:\n  approvers: [bob]\n")
+                                         .split("approval_by_environment:")[0]
+                                         .replace("  hold: {type: duration, default: 5m}", "  hold: {type: duration, default: 5m}\n  binding: {type: object}"))
+    catalog = Catalog.load(tmp_path, workflows=WORKFLOWS)
+    with pytest.raises(ParameterError) as error:
+        catalog.plan_start("gated-change", {"service": "x", "binding": "[{a: 1}, {b: 2}"}, requested_by="a", workflows=WORKFLOWS)
+    assert str(error.value).startswith("gated-change: parameter 'binding' is not valid YAML")

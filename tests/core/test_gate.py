@@ -125,7 +125,7 @@ async def test_ui_signal_approvals_are_checked_and_refusals_recorded(ts_env, tas
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver=""))
         state = await handle.query(GatedChange.status)
         assert [r.reason for r in state.refused] == [
-            "alice is not an approver for this runbook",
+            "alice requested this run and cannot approve it (self-approval is off)",
             "the approver's identity is missing",
         ]
         assert state.gate is not None and state.gate.open

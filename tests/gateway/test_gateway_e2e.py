@@ -256,8 +256,8 @@ async def test_slash_command_start_status_and_approval_rules(gw):
     deadline = time.monotonic() + 15
     while not await waiting():
         assert time.monotonic() < deadline
-    # the requester is not an approver; the approver is accepted
-    assert "U0REQ is not an approver" in await command(f"approve {workflow_id}", "U0REQ")
+    # the requester may not approve their own run; the approver is accepted
+    assert "U0REQ requested this run and cannot approve it" in await command(f"approve {workflow_id}", "U0REQ")
     assert "approved by <@U0BOB>" in await command(f"approve {workflow_id} looks fine", "U0BOB")
     assert (await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)).status == "Succeeded"
     assert "orders-drill" in await command("list", "U0REQ")
