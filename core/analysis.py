@@ -300,7 +300,8 @@ def prometheus_template(name: str = "prometheus", address: str | None = None) ->
             MetricSpec(
                 name="error-rate",
                 query=prom(
-                    f'100 * sum(rate(http_requests_total{{{sel},code=~"5.."}}[1m]))'
+                    # a version with no 5xx at all has no such series: count that as 0, not as "no data"
+                    f'100 * (sum(rate(http_requests_total{{{sel},code=~"5.."}}[1m])) or vector(0))'
                     f" / sum(rate(http_requests_total{{{sel}}}[1m]))"
                 ),
                 success=Condition(op="<", threshold=0.5),
