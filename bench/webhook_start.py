@@ -12,6 +12,7 @@ Targets: ratio <= 1.5, webhook p99 < 100 ms.    python bench/webhook_start.py [N
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import statistics
 import sys
@@ -110,3 +111,7 @@ async def main(n: int) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter finalisation: the SDK's runtime threads can abort it (SIGABRT) after the work is done
+    os._exit(0)
