@@ -80,3 +80,19 @@ def worker_process(address: str, task_queue: str, metrics_port: int, **env: str)
             **env,
         },
     )
+
+
+def free_dev_ports() -> dict[str, int]:
+    """A free port for every part of the local stack (names as in starters.dev.DevPorts.ENV)."""
+    from starters.dev import DevPorts
+    from tests import harness
+
+    return {name: harness.free_port() for name in DevPorts.ENV}
+
+
+def start_dev(state: Path, ports: dict[str, int], **env: str) -> LoggedProcess:
+    """``python -m starters.dev STATE`` with every port moved to ``ports``, so it never meets a running `make dev`."""
+    from starters.dev import DevPorts
+
+    port_env = {DevPorts.ENV[name]: str(port) for name, port in ports.items()}
+    return LoggedProcess([sys.executable, "-m", "starters.dev", str(state)], {**port_env, **env})

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import boto3
 import pytest
 
 from starters.dev import DEMO_COMMANDS, SCRIPTS
-from tests import harness
-from tests.platform.procs import LoggedProcess
+from tests.platform.procs import free_dev_ports, start_dev
 
 COMMANDS = list(DEMO_COMMANDS.values())
 BLUEGREEN, FAILOVER, RESTORE = COMMANDS[0], COMMANDS[1], COMMANDS[2]
@@ -26,20 +24,7 @@ BLUEGREEN, FAILOVER, RESTORE = COMMANDS[0], COMMANDS[1], COMMANDS[2]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("demo") / "state"
-    ports = {name: harness.free_port() for name in ("temporal", "ui", "moto", "vault", "metrics", "gateway", "demo")}
-    dev = LoggedProcess(
-        [sys.executable, "-m", "starters.dev", str(state)],
-        {
-            "RUNBOOK_DEV_TEMPORAL_PORT": str(ports["temporal"]),
-            "RUNBOOK_DEV_UI_PORT": str(ports["ui"]),
-            "RUNBOOK_DEV_MOTO_PORT": str(ports["moto"]),
-            "RUNBOOK_DEV_VAULT_PORT": str(ports["vault"]),
-            "RUNBOOK_METRICS_PORT": str(ports["metrics"]),
-            "RUNBOOK_GATEWAY_PORT": str(ports["gateway"]),
-            "RUNBOOK_DEV_DEMO_PORT": str(ports["demo"]),
-            "RUNBOOK_DEMO_METRICS_INTERVAL": "1",
-        },
-    )
+    dev = start_dev(state, free_dev_ports(), RUNBOOK_DEMO_METRICS_INTERVAL="1")
     try:
         dev.wait_for("local stack ready", timeout=90)
         dev.wait_for("Ctrl-C stops everything", timeout=10)

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import httpx
 import hvac
 import pytest
 
-from tests import harness
-from tests.platform.procs import LoggedProcess
+from tests.platform.procs import free_dev_ports, start_dev
 
 READY = "local stack ready"
 
@@ -53,21 +51,7 @@ def recorded_pids(state: Path, only: set[str] | None = None) -> dict[str, int]:
 
 @pytest.fixture
 def ports() -> dict[str, int]:
-    return {name: harness.free_port() for name in ("temporal", "ui", "moto", "vault", "metrics", "gateway")}
-
-
-def start_dev(state: Path, ports: dict[str, int]) -> LoggedProcess:
-    return LoggedProcess(
-        [sys.executable, "-m", "starters.dev", str(state)],
-        {
-            "RUNBOOK_DEV_TEMPORAL_PORT": str(ports["temporal"]),
-            "RUNBOOK_DEV_UI_PORT": str(ports["ui"]),
-            "RUNBOOK_DEV_MOTO_PORT": str(ports["moto"]),
-            "RUNBOOK_DEV_VAULT_PORT": str(ports["vault"]),
-            "RUNBOOK_METRICS_PORT": str(ports["metrics"]),
-            "RUNBOOK_GATEWAY_PORT": str(ports["gateway"]),
-        },
-    )
+    return free_dev_ports()
 
 
 def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(tmp_path, ports):
