@@ -31,7 +31,7 @@ async def main() -> float:
         metrics, recorder = FakeMetrics(traffic, healthy), Recorder(log)
         task_queue = harness.new_task_queue()
         best = float("inf")
-        async with harness.running_worker(env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, recorder.notify]):
+        async with harness.running_worker(env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]):
             for run in range(4):
                 traffic.weights = {k: (100 if k.endswith("stable") else 0) for k in traffic.weights}
                 started = time.perf_counter()

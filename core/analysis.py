@@ -147,6 +147,13 @@ class MeasureInput(BaseModel):
     args: dict[str, str] = Field(default_factory=dict)
 
 
+class MeasureBatchInput(BaseModel):
+    """Input of the ``measure_metrics`` activity: the metrics due at one analysis tick."""
+
+    metrics: list[MetricSpec]
+    args: dict[str, str] = Field(default_factory=dict)
+
+
 class Measurement(BaseModel):
     metric: str
     phase: MeasurementPhase

@@ -108,7 +108,7 @@ def metrics_activities(settings: Settings) -> list[Callable]:
     metrics = MetricsActivities(
         http=httpx.Client(timeout=10.0), prometheus_url=settings.prometheus_url, cloudwatch=cloudwatch_factory()
     )
-    return [metrics.measure_metric]
+    return [metrics.measure_metric, metrics.measure_metrics]
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (restore drills)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
 from typing import Any, AsyncIterator
 
 import boto3
@@ -181,7 +180,7 @@ def activities(recording, kube=None) -> list:
     clients = AwsClients()
     elb = ElbActivities(clients)
     metrics = MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region))
-    acts = [recording[1].notify, http.http_probe, http.http_check_suite, metrics.measure_metric,
+    acts = [recording[1].notify, http.http_probe, http.http_check_suite, metrics.measure_metric, metrics.measure_metrics,
             elb.alb_get_weights, elb.alb_switch_target_group, elb.alb_register_targets, elb.alb_deregister_targets,
             elb.alb_target_health]
     if k8s is not None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 from temporalio import activity
 
-from core.analysis import Measurement, MeasureInput, classify, render
+from core.analysis import MeasureBatchInput, Measurement, MeasureInput, classify, render
 from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
 from core.events import NotifyResult, RunbookEvent
 
@@ -62,6 +62,11 @@ class FakeMetrics:
             value=value,
             at=datetime.now(timezone.utc),
         )
+
+
+    @activity.defn(name="measure_metrics")
+    def measure_batch(self, req: MeasureBatchInput) -> list[Measurement]:
+        return [self.measure(MeasureInput(metric=spec, args=req.args)) for spec in req.metrics]
 
 
 HEALTHY = {"error-rate": 0.1, "latency-p95": 0.3, "cpu": 40.0, "memory": 50.0}

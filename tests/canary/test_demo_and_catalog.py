@@ -85,7 +85,7 @@ async def test_demo_bad_canary_rolls_back_with_catalog_defaults(
     emitter.start()
     start = plan({"service": "checkout", "version": "v2"})
     elb, metrics, recorder = ElbActivities(AwsClients()), MetricsActivities(), Recorder([])
-    acts = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, recorder.notify]
+    acts = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, metrics.measure_metrics, recorder.notify]
     try:
         async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
             result = await ts_env.client.execute_workflow(
@@ -109,7 +109,7 @@ async def test_cancel_is_handled_like_an_abort(ts_env: WorkflowEnvironment, task
     log: list[tuple] = []
     traffic = FakeTraffic(log)
     metrics, recorder = FakeMetrics(traffic, healthy), Recorder(log)
-    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, recorder.notify]):
+    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]):
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             await ts_env.sleep(timedelta_minutes(12))

@@ -24,7 +24,7 @@ async def test_worker_restart_resumes_without_repeating_weight_changes(ts_env: W
     log: list[tuple] = []
     traffic = FakeTraffic(log)
     metrics, recorder = FakeMetrics(traffic, healthy), Recorder(log)
-    acts = [traffic.get, traffic.set, metrics.measure, recorder.notify]
+    acts = [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]
     with ts_env.auto_time_skipping_disabled(), ThreadPoolExecutor(8) as pool:
         # no workflow cache: no sticky queue pinning the run to this worker after it dies
         first = Worker(ts_env.client, task_queue=task_queue, workflows=[CanaryRamp], activities=acts, activity_executor=pool, max_cached_workflows=0)
@@ -46,7 +46,7 @@ async def test_steered_history_replays(ts_env: WorkflowEnvironment, task_queue: 
     traffic = FakeTraffic(log)
     metrics = FakeMetrics(traffic, lambda m, w, n: None if m == "cpu" and n < 3 else (2.0 if m == "error-rate" and w >= 25 else HEALTHY[m]))
     recorder = Recorder(log)
-    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, recorder.notify]):
+    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]):
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             await ts_env.sleep(4 * M)

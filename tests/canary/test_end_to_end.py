@@ -79,7 +79,7 @@ async def test_alb_and_cloudwatch_in_moto(aws: str, ts_env: WorkflowEnvironment,
     recorder = Recorder([])
     inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=short_plan(20, 50))
     async with harness.running_worker(
-        ts_env.client, task_queue, [CanaryRamp], [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, recorder.notify]
+        ts_env.client, task_queue, [CanaryRamp], [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, metrics.measure_metrics, recorder.notify]
     ):
         result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
     assert result.status == expected
@@ -157,7 +157,7 @@ async def test_httproute_router_scales_the_canary_with_its_share(ts_env: Workflo
         metrics = FakeMetrics(FakeTraffic([]), value)
         recorder = Recorder([])
         inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=short_plan(25, 50, minutes=2))
-        acts = [k8s.get_deployment, k8s.scale_deployment, k8s.get_httproute_weights, k8s.set_httproute_weights, metrics.measure, recorder.notify]
+        acts = [k8s.get_deployment, k8s.scale_deployment, k8s.get_httproute_weights, k8s.set_httproute_weights, metrics.measure, metrics.measure_batch, recorder.notify]
         async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
             result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
         # the canary had ceil(4 * w / 100) replicas while it took w %
@@ -182,7 +182,7 @@ async def test_provider_outage_asks_a_person_then_rolls_back(ts_env: WorkflowEnv
     router = AlbRouterSpec(listener_arn="arn:listener", stable_target_group=STABLE, canary_target_group=CANARY)
     template = prometheus_template(name="default")
     inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, templates=[template], decision_timeout="10m")
-    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure_metric, recorder.notify]):
+    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure_metric, metrics.measure_metrics, recorder.notify]):
         result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
     assert result.status == "RolledBack"
     assert result.verdict is not None and result.verdict.phase == "Error"

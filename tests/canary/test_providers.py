@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import boto3
-import pytest
 from botocore.config import Config
 from temporalio.testing import ActivityEnvironment
 

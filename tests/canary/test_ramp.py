@@ -49,7 +49,7 @@ class Rig:
         self.recorder = Recorder(self.log)
 
     def worker(self):
-        acts = [self.traffic.get, self.traffic.set, self.metrics.measure, self.recorder.notify]
+        acts = [self.traffic.get, self.traffic.set, self.metrics.measure, self.metrics.measure_batch, self.recorder.notify]
         return harness.running_worker(self.env.client, self.task_queue, [CanaryRamp], acts)
 
     async def start(self, inp: CanaryRampInput) -> WorkflowHandle:
