@@ -155,10 +155,6 @@ async def _status(client: Client, workflow_id: str) -> RunbookStatus:
         raise
 
 
-def _ui_link(settings: Settings, workflow_id: str, namespace: str) -> str:
-    return f"{settings.ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
-
-
 # ----------------------------------------------------------------------------- catalog
 @catalog_app.callback()
 def catalog_list(
@@ -242,7 +238,7 @@ def start(
 
         client = await _client(settings, address, namespace)
         outcome = await start_runbook(client, plan, settings.task_queue)
-        link = _ui_link(settings, outcome.workflow_id, client.namespace)
+        link = plan.meta.ui_url  # built by plan_start from the same UI base and namespace
         if not outcome.started:
             if as_json:
                 _print_json(

@@ -116,6 +116,7 @@ async def test_start_refuses_duplicate_lists_by_target_and_shows_status(cli_env,
         assert first.exit_code == 0, first.output
         body = _json(first)
         assert body["workflow_id"] == f"change:{service}" and body["status"] == "Running" and body["run_id"]
+        assert body["ui_url"] == f"http://localhost:8233/namespaces/default/workflows/change:{service}"
 
         second = await runbook("start", "gated-change", "--set", f"service={service}", "--json")
         assert second.exit_code == 4
