@@ -58,6 +58,9 @@ class ApprovalPolicy(BaseModel):
         return sorted(name for name, members in self.groups.items() if user in members)
 
 
+GateDecision = Literal["pending", "approved", "rejected", "timed_out", "aborted"]
+
+
 class Approval(BaseModel):
     approver: str
     at: datetime
@@ -66,7 +69,7 @@ class Approval(BaseModel):
 
 
 class ApproveInput(BaseModel):
-    gate_id: str = Field(description="the gate being approved; must be the one currently open")
+    gate_id: str = Field(description="the gate being approved; one of the run's open gates")
     approver: str
     reason: str = ""
     binding: str | None = Field(None, description="what the approver saw, e.g. a plan hash; must match the gate's")
@@ -105,7 +108,7 @@ class GateView(BaseModel):
     required_approvals: int = 1
     required_groups: list[str] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
-    decision: Literal["pending", "approved", "rejected", "timed_out", "aborted"] = "pending"
+    decision: GateDecision = "pending"
     decided_by: str | None = None
     decided_at: datetime | None = None
     reason: str = ""

@@ -7,19 +7,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.approval import ApprovalPolicy, GateView, RefusedAttempt
+from core.approval import AbortInput, ApprovalPolicy, GateView, RefusedAttempt
 
 RunStatus = Literal[
     "Running",
     "WaitingForApproval",
     "Paused",
     "RollingBack",
-    "Succeeded",
-    "RolledBack",
-    "Failed",
-    "Aborted",
-    "Held",
+    # the endings: one convention for every runbook (README, "How a run ends")
+    "Succeeded",  # did what it was asked (or found nothing to do)
+    "RolledBack",  # stopped by a failed check or step, and undid its changes
+    "Aborted",  # a person aborted or cancelled it, and its changes were undone per the runbook's abort rules
+    "Rejected",  # an approval was rejected or timed out; what it had changed was undone
+    "Refused",  # the input or a target was invalid or missing: nothing was changed
+    "Held",  # stopped in a state a person must look at (e.g. a failover that shifted DNS but failed verification)
+    "Failed",  # the run could not make the infrastructure safe (or a drill proved it unsafe): see not_undone
 ]
+TERMINAL: tuple[str, ...] = ("Succeeded", "RolledBack", "Aborted", "Rejected", "Refused", "Held", "Failed")
 
 
 class RunbookMeta(BaseModel):
@@ -36,6 +40,26 @@ class RunbookMeta(BaseModel):
     slack_channel: str | None = None
     ui_url: str | None = Field(None, description="link to this workflow in the web UI, for notifications")
     source: Literal["cli", "slack", "pagerduty", "schedule", "api"] = "cli"
+    history_limit: int = Field(
+        10_000, ge=100, description="events after which a long run continues as new (Temporal's own suggestion too)"
+    )
+
+
+class RunbookCarry(BaseModel):
+    """What a run hands to its continuation (continue-as-new): the audit trail and the steering so far."""
+
+    steps: list["StepRecord"] = Field(default_factory=list)
+    gates: list[GateView] = Field(default_factory=list, description="closed gates")
+    gate_seq: int = 0
+    refused: list[RefusedAttempt] = Field(default_factory=list)
+    actions: list["ActionRecord"] = Field(default_factory=list)
+    notify_refs: dict[str, str] = Field(default_factory=dict)
+    notification_failures: list[str] = Field(default_factory=list)
+    abort_request: AbortInput | None = None
+    status: str = "Running"
+    stage: str = "starting"
+    continued: int = Field(0, description="how many times this run has continued as new")
+    state: dict[str, Any] = Field(default_factory=dict, description="the runbook's own cursor and state")
 
 
 class RunbookInput(BaseModel):
@@ -44,6 +68,7 @@ class RunbookInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     meta: RunbookMeta
+    carry: RunbookCarry | None = Field(None, description="set by the run itself when it continues as new")
 
 
 class StepRecord(BaseModel):
@@ -76,18 +101,27 @@ class RunbookStatus(BaseModel):
     status: RunStatus
     stage: str
     steps: list[StepRecord] = Field(default_factory=list)
-    gate: GateView | None = None
+    gate: GateView | None = Field(None, description="the oldest open gate (see open_gates for all)")
+    open_gates: list[GateView] = Field(default_factory=list, description="every open gate, oldest first")
     gates: list[GateView] = Field(default_factory=list, description="closed gates, oldest first")
     refused: list[RefusedAttempt] = Field(default_factory=list)
     actions: list[ActionRecord] = Field(default_factory=list)
     notification_failures: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="runbook-specific state")
+    continued: int = Field(0, description="how many times the run has continued as new")
 
 
 class RunbookResult(BaseModel):
-    """Base of every runbook's result."""
+    """Base of every runbook's result: how it ended (``status``, one of TERMINAL), why, and what was undone."""
 
     status: RunStatus
     summary: str
+    reason: str = Field("", description="one line: why the run ended this way")
     steps: list[StepRecord] = Field(default_factory=list)
     gates: list[GateView] = Field(default_factory=list)
+    actions: list[ActionRecord] = Field(default_factory=list)
+    compensated: list[str] = Field(default_factory=list, description="what the run undid")
+    not_undone: list[str] = Field(default_factory=list, description="what it could not undo (a person must)")
+
+
+RunbookCarry.model_rebuild()

@@ -1,47 +1,54 @@
 """The building block every runbook workflow stands on.
 
 ``RunbookWorkflow`` gives a runbook, by inheritance:
-- the approval gate: ``approve``/``reject`` Updates whose validators enforce the policy, the same as
-  ``approve_signal``/``reject_signal`` for the web UI (checked in the handler, refusals recorded), timeouts per
-  policy (reject, abort, or escalate once), and reminders;
+- approval gates (workflows/gate.py): ``open_gate``/``request_approval`` open a gate object that owns its deadline,
+  reminders and escalation and closes itself; a run may hold several at once. ``approve``/``reject`` Updates whose
+  validators enforce the policy, and ``approve_signal``/``reject_signal`` for the web UI (checked in the handler,
+  refusals recorded), address a gate by its id;
 - steering: ``abort`` (Update and Signal) and ``incident_resolved`` (Signal, from the PagerDuty gateway);
+- one way to end (``conduct`` + ``conclude``): the procedure either returns its summary (Succeeded) or raises
+  ``Stop``; a failed activity, an abort or a cancellation becomes a ``Stop`` too; the runbook's one compensation
+  block runs once, shielded from cancellation; the run then COMPLETES with a result whose ``status`` is one of
+  ``core.runbook.TERMINAL``, except ``Failed`` (the run could not make the infrastructure safe), which fails the
+  workflow with ``ApplicationError(type=RunFailed)`` carrying the same result. Cancelling a run is an abort;
+- abort at every step: ``check_abort`` between steps, ``interruptible`` for waits that an abort cuts short,
+  ``change`` for a change that is finished before the abort is honoured;
+- bounded history: ``continue_as_new_due`` and ``carry`` hand the audit trail and steering to a continuation;
 - the ``status`` query, the UI's current details and the Runbook* search attributes kept up to date;
 - notifications that never fail the run.
 
-A subclass defines ``@workflow.init __init__(self, input)`` calling ``super().__init__(input.meta)``, its
-``@workflow.run``, and may override ``status_details()`` to add its own state to the status query.
+A subclass defines ``@workflow.init __init__(self, input)`` calling ``super().__init__(input.meta, input.carry)``,
+its ``@workflow.run``, and may override ``status_details()`` to add its own state to the status query.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotificationActivities
     from core import errors
     from core.approval import (
         AbortInput,
-        Approval,
         ApprovalPolicy,
         ApproveInput,
         GateOutcome,
         GateView,
         RefusedAttempt,
         RejectInput,
-        approvals_satisfied,
-        check_approval,
     )
-    from core.duration import format_duration
     from core.events import EventKind, RunbookEvent
-    from core.runbook import ActionRecord, RunbookMeta, RunbookStatus, RunStatus, StepRecord
+    from core.runbook import ActionRecord, RunbookCarry, RunbookMeta, RunbookResult, RunbookStatus, RunStatus, StepRecord, TERMINAL
     from pydantic import BaseModel
     from workflows import search_attributes as sa
+    from workflows.gate import ApprovalGate, GateRegistry
 
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
 # The default for activities that change infrastructure: a few quick retries of transient failures, none of the
@@ -54,32 +61,106 @@ ACTIVITY_RETRY = RetryPolicy(
     non_retryable_error_types=errors.NON_RETRYABLE,
 )
 
+Severity = Literal["info", "warning", "error", "critical"]
+R = TypeVar("R", bound=RunbookResult)
+
+# The severity a run's final notification carries, by status: a page only when a person must act.
+END_SEVERITY: dict[str, Severity] = {
+    "Succeeded": "info",
+    "RolledBack": "error",
+    "Aborted": "warning",
+    "Rejected": "warning",
+    "Refused": "warning",
+    "Held": "critical",
+    "Failed": "critical",
+}
+
 
 class IncidentResolvedInput(BaseModel):
     incident_id: str
     resolved_by: str = "pagerduty"
 
 
+@dataclass
+class Ending:
+    """How a run ends: a terminal status, a one-line summary, and what compensation did."""
+
+    status: RunStatus
+    summary: str
+    severity: Severity | None = None
+    compensated: list[str] = field(default_factory=list)
+    not_undone: list[str] = field(default_factory=list)
+
+    @property
+    def final_status(self) -> RunStatus:
+        return "Failed" if self.not_undone else self.status
+
+
+class Stop(Exception):
+    """Raised anywhere in a runbook's procedure to end the run; the runbook's compensation follows."""
+
+    def __init__(self, status: RunStatus, summary: str, *, severity: Severity | None = None) -> None:
+        super().__init__(summary)
+        self.ending = Ending(status, summary, severity)
+
+
+def cause_of(err: BaseException) -> str:
+    """The innermost message of an activity / child / application failure, for people."""
+    cause: BaseException | None = err
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    return getattr(cause, "message", None) or str(cause)
+
+
+def error_type(err: BaseException) -> str | None:
+    """The ``ApplicationError`` type at the root of a failure (core.errors), if any."""
+    cause: BaseException | None = err
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    return getattr(cause, "type", None)
+
+
+def gate_stop(outcome: GateOutcome, what: str) -> Stop:
+    """The one mapping from a gate that did not approve to how the run ends."""
+    if outcome.decision == "aborted":
+        return Stop("Aborted", f"{what}: aborted by {outcome.decided_by or 'a person'}: {outcome.reason}")
+    word = outcome.decision.replace("_", " ")
+    by = f" by {outcome.decided_by}" if outcome.decided_by else ""
+    return Stop("Rejected", f"{what}: {word}{by}: {outcome.reason}".rstrip(": "))
+
+
 class RunbookWorkflow:
-    def __init__(self, meta: RunbookMeta) -> None:
+    def __init__(self, meta: RunbookMeta, carry: RunbookCarry | None = None) -> None:
         self.meta = meta
         self._status: RunStatus = "Running"
+        self._status_before_gates: RunStatus | None = None
         self._stage = "starting"
         self._steps: list[StepRecord] = []
-        self._gate: GateView | None = None
-        self._gate_policy: ApprovalPolicy = meta.approval
-        self._closed_gates: list[GateView] = []
-        self._gate_seq = 0
+        self.gates = GateRegistry(self._gates_changed)
         self._refused: list[RefusedAttempt] = []
         self._actions: list[ActionRecord] = []
         self._notify_refs: dict[str, str] = {}
         self._notification_failures: list[str] = []
         self.abort_request: AbortInput | None = None
         self.incident_resolved_at: str | None = None
+        self.continued = 0
+        self.carried_state: dict[str, Any] = {}
+        if carry is not None:
+            self._steps = list(carry.steps)
+            self.gates.restore(carry.gates, carry.gate_seq)
+            self._refused = list(carry.refused)
+            self._actions = list(carry.actions)
+            self._notify_refs = dict(carry.notify_refs)
+            self._notification_failures = list(carry.notification_failures)
+            self.abort_request = carry.abort_request
+            self._status, self._stage = carry.status, carry.stage  # type: ignore[assignment]
+            self.continued = carry.continued
+            self.carried_state = dict(carry.state)
 
     # ----------------------------------------------------------------- queries
     @workflow.query
     def status(self) -> RunbookStatus:
+        open_gates = self.gates.views()
         return RunbookStatus(
             workflow_id=workflow.info().workflow_id,
             runbook=self.meta.runbook,
@@ -89,73 +170,75 @@ class RunbookWorkflow:
             status=self._status,
             stage=self._stage,
             steps=list(self._steps),
-            gate=self._gate,
-            gates=list(self._closed_gates),
+            gate=open_gates[0] if open_gates else None,
+            open_gates=open_gates,
+            gates=list(self.gates.closed),
             refused=list(self._refused),
             actions=list(self._actions),
             notification_failures=list(self._notification_failures),
             details=self.status_details(),
+            continued=self.continued,
         )
 
     def status_details(self) -> dict[str, Any]:
         """Runbook-specific state for the status query; override in a subclass."""
         return {}
 
-    # ----------------------------------------------------------------- approval gate handlers
-    def _refusal(self, who: str, gate_id: str, action: str, via: str, binding: str | None = None) -> str | None:
-        return check_approval(
-            self._gate_policy,
-            self._gate,
-            gate_id=gate_id,
-            who=who,
-            requested_by=self.meta.requested_by,
-            action=action,  # type: ignore[arg-type]
-            via=via,  # type: ignore[arg-type]
-            binding=binding,
-        )
+    # ----------------------------------------------------------------- approval handlers (address a gate by id)
+    def _refusal(self, gate_id: str, who: str, action: str, via: str, binding: str | None = None) -> str | None:
+        refusal = self.gates.refusal(gate_id)
+        if refusal is not None:
+            return refusal
+        return self.gates.open[gate_id].refusal(who, action, via, binding)
 
     @workflow.update
     def approve(self, req: ApproveInput) -> GateView:
-        refusal = self._refusal(req.approver, req.gate_id, "approve", "update", req.binding)
+        refusal = self._refusal(req.gate_id, req.approver, "approve", "update", req.binding)
         if refusal:  # the state moved between the validator and the handler
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        return self._apply_approval(req, "update")
+        view = self.gates.open[req.gate_id].approve(req, "update")
+        self._publish_details()
+        return view
 
     @approve.validator
     def _validate_approve(self, req: ApproveInput) -> None:
-        refusal = self._refusal(req.approver, req.gate_id, "approve", "update", req.binding)
+        refusal = self._refusal(req.gate_id, req.approver, "approve", "update", req.binding)
         if refusal:
             raise ValueError(refusal)
 
     @workflow.update
     def reject(self, req: RejectInput) -> GateView:
-        refusal = self._refusal(req.approver, req.gate_id, "reject", "update")
+        refusal = self._refusal(req.gate_id, req.approver, "reject", "update")
         if refusal:
             raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        return self._apply_rejection(req, "update")
+        view = self.gates.open[req.gate_id].reject(req)
+        self._publish_details()
+        return view
 
     @reject.validator
     def _validate_reject(self, req: RejectInput) -> None:
-        refusal = self._refusal(req.approver, req.gate_id, "reject", "update")
+        refusal = self._refusal(req.gate_id, req.approver, "reject", "update")
         if refusal:
             raise ValueError(refusal)
 
     @workflow.signal
     def approve_signal(self, req: ApproveInput) -> None:
         """Approval from the web UI ("Send a Signal"): signals have no validator, so the check is here."""
-        refusal = self._refusal(req.approver, req.gate_id, "approve", "signal", req.binding)
+        refusal = self._refusal(req.gate_id, req.approver, "approve", "signal", req.binding)
         if refusal:
             self._record_refusal(req.gate_id, req.approver, "approve", refusal)
             return
-        self._apply_approval(req, "signal")
+        self.gates.open[req.gate_id].approve(req, "signal")
+        self._publish_details()
 
     @workflow.signal
     def reject_signal(self, req: RejectInput) -> None:
-        refusal = self._refusal(req.approver, req.gate_id, "reject", "signal")
+        refusal = self._refusal(req.gate_id, req.approver, "reject", "signal")
         if refusal:
             self._record_refusal(req.gate_id, req.approver, "reject", refusal)
             return
-        self._apply_rejection(req, "signal")
+        self.gates.open[req.gate_id].reject(req)
+        self._publish_details()
 
     def _record_refusal(self, gate_id: str, who: str, action: str, reason: str) -> None:
         self._refused.append(
@@ -164,46 +247,89 @@ class RunbookWorkflow:
         workflow.logger.warning("refused %s of %s by %s: %s", action, gate_id, who or "?", reason)
         self._publish_details()
 
-    def _apply_approval(self, req: ApproveInput, via: str) -> GateView:
-        gate = self._gate
-        assert gate is not None
-        gate.approvals.append(Approval(approver=req.approver, at=workflow.now(), reason=req.reason, via=via))  # type: ignore[arg-type]
-        if approvals_satisfied(self._gate_policy, gate):
-            self._close_gate("approved", req.approver, req.reason)
+    # ----------------------------------------------------------------- gates
+    def open_gate(
+        self,
+        name: str,
+        title: str,
+        summary: str = "",
+        *,
+        binding: str | None = None,
+        policy: ApprovalPolicy | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> ApprovalGate:
+        """Open a gate (status WaitingForApproval while any gate is open); ``await gate.wait()`` for its decision.
+        A policy that needs no approval gives a gate already approved."""
+        policy = policy or self.meta.approval
+        now = workflow.now()
+        view = GateView(
+            gate_id=self.gates.next_id(name),
+            title=title,
+            summary=summary,
+            binding=binding,
+            opened_at=now,
+            deadline=now + policy.timeout,
+            eligible=sorted(policy.eligible(requested_by=self.meta.requested_by)),
+            required_approvals=policy.required_approvals,
+            required_groups=list(policy.required_groups),
+        )
+        gate = ApprovalGate(self, self.gates, view, policy, fields)
+        if policy.required_approvals == 0:
+            gate.close("approved", None, "no approval required by policy")
+            self.gates.closed.append(view)
+            return gate
+        self.gates.add(gate)
+        return gate
+
+    async def request_approval(
+        self,
+        name: str,
+        title: str,
+        summary: str = "",
+        *,
+        binding: str | None = None,
+        policy: ApprovalPolicy | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> GateOutcome:
+        """Open a gate and wait for its decision (approved, rejected, timed out, or aborted with the run)."""
+        gate = self.open_gate(name, title, summary, binding=binding, policy=policy, fields=fields)
+        if not gate.open:
+            return gate.outcome()
+        return await gate.wait()
+
+    def _gates_changed(self) -> None:
+        if self.gates.open and self._status_before_gates is None:
+            self._status_before_gates = self._status
+            first = next(iter(self.gates.open.values()))
+            self.set_status("WaitingForApproval", f"waiting for approval: {first.view.title}")
+        elif not self.gates.open and self._status_before_gates is not None:
+            previous, self._status_before_gates = self._status_before_gates, None
+            if self._status == "WaitingForApproval":  # no longer waiting, whatever the decision
+                self.set_status(previous, self._stage)
         self._publish_details()
-        return gate
-
-    def _apply_rejection(self, req: RejectInput, via: str) -> GateView:
-        gate = self._gate
-        assert gate is not None
-        self._close_gate("rejected", req.approver, req.reason)
-        return gate
-
-    def _close_gate(self, decision: str, by: str | None, reason: str) -> None:
-        gate = self._gate
-        assert gate is not None
-        gate.decision = decision  # type: ignore[assignment]
-        gate.decided_by = by
-        gate.decided_at = workflow.now()
-        gate.reason = reason
 
     # ----------------------------------------------------------------- steering
     @workflow.update
     def abort(self, req: AbortInput) -> str:
-        self._request_abort(req)
+        self.request_abort(req)
         return f"abort requested by {req.requested_by}: {req.reason}"
 
     @abort.validator
     def _validate_abort(self, req: AbortInput) -> None:
         if self.abort_request is not None:
             raise ValueError(f"already aborting (requested by {self.abort_request.requested_by})")
+        if self._status in TERMINAL:
+            raise ValueError(f"the run has ended ({self._status})")
 
     @workflow.signal
     def abort_signal(self, req: AbortInput) -> None:
         if self.abort_request is None:
-            self._request_abort(req)
+            self.request_abort(req)
 
-    def _request_abort(self, req: AbortInput) -> None:
+    def request_abort(self, req: AbortInput) -> None:
+        """Ask the run to stop: every wait and step honours it (see ``check_abort``, ``interruptible``)."""
+        if self.abort_request is not None:
+            return
         self.abort_request = req
         self.record_action("abort", req.requested_by, req.reason)
 
@@ -223,107 +349,177 @@ class RunbookWorkflow:
     def aborting(self) -> bool:
         return self.abort_request is not None
 
-    # ----------------------------------------------------------------- the gate itself
-    async def request_approval(
+    def abort_stop(self, where: str = "") -> Stop:
+        req = self.abort_request
+        assert req is not None
+        at = f" at {where}" if where else ""
+        return Stop("Aborted", f"aborted{at} by {req.requested_by}: {req.reason}")
+
+    def check_abort(self, where: str = "") -> None:
+        """Between steps: an abort stops the run here (before the next change); compensation follows."""
+        if self.aborting:
+            raise self.abort_stop(where or self._stage)
+
+    async def interruptible(self, awaitable: Awaitable[Any], where: str = "") -> Any:
+        """A wait or read that an abort cuts short: its activity is cancelled and the run stops."""
+        self.check_abort(where)
+        task = asyncio.ensure_future(awaitable)
+        try:
+            await workflow.wait_condition(lambda: task.done() or self.aborting)
+        except asyncio.CancelledError:  # the workflow was cancelled: stop the step too, then let it propagate
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, ActivityError, ChildWorkflowError, ApplicationError):
+            pass
+        raise self.abort_stop(where or self._stage)
+
+    async def change(self, awaitable: Awaitable[Any], where: str = "") -> Any:
+        """A change to the infrastructure: not started after an abort, finished once started (so compensation
+        knows what it did), and the abort honoured right after it."""
+        self.check_abort(where)
+        result = await awaitable
+        self.check_abort(where)
+        return result
+
+    # ----------------------------------------------------------------- one way to end
+    async def conduct(
         self,
-        name: str,
-        title: str,
-        summary: str = "",
+        procedure: Callable[[], Awaitable[str | Ending]],
+        compensate: Callable[[Ending], Awaitable[None]] | None = None,
         *,
-        binding: str | None = None,
-        policy: ApprovalPolicy | None = None,
-        fields: dict[str, str] | None = None,
-    ) -> GateOutcome:
-        """Open a gate and wait until it is decided, times out (per policy) or the run is aborted."""
-        policy = policy or self.meta.approval
-        self._gate_seq += 1
-        gate_id = f"{name}-{self._gate_seq}"
-        if policy.required_approvals == 0:
-            return GateOutcome(gate_id=gate_id, decision="approved", reason="no approval required by policy")
-        now = workflow.now()
-        gate = GateView(
-            gate_id=gate_id,
-            title=title,
-            summary=summary,
-            binding=binding,
-            opened_at=now,
-            deadline=now + policy.timeout,
-            eligible=sorted(policy.eligible(requested_by=self.meta.requested_by)),
-            required_approvals=policy.required_approvals,
-            required_groups=list(policy.required_groups),
-        )
-        self._gate, self._gate_policy = gate, policy
-        previous_status = self._status
-        self.set_status("WaitingForApproval", f"waiting for approval: {title}")
-        await self.notify("approval_needed", title, summary, gate=gate, fields=fields, severity="warning")
-        reminders_sent = 0
-        while gate.open and not self.aborting:
-            wake = gate.deadline
-            if policy.reminder_interval:  # reminders at fixed offsets from the opening, not drifting
-                next_reminder = gate.opened_at + policy.reminder_interval * (reminders_sent + 1)
-                wake = min(wake, next_reminder)
-            wait = max(wake - workflow.now(), timedelta(0))
-            try:
-                await workflow.wait_condition(lambda: not gate.open or self.aborting, timeout=wait)
-            except asyncio.TimeoutError:
-                if workflow.now() < gate.deadline:
-                    reminders_sent += 1
-                    await self.notify("approval_reminder", f"Still waiting: {title}", summary, gate=gate)
-                elif policy.on_timeout == "escalate" and not gate.escalated:
-                    gate.escalated = True
-                    gate.eligible = sorted(policy.eligible(policy.escalate_to, requested_by=self.meta.requested_by))
-                    gate.deadline = workflow.now() + policy.timeout
-                    self._gate_policy = policy.model_copy(
-                        update={"approvers": sorted(set(policy.approvers) | set(policy.escalate_to))}
-                    )
-                    await self.notify(
-                        "approval_needed", f"Escalated: {title}", summary, gate=gate, severity="error"
-                    )
-                else:
-                    self._close_gate("timed_out", None, f"no decision within {format_duration(policy.timeout)}")
-        if gate.open:  # aborted while waiting
-            assert self.abort_request is not None
-            self._close_gate("aborted", self.abort_request.requested_by, self.abort_request.reason)
-        self._gate = None
-        self._closed_gates.append(gate)
-        self.set_status(previous_status, self._stage)  # no longer waiting, whatever the decision
-        await self.notify(
-            "approval_decided",
-            f"{title}: {gate.decision.replace('_', ' ')}",
-            gate.reason,
-            gate=gate,
-            fields={"decided by": gate.decided_by or "policy"},
-        )
-        return GateOutcome(
-            gate_id=gate.gate_id,
-            decision=gate.decision,  # type: ignore[arg-type]
-            approvals=list(gate.approvals),
-            decided_by=gate.decided_by,
-            reason=gate.reason,
+        failed_step: RunStatus = "RolledBack",
+    ) -> Ending:
+        """Run the procedure. A ``Stop``, a failed activity or child, an abort or a cancellation ends it; then the
+        compensation runs once (shielded: a cancellation cannot interrupt it) and may record what it undid
+        (``ending.compensated``) and what it could not (``ending.not_undone``, which makes the run Failed)."""
+        try:
+            done = await procedure()
+            return done if isinstance(done, Ending) else Ending("Succeeded", done)
+        except Stop as stop:
+            ending = stop.ending
+        except asyncio.CancelledError:
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+            ending = Ending("Aborted", f"cancelled at {self._stage}: treated as an abort")
+        except (ActivityError, ChildWorkflowError, ApplicationError) as err:
+            ending = Ending(failed_step, f"{self._stage} failed: {cause_of(err)}", severity="error")
+        if compensate is not None:
+            self.set_status("RollingBack", f"compensating: {ending.summary}")
+            await asyncio.shield(asyncio.ensure_future(compensate(ending)))
+        return ending
+
+    def result_fields(self, ending: Ending) -> dict[str, Any]:
+        """The fields every result shares, for ``conclude``'s builder."""
+        return {
+            "status": ending.final_status,
+            "summary": self._end_summary(ending),
+            "reason": ending.summary,
+            "steps": list(self._steps),
+            "gates": list(self.gates.closed),
+            "actions": list(self._actions),
+            "compensated": list(ending.compensated),
+            "not_undone": list(ending.not_undone),
+        }
+
+    @staticmethod
+    def _end_summary(ending: Ending) -> str:
+        summary = ending.summary
+        if ending.compensated:
+            summary += ". Undone: " + "; ".join(ending.compensated)
+        if ending.not_undone:
+            summary += ". NOT UNDONE, act by hand: " + "; ".join(ending.not_undone)
+        return summary
+
+    async def conclude(self, ending: Ending, build: Callable[[dict[str, Any]], R], *,
+                       fields: dict[str, str] | None = None) -> R:
+        """Record the final status, notify once, let handlers finish, and return the result (or, for a run that
+        could not make things safe, fail the workflow with the same result as the failure's details)."""
+        result = build(self.result_fields(ending))
+        status = result.status
+        severity = ending.severity if ending.severity and status != "Failed" else END_SEVERITY[status]
+        if status == "Succeeded":
+            severity = "info" if ending.severity in (None, "info") else ending.severity
+        self.set_status(status, result.summary)
+        kind: EventKind = "failed" if status == "Failed" else "finished"
+        await self.notify(kind, f"{self.meta.runbook} {status.lower()}", result.summary, severity=severity, fields=fields)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if status == "Failed":
+            raise ApplicationError(result.summary, result.model_dump(mode="json"), type=errors.RUN_FAILED, non_retryable=True)
+        return result
+
+    # ----------------------------------------------------------------- bounded history
+    def continue_as_new_due(self) -> bool:
+        """True when the history is large enough that the run should continue as new (at a quiet point: no gate
+        open, no handler running)."""
+        info = workflow.info()
+        large = info.is_continue_as_new_suggested() or info.get_current_history_length() >= self.meta.history_limit
+        return large and not self.gates.open and workflow.all_handlers_finished()
+
+    def carry(self, state: dict[str, Any] | None = None) -> RunbookCarry:
+        """The audit trail and steering for the continuation, plus the runbook's own cursor in ``state``."""
+        return RunbookCarry(
+            steps=list(self._steps),
+            gates=list(self.gates.closed),
+            gate_seq=self.gates.seq,
+            refused=list(self._refused),
+            actions=list(self._actions),
+            notify_refs=dict(self._notify_refs),
+            notification_failures=list(self._notification_failures),
+            abort_request=self.abort_request,
+            status=self._status,
+            stage=self._stage,
+            continued=self.continued + 1,
+            state=state or {},
         )
 
     # ----------------------------------------------------------------- status, steps, search attributes
+    @property
+    def stage(self) -> str:
+        return self._stage
+
+    @property
+    def run_status(self) -> RunStatus:
+        return self._status
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return list(self._steps)
+
+    @property
+    def closed_gates(self) -> list[GateView]:
+        return list(self.gates.closed)
+
     def set_status(self, status: RunStatus, stage: str | None = None) -> None:
+        if self._status_before_gates is not None and status not in TERMINAL + ("WaitingForApproval",) and self.gates.open:
+            # a gate is open: the run still waits; remember what to return to
+            self._status_before_gates = status
+            status = "WaitingForApproval"
         changed = status != self._status
         self._status = status
         if stage is not None:
             self._stage = stage
-        if changed or not workflow.info().search_attributes:
+        if changed:
             workflow.upsert_search_attributes([sa.RUNBOOK_STATUS.value_set(status)])
         self._publish_details()
 
     def begin(self) -> None:
-        """Mark the run as started; ensures the search attributes exist even if the starter set none."""
+        """Mark the run as started; sets only the search attributes the starter did not set."""
         meta = self.meta
-        workflow.upsert_search_attributes(
-            [
-                sa.RUNBOOK_NAME.value_set(meta.runbook),
-                sa.RUNBOOK_TARGET.value_set(meta.target),
-                sa.RUNBOOK_ENVIRONMENT.value_set(meta.environment or "-"),
-                sa.RUNBOOK_REQUESTED_BY.value_set(meta.requested_by),
-                sa.RUNBOOK_STATUS.value_set(self._status),
-            ]
-        )
+        present = workflow.info().typed_search_attributes
+        wanted = [
+            (sa.RUNBOOK_NAME, meta.runbook),
+            (sa.RUNBOOK_TARGET, meta.target),
+            (sa.RUNBOOK_ENVIRONMENT, meta.environment or "-"),
+            (sa.RUNBOOK_REQUESTED_BY, meta.requested_by),
+            (sa.RUNBOOK_STATUS, self._status),
+        ]
+        updates = [key.value_set(value) for key, value in wanted if present.get(key) != value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
         self._publish_details()
 
     def step_started(self, name: str, detail: str = "") -> StepRecord:
@@ -348,10 +544,14 @@ class RunbookWorkflow:
         record.detail = detail
         self._publish_details()
 
+    def step_skipped(self, name: str, why: str) -> StepRecord:
+        record = self.step_started(name)
+        self.step_failed(record, f"skipped: {why}", status="skipped")
+        return record
+
     def _publish_details(self) -> None:
         lines = [f"**{self.meta.runbook}** on `{self.meta.target}`: **{self._status}**, {self._stage}"]
-        gate = self._gate
-        if gate is not None:
+        for gate in self.gates.views():
             who = ", ".join(gate.eligible) or "nobody"
             lines.append(
                 f"Waiting for approval of *{gate.title}* (gate `{gate.gate_id}`) by {who} "
@@ -402,15 +602,14 @@ class RunbookWorkflow:
                 retry_policy=NOTIFY_RETRY,
             )
         except ActivityError as err:
-            cause = err.cause or err
-            self._notification_failures.append(f"{kind}: {cause}")
+            self._notification_failures.append(f"{kind}: {cause_of(err)}")
             return
         self._notify_refs.update(result.refs)
         self._notification_failures.extend(f"{kind}: {f}" for f in result.failures)
 
     async def finish(self, status: RunStatus, summary: str, *, severity: str = "info") -> None:
-        """Record the final status, send the final notification and let running handlers complete."""
+        """Record the final status and notify, for runs that end without ``conclude`` (test workflows)."""
         self.set_status(status, summary)
-        kind: EventKind = "finished" if status in ("Succeeded", "RolledBack", "Aborted") else "failed"
+        kind: EventKind = "failed" if status == "Failed" else "finished"
         await self.notify(kind, f"{self.meta.runbook} {status.lower()}", summary, severity=severity)
         await workflow.wait_condition(workflow.all_handlers_finished)
