@@ -165,11 +165,12 @@ class ApprovalGate:
                         await run.notify("approval_reminder", f"Still waiting: {gate.title}", gate.summary, gate=gate)
                     elif policy.on_timeout == "escalate" and not gate.escalated:
                         await self._escalate()
+                    elif policy.on_timeout == "abort":  # the run stops and compensates, as `runbook abort` does
+                        why = f"no decision on gate {self.id} within {format_duration(policy.timeout)} (on_timeout: abort)"
+                        self.close("aborted", "policy", why)
+                        run.request_abort(AbortInput(requested_by="policy", reason=why))
                     else:
                         self.close("timed_out", None, f"no decision within {format_duration(policy.timeout)}")
-                        if policy.on_timeout == "abort":
-                            run.request_abort(AbortInput(requested_by="policy",
-                                                         reason=f"gate {self.id} timed out (on_timeout: abort)"))
             if self.open:  # the run is aborting
                 req = run.abort_request
                 self.close("aborted", req.requested_by if req else "runbook", req.reason if req else "run aborted")

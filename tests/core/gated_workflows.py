@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -60,4 +61,51 @@ class GatedChange(RunbookWorkflow):
         return f"{input.change} of {input.service} applied"
 
 
-WORKFLOWS = [GatedChange]
+class TwoGatesInput(RunbookInput):
+    second_after: Duration = timedelta(minutes=1)
+    rounds: int = 1
+
+
+class TwoGatesResult(RunbookResult):
+    decisions: dict[str, str] = {}
+    rounds_done: int = 0
+
+
+@workflow.defn
+class TwoGates(RunbookWorkflow):
+    """Opens a ``first`` gate, and while it is open a ``second``; each holder waits for its own gate only. With
+    ``rounds`` > 1 it does it again, continuing as new when the history is due (meta.history_limit)."""
+
+    @workflow.init
+    def __init__(self, input: TwoGatesInput) -> None:
+        super().__init__(input.meta, input.carry)
+        self.decisions: dict[str, str] = dict(self.carried_state.get("decisions", {}))
+        self.round = int(self.carried_state.get("round", 0))
+
+    @workflow.run
+    async def run(self, input: TwoGatesInput) -> TwoGatesResult:
+        self.begin()
+        ending = await self.conduct(lambda: self._rounds(input))
+        return await self.conclude(
+            ending, lambda common: TwoGatesResult(**common, decisions=self.decisions, rounds_done=self.round)
+        )
+
+    async def _rounds(self, input: TwoGatesInput) -> str:
+        while self.round < input.rounds:
+            if self.continue_as_new_due():
+                workflow.continue_as_new(input.model_copy(update={
+                    "carry": self.carry(state={"decisions": self.decisions, "round": self.round})}))
+            first = self.open_gate("first", "First decision")
+            waiting = asyncio.ensure_future(first.wait())
+            await workflow.sleep(input.second_after)
+            if first.open:
+                second = await self.request_approval("second", "Second decision")
+                self.decisions[second.gate_id] = second.decision
+            outcome = await waiting
+            self.decisions[outcome.gate_id] = outcome.decision
+            self.round += 1
+            self.check_abort()
+        return f"{len(self.decisions)} decisions"
+
+
+WORKFLOWS = [GatedChange, TwoGates]

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from core.approval import AbortInput, ApprovalPolicy, ApproveInput, RejectInput
 from core.runbook import RunbookMeta, RunbookStatus
 from tests import harness
-from tests.core.gated_workflows import GatedChange, GatedChangeInput
+from tests.core.gated_workflows import GatedChange, GatedChangeInput, TwoGates, TwoGatesInput
 
 POLICY = ApprovalPolicy(approvers=["bob"], groups={"sre": ["dave", "erin"]}, timeout=timedelta(hours=4))
 
@@ -192,3 +192,96 @@ async def test_abort_while_waiting_closes_the_gate(ts_env, task_queue, recording
         state = await handle.query(GatedChange.status)
         assert state.status == "Aborted" and state.gates[0].decision == "aborted"
         assert state.actions[0].action == "abort" and state.actions[0].by == "dave"
+
+
+# ------------------------------------------------------------------------------------ gates as objects
+def _two_gates(policy: ApprovalPolicy = POLICY, **kw) -> TwoGatesInput:
+    meta = RunbookMeta(runbook="two-gates", target="payments", requested_by="alice", approval=policy,
+                       **({"history_limit": kw.pop("history_limit")} if "history_limit" in kw else {}))
+    return TwoGatesInput(meta=meta, **kw)
+
+
+async def _open_gates(handle: WorkflowHandle, count: int) -> list[str]:
+    for _ in range(400):
+        state = await handle.query(TwoGates.status)
+        if len(state.open_gates) >= count:
+            return [g.gate_id for g in state.open_gates]
+    raise AssertionError(f"the run never held {count} open gates")
+
+
+async def _no_task_failures(handle: WorkflowHandle) -> None:
+    history = await handle.fetch_history()
+    failed = [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
+    assert not failed, failed[0].workflow_task_failed_event_attributes.failure.message
+
+
+async def test_two_open_gates_are_decided_independently(ts_env, task_queue, recording):
+    _, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [TwoGates], [notifier.notify]):
+        with ts_env.auto_time_skipping_disabled():
+            handle = await ts_env.client.start_workflow(TwoGates.run, _two_gates(), id=f"two-{uuid.uuid4().hex[:8]}",
+                                                        task_queue=task_queue)
+            await ts_env.sleep(timedelta(minutes=2))
+            first, second = await _open_gates(handle, 2)
+            state = await handle.query(TwoGates.status)
+            assert state.status == "WaitingForApproval" and state.gate.gate_id == first
+            # the older gate is not stale because a newer one opened: each is approvable by its own id
+            await handle.execute_update(TwoGates.approve, ApproveInput(gate_id=first, approver="bob"))
+            state = await handle.query(TwoGates.status)
+            assert [g.gate_id for g in state.open_gates] == [second] and state.status == "WaitingForApproval"
+            stale = await _refusal(handle, ApproveInput(gate_id=first, approver="dave"))
+            assert stale == f"gate {first} is already approved"
+            await handle.execute_update(TwoGates.reject, RejectInput(gate_id=second, approver="dave", reason="no"))
+        result = await handle.result()
+    assert result.decisions == {first: "approved", second: "rejected"}
+    assert result.status == "Succeeded"
+    await _no_task_failures(handle)
+
+
+async def test_an_orphaned_gate_times_out_by_itself_without_a_deadlock(ts_env, task_queue, recording):
+    """The blue-green hang: a second gate opened while the first waits; the first times out on its own clock."""
+    _, notifier = recording
+    policy = POLICY.model_copy(update={"timeout": timedelta(hours=1), "reminder_interval": None})
+    async with harness.running_worker(ts_env.client, task_queue, [TwoGates], [notifier.notify]):
+        handle = await ts_env.client.start_workflow(TwoGates.run, _two_gates(policy), id=f"two-{uuid.uuid4().hex[:8]}",
+                                                    task_queue=task_queue)
+        result = await handle.result()  # time skips: both gates time out, each by itself
+    assert set(result.decisions.values()) == {"timed_out"} and len(result.decisions) == 2
+    await _no_task_failures(handle)
+
+
+async def test_on_timeout_abort_aborts_the_run(ts_env, task_queue, recording):
+    _, notifier = recording
+    policy = POLICY.model_copy(update={"timeout": timedelta(hours=1), "on_timeout": "abort", "reminder_interval": None})
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input(policy))
+        result = await handle.result()
+    assert result.status == "Aborted" and "on_timeout: abort" in result.summary
+    assert result.actions[0].action == "abort" and result.actions[0].by == "policy"
+
+
+async def test_cancel_is_an_abort_and_completes_with_a_result(ts_env, task_queue, recording):
+    channel, notifier = recording
+    async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
+        handle = await _start(ts_env, task_queue, _input())
+        await _wait_for_gate(handle)
+        await handle.cancel()
+        result = await handle.result()
+    assert result.status == "Aborted" and "cancelled" in result.summary
+    assert result.gates[0].decision == "aborted"
+    assert channel.kinds(handle.id)[-1] == "finished"
+
+
+async def test_a_long_run_continues_as_new_and_keeps_its_audit_trail(ts_env, task_queue, recording):
+    _, notifier = recording
+    policy = POLICY.model_copy(update={"timeout": timedelta(hours=1), "reminder_interval": None})
+    async with harness.running_worker(ts_env.client, task_queue, [TwoGates], [notifier.notify]):
+        handle = await ts_env.client.start_workflow(
+            TwoGates.run, _two_gates(policy, rounds=6, history_limit=100), id=f"two-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue)
+        result = await handle.result()
+        state = await handle.query(TwoGates.status)
+    assert result.rounds_done == 6 and len(result.decisions) == 12  # ids never repeat across continuations
+    assert len(result.gates) == 12 and state.continued >= 1
+    history = await handle.fetch_history()  # the last run's history only: it started from the carried state
+    assert len(history.events) < 100 + 60  # the limit, plus at most one round past it
