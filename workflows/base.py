@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotificationActivities
@@ -110,6 +110,24 @@ def cause_of(err: BaseException) -> str:
     while isinstance(cause, FailureError) and cause.cause is not None:
         cause = cause.cause
     return getattr(cause, "message", None) or str(cause)
+
+
+def _root(err: BaseException) -> BaseException:
+    cause = err
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    return cause
+
+
+async def _until_done(task: "asyncio.Future[Any]") -> bool:
+    """Wait until ``task`` has finished, even if the workflow is cancelled meanwhile; True if it was."""
+    cancelled = False
+    while not task.done():
+        try:
+            await workflow.wait_condition(task.done)
+        except asyncio.CancelledError:
+            cancelled = True
+    return cancelled
 
 
 def error_type(err: BaseException) -> str | None:
@@ -366,8 +384,9 @@ class RunbookWorkflow:
         task = asyncio.ensure_future(awaitable)
         try:
             await workflow.wait_condition(lambda: task.done() or self.aborting)
-        except asyncio.CancelledError:  # the workflow was cancelled: stop the step too, then let it propagate
-            task.cancel()
+        except asyncio.CancelledError:  # the workflow was cancelled: stop the step too (and wait until it has
+            task.cancel()                # stopped, as for an abort), then let the cancellation propagate
+            await _until_done(task)
             raise
         if task.done():
             return task.result()
@@ -382,7 +401,10 @@ class RunbookWorkflow:
         """A change to the infrastructure: not started after an abort, finished once started (so compensation
         knows what it did), and the abort honoured right after it."""
         self.check_abort(where)
-        result = await awaitable
+        task = asyncio.ensure_future(awaitable)
+        if await _until_done(task):  # the workflow was cancelled meanwhile: the change finished all the same
+            raise asyncio.CancelledError(f"cancelled during {where or self._stage}")
+        result = task.result()
         self.check_abort(where)
         return result
 
@@ -403,14 +425,23 @@ class RunbookWorkflow:
         except Stop as stop:
             ending = stop.ending
         except asyncio.CancelledError:
-            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
-            ending = Ending("Aborted", f"cancelled at {self._stage}: treated as an abort")
+            ending = self._cancelled()
         except (ActivityError, ChildWorkflowError, ApplicationError) as err:
-            ending = Ending(failed_step, f"{self._stage} failed: {cause_of(err)}", severity="error")
+            if workflow.cancellation_reason() is not None and isinstance(_root(err), CancelledError):
+                ending = self._cancelled()  # an activity or child awaited directly was cancelled with the run
+            else:
+                ending = Ending(failed_step, f"{self._stage} failed: {cause_of(err)}", severity="error")
         if compensate is not None:
             self.set_status("RollingBack", f"compensating: {ending.summary}")
-            await asyncio.shield(asyncio.ensure_future(compensate(ending)))
+            task = asyncio.ensure_future(compensate(ending))
+            if await _until_done(task):  # shielded: a cancellation arriving now cannot interrupt it
+                self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+            task.result()
         return ending
+
+    def _cancelled(self) -> Ending:
+        self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        return Ending("Aborted", f"cancelled at {self._stage}: treated as an abort")
 
     def result_fields(self, ending: Ending) -> dict[str, Any]:
         """The fields every result shares, for ``conclude``'s builder."""
