@@ -2,7 +2,8 @@
 bake, and retire the old colour after a delay, with a way back at every moment.
 
 Steps (the ``stage`` of the status query):
-1. ``discover``: read the router to learn the live colour; the new colour is the other one.
+1. ``discover``: read the router (read-only) to learn the live colour and validate every target; a blank or unknown
+   Service, Deployment, listener or target group ends the run ``Refused``: nothing was changed.
 2. ``bring-up``: Kubernetes: a Deployment ``<service>-<colour>`` from the live colour's pod template with the new
    image and the live replicas, then wait for its rollout (progress deadline); ALB: register the new targets in
    the new colour's target group.
@@ -11,13 +12,16 @@ Steps (the ``stage`` of the status query):
 4. ``approval``: the gate shows what will switch and the preview results; the binding names the switch.
 5. ``switch``: one call (Service selector / listener default action), verified by reading it back.
 6. ``bake``: the post-promotion analysis (metrics + HTTP health of the new colour) until the bake ends, a person
-   promotes now (through the gate) or extends it; a breach or an abort switches straight back.
+   promotes now (through its own gate, which may be open beside a ``bake-inconclusive`` gate) or extends it; a
+   breach or an abort switches straight back. A long bake continues as new at a quiet point.
 7. ``scale-down``: after the scale-down delay, the old colour is scaled to zero / its targets deregistered.
 
-Compensation lives in one place (``_compensate``): before the switch it removes the new colour and leaves the live
-one untouched; after the switch it switches back first, then removes the new colour. Cancelling the workflow is an
-abort. The end of an unsuccessful run is an ``ApplicationError`` whose type says why (core.errors) and whose
-details carry the ``BlueGreenResult``.
+One way to end (``RunbookWorkflow.conduct``/``conclude``): the procedure returns its summary or raises ``Stop``;
+a failed activity is ``RolledBack``, an abort or a cancellation ``Aborted``, a rejected or timed-out cutover gate
+``Rejected``, an invalid or unknown target ``Refused``. Compensation lives in one place (``_compensate``): before
+the switch it removes the new colour and leaves the live one untouched; after the switch it switches back first,
+then removes the new colour. What it could not undo makes the run ``Failed`` (the only ending that fails the
+workflow). docs/bluegreen.md has the table of what an abort does at each step.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -35,17 +39,29 @@ with workflow.unsafe.imports_passed_through():
     from activities.http_checks import HttpCheckActivities
     from activities.metrics import MetricsActivities
     from core import errors
-    from core.analysis import AnalysisTemplate, AnalysisVerdict, CloudWatchQuery, Condition, Measurement, MeasureInput, MetricSpec, assess
-    from core.approval import AbortInput
+    from core.analysis import (
+        AnalysisTemplate,
+        AnalysisVerdict,
+        CloudWatchQuery,
+        Condition,
+        MeasureBatchInput,
+        Measurement,
+        MetricSpec,
+        assess,
+    )
+    from core.approval import GateOutcome
     from core.duration import Duration, format_duration
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
-    from core.runbook import RunbookInput, RunbookResult, RunStatus
-    from workflows.base import ACTIVITY_RETRY, RunbookWorkflow
+    from core.runbook import RunbookInput, RunbookResult
+    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
+    from workflows.gate import ApprovalGate
 
 COLOURS = ("blue", "green")
 HEALTH_FAILURE_LIMIT_PERCENT = 5.0
-
+# failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
+REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
+NOTHING_CHANGED = "nothing was changed"
 
 
 # --------------------------------------------------------------------------------------------------- types
@@ -133,6 +149,7 @@ class ExtendBakeInput(BaseModel):
     reason: str = ""
 
 
+
 class BlueGreenResult(RunbookResult):
     service: str
     router: str
@@ -146,16 +163,6 @@ class BlueGreenResult(RunbookResult):
     bake_verdict: AnalysisVerdict | None = None
     health_probes: int = 0
     health_failures: int = 0
-    reason: str = ""
-    errors_during_cleanup: list[str] = Field(default_factory=list)
-
-
-class _Stop(Exception):
-    """Internal: the cutover stops here; compensation follows."""
-
-    def __init__(self, status: RunStatus, error_type: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.error_type, self.reason = status, error_type, reason
 
 
 # --------------------------------------------------------------------------------------------------- workflow
@@ -163,34 +170,42 @@ class _Stop(Exception):
 class BlueGreenCutover(RunbookWorkflow):
     @workflow.init
     def __init__(self, input: BlueGreenInput) -> None:
-        super().__init__(input.meta)
+        super().__init__(input.meta, input.carry)
         self._input = input
-        self._phase = "discover"
-        self._live: str | None = None
-        self._new: str | None = None
-        self._brought_up = False  # the new colour may exist (bring-up was at least attempted)
-        self._switch_attempted = False  # traffic may be on the new colour
+        self._router: Router = make_router(input, self._call)
+        state = self.carried_state  # the cursor of a run that continued as new (during the bake), else {}
+        self._phase: str = state.get("phase", "discover")
+        self._live: str | None = state.get("live")
+        self._new: str | None = state.get("new")
+        self._brought_up: bool = state.get("brought_up", False)  # the new colour may exist (bring-up attempted)
+        self._switch_attempted: bool = state.get("switch_attempted", False)  # traffic may be on the new colour
         self._switched_back = False
         self._retired = False
-        self._preview: list[dict[str, Any]] = []
-        self._bake_started: datetime | None = None
-        self._bake_end: datetime | None = None
+        self._preview: list[dict[str, Any]] = list(state.get("preview", []))
+        self._bake_started: datetime | None = _when(state.get("bake_started"))
+        self._bake_end: datetime | None = _when(state.get("bake_end"))
+        self._next_tick: datetime | None = _when(state.get("next_tick"))
         self._baking = False
-        self._promote_request: PromoteNowInput | None = None
-        self._promote_gate: asyncio.Task | None = None
-        self._extended = timedelta(0)
-        self._measurements: list[Measurement] = []
-        self._verdict: AnalysisVerdict | None = None
-        self._probes = 0
-        self._probe_failures = 0
-        self._cleanup_errors: list[str] = []
+        promote = state.get("promote_request")
+        self._promote_request: PromoteNowInput | None = PromoteNowInput.model_validate(promote) if promote else None
+        self._promote_gate: ApprovalGate | None = None
+        self._promote_wait: asyncio.Task[GateOutcome] | None = None
+        self._extended = timedelta(seconds=state.get("extended_seconds", 0))
+        self._measurements = [Measurement.model_validate(m) for m in state.get("measurements", [])]
+        verdict = state.get("verdict")
+        self._verdict: AnalysisVerdict | None = AnalysisVerdict.model_validate(verdict) if verdict else None
+        self._probes: int = state.get("probes", 0)
+        self._probe_failures: int = state.get("probe_failures", 0)
+        if state.get("router"):
+            self._router.restore(state["router"])
 
     # ------------------------------------------------------------------ steering
     @workflow.update
     def promote_now(self, req: PromoteNowInput) -> str:
         self._promote_request = req
         self.record_action("promote_now", req.requested_by, req.reason, note="ends the bake once approved")
-        return "promote-now requested: the bake ends early once the gate approves it"
+        gate = self._open_promote_gate()
+        return f"promote-now requested: the bake ends early once gate {gate.id} approves it"
 
     @promote_now.validator
     def _validate_promote_now(self, req: PromoteNowInput) -> None:
@@ -228,7 +243,9 @@ class BlueGreenCutover(RunbookWorkflow):
             "switched": self._switch_attempted and not self._switched_back,
             "preview": self._preview,
             "bake_ends_at": self._bake_end.isoformat() if self._bake_end else None,
+            "bake_extended_seconds": self._extended.total_seconds(),
             "promote_requested_by": self._promote_request.requested_by if self._promote_request else None,
+            "promote_gate": self._promote_gate.id if self._promote_gate else None,
             "health_probes": self._probes,
             "health_failures": self._probe_failures,
             "bake_verdict": self._verdict.model_dump(mode="json") if self._verdict else None,
@@ -239,45 +256,126 @@ class BlueGreenCutover(RunbookWorkflow):
     @workflow.run
     async def run(self, input: BlueGreenInput) -> BlueGreenResult:
         self.begin()
-        router = make_router(input, self._call)
+        ending = await self.conduct(lambda: self._cutover(input), self._compensate)
+        return await self.conclude(ending, self._result)
+
+    async def _cutover(self, input: BlueGreenInput) -> str:
+        router = self._router
+        if self._phase == "bake":  # a continued run resumes its bake; everything before it is done
+            live, new = self._live, self._new
+            assert live is not None and new is not None
+        else:
+            # 1. discover (read-only): every target resolved and validated before the first change
+            rec = self.step_started("discover")
+            found = await self._discover(input, rec)
+            live, new = self._live, self._new = found.live, found.new
+            if found.already_live:
+                await self.step_done(rec, f"{input.image} is already live on {live}: nothing to do")
+                return f"{input.image} already live on {live}; {NOTHING_CHANGED}"
+            await self.step_done(rec, f"live colour {live}; new colour {new}")
+
+            # 2. bring up the new colour (a change: finished once started), then wait for it (an abort cuts it short)
+            self.check_abort("bring-up")
+            self._phase = "bring-up"
+            rec = self.step_started("bring-up", f"{new} with {input.image}")
+            self._brought_up = True
+            await self.change(router.bring_up(), "bring-up")
+            self._phase = "wait-ready"
+            await self.interruptible(router.wait_ready(input.progress_deadline), "wait-ready")
+            await self.step_done(rec, f"{new} is ready")
+
+            # 3. preview checks against the new colour only (reads)
+            self._phase = "preview"
+            await self._preview_checks(input, new)
+            if input.pre_analysis is not None:
+                self._phase = "pre-analysis"
+                rec = self.step_started("pre-promotion-analysis", input.pre_analysis.name)
+                verdict = await self.interruptible(
+                    self._pre_analysis(input.pre_analysis, input.pre_analysis_duration), "pre-analysis"
+                )
+                if verdict.phase != "Successful":
+                    self.step_failed(rec, verdict.reason)
+                    raise Stop("RolledBack", f"pre-promotion analysis {verdict.phase.lower()}: {verdict.reason}",
+                               severity="warning")
+                await self.step_done(rec, verdict.reason)
+
+            # 4. approval (the gate itself honours an abort)
+            self.check_abort("approval")
+            self._phase = "approval"
+            rec = self.step_started("approval")
+            switch = f"{input.service}: {live} -> {new} ({input.image}) via {input.router}"
+            preview = "; ".join(f"{p['kind']} {p['name']}: {'ok' if p['passed'] else 'FAILED'}" for p in self._preview)
+            outcome = await self.request_approval(
+                "cutover",
+                f"Switch {input.service} to {new}",
+                f"Switch {switch}. Preview: {preview or 'no checks'}.",
+                binding=switch,
+                fields={"from": live, "to": new, "image": input.image, "router": input.router},
+            )
+            if not outcome.approved:
+                self.step_failed(rec, f"{outcome.decision.replace('_', ' ')}: {outcome.reason}")
+                raise gate_stop(outcome, f"cutover of {input.service} to {new}")
+            await self.step_done(rec, f"approved by {', '.join(a.approver for a in outcome.approvals) or 'policy'}")
+
+            # 5. switch, verified by reading it back: finished once started, then an abort switches back
+            self.check_abort("switch")
+            self._phase = "switch"
+            rec = self.step_started("switch", f"{live} -> {new}")
+            self._switch_attempted = True
+            changed = await self.change(router.switch(new), "switch")
+            await self.step_done(rec, f"traffic on {new}" + ("" if changed else " (already there)"))
+
+            # 6. bake
+            self._phase = "bake"
+            self.step_started("bake", format_duration(input.bake))
+        bake = next(s for s in reversed(self.steps) if s.name == "bake")
+        ended = await self._bake(input)
+        await self.step_done(bake, ended)
+
+        # 7. scale down the old colour after the delay (still a way back until then)
+        self._phase = "scale-down"
+        rec = self.step_started("scale-down", f"{live} in {format_duration(input.scale_down_delay)}")
         try:
-            try:
-                return await self._cutover(input, router)
-            except asyncio.CancelledError:
-                if not self.aborting:
-                    self._request_abort(AbortInput(requested_by="temporal", reason="workflow cancelled"))
-                raise _Stop("Aborted", errors.ABORTED, f"cancelled: {self.abort_request.reason}")  # type: ignore[union-attr]
-        except _Stop as stop:
-            return await self._fail(router, stop.status, stop.error_type, stop.reason)
+            await workflow.wait_condition(lambda: self.aborting, timeout=input.scale_down_delay)
+        except asyncio.TimeoutError:
+            pass
+        self.check_abort("scale-down delay")
+        self._phase = "retire"
+        self._retired = True  # from here on the old colour is (being) removed: never switch back to it
+        try:
+            await self.change(router.retire(live), "retire")
         except (ActivityError, ApplicationError) as err:
-            cause = err.cause if isinstance(err, ActivityError) and err.cause else err
-            return await self._fail(router, "Failed", getattr(cause, "type", None) or "Failed", f"{self._phase}: {cause}")
+            self.step_failed(rec, f"retiring {live} failed: {cause_of(err)}")
+            raise Stop("Held", f"{new} is live and baked, but retiring {live} failed: {cause_of(err)}; "
+                               f"scale {live} down by hand", severity="warning") from None
+        await self.step_done(rec, f"{live} retired; {new} is live")
+        self._phase = "done"
+        return f"{input.service} now on {new} ({input.image}); {ended}"
 
-    async def _cutover(self, input: BlueGreenInput, router: Router) -> BlueGreenResult:
-        # 1. discover
-        rec = self.step_started("discover")
-        found = await router.discover()
-        self._live, self._new = found.live, found.new
-        if found.already_live:
-            await self.step_done(rec, f"{input.image} is already live on {found.live}: nothing to do")
-            return await self._succeed(f"{input.image} already live on {found.live}; nothing changed")
-        await self.step_done(rec, f"live colour {found.live}; new colour {found.new}")
+    async def _discover(self, input: BlueGreenInput, rec: Any) -> Any:
+        """Read-only: the live colour and every target; a target that is blank, unknown or wrong is Refused."""
+        blank = [f"preview_urls.{c}" for c in COLOURS if not input.preview_urls[c].strip()]
+        if not input.image.strip() or input.image != input.image.strip():
+            blank.insert(0, "image")
+        try:
+            if blank:
+                raise ApplicationError(f"blank or padded: {', '.join(blank)}", type=errors.INVALID_INPUT)
+            return await self.interruptible(self._router.discover(), "discover")
+        except (ActivityError, ApplicationError) as err:
+            if error_type(err) not in REFUSING_ERRORS:
+                raise
+            self.step_failed(rec, cause_of(err))
+            raise Stop("Refused", f"{input.service} via {input.router}: {cause_of(err)}; {NOTHING_CHANGED}",
+                       severity="warning") from None
 
-        # 2. bring up the new colour and wait for it
-        self._phase = "bring-up"
-        rec = self.step_started("bring-up", f"{found.new} with {input.image}")
-        self._brought_up = True
-        await self._abortable(router.bring_up())
-        await self._abortable(router.wait_ready(input.progress_deadline))
-        await self.step_done(rec, f"{found.new} is ready")
-
-        # 3. preview checks against the new colour only
-        self._phase = "preview"
+    async def _preview_checks(self, input: BlueGreenInput, new: str) -> None:
         for kind, checks in (("health", input.health_checks), ("smoke", input.smoke_checks)):
             if not checks:
                 continue
             rec = self.step_started(f"preview-{kind}")
-            suite = await self._abortable(self._run_checks(checks, found.new, input.check_attempts, input.check_interval))
+            suite = await self.interruptible(
+                self._run_checks(checks, new, input.check_attempts, input.check_interval), f"preview-{kind}"
+            )
             self._preview += [
                 {"kind": kind, "name": r.name, "passed": r.passed, "attempts": r.attempts, "status": r.last.status,
                  "latency_ms": r.last.latency_ms, "error": r.last.error}
@@ -285,62 +383,8 @@ class BlueGreenCutover(RunbookWorkflow):
             ]
             if not suite.passed:
                 self.step_failed(rec, suite.summary())
-                raise _Stop("Failed", errors.CHECKS_FAILED, f"preview {kind} checks failed on {found.new}: {suite.summary()}")
+                raise Stop("RolledBack", f"preview {kind} checks failed on {new}: {suite.summary()}", severity="warning")
             await self.step_done(rec, suite.summary())
-        if input.pre_analysis is not None:
-            rec = self.step_started("pre-promotion-analysis", input.pre_analysis.name)
-            verdict = await self._abortable(self._pre_analysis(input.pre_analysis, input.pre_analysis_duration))
-            if verdict.phase != "Successful":
-                self.step_failed(rec, verdict.reason)
-                raise _Stop("Failed", errors.CHECKS_FAILED, f"pre-promotion analysis {verdict.phase.lower()}: {verdict.reason}")
-            await self.step_done(rec, verdict.reason)
-
-        # 4. approval
-        self._phase = "approval"
-        rec = self.step_started("approval")
-        switch = f"{input.service}: {found.live} -> {found.new} ({input.image}) via {input.router}"
-        preview = "; ".join(f"{p['kind']} {p['name']}: {'ok' if p['passed'] else 'FAILED'}" for p in self._preview)
-        outcome = await self.request_approval(
-            "cutover",
-            f"Switch {input.service} to {found.new}",
-            f"Switch {switch}. Preview: {preview or 'no checks'}.",
-            binding=switch,
-            fields={"from": found.live, "to": found.new, "image": input.image, "router": input.router},
-        )
-        if not outcome.approved:
-            self.step_failed(rec, f"{outcome.decision}: {outcome.reason}")
-            kinds = {"rejected": errors.APPROVAL_REJECTED, "timed_out": errors.APPROVAL_TIMED_OUT, "aborted": errors.ABORTED}
-            status: RunStatus = "Aborted" if outcome.decision == "aborted" else "Failed"
-            raise _Stop(status, kinds[outcome.decision], f"cutover {outcome.decision.replace('_', ' ')}: {outcome.reason}")
-        await self.step_done(rec, f"approved by {', '.join(a.approver for a in outcome.approvals)}")
-        self._check_abort()
-
-        # 5. switch, verified by reading it back
-        self._phase = "switch"
-        rec = self.step_started("switch", f"{found.live} -> {found.new}")
-        self._switch_attempted = True
-        changed = await router.switch(found.new)
-        await self.step_done(rec, f"traffic on {found.new}" + ("" if changed else " (already there)"))
-
-        # 6. bake
-        self._phase = "bake"
-        rec = self.step_started("bake", format_duration(input.bake))
-        ended = await self._bake(input)
-        await self.step_done(rec, ended)
-
-        # 7. scale down the old colour after the delay (still a way back until then)
-        self._phase = "scale-down"
-        rec = self.step_started("scale-down", f"{found.live} in {format_duration(input.scale_down_delay)}")
-        try:
-            await workflow.wait_condition(lambda: self.aborting, timeout=input.scale_down_delay)
-        except asyncio.TimeoutError:
-            pass
-        self._check_abort()
-        self._retired = True
-        await router.retire(found.live)
-        await self.step_done(rec, f"{found.live} retired; {found.new} is live")
-        self._live, self._phase = found.new, "done"
-        return await self._succeed(f"{input.service} now on {found.new} ({input.image}); {ended}")
 
     # ------------------------------------------------------------------ activities
     async def _call(self, method: Any, arg: Any, *, timeout: timedelta = timedelta(seconds=60),
@@ -353,30 +397,6 @@ class BlueGreenCutover(RunbookWorkflow):
             heartbeat_timeout=heartbeat,
             retry_policy=ACTIVITY_RETRY,
         )
-
-    def _check_abort(self) -> None:
-        if self.aborting:
-            req = self.abort_request
-            assert req is not None
-            raise _Stop("Aborted", errors.ABORTED, f"aborted by {req.requested_by}: {req.reason}")
-
-    async def _abortable(self, awaitable: Any) -> Any:
-        """Run a step, but stop it (cancelling its activity) as soon as someone aborts."""
-        self._check_abort()
-        task = asyncio.ensure_future(awaitable)
-        try:
-            await workflow.wait_condition(lambda: task.done() or self.aborting)
-        except asyncio.CancelledError:  # the workflow was cancelled: stop the step too, then let it propagate
-            task.cancel()
-            raise
-        if task.done():
-            return task.result()
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, ActivityError, CancelledError):
-            pass
-        self._check_abort()
 
     async def _run_checks(self, checks: list[PreviewCheck], colour: str, attempts: int, interval: timedelta) -> HttpSuiteResult:
         suite = HttpSuiteInput(
@@ -405,18 +425,14 @@ class BlueGreenCutover(RunbookWorkflow):
         )
 
     async def _measure(self, template: AnalysisTemplate) -> list[Measurement]:
+        """Every metric of the template in one activity (one activation per tick, a short history)."""
         args = {"service": self._input.service, "version": self._input.image, "colour": self._new or ""}
         return list(
-            await asyncio.gather(
-                *[
-                    workflow.execute_activity_method(
-                        MetricsActivities.measure_metric,
-                        MeasureInput(metric=spec, args=args),
-                        start_to_close_timeout=timedelta(seconds=60),
-                        retry_policy=ACTIVITY_RETRY,
-                    )
-                    for spec in template.metrics
-                ]
+            await workflow.execute_activity_method(
+                MetricsActivities.measure_metrics,
+                MeasureBatchInput(metrics=template.metrics, args=args),
+                start_to_close_timeout=timedelta(seconds=60 + 30 * len(template.metrics)),
+                retry_policy=ACTIVITY_RETRY,
             )
         )
 
@@ -433,49 +449,62 @@ class BlueGreenCutover(RunbookWorkflow):
             await workflow.sleep(interval)
 
     # ------------------------------------------------------------------ bake
+    def _open_promote_gate(self) -> ApprovalGate:
+        """The promote-now gate is the run's own object, waited on by its own task: it may be open beside a
+        ``bake-inconclusive`` gate, each decided by its id, and only the bake (its holder) closes it early."""
+        req = self._promote_request
+        assert req is not None and self._promote_gate is None
+        input = self._input
+        gate = self.open_gate(
+            "promote-now",
+            f"End the bake of {input.service} on {self._new} now",
+            f"{req.requested_by} asks to end the bake early: {req.reason or 'no reason given'}",
+            binding=f"{input.service}: promote {self._new} ({input.image})",
+        )
+        self._promote_gate = gate
+        self._promote_wait = asyncio.ensure_future(_decision(gate))
+        return gate
+
     async def _bake(self, input: BlueGreenInput) -> str:
-        now = workflow.now()
-        self._bake_started, self._bake_end, self._baking = now, now + input.bake, True
-        next_tick = now + min(input.bake_interval, input.bake)
+        if self._bake_end is None:  # a fresh bake (a continued run keeps its clock)
+            now = workflow.now()
+            self._bake_started, self._bake_end = now, now + input.bake
+            self._next_tick = now + min(input.bake_interval, input.bake)
+        assert self._bake_started is not None and self._next_tick is not None
+        self._baking = True
+        if self._promote_request is not None and self._promote_gate is None:  # carried over a continue-as-new
+            self._open_promote_gate()
         try:
             while True:
-                self._check_abort()
-                gate = self._promote_gate
-                if gate is not None and gate.done():
-                    outcome = gate.result()
-                    self._promote_gate = None
+                self.check_abort("bake")
+                wait = self._promote_wait
+                if wait is not None and wait.done():
+                    outcome = wait.result()
+                    self._promote_gate = self._promote_wait = None
                     if outcome.approved:
-                        return f"promoted early by {outcome.decided_by or 'the gate'}: {self._promote_request.reason if self._promote_request else ''}".rstrip(": ")
+                        why = self._promote_request.reason if self._promote_request else ""
+                        return f"promoted early by {outcome.decided_by or 'the gate'}: {why}".rstrip(": ")
                     self.record_action("promote_now", outcome.decided_by or "policy", outcome.reason, accepted=False,
-                                       note=f"gate {outcome.decision}; bake continues")
+                                       note=f"gate {outcome.gate_id} {outcome.decision.replace('_', ' ')}; bake continues")
                     self._promote_request = None
-                if self._promote_request is not None and self._promote_gate is None:
-                    req = self._promote_request
-                    self._promote_gate = asyncio.ensure_future(
-                        self.request_approval(
-                            "promote-now",
-                            f"End the bake of {input.service} on {self._new} now",
-                            f"{req.requested_by} asks to end the bake early: {req.reason or 'no reason given'}",
-                            binding=f"{input.service}: promote {self._new} ({input.image})",
-                        )
-                    )
                     continue
                 now = workflow.now()
-                if now >= next_tick:  # a tick due at the end of the bake still runs: the bake ends measured
+                if now >= self._next_tick:  # a tick due at the end of the bake still runs: the bake ends measured
                     await self._bake_tick(input)
-                    next_tick = max(next_tick + input.bake_interval, workflow.now())  # on schedule, no drift
+                    self._next_tick = max(self._next_tick + input.bake_interval, workflow.now())  # on schedule
+                    if self.continue_as_new_due() and self._promote_wait is None:
+                        workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state=self._cursor())}))
                     continue
                 if now >= self._bake_end:
                     return f"baked {format_duration(now - self._bake_started)} without breach"
-                wake = min(next_tick, self._bake_end)
-                bake_end = self._bake_end
-                promote = self._promote_request
+                wake = min(self._next_tick, self._bake_end)
+                bake_end, waiting = self._bake_end, self._promote_wait
                 try:
                     await workflow.wait_condition(
                         lambda: self.aborting
                         or self._bake_end != bake_end
-                        or self._promote_request is not promote
-                        or (self._promote_gate is not None and self._promote_gate.done()),
+                        or self._promote_wait is not waiting
+                        or (waiting is not None and waiting.done()),
                         timeout=wake - now,
                     )
                 except asyncio.TimeoutError:
@@ -484,17 +513,38 @@ class BlueGreenCutover(RunbookWorkflow):
             self._baking = False
             await self._close_promote_gate()
 
+    def _cursor(self) -> dict[str, Any]:
+        """What a continued run needs to resume the bake where this one stopped."""
+        return {
+            "phase": self._phase,
+            "live": self._live,
+            "new": self._new,
+            "brought_up": self._brought_up,
+            "switch_attempted": self._switch_attempted,
+            "preview": list(self._preview),
+            "bake_started": _iso(self._bake_started),
+            "bake_end": _iso(self._bake_end),
+            "next_tick": _iso(self._next_tick),
+            "extended_seconds": self._extended.total_seconds(),
+            "promote_request": self._promote_request.model_dump(mode="json") if self._promote_request else None,
+            "measurements": [m.model_dump(mode="json") for m in self._measurements],
+            "verdict": self._verdict.model_dump(mode="json") if self._verdict else None,
+            "probes": self._probes,
+            "probe_failures": self._probe_failures,
+            "router": self._router.snapshot(),
+        }
+
     async def _close_promote_gate(self) -> None:
-        """A promote-now gate still open when the bake ends (breach, abort, bake over) is closed as aborted."""
-        gate_task = self._promote_gate
-        if gate_task is None:
+        """The bake holds the promote-now gate: when the bake ends (breach, abort, bake over) it closes its own
+        gate, if still open, and lets the gate's waiter retire it."""
+        gate, wait = self._promote_gate, self._promote_wait
+        self._promote_gate = self._promote_wait = None
+        if gate is None or wait is None:
             return
-        self._promote_gate = None
-        if not gate_task.done() and self._gate is not None and self._gate.open:
-            self._close_gate("aborted", "runbook", "the bake ended before the gate was decided")
+        gate.close("aborted", "runbook", "the bake ended before the gate was decided")
         try:
-            await gate_task
-        except BaseException:  # noqa: BLE001 - the gate's own failure must not mask the bake's outcome
+            await wait
+        except BaseException:  # noqa: BLE001 - the gate's own end must not mask the bake's outcome
             pass
 
     async def _bake_tick(self, input: BlueGreenInput) -> None:
@@ -510,7 +560,7 @@ class BlueGreenCutover(RunbookWorkflow):
         template = input.bake_analysis
         if template is not None:
             work.append(self._measure(template))
-        results = await asyncio.gather(*work)
+        results = await self.interruptible(asyncio.gather(*work), "bake")
         probe_results = results[: len(probes)]
         failed = sum(1 for r in probe_results if not r.ok)
         self._probes += len(probe_results)
@@ -521,19 +571,18 @@ class BlueGreenCutover(RunbookWorkflow):
         self._publish_details()
         if probe_results and failed == len(probe_results):
             errors_seen = sorted({r.error or "" for r in probe_results})
-            raise _Stop("RolledBack", errors.ROLLED_BACK, f"health checks of {self._new} all failed: {'; '.join(errors_seen)}")
+            raise Stop("RolledBack", f"health checks of {self._new} all failed: {'; '.join(errors_seen)}")
         ratio = 100.0 * self._probe_failures / self._probes if self._probes else 0.0
         if self._probes >= input.health_min_samples and ratio > HEALTH_FAILURE_LIMIT_PERCENT:
-            raise _Stop(
+            raise Stop(
                 "RolledBack",
-                errors.ROLLED_BACK,
                 f"health-check failures {ratio:.1f}% > {HEALTH_FAILURE_LIMIT_PERCENT:g}% ({self._probe_failures}/{self._probes})",
             )
         verdict = self._verdict
         if verdict is None:
             return
         if verdict.phase == "Failed":
-            raise _Stop("RolledBack", errors.ROLLED_BACK, f"bake analysis failed: {verdict.reason}")
+            raise Stop("RolledBack", f"bake analysis failed: {verdict.reason}")
         if verdict.phase in ("Inconclusive", "Error"):
             outcome = await self.request_approval(
                 "bake-inconclusive",
@@ -542,19 +591,19 @@ class BlueGreenCutover(RunbookWorkflow):
                 f"to {self._live}.",
                 binding=f"{input.service}: keep {self._new} ({input.image})",
             )
+            if outcome.decision == "aborted":
+                raise gate_stop(outcome, f"bake of {self._new}")
             if not outcome.approved:
-                raise _Stop("RolledBack", errors.ROLLED_BACK, f"bake analysis {verdict.phase.lower()} and not confirmed: {verdict.reason}")
+                word = outcome.decision.replace("_", " ")
+                raise Stop("RolledBack", f"bake analysis {verdict.phase.lower()} and not confirmed ({word}): {verdict.reason}")
             self._measurements = []  # a person vouched for what was measured so far; judge afresh
             self._verdict = None
 
-    # ------------------------------------------------------------------ endings and compensation
-    def _result(self, status: RunStatus, summary: str, reason: str = "") -> BlueGreenResult:
+    # ------------------------------------------------------------------ the end and the one compensation block
+    def _result(self, common: dict[str, Any]) -> BlueGreenResult:
         switched = self._switch_attempted and not self._switched_back
         return BlueGreenResult(
-            status=status,
-            summary=summary,
-            steps=list(self._steps),
-            gates=list(self._closed_gates),
+            **common,
             service=self._input.service,
             router=self._input.router,
             live_colour=self._new if switched else self._live,
@@ -567,52 +616,51 @@ class BlueGreenCutover(RunbookWorkflow):
             bake_verdict=self._verdict,
             health_probes=self._probes,
             health_failures=self._probe_failures,
-            reason=reason,
-            errors_during_cleanup=list(self._cleanup_errors),
         )
 
-    async def _succeed(self, summary: str) -> BlueGreenResult:
-        await self.finish("Succeeded", summary)
-        return self._result("Succeeded", summary)
-
-    async def _fail(self, router: Router, status: RunStatus, error_type: str, reason: str) -> BlueGreenResult:
-        """Compensation: switch back first if traffic may be on the new colour, then remove the new colour."""
-        workflow.logger.warning("blue-green %s stops: %s", self._input.service, reason)
-        self.set_status("RollingBack", f"compensating: {reason}")
-        await asyncio.shield(asyncio.ensure_future(self._compensate(router)))
-        if self._switched_back and status == "Failed":
-            status = "RolledBack"
-        summary = reason + (" Traffic is back on " + (self._live or "?") + "." if self._switched_back else "")
-        if self._cleanup_errors:
-            summary += " Clean-up incomplete: " + "; ".join(self._cleanup_errors)
-        if self._switched_back:
-            await self.notify("rolled_back", f"{self._input.service} switched back to {self._live}", reason, severity="error")
-        await self.finish(status, summary, severity="error" if status in ("Failed", "RolledBack") else "warning")
-        result = self._result(status, summary, reason)
-        raise ApplicationError(summary, result.model_dump(mode="json"), type=error_type, non_retryable=True)
-
-    async def _compensate(self, router: Router) -> None:
+    async def _compensate(self, ending: Ending) -> None:
+        """Before the switch: remove the new colour, never touch the live one. After it: switch back first
+        (verified), then remove the new colour. Once the old colour is being retired, nothing is switched back."""
+        router, live, new = self._router, self._live, self._new
         if self._retired:
-            # the old colour is already (being) scaled down: the new colour stays live; nothing safe to undo
+            ending.summary += f"; {new} stays live ({live} is being retired: nothing to switch back to)"
             return
-        if self._switch_attempted and self._live is not None:
-            rec = self.step_started("switch-back", f"-> {self._live}")
+        if self._switch_attempted and live is not None:
+            rec = self.step_started("switch-back", f"-> {live}")
             try:
-                await router.switch(self._live)
-                self._switched_back = True
-                await self.step_done(rec, f"traffic back on {self._live}")
+                await router.switch(live)
             except (ActivityError, ApplicationError) as err:
-                self.step_failed(rec, f"could not switch back: {err.cause or err if isinstance(err, ActivityError) else err}")
-                self._cleanup_errors.append(f"switch back to {self._live} failed; the new colour is kept running")
+                self.step_failed(rec, f"could not switch back: {cause_of(err)}")
+                ending.not_undone.append(
+                    f"traffic may still be on {new}: switching back to {live} failed ({cause_of(err)}); "
+                    f"{new} is kept running"
+                )
                 return  # never remove the colour that may be serving traffic
-        if self._brought_up and self._new is not None:
-            rec = self.step_started("remove-new-colour", self._new)
+            self._switched_back = True
+            ending.compensated.append(f"traffic switched back to {live}")
+            await self.step_done(rec, f"traffic back on {live}")
+        if self._brought_up and new is not None:
+            rec = self.step_started("remove-new-colour", new)
             try:
-                await router.remove(self._new)
-                await self.step_done(rec, f"{self._new} removed; {self._live} untouched", notify=False)
+                await router.remove(new)
             except (ActivityError, ApplicationError) as err:
-                self.step_failed(rec, f"could not remove {self._new}: {err.cause or err if isinstance(err, ActivityError) else err}")
-                self._cleanup_errors.append(f"{self._new} could not be removed")
+                self.step_failed(rec, f"could not remove {new}: {cause_of(err)}")
+                ending.not_undone.append(f"{new} ({self._input.image}) could not be removed: {cause_of(err)}")
+                return
+            ending.compensated.append(f"{new} removed")
+            await self.step_done(rec, f"{new} removed; {live} untouched", notify=False)
+
+
+async def _decision(gate: ApprovalGate) -> GateOutcome:
+    return gate.outcome() if not gate.open else await gate.wait()
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 WORKFLOWS = [BlueGreenCutover]

@@ -13,6 +13,11 @@ Workflow-side code (it runs in the workflow sandbox): each method calls activiti
   ``<service>-blue`` / ``<service>-green``): names are resolved once, read-only, through ``alb_find_listener``
   (the answer is in history, so replays are deterministic). Without ``targets`` nothing is registered or
   deregistered: the target groups are fed by something else (an Auto Scaling group, the local demo services).
+
+``discover`` is read-only and validates every target before the first change: a blank or unknown name, a Service
+whose selector names no colour, a live Deployment with no replicas, a listener that forwards elsewhere or a target
+group that does not exist raise ``InvalidInput`` / ``NotFound``, which the workflow turns into ``Refused``
+("nothing was changed"). ``snapshot``/``restore`` hand what discovery learned to a continued run (continue-as-new).
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ class Discovery(BaseModel):
 
 class Router(Protocol):
     async def discover(self) -> Discovery: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def restore(self, state: dict[str, Any]) -> None: ...
     async def bring_up(self) -> None: ...
     async def wait_ready(self, deadline: timedelta) -> None: ...
     async def switch(self, colour: str) -> bool: ...
@@ -104,6 +111,13 @@ def _other(colour: str) -> str:
 
 def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=errors.INVALID_INPUT, non_retryable=True)
+
+
+def _blank(fields: dict[str, str | None]) -> None:
+    """Names that are given but blank (or padded with spaces) are refused before anything is read or changed."""
+    bad = [name for name, value in fields.items() if value is not None and (not value.strip() or value != value.strip())]
+    if bad:
+        raise _invalid(f"blank or padded name(s): {', '.join(bad)}")
 
 
 class KubernetesRouter:
@@ -124,6 +138,10 @@ class KubernetesRouter:
         return ServiceRef(context=self.cfg.context, namespace=self.cfg.namespace, name=self.cfg.service_name or self.service)
 
     async def discover(self) -> Discovery:
+        cfg = self.cfg
+        _blank({"kubernetes.namespace": cfg.namespace, "kubernetes.service_name": cfg.service_name,
+                "kubernetes.colour_label": cfg.colour_label, "kubernetes.container_name": cfg.container_name,
+                "kubernetes.context": cfg.context})
         found = await self.call(KubernetesActivities.get_service_selector, self.service_ref)
         self.selector = dict(found.selector)
         label = self.cfg.colour_label
@@ -138,6 +156,15 @@ class KubernetesRouter:
             raise _invalid(f"the live colour's deployment {self.ref(live).name} has no replicas to match")
         self.live_state = state
         return Discovery(live=live, new=_other(live), already_live=state.image == self.image)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"selector": dict(self.selector),
+                "live_state": self.live_state.model_dump(mode="json") if self.live_state else None}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.selector = dict(state.get("selector") or {})
+        live = state.get("live_state")
+        self.live_state = DeploymentState.model_validate(live) if live else None
 
     async def bring_up(self) -> None:
         live = self.live_state
@@ -200,6 +227,11 @@ class AlbRouter:
     async def _resolve(self) -> None:
         """Turn names into ARNs once (read-only lookup), as the canary's ALB router does."""
         cfg = self.cfg
+        _blank({"alb.listener_arn": cfg.listener_arn, "alb.load_balancer": cfg.load_balancer,
+                "alb.rule_arn": cfg.rule_arn, "alb.region": cfg.region,
+                **{f"alb.target_groups.{c}": tg for c, tg in cfg.target_groups.items()}})
+        if len(set(cfg.target_groups.values())) != len(cfg.target_groups):
+            raise _invalid(f"alb.target_groups names one target group for both colours: {cfg.target_groups}")
         names = [tg for tg in cfg.target_groups.values() if not tg.startswith("arn:")]
         if cfg.listener_arn and not names:
             return
@@ -234,7 +266,17 @@ class AlbRouter:
             )
         live = colour_of[serving[0]]
         self.new = _other(live)
+        # the new colour's target group must exist too (read-only; an unknown ARN is NotFound)
+        await self.call(ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=self.group(self.new), region=self.cfg.region))
         return Discovery(live=live, new=self.new)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"cfg": self.cfg.model_dump(mode="json"), "new": self.new}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("cfg"):
+            self.cfg = AlbRouterConfig.model_validate(state["cfg"])
+        self.new = state.get("new")
 
     async def bring_up(self) -> None:
         assert self.new is not None

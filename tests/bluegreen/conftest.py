@@ -15,8 +15,8 @@ from activities.aws import AwsClients, ElbActivities
 from activities.http_checks import HttpCheckActivities
 from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities
-from core.approval import ApprovalPolicy, ApproveInput
-from core.runbook import RunbookMeta
+from core.approval import ApprovalPolicy, ApproveInput, RejectInput
+from core.runbook import TERMINAL, RunbookMeta
 from tests import harness
 from tests.bluegreen.servers import ColourServer
 from tests.fakes.kubernetes import kube_fake
@@ -174,24 +174,26 @@ def make_input(colours: dict, *, router: str = "kubernetes", alb: Alb | None = N
     return BlueGreenInput(**data)
 
 
-def activities(recording, kube=None) -> list:
+def activities(recording, kube=None, replace: dict[str, Any] | None = None) -> list:
+    """The real activities; ``replace`` swaps some for stand-ins registered under the real name (by name)."""
     http = HttpCheckActivities()
     k8s = KubernetesActivities(lambda context: kube.api) if kube is not None else None
     clients = AwsClients()
     elb = ElbActivities(clients)
     metrics = MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region))
     acts = [recording[1].notify, http.http_probe, http.http_check_suite, metrics.measure_metric, metrics.measure_metrics,
-            elb.alb_get_weights, elb.alb_switch_target_group, elb.alb_register_targets, elb.alb_deregister_targets,
+            elb.alb_find_listener, elb.alb_get_weights, elb.alb_switch_target_group, elb.alb_register_targets, elb.alb_deregister_targets,
             elb.alb_target_health]
     if k8s is not None:
         acts += [k8s.get_deployment, k8s.apply_deployment, k8s.wait_rollout, k8s.scale_deployment,
                  k8s.delete_deployment, k8s.get_service_selector, k8s.set_service_selector]
-    return acts
+    replace = replace or {}
+    return [replace.get(a.__temporal_activity_definition.name, a) for a in acts]
 
 
 @contextlib.asynccontextmanager
-async def worker(env, task_queue: str, recording, kube=None) -> AsyncIterator[Client]:
-    async with harness.running_worker(env.client, task_queue, [BlueGreenCutover], activities(recording, kube)):
+async def worker(env, task_queue: str, recording, kube=None, replace: dict[str, Any] | None = None) -> AsyncIterator[Client]:
+    async with harness.running_worker(env.client, task_queue, [BlueGreenCutover], activities(recording, kube, replace)):
         yield env.client
 
 
@@ -212,16 +214,27 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 15.0):
         status = await handle.query(BlueGreenCutover.status)
         if predicate(status):
             return status
-        if status.status in ("Succeeded", "Failed", "RolledBack", "Aborted"):
+        if status.status in TERMINAL:
             raise AssertionError(f"the run ended while we waited: {status.status}: {status.stage}")
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting; last status: {status.status} {status.stage} {status.details.get('phase')}")
         await asyncio.sleep(0.05)
 
 
+def open_gate(status, gate_prefix: str):
+    """The open gate whose id starts with ``gate_prefix`` (several may be open at once), or None."""
+    return next((g for g in status.open_gates if g.gate_id.startswith(gate_prefix)), None)
+
+
 async def approve(handle: WorkflowHandle, gate_prefix: str = "cutover", who: str = "alice") -> None:
-    status = await wait_for(handle, lambda s: s.gate is not None and s.gate.gate_id.startswith(gate_prefix))
-    gate = status.gate
+    status = await wait_for(handle, lambda s: open_gate(s, gate_prefix) is not None)
+    gate = open_gate(status, gate_prefix)
     await handle.execute_update(
         BlueGreenCutover.approve, ApproveInput(gate_id=gate.gate_id, approver=who, binding=gate.binding)
     )
+
+
+async def reject(handle: WorkflowHandle, gate_prefix: str, who: str = "alice", reason: str = "no") -> None:
+    status = await wait_for(handle, lambda s: open_gate(s, gate_prefix) is not None)
+    gate = open_gate(status, gate_prefix)
+    await handle.execute_update(BlueGreenCutover.reject, RejectInput(gate_id=gate.gate_id, approver=who, reason=reason))

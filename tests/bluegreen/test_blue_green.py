@@ -28,6 +28,7 @@ from tests import harness
 
 
 async def failure(handle) -> tuple[str, dict]:
+    """A run that could not make things safe fails the workflow (RunFailed) with its result as details."""
     with pytest.raises(WorkflowFailureError) as err:
         await handle.result()
     cause = err.value.cause
@@ -116,9 +117,9 @@ async def test_preview_health_failure_removes_new_colour(ts_env, task_queue, rec
     colours["green"].routes["/healthz"] = (500, "db down")
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, make_input(colours))
-        kind, details = await failure(handle)
-    assert kind == errors.CHECKS_FAILED
-    assert "answered 500, expected 200" in details["summary"] and not details["switched"]
+        result = await handle.result()  # an ending, not a failure: the new colour was removed
+    assert result.status == "RolledBack" and not result.switched and not result.not_undone
+    assert "answered 500, expected 200" in result.reason and result.compensated == ["green removed"]
     assert colours["green"].hits["/healthz"] == 2  # check_attempts
     assert deployment(kube.fake, "green") is None  # removed
     assert deployment(kube.fake, "blue")["spec"]["replicas"] == 3 and selector(kube.fake)["colour"] == "blue"
@@ -128,9 +129,9 @@ async def test_smoke_failure_removes_new_colour(ts_env, task_queue, recording, k
     colours["green"].version = "shop:v1"  # the new colour answers with the old version: wrong build
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, make_input(colours))
-        kind, details = await failure(handle)
-    assert kind == errors.CHECKS_FAILED and "preview smoke checks failed" in details["summary"]
-    assert "lacks 'shop:v2'" in details["summary"]
+        result = await handle.result()
+    assert result.status == "RolledBack" and "preview smoke checks failed" in result.reason
+    assert "lacks 'shop:v2'" in result.summary
     assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
 
 
@@ -141,18 +142,19 @@ async def test_approval_rejected(ts_env, task_queue, recording, kube, colours):
         await handle.execute_update(
             BlueGreenCutover.reject, RejectInput(gate_id=status.gate.gate_id, approver="alice", reason="not during the sale")
         )
-        kind, details = await failure(handle)
-    assert kind == errors.APPROVAL_REJECTED and "not during the sale" in details["summary"]
+        result = await handle.result()
+    assert result.status == "Rejected" and "rejected by alice: not during the sale" in result.reason
+    assert result.compensated == ["green removed"] and not result.switched
     assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
+    assert recording[0].events[-1].severity == "warning"  # a rejection is not a page
 
 
 async def test_approval_timed_out(ts_env, task_queue, recording, kube, colours):
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, make_input(colours, approval=policy(timeout="4h")))
-        kind, details = await failure(handle)  # nobody answers: 4 h pass in virtual time
-    assert kind == errors.APPROVAL_TIMED_OUT
-    gate = details["gates"][0]
-    assert gate["decision"] == "timed_out"
+        result = await handle.result()  # nobody answers: 4 h pass in virtual time
+    assert result.status == "Rejected" and "timed out" in result.reason
+    assert result.gates[0].decision == "timed_out"
     assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
 
 
@@ -161,8 +163,9 @@ async def test_new_colour_never_ready_hits_deadline_and_cleans_up(ts_env, task_q
     inp = make_input(colours, progress_deadline="1s", kubernetes={"namespace": NS, "poll_seconds": 0.2})
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, inp)
-        kind, details = await failure(handle)
-    assert kind == errors.DEADLINE_EXCEEDED and "not rolled out" in details["summary"]
+        result = await handle.result()
+    assert result.status == "RolledBack" and "not rolled out" in result.reason
+    assert result.reason.startswith("bring-up failed")
     assert deployment(kube.fake, "green") is None
     assert deployment(kube.fake, "blue")["spec"]["replicas"] == 3 and selector(kube.fake)["colour"] == "blue"
     assert colours["green"].hits["/healthz"] == 0  # never previewed
@@ -175,17 +178,19 @@ async def test_breach_during_bake_switches_back_alb(ts_env, task_queue, recordin
         inp = make_input(colours, router="alb", alb=alb, bake_analysis=BlueGreenCutover_bake())
         handle = await start(client, task_queue, inp)
         await approve(handle)
-        kind, details = await failure(handle)
+        result = await handle.result()  # a clean switch-back is a result (RolledBack), not a failure
         await harness.save_history(handle, "bluegreen-breach_during_bake_switches_back_alb")
-    assert kind == errors.ROLLED_BACK
-    assert details["switched_back"] and details["live_colour"] == "blue"
-    assert "error-rate failed" in details["reason"] and "values: [4]" in details["reason"]
+    assert result.status == "RolledBack"
+    assert result.switched_back and result.live_colour == "blue" and not result.not_undone
+    assert result.compensated == ["traffic switched back to blue", "green removed"]
+    assert "error-rate failed" in result.reason and "values: [4]" in result.reason
     weights = alb.weights()
     assert weights["blue"] > 0 and weights.get("green", 0) == 0
     assert alb.targets("green") == [] and alb.targets("blue") == ["10.0.1.10", "10.0.2.10"]
-    names = [s["name"] for s in details["steps"]]
+    names = [s.name for s in result.steps]
     assert names.index("switch-back") < names.index("remove-new-colour")
-    assert "rolled_back" in recording[0].kinds(handle.id)
+    assert recording[0].kinds(handle.id)[-1] == "finished"  # one final notification, severity by status
+    assert recording[0].events[-1].severity == "error"
 
 
 async def test_health_breach_during_bake_switches_back_kubernetes(ts_env, task_queue, recording, kube, colours):
@@ -194,8 +199,8 @@ async def test_health_breach_during_bake_switches_back_kubernetes(ts_env, task_q
         await approve(handle)
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
         colours["green"].routes["/healthz"] = (503, "overloaded")
-        kind, details = await failure(handle)
-    assert kind == errors.ROLLED_BACK and "health checks of green all failed" in details["reason"]
+        result = await handle.result()
+    assert result.status == "RolledBack" and "health checks of green all failed" in result.reason
     assert selector(kube.fake)["colour"] == "blue"
     assert deployment(kube.fake, "green") is None and deployment(kube.fake, "blue")["spec"]["replicas"] == 3
 
@@ -207,9 +212,9 @@ async def test_abort_during_bake_switches_back(ts_env, task_queue, recording, ku
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
         assert selector(kube.fake)["colour"] == "green"
         await handle.execute_update(BlueGreenCutover.abort, AbortInput(requested_by="carol", reason="customer complaints"))
-        kind, details = await failure(handle)
-    assert kind == errors.ABORTED and "customer complaints" in details["summary"]
-    assert details["status"] == "Aborted" and details["switched_back"]
+        result = await handle.result()
+    assert result.status == "Aborted" and "customer complaints" in result.summary
+    assert result.switched_back and result.live_colour == "blue"
     assert selector(kube.fake)["colour"] == "blue" and deployment(kube.fake, "green") is None
 
 
@@ -218,8 +223,9 @@ async def test_cancel_behaves_like_abort(ts_env, task_queue, recording, kube, co
         handle = await start(client, task_queue, make_input(colours))
         await wait_for(handle, lambda s: s.gate is not None)
         await handle.cancel()
-        kind, details = await failure(handle)
-    assert kind == errors.ABORTED and "cancelled" in details["summary"]
+        result = await handle.result()  # cancel == abort: the run completes with status Aborted
+    assert result.status == "Aborted" and "cancelled" in result.summary
+    assert result.gates[0].decision == "aborted"
     assert deployment(kube.fake, "green") is None and selector(kube.fake)["colour"] == "blue"
 
 
@@ -257,5 +263,5 @@ async def test_second_cutover_for_same_service_is_refused(ts_env, task_queue, re
             await start(client, task_queue, make_input(colours, image="shop:v3"), workflow_id=workflow_id,
                         id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
         await first.execute_update(BlueGreenCutover.abort, AbortInput(requested_by="bob", reason="test over"))
-        kind, _ = await failure(first)
-    assert kind == errors.ABORTED
+        result = await first.result()
+    assert result.status == "Aborted"
