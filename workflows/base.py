@@ -119,8 +119,9 @@ def _root(err: BaseException) -> BaseException:
     return cause
 
 
-async def _until_done(task: "asyncio.Future[Any]") -> bool:
-    """Wait until ``task`` has finished, even if the workflow is cancelled meanwhile; True if it was."""
+async def until_done(task: "asyncio.Future[Any]") -> bool:
+    """Wait until ``task`` has finished, even if the workflow is cancelled meanwhile; True if it was. For a step
+    that must run to its end whatever happens (a change under way, compensation, a drill's report)."""
     cancelled = False
     while not task.done():
         try:
@@ -386,7 +387,7 @@ class RunbookWorkflow:
             await workflow.wait_condition(lambda: task.done() or self.aborting)
         except asyncio.CancelledError:  # the workflow was cancelled: stop the step too (and wait until it has
             task.cancel()                # stopped, as for an abort), then let the cancellation propagate
-            await _until_done(task)
+            await until_done(task)
             raise
         if task.done():
             return task.result()
@@ -402,7 +403,7 @@ class RunbookWorkflow:
         knows what it did), and the abort honoured right after it."""
         self.check_abort(where)
         task = asyncio.ensure_future(awaitable)
-        if await _until_done(task):  # the workflow was cancelled meanwhile: the change finished all the same
+        if await until_done(task):  # the workflow was cancelled meanwhile: the change finished all the same
             raise asyncio.CancelledError(f"cancelled during {where or self._stage}")
         result = task.result()
         self.check_abort(where)
@@ -434,7 +435,7 @@ class RunbookWorkflow:
         if compensate is not None:
             self.set_status("RollingBack", f"compensating: {ending.summary}")
             task = asyncio.ensure_future(compensate(ending))
-            if await _until_done(task):  # shielded: a cancellation arriving now cannot interrupt it
+            if await until_done(task):  # shielded: a cancellation arriving now cannot interrupt it
                 self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
             task.result()
         return ending
