@@ -90,7 +90,7 @@ class PagerDutyChannel:
             )
             return {DEDUP_REF: key}
         if event.refs.get(DEDUP_REF) and (
-            event.kind == "recovered" or (event.kind == "finished" and event.title.endswith("succeeded"))
+            event.kind == "recovered" or (event.kind == "finished" and event.status == "Succeeded")
         ):
             self._events.resolve(event.refs[DEDUP_REF])
             return {DEDUP_REF: ""}  # resolved: a later success does not resolve again

@@ -50,6 +50,16 @@ ICONS = {
     "finished": ":checkered_flag:",
     "failed": ":x:",
 }
+# The last message of a run shows how it ended (core.runbook.TERMINAL), the same field the CLI reads.
+STATUS_ICONS = {
+    "Succeeded": ":checkered_flag:",
+    "RolledBack": ":rewind:",
+    "Aborted": ":octagonal_sign:",
+    "Rejected": ":no_entry_sign:",
+    "Refused": ":no_entry_sign:",
+    "Held": ":rotating_light:",
+    "Failed": ":x:",
+}
 
 
 class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
@@ -166,7 +176,8 @@ class SlackChannel:
     def _run_message(self, event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
         head = f"*{event.runbook}* on `{event.target}`"
         if event.kind in ("finished", "failed"):
-            state = f"{ICONS[event.kind]} *{_clip(event.title, 80)}*"
+            icon = STATUS_ICONS.get(event.status or "", ICONS[event.kind])
+            state = f"{icon} *{_clip(event.title, 80)}*"
             if event.text:
                 state += f"\n{_clip(event.text, 600)}"
         elif event.kind in ("approval_needed", "approval_reminder"):

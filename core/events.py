@@ -33,6 +33,9 @@ class RunbookEvent(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict)
     severity: Literal["info", "warning", "error", "critical"] = "info"
     gate: GateView | None = None
+    status: str | None = Field(
+        None, description="on the run's last event (finished/failed): how it ended, one of core.runbook.TERMINAL"
+    )
     incident_id: str | None = Field(None, description="PagerDuty incident that started the run, if any")
     slack_channel: str | None = None
     ui_url: str | None = None

@@ -13,6 +13,7 @@ import dataclasses
 import getpass
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
@@ -32,7 +33,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.approval import AbortInput, ApproveInput, RejectInput
+from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
@@ -40,7 +41,15 @@ from starters.schedules import ScheduleError
 from workers.connection import TemporalUnreachable, connect, connect_config
 from workflows import registry
 
-EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNSUCCESSFUL, EXIT_ALREADY_RUNNING = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNSUCCESSFUL, EXIT_ALREADY_RUNNING, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4, 5
+
+
+def exit_code(status: str) -> int:
+    """How a finished run's status (core.runbook.TERMINAL) becomes the exit code of --wait and watch: 0 Succeeded;
+    3 ended safely but not as asked (RolledBack, Aborted, Rejected, Refused); 5 a person must act (Held, Failed)."""
+    if status == "Succeeded":
+        return EXIT_OK
+    return EXIT_NEEDS_PERSON if status in ("Held", "Failed") else EXIT_UNSUCCESSFUL
 
 app = typer.Typer(help="Durable runbook automation on Temporal.", no_args_is_help=True, add_completion=False)
 catalog_app = typer.Typer(help="List and validate the runbook catalog.", invoke_without_command=True)
@@ -276,7 +285,7 @@ def start(
                 out.print(result["summary"], highlight=False)
             elif isinstance(result, str):
                 out.print(result, highlight=False)
-        return EXIT_OK if status == "Succeeded" else EXIT_UNSUCCESSFUL
+        return exit_code(status)
 
     _run(body)
 
@@ -297,15 +306,18 @@ def _print_plan(plan: StartPlan, as_json: bool) -> int:
 
 
 async def _final(client: Client, workflow_id: str, run_id: str | None) -> tuple[str, Any]:
+    """A finished run's status and result: every runbook completes with a result whose ``status`` says how it
+    ended, except Failed, whose failure (type RunFailed) carries the same result as its details."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     try:
-        result = await handle.result()
+        result = await handle.result(follow_runs=True)
     except WorkflowFailureError as failure:
         cause = failure.cause
         message = getattr(cause, "message", None) or str(cause)
-        kind = getattr(cause, "type", None)
-        status = "Aborted" if kind == "Aborted" else "Failed"
-        return status, {"error": message, "type": kind}
+        details = getattr(cause, "details", None) or ()
+        if details and isinstance(details[0], dict) and details[0].get("status"):
+            return details[0]["status"], details[0]
+        return "Failed", {"status": "Failed", "summary": message, "error": message, "type": getattr(cause, "type", None)}
     status = result.get("status", "Succeeded") if isinstance(result, dict) else "Succeeded"
     return status, result
 
@@ -403,16 +415,15 @@ def _render(state: RunbookStatus) -> Group:
         colour = {"done": "green", "failed": "red", "running": "yellow"}.get(step.status, "white")
         steps.add_row(step.name, f"[{colour}]{step.status}[/{colour}]", step.detail)
     parts: list[Any] = [head, steps]
-    gate = state.gate
-    if gate is not None:
+    several = len(state.open_gates) > 1
+    for gate in state.open_gates or ([state.gate] if state.gate else []):
         text = (
             f"[bold]{gate.title}[/bold] (gate {gate.gate_id})\n{gate.summary}\n"
             f"approvers: {', '.join(gate.eligible)}; {len(gate.approvals)}/{gate.required_approvals} approvals; "
             f"deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
         )
         parts.append(Panel(text, title="waiting for approval", border_style="yellow"))
-        expect = f" --expect {gate.binding}" if gate.binding else ""
-        parts.append(Text(f"approve: runbook approve {state.workflow_id} --as USER{expect}", no_wrap=True))
+        parts.append(Text(f"approve: {approve_hint(state.workflow_id, gate, several)}", no_wrap=True))
     for refused in state.refused[-5:]:
         parts.append(f"[red]refused[/red] {refused.action} by {refused.who} via {refused.via}: {refused.reason}")
     for action in state.actions[-5:]:
@@ -435,10 +446,12 @@ def _progress_lines(previous: RunbookStatus | None, state: RunbookStatus) -> lis
     for step in state.steps:
         if before.get((step.name, step.started_at)) != step.status:
             lines.append(f"  step {step.name}: {step.status} {step.detail}".rstrip())
-    if state.gate is not None and (previous is None or previous.gate is None or previous.gate.gate_id != state.gate.gate_id):
-        expect = f" --expect {state.gate.binding}" if state.gate.binding else ""
-        lines.append(f"  waiting for approval of {state.gate.title} by {', '.join(state.gate.eligible)}; "
-                     f"runbook approve {state.workflow_id} --as USER{expect}")
+    seen = {g.gate_id for g in previous.open_gates} if previous else set()
+    several = len(state.open_gates) > 1
+    for gate in state.open_gates:
+        if gate.gate_id not in seen:
+            lines.append(f"  waiting for approval of {gate.title} by {', '.join(gate.eligible)}; "
+                         f"{approve_hint(state.workflow_id, gate, several)}")
     return lines
 
 
@@ -456,7 +469,7 @@ def watch(
         await _watch(client, workflow_id, interval)
         status, _ = await _final(client, workflow_id, None)
         out.print(f"finished: [bold]{status}[/bold]")
-        return EXIT_OK if status == "Succeeded" else EXIT_UNSUCCESSFUL
+        return exit_code(status)
 
     _run(body)
 
@@ -486,13 +499,26 @@ async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> Non
 
 
 # ----------------------------------------------------------------------------- approvals and steering
+def approve_hint(workflow_id: str, gate: GateView, several: bool = False) -> str:
+    """The approve command for a gate, quoted so that it can be pasted into a shell as it is."""
+    parts = ["runbook", "approve", workflow_id, "--as", "USER"]
+    if several:
+        parts += ["--gate", gate.gate_id]
+    if gate.binding:
+        parts += ["--expect", gate.binding]
+    return " ".join(shlex.quote(p) if p != "USER" else p for p in parts)
+
+
 async def _open_gate(client: Client, workflow_id: str, gate: str | None) -> str:
     if gate:
         return gate
     state = await _status(client, workflow_id)
-    if state.gate is None:
+    if not state.open_gates:
         raise UserError(f"{workflow_id} is not waiting for an approval (status {state.status}: {state.stage})")
-    return state.gate.gate_id
+    if len(state.open_gates) > 1:
+        listed = "; ".join(f"{g.gate_id} ({g.title})" for g in state.open_gates)
+        raise UserError(f"{workflow_id} has {len(state.open_gates)} open gates: say which with --gate: {listed}")
+    return state.open_gates[0].gate_id
 
 
 async def _update(client: Client, workflow_id: str, name: str, arg: BaseModel) -> Any:

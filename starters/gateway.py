@@ -334,11 +334,15 @@ class Gateway:
         try:
             if gate_id is None:
                 status = await self.status(workflow_id)
-                if status.gate is None:
+                if not status.open_gates:
                     return False, f"`{workflow_id}` has no approval pending (it is {status.status})", None
-                gate_id = status.gate.gate_id
+                if len(status.open_gates) > 1:
+                    listed = ", ".join(f"`{g.gate_id}` ({g.title})" for g in status.open_gates)
+                    return False, f"`{workflow_id}` has {len(status.open_gates)} open gates ({listed}): use the buttons " \
+                                  "on the gate's message", None
+                gate_id = status.open_gates[0].gate_id
                 if use_open_binding:
-                    binding = status.gate.binding
+                    binding = status.open_gates[0].binding
             if action == "approve":
                 gate = await handle.execute_update(
                     "approve", ApproveInput(gate_id=gate_id, approver=user, reason=reason, binding=binding),

@@ -477,7 +477,8 @@ class RunbookWorkflow:
             severity = "info" if ending.severity in (None, "info") else ending.severity
         self.set_status(status, result.summary)
         kind: EventKind = "failed" if status == "Failed" else "finished"
-        await self.notify(kind, f"{self.meta.runbook} {status.lower()}", result.summary, severity=severity, fields=fields)
+        await self.notify(kind, f"{self.meta.runbook}: {status}", result.summary, severity=severity, fields=fields,
+                          status=status)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if status == "Failed":
             raise ApplicationError(result.summary, result.model_dump(mode="json"), type=errors.RUN_FAILED, non_retryable=True)
@@ -608,6 +609,7 @@ class RunbookWorkflow:
         fields: dict[str, str] | None = None,
         severity: str = "info",
         gate: GateView | None = None,
+        status: RunStatus | None = None,
     ) -> None:
         info = workflow.info()
         event = RunbookEvent(
@@ -621,6 +623,7 @@ class RunbookWorkflow:
             fields=fields or {},
             severity=severity,  # type: ignore[arg-type]
             gate=gate,
+            status=status,
             incident_id=self.meta.incident_id,
             slack_channel=self.meta.slack_channel,
             ui_url=self.meta.ui_url,
@@ -643,5 +646,5 @@ class RunbookWorkflow:
         """Record the final status and notify, for runs that end without ``conclude`` (test workflows)."""
         self.set_status(status, summary)
         kind: EventKind = "failed" if status == "Failed" else "finished"
-        await self.notify(kind, f"{self.meta.runbook} {status.lower()}", summary, severity=severity)
+        await self.notify(kind, f"{self.meta.runbook}: {status}", summary, severity=severity, status=status)
         await workflow.wait_condition(workflow.all_handlers_finished)

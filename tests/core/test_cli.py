@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import textwrap
 import uuid
@@ -175,7 +176,7 @@ async def test_reject_and_abort_end_the_run(cli_env, dev_env):
         assert no_reason.exit_code == 2
         assert (await runbook("reject", r, "--as", "erin", "--reason", "change freeze")).exit_code == 0
         watched = await runbook("watch", r, "--interval", "0.1")
-        assert watched.exit_code == 3 and "Failed" in watched.stdout
+        assert watched.exit_code == 3 and "finished: Rejected" in watched.stdout
 
         await _wait_status(a, "WaitingForApproval")
         result = await runbook("abort", a, "--reason", "wrong service", "--as", "dave")
@@ -215,7 +216,8 @@ async def test_start_wait_json_reports_the_result(cli_env, dev_env):
         result = await runbook("start", "quick-change", "--set", f"service={_service()}", "--wait", "--json")
         assert result.exit_code == 0, result.output
         body = _json(result)
-        assert body["status"] == "Succeeded" and body["result"]["summary"] == "applied" and body["run_id"]
+        assert body["status"] == "Succeeded" and body["result"]["summary"].endswith("applied") and body["run_id"]
+        assert body["result"]["status"] == "Succeeded" and body["result"]["not_undone"] == []
 
 
 @pytest.mark.parametrize(
@@ -271,3 +273,19 @@ async def test_schedule_create_list_delete(cli_env):
     row = next(r for r in rows if r["schedule_id"] == sid)
     assert row["runbook"] == "gated-change" and row["cron"] == "0 3 1 * *" and row["next_runs"]
     assert (await runbook("schedule", "delete", sid)).exit_code == 0
+
+
+def test_approve_hint_is_copy_safe_and_exit_codes_follow_the_status():
+    from datetime import datetime, timezone
+
+    from core.approval import GateView
+    from starters.cli import approve_hint, exit_code
+
+    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    gate = GateView(gate_id="failover-1", title="t", binding="failover:shop:us-east-1->us-west-2", opened_at=now, deadline=now)
+    hint = approve_hint("region-failover:shop", gate, several=True)
+    # a shell reads it back as the same words: no redirect of '>' into a file named us-west-2
+    assert shlex.split(hint) == ["runbook", "approve", "region-failover:shop", "--as", "USER", "--gate", "failover-1",
+                                 "--expect", "failover:shop:us-east-1->us-west-2"]
+    assert [exit_code(s) for s in ("Succeeded", "RolledBack", "Aborted", "Rejected", "Refused", "Held", "Failed")] == \
+        [0, 3, 3, 3, 3, 5, 5]

@@ -6,7 +6,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from core.runbook import RunbookInput, RunbookResult
-    from workflows.base import RunbookWorkflow
+    from workflows.base import RunbookWorkflow, gate_stop
 
 
 class GatewayDrillInput(RunbookInput):
@@ -18,20 +18,22 @@ class GatewayDrillInput(RunbookInput):
 class GatewayDrill(RunbookWorkflow):
     @workflow.init
     def __init__(self, input: GatewayDrillInput) -> None:
-        super().__init__(input.meta)
+        super().__init__(input.meta, input.carry)
 
     @workflow.run
     async def run(self, input: GatewayDrillInput) -> RunbookResult:
         self.begin()
         await self.notify("started", f"{self.meta.runbook} started", input.incident_title)
+        ending = await self.conduct(lambda: self._drill(input))
+        return await self.conclude(ending, lambda common: RunbookResult(**common))
+
+    async def _drill(self, input: GatewayDrillInput) -> str:
         step = self.step_started("snapshot")
         await self.step_done(step, f"snapshot of {input.service} taken")
         outcome = await self.request_approval("restore", "Restore into scratch", f"restore {input.service}")
         if not outcome.approved:
-            await self.finish("Aborted", f"not approved: {outcome.decision}")
-            return RunbookResult(status="Aborted", summary=outcome.decision, steps=self._steps)
+            raise gate_stop(outcome, "restore not approved")
         for name in ("restore", "verify"):
             step = self.step_started(name)
             await self.step_done(step, f"{name} ok")
-        await self.finish("Succeeded", "restore verified")
-        return RunbookResult(status="Succeeded", summary="restore verified", steps=self._steps)
+        return "restore verified"

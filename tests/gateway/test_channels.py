@@ -111,6 +111,17 @@ def test_pagerduty_alert_triggered_then_resolved_with_deterministic_dedup_key(fa
     assert [e["event_action"] for e in fake_pd.events] == ["trigger", "trigger", "resolve"]
 
 
+def test_pagerduty_alert_resolved_only_by_a_run_that_ends_succeeded(fake_pd, pd_clients):
+    """The run's ending status, not its title, decides: a rolled-back run keeps its alert open."""
+    notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
+    refs = notify(event("alert", "replica lag high", severity="critical")).refs
+    key = dedup_key("restore-drill:orders")
+    notify(event("finished", "restore-drill: RolledBack", refs, status="RolledBack"))
+    assert fake_pd.alerts[key]["status"] == "triggered"
+    notify(event("finished", "restore-drill: Succeeded", refs, status="Succeeded"))
+    assert fake_pd.alerts[key]["status"] == "resolved"
+
+
 def test_failed_run_alerts_at_least_error(fake_pd, pd_clients):
     notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
     notify(event("failed", "restore-drill failed", severity="info"))

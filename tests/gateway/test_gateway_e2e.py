@@ -167,16 +167,16 @@ async def test_incident_starts_runbook_once_and_slack_button_approves_it(gw):
 
     # one run message, updated in place, showing every step and the UI link
     run_message = await eventually(lambda: next((m for m in slack.channel_messages(CHANNEL)
-                                                  if "succeeded" in m.all_text()), None))
+                                                  if "orders-drill: Succeeded" in m.all_text()), None))
     shown = run_message.all_text()
-    for step in ("snapshot: done", "restore: done", "verify: done", "orders-drill succeeded",
+    for step in ("snapshot: done", "restore: done", "verify: done", "orders-drill: Succeeded",
                  f"http://ui.test/namespaces/default/workflows/{workflow_id}"):
         assert step in shown
     assert len(run_message.history) >= 6
     # the incident's notes tell the same story
     notes = [n["content"] for n in pd.notes[incident]]
     assert notes[0].startswith("[orders-drill on orders] orders-drill started")
-    assert any("verify: done" in n for n in notes) and "succeeded" in notes[-1]
+    assert any("verify: done" in n for n in notes) and "orders-drill: Succeeded" in notes[-1]
 
     # incident.resolved reaches the (finished) run's id without error; unknown incidents are fine too
     body3, headers3 = webhook(incident_event("incident.resolved", incident_id="PNOTHING"), PD_NEW)
@@ -334,5 +334,5 @@ async def test_reject_button_opens_reason_dialog_and_rejects(gw):
     answer = await http.post("/slack/interactions", content=accepted, headers=slack_signed(accepted))
     assert answer.status_code == 200 and not answer.content.strip()
     result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
-    assert result.status == "Aborted" and result.summary == "rejected"
+    assert result.status == "Rejected" and "rejected by U0ALICE: snapshot is too old" in result.summary
     await eventually(lambda: "rejected by <@U0ALICE>: snapshot is too old" in message.all_text())
