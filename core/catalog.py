@@ -294,6 +294,7 @@ class Catalog:
         target = spec.target.format_map(_Missing(text_values))
         environment = spec.environment.format_map(_Missing(text_values))
         wf_id = workflow_id or spec.concurrency_key.format_map(_Missing(text_values))
+        check_identifiers(name, wf_id, {"target": target, "environment": environment, "requested_by": requested_by})
         policy = approval or spec.policy_for(environment, self.groups)
         ui_url = f"{ui_base.rstrip('/')}/namespaces/{namespace}/workflows/{wf_id}" if ui_base else None
         meta = RunbookMeta(
@@ -318,6 +319,28 @@ class Catalog:
                 raise ParameterError(f"{name}: {message}") from None
             raise ParameterError(f"{name}: parameter {where!r}: {message}") from None
         return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values)
+
+
+# Temporal's default limits (server dynamic config limit.maxIDLength, limit.searchAttributeSizeOfValue): a start
+# that would break them is refused here, before anything starts, instead of failing at the server or mid-run.
+MAX_ID_BYTES = 1000
+MAX_SEARCH_ATTRIBUTE_BYTES = 2048
+
+
+def check_identifiers(runbook: str, workflow_id: str, attributes: dict[str, str]) -> None:
+    """Refuse identifiers derived from parameters that are blank or exceed Temporal's limits."""
+    if not workflow_id.strip() or workflow_id != workflow_id.strip():
+        raise ParameterError(f"{runbook}: the workflow id {workflow_id!r} (from the concurrency key) is blank or has "
+                             "surrounding spaces: check the parameters it is made of")
+    if len(workflow_id.encode()) > MAX_ID_BYTES:
+        raise ParameterError(f"{runbook}: the workflow id is {len(workflow_id.encode())} bytes, over Temporal's limit of "
+                             f"{MAX_ID_BYTES}: shorten the parameters in the concurrency key")
+    if not attributes.get("target", "").strip():
+        raise ParameterError(f"{runbook}: the run's target is blank: check the parameters it is made of")
+    for name, value in attributes.items():
+        if len(value.encode()) > MAX_SEARCH_ATTRIBUTE_BYTES:
+            raise ParameterError(f"{runbook}: the {name} is {len(value.encode())} bytes, over Temporal's search-attribute "
+                                 f"limit of {MAX_SEARCH_ATTRIBUTE_BYTES}")
 
 
 class _GroupsFile(BaseModel):

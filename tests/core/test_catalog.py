@@ -101,6 +101,15 @@ def test_parameter_coercion_and_errors(tmp_path):
         catalog.get("nope")
 
 
+def test_identifiers_over_temporals_limits_or_blank_are_refused_before_starting(tmp_path):
+    catalog = Catalog.load(_catalog(tmp_path), workflows=WORKFLOWS)
+    with pytest.raises(ParameterError, match="workflow id is 1007 bytes, over Temporal's limit of 1000"):
+        catalog.plan_start("gated-change", {"service": "s" * 1000}, requested_by="a", workflows=WORKFLOWS)
+    with pytest.raises(ParameterError, match="blank or has surrounding spaces"):
+        catalog.plan_start("gated-change", {"service": "   "}, requested_by="a", workflows=WORKFLOWS)
+    assert catalog.plan_start("gated-change", {"service": "s" * 900}, requested_by="a", workflows=WORKFLOWS)
+
+
 def test_secret_parameters_are_refused(tmp_path):
     text = GOOD.replace("  hold: {type: duration, default: 5m}", "  hold: {type: duration, default: 5m}\n  password: {secret: true}")
     with pytest.raises(CatalogError, match="parameters cannot be secrets"):
