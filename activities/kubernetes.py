@@ -33,6 +33,7 @@ from core.kubernetes import (
     NamespaceRef,
     NamespaceResult,
     NamespaceSpec,
+    NamespaceState,
     ScaleInput,
     ServiceRef,
     ServiceSelector,
@@ -472,6 +473,18 @@ class KubernetesActivities:
                 label=f"NetworkPolicy/{DENY_NAME}",
             )
         return NamespaceResult(created=created, objects=objects)
+
+    @activity.defn(name="k8s_get_namespace")
+    def get_namespace(self, ref: NamespaceRef) -> NamespaceState:
+        """Read-only: does the namespace exist (and its labels)."""
+        core = self._core(ref.context)
+        try:
+            live = self._to_dict(ref.context, _call(f"read namespace {_where(ref)}", lambda: core.read_namespace(ref.name)))
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return NamespaceState(exists=False)
+            raise
+        return NamespaceState(exists=True, labels=(live.get("metadata") or {}).get("labels") or {})
 
     @activity.defn(name="k8s_delete_namespace")
     def delete_namespace(self, ref: NamespaceRef) -> DeleteResult:

@@ -58,10 +58,14 @@ from core.provision import (
     ApplyResult,
     DestroyInput,
     DestroyResult,
+    ModuleCheck,
+    ModuleCheckInput,
     OutputsInput,
     OutputsResult,
     PlanInput,
     PlanSummary,
+    StateInput,
+    StateVersion,
     TerraformTarget,
 )
 
@@ -376,11 +380,42 @@ class TerraformActivities:
             tmp.unlink(missing_ok=True)
             return summary
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        summary.prior_lineage, summary.prior_serial = plan_prior_state(tmp)
+        summary.prior_empty = not summary.prior_lineage and summary.prior_serial == 0
         os.replace(tmp, plans / f"{digest}.tfplan")
         summary.plan_hash = f"sha256:{digest}"
         return summary
 
     # -- activities -----------------------------------------------------------------------------------------
+    @activity.defn(name="terraform_check_module")
+    def check_module(self, input: ModuleCheckInput) -> ModuleCheck:
+        """Read-only: the module folder exists on this worker and holds *.tf files (checked before any change)."""
+        source = Path(input.module)
+        if not input.module.strip() or not source.is_dir():
+            return ModuleCheck(found=False, detail=f"Terraform module folder {input.module!r} does not exist "
+                                                   f"(from {Path.cwd()})")
+        if not any(source.glob("*.tf")):
+            return ModuleCheck(found=False, detail=f"Terraform module folder {input.module!r} holds no *.tf files")
+        return ModuleCheck(found=True, detail=str(source.absolute()))
+
+    @activity.defn(name="terraform_state_version")
+    def state_version(self, input: StateInput) -> StateVersion:
+        """Read-only: lineage and serial of the workspace's current state (``terraform state pull``), to tell
+        whether an apply that failed wrote anything."""
+        target = input.target
+        if not (self._workdir(target) / ".terraform").is_dir():
+            return StateVersion(exists=False)
+        with self._lock(target):
+            try:
+                tf = TerraformAdapter(self._workdir(target), terraform_bin=self._bin)
+                if target.workspace not in tf.workspaces():
+                    return StateVersion(exists=False)
+                tf.select_workspace(target.workspace, create=False)
+                state = tf.state()
+            except TerraformFailed as err:
+                raise classify(err) from None
+        return StateVersion(exists=True, lineage=state.get("lineage", ""), serial=int(state.get("serial", 0)))
+
     @activity.defn(name="terraform_plan")
     def plan(self, input: PlanInput) -> PlanSummary:
         """init, workspace, plan to a saved plan file named by its hash; summary from ``show -json``."""

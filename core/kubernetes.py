@@ -124,6 +124,13 @@ class NamespaceRef(_Model):
     name: str
 
 
+class NamespaceState(_Model):
+    """Read-only answer of ``k8s_get_namespace``."""
+
+    exists: bool
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
 class NamespaceSpec(_Model):
     context: str | None = None
     name: str

@@ -7,12 +7,13 @@ any of these models.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.duration import Duration
+from core.duration import Duration, format_duration
 from core.runbook import RunbookInput, RunbookResult
 
 # Failure type of the apply activity when the saved plan no longer applies to the current state: the workflow
@@ -22,6 +23,7 @@ PLAN_STALE = "PlanStale"
 
 Tier = Literal["development", "staging", "production", "sandbox"]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+WORKSPACE_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class _Model(BaseModel):
@@ -32,7 +34,7 @@ class TerraformTarget(_Model):
     """Which module, in which working directory and workspace, with which (non-secret) inputs."""
 
     environment: str = Field(pattern=NAME_PATTERN, description="names the working dir under the Terraform root")
-    workspace: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="one Terraform workspace per environment")
+    workspace: str = Field(pattern=WORKSPACE_PATTERN, description="one Terraform workspace per environment")
     module: str = Field(min_length=1, description="module source folder (relative to the worker's cwd or absolute)")
     variables: dict[str, Any] = Field(default_factory=dict, description="non-secret Terraform variables")
     secrets: dict[str, str] = Field(
@@ -67,6 +69,11 @@ class PlanSummary(_Model):
     output_changes: dict[str, str] = Field(default_factory=dict, description="output name -> create/update/delete")
     workspace: str = ""
     terraform_version: str = ""
+    prior_lineage: str = Field("", description="lineage of the state the plan was made against (empty: no state)")
+    prior_serial: int = Field(0, description="serial of the state the plan was made against (0: no state)")
+    prior_empty: bool = Field(
+        False, description="the workspace had no state when planned: what an apply of this plan makes, this run made"
+    )
 
     def text(self) -> str:
         lines = [f"Plan {self.plan_hash[:19] or '(none)'} in workspace {self.workspace}: "
@@ -96,6 +103,29 @@ class OutputsInput(_Model):
 class OutputsResult(_Model):
     values: dict[str, Any] = Field(default_factory=dict, description="non-sensitive outputs")
     sensitive: list[str] = Field(default_factory=list, description="names of sensitive outputs (values withheld)")
+
+
+class ModuleCheckInput(_Model):
+    module: str
+
+
+class ModuleCheck(_Model):
+    """Read-only: does the module folder exist on the worker (with *.tf files)?"""
+
+    found: bool
+    detail: str = ""
+
+
+class StateInput(_Model):
+    target: TerraformTarget
+
+
+class StateVersion(_Model):
+    """Read-only: which state the workspace holds now (compared with a plan's prior state: did an apply write?)."""
+
+    exists: bool = Field(description="the working dir and the workspace exist")
+    lineage: str = ""
+    serial: int = 0
 
 
 class DestroyInput(_Model):
@@ -132,12 +162,14 @@ class NamespaceSettings(_Model):
 
 
 class ProvisionEnvironmentInput(RunbookInput):
-    environment: str = Field(pattern=NAME_PATTERN)
+    # Names are checked by the run itself (``input_problems``: Refused, nothing changed), not by the model: a model
+    # that rejected them would fail the workflow task for ever instead of ending the run.
+    environment: str = Field(description=f"environment name, {NAME_PATTERN}")
     tier: Tier
     module: str = "terraform/modules/demo-environment"
     variables: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict, description='TF variable -> Vault "path#key"')
-    workspace: str | None = Field(None, description="defaults to the environment name")
+    workspace: str | None = Field(None, description=f"defaults to the environment name; {WORKSPACE_PATTERN}")
     backend_config: dict[str, str] = Field(default_factory=dict)
     namespace: NamespaceSettings = Field(default_factory=NamespaceSettings)
     record_bucket: str = "runbook-environments"
@@ -157,6 +189,36 @@ class ProvisionEnvironmentInput(RunbookInput):
             secrets=self.secrets,
             backend_config=self.backend_config,
         )
+
+
+def input_problems(input: ProvisionEnvironmentInput) -> list[str]:
+    """Why the run must be refused before it changes anything (empty: the input is usable). Pure; the module folder
+    itself is checked by a read-only activity on the worker."""
+    problems: list[str] = []
+    env = input.environment
+    if not env.strip():
+        problems.append("the environment name is blank")
+    elif not re.match(NAME_PATTERN, env):
+        problems.append(f"environment {env!r} is not a valid name (lower-case letters, digits and '-', 2-63 "
+                        "characters, starting with a letter)")
+    if input.workspace is not None and not re.match(WORKSPACE_PATTERN, input.workspace):
+        problems.append(f"workspace {input.workspace!r} is not a valid Terraform workspace name "
+                        "(letters, digits, '_' and '-')")
+    if not input.module.strip():
+        problems.append("the module folder is blank")
+    if input.namespace.name is not None and not re.match(NAME_PATTERN, input.namespace.name):
+        problems.append(f"namespace {input.namespace.name!r} is not a valid Kubernetes namespace name")
+    for name in input.secrets:
+        if not name.replace("_", "a").isalnum():
+            problems.append(f"secret {name!r} is not a Terraform variable name")
+    if not input.record_bucket.strip():
+        problems.append("the record bucket is blank")
+    if input.tier == "sandbox":
+        if input.ttl is None or input.ttl <= timedelta(0):
+            problems.append("a sandbox needs a positive ttl (e.g. 8h)")
+        elif input.ttl > input.max_ttl:
+            problems.append(f"ttl {format_duration(input.ttl)} exceeds the maximum {format_duration(input.max_ttl)}")
+    return problems
 
 
 class ExtendInput(_Model):
@@ -197,6 +259,24 @@ class ProvisionEnvironmentResult(RunbookResult):
     namespace: str | None = None
     destroyed: bool = False
     expired_at: datetime | None = None
+    left_in_place: list[str] = Field(
+        default_factory=list,
+        description="what this run changed and deliberately kept (an environment that existed before it): see Held",
+    )
+
+
+class SandboxCursor(_Model):
+    """What a live sandbox hands to its continuation (continue-as-new): enough to extend, remind and tear down."""
+
+    plan: PlanSummary | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    sensitive: list[str] = Field(default_factory=list)
+    namespace: str | None = None
+    namespace_existed: bool | None = None
+    record_key: str | None = None
+    provisioned_at: datetime | None = None
+    expires_at: datetime
+    reminded_for: datetime | None = None
 
 
 class SandboxExpiry(_Model):

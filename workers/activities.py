@@ -60,7 +60,7 @@ def kubernetes_activities() -> list[Callable]:
     return [
         k8s.get_deployment, k8s.apply_deployment, k8s.scale_deployment, k8s.wait_rollout, k8s.delete_deployment,
         k8s.get_service_selector, k8s.set_service_selector, k8s.get_httproute_weights, k8s.set_httproute_weights,
-        k8s.apply_namespace, k8s.delete_namespace,
+        k8s.apply_namespace, k8s.delete_namespace, k8s.get_namespace,
     ]
 
 
@@ -87,7 +87,7 @@ def terraform_activities(settings: Settings, vault) -> list[Callable]:
     from activities.terraform import TerraformActivities
 
     tf = TerraformActivities(vault, settings.terraform_root)
-    return [tf.plan, tf.apply, tf.outputs, tf.destroy]
+    return [tf.plan, tf.apply, tf.outputs, tf.destroy, tf.check_module, tf.state_version]
 
 
 # ---------------------------------------------------------------------------- AWS (ELBv2, Route53, RDS, S3)

@@ -3,38 +3,27 @@ the Kubernetes wire-format fake, moto S3, the real activities; only notification
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
-import shutil
 import uuid
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
-import boto3
 import hvac
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.aws import AwsClients, S3Activities
-from activities.kubernetes import KubernetesActivities
-from activities.terraform import TerraformActivities, TerraformAdapter
-from activities.vault import VaultReader
-from core.approval import ApproveInput
-from core.catalog import Catalog
-from core.provision import DestroyNowInput, ExtendInput, ProvisionEnvironmentInput, ProvisionEnvironmentResult
-from core.runbook import RunbookMeta, RunbookStatus
+from activities.terraform import TerraformAdapter
+from core.provision import DestroyNowInput, ExtendInput, ProvisionEnvironmentResult
 from tests import harness
 from workflows.provision import ProvisionEnvironment
 
 from .conftest import MODULES
+from .helpers import approve, history_json, make_input, record, start, status_when, worker
 
 SECRET = "pw-" + uuid.uuid4().hex
-REPO = Path(__file__).resolve().parents[2]
-BUCKET = "env-records"
 
 
 @pytest.fixture
@@ -43,63 +32,6 @@ def secret(openbao: tuple[str, str]) -> str:
     hvac.Client(url=addr, token=token).secrets.kv.v2.create_or_update_secret(
         path="provision/db", secret={"password": SECRET}, mount_point="secret")
     return "provision/db#password"
-
-
-@asynccontextmanager
-async def worker(env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, tf_root: Path) -> AsyncIterator[None]:
-    tf = TerraformActivities(VaultReader.from_env(), tf_root)
-    k8s = KubernetesActivities(lambda context: kube.api)
-    s3 = S3Activities(AwsClients())
-    activities = [tf.plan, tf.apply, tf.outputs, tf.destroy, k8s.apply_namespace, k8s.delete_namespace,
-                  s3.s3_put_json, s3.s3_delete_object, recording[1].notify]
-    async with harness.running_worker(env.client, task_queue, [ProvisionEnvironment], activities):
-        yield
-
-
-def make_input(environment: str, tier: str, secret_ref: str | None = None, **extra: Any) -> ProvisionEnvironmentInput:
-    catalog = Catalog.load(REPO / "runbooks", workflows=None)
-    params: dict[str, Any] = {"environment": environment, "tier": tier, "module": str(MODULES / "app"),
-                              "record_bucket": BUCKET}
-    if secret_ref:
-        params["secrets"] = {"db_password": secret_ref}
-    params.update({k: v for k, v in extra.items() if k in catalog.get("provision-environment").parameters})
-    plan = catalog.plan_start("provision-environment", params, requested_by="zed",
-                              workflows={"ProvisionEnvironment": ProvisionEnvironment})
-    data = plan.input.model_dump()
-    data.update({k: v for k, v in extra.items() if k not in params})
-    return ProvisionEnvironmentInput.model_validate(data)
-
-
-async def start(env: WorkflowEnvironment, task_queue: str, input: ProvisionEnvironmentInput) -> WorkflowHandle:
-    return await env.client.start_workflow(ProvisionEnvironment.run, input, id=f"prov-{uuid.uuid4().hex[:8]}",
-                                           task_queue=task_queue)
-
-
-async def status_when(handle: WorkflowHandle, predicate: Any, timeout: float = 20) -> RunbookStatus:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        status = await handle.query(ProvisionEnvironment.status)
-        if predicate(status):
-            return status
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached; status {status.status} {status.stage}")
-        await asyncio.sleep(0.1)
-
-
-async def approve(handle: WorkflowHandle, gate_id: str, who: str, binding: str | None) -> None:
-    await handle.execute_update(ProvisionEnvironment.approve, ApproveInput(gate_id=gate_id, approver=who, binding=binding))
-
-
-async def history_json(handle: WorkflowHandle) -> str:
-    return json.dumps((await handle.fetch_history()).to_json_dict())
-
-
-def record(key: str) -> dict | None:
-    s3 = boto3.client("s3")
-    try:
-        return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        return None
 
 
 async def test_new_development_environment_then_no_change_plan(
@@ -183,7 +115,7 @@ async def test_stale_plan_is_replanned_and_its_approval_refused(
         assert any(s.name == "apply" and s.status == "failed" and "stale" in s.detail for s in result.steps)
 
 
-async def test_apply_failure_reports_terraforms_error(
+async def test_apply_failure_reports_terraforms_error_and_that_nothing_was_written(
     ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path
 ) -> None:
     async with worker(ts_env, task_queue, recording, kube, tf_root):
@@ -196,24 +128,33 @@ async def test_apply_failure_reports_terraforms_error(
         with open(state, "r+") as held:  # another Terraform run holds the state lock
             fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             await approve(handle, gate.gate_id, "alice", gate.binding)
-            with pytest.raises(WorkflowFailureError) as info:
-                await handle.result()
-        cause = info.value.cause
-        assert "Error acquiring the state lock" in str(cause)
-        status = await handle.query(ProvisionEnvironment.status)
-        assert status.status == "Failed" and status.steps[-1].name == "apply"
+            result: ProvisionEnvironmentResult = await handle.result()
+        # The apply failed; the state shows it wrote nothing: a clean RolledBack, not a page, nothing destroyed.
+        assert result.status == "RolledBack", result.summary
+        assert "Error acquiring the state lock" in result.reason and "nothing was changed" in result.reason
+        assert not result.destroyed and not result.not_undone and not result.left_in_place
+        assert [s.name for s in result.steps][-2:] == ["apply", "check state"]
+        assert TerraformAdapter(tf_root / "stg-b").output("replicas") == 2  # the existing environment untouched
 
 
-async def test_configuration_error_is_not_retried(
+async def test_configuration_error_is_refused_and_not_retried(
     ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path
 ) -> None:
     async with worker(ts_env, task_queue, recording, kube, tf_root):
         input = make_input("dev-broken", "development", module=str(MODULES / "broken"))
         handle = await start(ts_env, task_queue, input)
-        with pytest.raises(WorkflowFailureError) as info:
-            await handle.result()
-        assert "Output refers to sensitive values" in str(info.value.cause)
-        assert getattr(info.value.cause, "type", None) == "InvalidInput"
+        result: ProvisionEnvironmentResult = await handle.result()
+        assert result.status == "Refused" and "nothing was changed" in result.summary
+        assert "Output refers to sensitive values" in result.reason
+        history = await handle.fetch_history()
+        attempts = [e.activity_task_started_event_attributes.attempt for e in history.events
+                    if e.HasField("activity_task_started_event_attributes")]
+        scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+                     if e.HasField("activity_task_scheduled_event_attributes")]
+        assert "terraform_plan" in scheduled and "terraform_apply" not in scheduled
+        assert max(attempts) == 1  # InvalidInput is not retried
+        finished = [e for e in recording[0].events if e.kind in ("finished", "failed")]
+        assert [e.severity for e in finished] == ["warning"]  # a refusal is not a page
 
 
 async def test_sandbox_ttl_reminder_extension_and_expiry(
