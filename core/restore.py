@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.duration import Duration
+from core.duration import Duration, format_duration
 
 # Policy targets: monthly restore tests against RPO/RTO targets; tier-1 services have tighter ones.
 TIER_TARGETS: dict[str, tuple[timedelta, timedelta]] = {
@@ -354,6 +354,38 @@ def newest_write(checks: list[Any], results: list[CheckResult]) -> datetime | No
     names = {c.name for c in checks if getattr(c, "kind", None) == "freshness"}
     stamps = [as_utc(datetime.fromisoformat(r.value)) for r in results if r.name in names and r.value]
     return max(stamps) if stamps else None
+
+
+def whole(value: timedelta) -> timedelta:
+    """A duration rounded to whole seconds (reports and verdicts)."""
+    return timedelta(seconds=round(value.total_seconds()))
+
+
+def judge(report: RestoreReport) -> RestoreReport:
+    """The drill's verdict once its checks have run: every failed check, the RPO and RTO achieved against their
+    targets, and ``passed``. Pure: returns a judged copy; the failures already in the report stay first."""
+    r = report.model_copy(deep=True)
+    failures = [f"check {c.name} failed: {c.detail}" for c in r.checks if not c.passed]
+    r.newest_write = newest_write([c for c in r.checks if c.kind == "freshness"], r.checks)
+    if r.backup is not None and r.checks:
+        if r.newest_write is None:
+            failures.append("RPO not measured: declare a freshness check on a timestamp column")
+        else:
+            r.rpo_achieved = whole(max(timedelta(0), as_utc(r.backup.created_at) - r.newest_write))
+            r.rpo_met = r.rpo_achieved <= r.rpo_target
+            if not r.rpo_met:
+                failures.append(f"RPO breach: {format_duration(r.rpo_achieved)} of writes missing "
+                                f"(target {format_duration(r.rpo_target)})")
+    if r.rto_achieved is not None:
+        r.rto_met = r.rto_achieved <= r.rto_target
+        if not r.rto_met:
+            failures.append(f"RTO breach: restore and checks took {format_duration(whole(r.rto_achieved))} "
+                            f"(target {format_duration(r.rto_target)})")
+    elif not failures:
+        failures.append("RTO not measured: the checks did not complete")
+    r.failures += failures
+    r.passed = not r.failures
+    return r
 
 
 class PgCloneResult(_Model):

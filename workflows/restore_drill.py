@@ -7,23 +7,30 @@ Two backup kinds, one workflow:
   waited for, and checked. ``check_endpoint_override`` runs the SQL checks against a clone of a local database
   instead of the restored endpoint (moto has no database engine behind RDS; never set it in production).
 
+The procedure reads top to bottom: validate (read-only) -> locate backup -> restore [-> wait for instance -> clone]
+-> checks (judged by ``core.restore.judge``) -> clean up. It ends the platform's one way (``conduct``/``conclude``):
+- Refused: the database name is blank, or the bucket / source instance / pinned backup does not exist; found by
+  read-only calls before anything is restored, so nothing was changed (no report, no page);
+- Failed: the drill proved the backup unsafe (no backup, a failed restore or check, an RPO or RTO breach), or the
+  scratch could not be removed (``not_undone``); the report is written, an alert raised, and the workflow fails
+  with ``RunFailed`` whose details carry the result (and in it the report);
+- Aborted: an abort or a cancellation, at any step (docs/restore.md has the table); the scratch is removed;
+- Succeeded: the backup restored, every check passed, RPO and RTO met, the scratch removed, the report written.
+
 Scratch identifiers derive from the workflow id, so a retried activity or a replayed run finds its own scratch
-(and a leftover of its own is replaced, never duplicated). Clean-up runs on success, failure and cancellation, in
-one shielded block. A failed drill writes its report, alerts, and then fails the workflow with
-``ApplicationError(type=ChecksFailed)`` whose details carry the report, so Temporal, schedules and dashboards
-all see the failure.
+(and a leftover of its own is replaced, never duplicated). The one compensation block removes the scratch; on the
+way to success the same clean-up is the procedure's last step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -32,7 +39,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.aws import RdsActivities, S3Activities
     from activities.database import DatabaseActivities
     from core import errors
-    from core.aws import RdsInstanceRef, RdsRestoreInput, RdsSnapshotQuery, RdsWaitInput, S3LatestQuery, S3PutJsonInput
+    from core.approval import AbortInput
+    from core.aws import (
+        RdsInstanceRef,
+        RdsRestoreInput,
+        RdsSnapshotQuery,
+        RdsWaitInput,
+        S3BucketRef,
+        S3LatestQuery,
+        S3PutJsonInput,
+    )
     from core.duration import Duration, format_duration
     from core.restore import (
         BackupRef,
@@ -50,12 +66,13 @@ with workflow.unsafe.imports_passed_through():
         Tier,
         as_utc,
         evaluate_check,
-        newest_write,
+        judge,
         scratch_name,
         targets_for,
+        whole,
     )
-    from core.runbook import RunbookInput, RunbookResult
-    from workflows.base import RunbookWorkflow
+    from core.runbook import RunbookInput, RunbookResult, RunStatus, StepRecord
+    from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, error_type, until_done
 
 
 class RestoreDrillInput(RunbookInput):
@@ -102,7 +119,7 @@ class RestoreDrillInput(RunbookInput):
         if self.kind == "pg_dump":
             missing = [n for n in ("dump_bucket", "restore_server") if getattr(self, n) is None]
         else:
-            missing = [] if self.source_instance else ["source_instance"]
+            missing = [] if self.source_instance is not None else ["source_instance"]
             if self.check_endpoint_override is None and not self.rds_vault_path:
                 missing.append("rds_vault_path (or check_endpoint_override)")
         if missing:
@@ -116,9 +133,7 @@ class RestoreDrillResult(RunbookResult):
     report: RestoreReport
 
 
-class _Stop(Exception):
-    """Ends the drill early (aborted by a person); clean-up still runs."""
-
+T = TypeVar("T")
 
 LOCATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5, non_retryable_error_types=errors.NON_RETRYABLE)
 RESTORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_attempts=3, non_retryable_error_types=errors.NON_RETRYABLE)
@@ -128,13 +143,16 @@ WAIT_RETRY = RetryPolicy(
 )
 CLEANUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1), maximum_attempts=10,
                             non_retryable_error_types=[errors.INVALID_INPUT, errors.ACCESS_DENIED])
+# What a read-only validation call can say about a target a person named: it is not there, or not ours to read.
+REFUSING_ERRORS = (errors.NOT_FOUND, errors.ACCESS_DENIED, errors.INVALID_INPUT)
+NOTHING_CHANGED = "nothing was changed"
 
 
 @workflow.defn
 class RestoreDrill(RunbookWorkflow):
     @workflow.init
     def __init__(self, input: RestoreDrillInput) -> None:
-        super().__init__(input.meta)
+        super().__init__(input.meta, input.carry)
         info = workflow.info()
         rpo, rto = targets_for(input.tier, input.rpo_target, input.rto_target)
         self.report = RestoreReport(
@@ -143,8 +161,12 @@ class RestoreDrill(RunbookWorkflow):
         )
         self._scratch_db = scratch_name(info.workflow_id, kind="database")
         self._scratch_rds = scratch_name(info.workflow_id, kind="rds")
-        self._restore_started = False
         self._manifest: RestoreManifest | None = None
+        # what exists (or may exist) and must be removed: set BEFORE the call that creates it
+        self._restore_started = False
+        self._clone_started = False
+        self._cleaned: tuple[list[str], list[str]] | None = None  # (removed, left behind) once clean-up ran
+        self._verdict_failed = False  # the drill ended on its own verdict (checks, RPO, RTO): failures say why
 
     def status_details(self) -> dict[str, Any]:
         r = self.report
@@ -160,144 +182,150 @@ class RestoreDrill(RunbookWorkflow):
     @workflow.run
     async def run(self, input: RestoreDrillInput) -> RestoreDrillResult:
         self.begin()
-        report = self.report
         await self.notify(
             "started", f"Restore drill of {input.database} ({input.kind})",
-            f"RPO target {format_duration(report.rpo_target)}, RTO target {format_duration(report.rto_target)}",
+            f"RPO target {format_duration(self.report.rpo_target)}, RTO target {format_duration(self.report.rto_target)}",
         )
-        cancelled = False
-        try:
-            await self._drill(input)
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):  # the activity we waited on was cancelled with the run
-                cancelled = True
-                report.failures.append("cancelled")
-            else:
-                report.failures.append(_explain(err))
-        except ApplicationError as err:
-            report.failures.append(_explain(err))
-        except _Stop:
-            report.failures.append(f"aborted by {self.abort_request.requested_by if self.abort_request else '?'}")
-        except asyncio.CancelledError:
-            cancelled = True
-            report.failures.append("cancelled")
-
-        # ---------------------------------------------------------------- compensation: always remove the scratch
-        # Shielded, so a cancellation arriving now cannot interrupt the clean-up it is waiting for.
-        await asyncio.shield(asyncio.ensure_future(self._cleanup(input)))
-
-        self._judge()
-        await self._write_report(input)
-        summary = _summary(report)
-        if cancelled:
-            await self.finish("Aborted", f"drill cancelled; scratch removed. {summary}", severity="warning")
-            raise asyncio.CancelledError("restore drill cancelled")
-        if report.passed:
-            await self.finish("Succeeded", summary)
-            return RestoreDrillResult(status="Succeeded", summary=summary, steps=list(self._steps), report=report)
-        if not self.aborting:  # a person stopped it: no page
+        ending = await self.conduct(lambda: self._drill(input), lambda e: self._compensate(input, e), failed_step="Failed")
+        await self._report(input, ending)
+        status = ending.final_status
+        summary = _summary(self.report, status)
+        if status == "Failed":
             await self.notify(
                 "alert", f"Restore drill FAILED: {input.database}", summary, severity="error",
-                fields={"failures": "; ".join(report.failures)[:1000], "report": report.report_uri or "not written"},
+                fields={"failures": "; ".join(self.report.failures)[:1000], "report": self.report.report_uri or "not written"},
             )
-        status = "Aborted" if self.aborting else "Failed"
-        await self.finish(status, summary, severity="error")
-        raise ApplicationError(
-            f"restore drill of {input.database} failed: {'; '.join(report.failures)}",
-            report.model_dump(mode="json"),
-            type=errors.ABORTED if self.aborting else errors.CHECKS_FAILED,
-            non_retryable=True,
+        return await self.conclude(
+            ending, lambda common: RestoreDrillResult(**{**common, "summary": summary}, report=self.report)
         )
 
     # ------------------------------------------------------------------------------------------------ the drill
-    async def _abortable(self, handle: Any) -> Any:
-        """Wait for a long activity; an abort (or a cancellation of the run) cancels it and waits until it stopped."""
-        try:
-            await workflow.wait_condition(lambda: handle.done() or self.aborting)
-        except asyncio.CancelledError:
-            handle.cancel()
-            with contextlib.suppress(ActivityError, asyncio.CancelledError):
-                await handle
-            raise
-        if not handle.done():
-            handle.cancel()
-            with contextlib.suppress(ActivityError, asyncio.CancelledError):
-                await handle
-            raise _Stop()
-        return handle.result()
-
-    def _check_abort(self) -> None:
-        if self.aborting:
-            raise _Stop()
-
-    async def _drill(self, input: RestoreDrillInput) -> None:
+    async def _drill(self, input: RestoreDrillInput) -> Ending:
         report = self.report
+        await self._validate(input)
+
         step = self.step_started("locate backup")
-        backup = await (self._locate_dump(input) if input.kind == "pg_dump" else self._locate_snapshot(input))
+        backup = await (self._locate_dump(input, step) if input.kind == "pg_dump" else self._locate_snapshot(input, step))
         report.backup = backup
         await self.step_done(step, f"{backup.identifier} from {backup.created_at:%Y-%m-%d %H:%M:%S} UTC", notify=False)
-        self._check_abort()
 
-        step = self.step_started("restore")
-        restore_start = workflow.now()
-        report.restore_started_at = restore_start
-        self._restore_started = True
         target = await (self._restore_dump(input) if input.kind == "pg_dump" else self._restore_snapshot(input))
         report.checks_endpoint = f"{target.server.host}:{target.server.port}/{target.database}"
         if input.kind == "rds_snapshot" and input.check_endpoint_override is not None:
             report.checks_endpoint += " (check_endpoint_override: local stand-in for the restored instance)"
-        await self.step_done(step, f"scratch {report.scratch}", notify=False)
-        self._check_abort()
 
-        step = self.step_started("checks")
-        measured = await workflow.execute_activity_method(
-            DatabaseActivities.pg_run_checks,
-            PgRunChecksInput(target=target, checks=input.checks, source=input.source,
-                             statement_timeout_seconds=input.statement_timeout.total_seconds()),
-            start_to_close_timeout=input.statement_timeout * max(1, len(input.checks)) + timedelta(minutes=1),
-            heartbeat_timeout=input.statement_timeout + timedelta(minutes=1),
-            retry_policy=LOCATE_RETRY,
-        )
-        by_name = {m.name: m for m in measured.measurements}
-        manifest = self._manifest
-        backup_time = manifest.backup_time if manifest and manifest.backup_time else backup.created_at
-        report.checks += [evaluate_check(c, by_name.get(c.name), manifest, backup_time) for c in input.checks]
-        if all(c.passed for c in report.checks):
-            report.checks_passed_at = workflow.now()
-            report.rto_achieved = _whole(report.checks_passed_at - restore_start)
-            await self.step_done(step, f"{len(report.checks)} check(s) passed", notify=False)
+        await self._checks(input, target)
+        self.report = report = judge(report)
+        if not report.passed:
+            self._verdict_failed = True
+            raise Stop("Failed", "drill failed: " + "; ".join(report.failures), severity="error")
+
+        removed, left = await self._make("clean up", lambda: self._remove_scratch(input))
+        verdict = (f"{report.backup.identifier if report.backup else '?'} restored and verified: "
+                   f"{len(report.checks)} check(s) passed, RPO {_fmt(report.rpo_achieved)}, RTO {_fmt(report.rto_achieved)}")
+        return Ending("Succeeded", verdict, not_undone=left)
+
+    async def _validate(self, input: RestoreDrillInput) -> None:
+        """Read-only: every target a person named exists, before anything is restored."""
+        step = self.step_started("validate")
+        named = {"database": input.database, "report_bucket": input.report_bucket}
+        if input.kind == "pg_dump":
+            named["dump_bucket"] = input.dump_bucket
+        elif not input.snapshot_identifier:
+            named["source_instance"] = input.source_instance
+        blank = [name for name, value in named.items() if not (value or "").strip()]
+        if blank:
+            self._refuse(step, f"{' and '.join(blank)} {'is' if len(blank) == 1 else 'are'} blank")
+        if input.kind == "pg_dump":
+            bucket = input.dump_bucket or ""
+            try:
+                found = await self._read("validate", lambda: workflow.execute_activity_method(
+                    S3Activities.s3_bucket_exists, S3BucketRef(bucket=bucket),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=LOCATE_RETRY,
+                ))
+            except ActivityError as err:
+                self._refuse_on(step, err, f"cannot read backup bucket s3://{bucket}")
+                raise
+            if not found.exists:
+                self._refuse(step, f"backup bucket s3://{bucket} does not exist")
+            detail = f"bucket s3://{bucket} exists"
+        elif input.snapshot_identifier:
+            detail = f"snapshot {input.snapshot_identifier} pinned (checked when located)"
         else:
-            failed = [c.name for c in report.checks if not c.passed]
-            self.step_failed(step, f"failed: {', '.join(failed)}")
+            instance = input.source_instance or ""
+            try:
+                found = await self._read("validate", lambda: workflow.execute_activity_method(
+                    RdsActivities.rds_describe_instance, RdsInstanceRef(identifier=instance, region=input.region),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=LOCATE_RETRY,
+                ))
+            except ActivityError as err:
+                self._refuse_on(step, err, f"cannot describe RDS instance {instance} in {input.region}")
+                raise
+            if not found.exists:
+                self._refuse(step, f"source RDS instance {instance} does not exist in {input.region}")
+            detail = f"source instance {instance} exists"
+        await self.step_done(step, detail, notify=False)
 
-    async def _locate_dump(self, input: RestoreDrillInput) -> BackupRef:
+    def _refuse(self, step: StepRecord, why: str) -> None:
+        self.step_failed(step, why)
+        raise Stop("Refused", f"{why}: {NOTHING_CHANGED}", severity="warning")
+
+    def _refuse_on(self, step: StepRecord, err: ActivityError, what: str) -> None:
+        if error_type(err) in REFUSING_ERRORS:
+            self._refuse(step, f"{what}: {cause_of(err)}")
+
+    async def _locate_dump(self, input: RestoreDrillInput, step: StepRecord) -> BackupRef:
         prefix = input.dump_key or input.dump_prefix
-        info = await workflow.execute_activity_method(
-            S3Activities.s3_latest_object, S3LatestQuery(bucket=input.dump_bucket or "", prefix=prefix),
-            start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
-        )
+        try:
+            info = await self._read("locate backup", lambda: workflow.execute_activity_method(
+                S3Activities.s3_latest_object, S3LatestQuery(bucket=input.dump_bucket or "", prefix=prefix),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
+            ))
+        except ActivityError as err:
+            if error_type(err) == errors.NOT_FOUND:
+                self._no_backup(input, step, cause_of(err))
+            raise
         if input.dump_key and info.key != input.dump_key:
-            raise ApplicationError(f"no backup found: dump s3://{input.dump_bucket}/{input.dump_key} does not exist", type=errors.NOT_FOUND)
+            self._no_backup(input, step, f"dump s3://{input.dump_bucket}/{input.dump_key} does not exist")
         return BackupRef(
             kind="pg_dump", identifier=f"s3://{input.dump_bucket}/{info.key}", version_id=info.version_id,
             created_at=info.last_modified, size_bytes=info.size, age=_age(info.last_modified),
         )
 
-    async def _locate_snapshot(self, input: RestoreDrillInput) -> BackupRef:
-        snap = await workflow.execute_activity_method(
-            RdsActivities.rds_latest_snapshot,
-            RdsSnapshotQuery(instance_identifier=input.source_instance or "", region=input.region,
-                             snapshot_identifier=input.snapshot_identifier, kinds=list(input.snapshot_kinds)),
-            start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
-        )
+    async def _locate_snapshot(self, input: RestoreDrillInput, step: StepRecord) -> BackupRef:
+        try:
+            snap = await self._read("locate backup", lambda: workflow.execute_activity_method(
+                RdsActivities.rds_latest_snapshot,
+                RdsSnapshotQuery(instance_identifier=input.source_instance or "", region=input.region,
+                                 snapshot_identifier=input.snapshot_identifier, kinds=list(input.snapshot_kinds)),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
+            ))
+        except ActivityError as err:
+            if error_type(err) == errors.NOT_FOUND:
+                self._no_backup(input, step, cause_of(err))
+            raise
         return BackupRef(kind="rds_snapshot", identifier=snap.identifier, created_at=snap.created_at,
                          age=_age(snap.created_at))
+
+    def _no_backup(self, input: RestoreDrillInput, step: StepRecord, why: str) -> None:
+        """A pinned backup that is not there is a mistake in the input (Refused); no backup at all under the prefix
+        or of the instance is what the drill exists to find (Failed, with an alert)."""
+        self.step_failed(step, why)
+        if input.dump_key if input.kind == "pg_dump" else input.snapshot_identifier:
+            raise Stop("Refused", f"the pinned backup does not exist: {why}: {NOTHING_CHANGED}", severity="warning")
+        raise Stop("Failed", f"no backup found: {why}", severity="error")
 
     async def _restore_dump(self, input: RestoreDrillInput) -> PgDatabaseRef:
         assert input.restore_server is not None and self.report.backup is not None
         key = self.report.backup.identifier.split("/", 3)[3]
+        step = self.step_started("restore", f"into scratch database {self._scratch_db}")
+        self.check_abort("restore")
         self.report.scratch = self._scratch_db
-        result = await self._abortable(workflow.start_activity_method(
+        self.report.restore_started_at = workflow.now()
+        self._restore_started = True
+        # An abort or a cancellation stops pg_restore and waits until it has stopped; compensation then drops the
+        # scratch database (never under a pg_restore still writing into it).
+        result = await self._read("restore", lambda: workflow.start_activity_method(
             DatabaseActivities.pg_restore_dump,
             PgRestoreDumpInput(
                 server=input.restore_server, database=self._scratch_db, bucket=input.dump_bucket or "", key=key,
@@ -308,30 +336,40 @@ class RestoreDrill(RunbookWorkflow):
             start_to_close_timeout=input.restore_timeout,
             heartbeat_timeout=input.heartbeat_timeout,
             retry_policy=RESTORE_RETRY,
-            # wait for pg_restore to be stopped before clean-up drops the database under it
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         ))
         self._manifest = result.manifest
         if result.manifest and result.manifest.backup_time and self.report.backup:
             self.report.backup.created_at = result.manifest.backup_time
             self.report.backup.age = _age(result.manifest.backup_time)
-        if not result.ok:
+        if result.ok:
+            await self.step_done(step, f"scratch {self._scratch_db}", notify=False)
+        else:  # the declared checks still run on what was restored, so the report shows what is missing
             self.report.checks.append(CheckResult(
                 name="pg_restore", kind="restore", passed=False, value=result.exit_code, expected=0,
                 detail="; ".join(result.errors[-5:]) or f"pg_restore exited {result.exit_code}",
             ))
+            self.step_failed(step, f"pg_restore exited {result.exit_code}")
         return PgDatabaseRef(server=input.restore_server, database=self._scratch_db)
 
     async def _restore_snapshot(self, input: RestoreDrillInput) -> PgDatabaseRef:
         assert self.report.backup is not None
+        step = self.step_started("restore", f"snapshot {self.report.backup.identifier} to {self._scratch_rds}")
+        self.check_abort("restore")
         self.report.scratch = self._scratch_rds
-        await workflow.execute_activity_method(
+        self.report.restore_started_at = workflow.now()
+        self._restore_started = True
+        # The restore call is a change: once started it finishes (compensation then deletes the instance).
+        await self._make("restore", lambda: workflow.execute_activity_method(
             RdsActivities.rds_restore_snapshot,
             RdsRestoreInput(snapshot_identifier=self.report.backup.identifier, target_identifier=self._scratch_rds,
                             region=input.region, instance_class=input.instance_class),
             start_to_close_timeout=timedelta(minutes=5), retry_policy=RESTORE_RETRY,
-        )
-        instance = await self._abortable(workflow.start_activity_method(
+        ))
+        await self.step_done(step, f"scratch instance {self._scratch_rds} requested", notify=False)
+
+        step = self.step_started("wait for instance", self._scratch_rds)
+        instance = await self._read("wait for instance", lambda: workflow.start_activity_method(
             RdsActivities.rds_wait_available,
             RdsWaitInput(identifier=self._scratch_rds, region=input.region,
                          deadline_seconds=input.restore_timeout.total_seconds(),
@@ -342,79 +380,130 @@ class RestoreDrill(RunbookWorkflow):
             retry_policy=WAIT_RETRY,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         ))
+        await self.step_done(step, f"{instance.identifier} {instance.status}", notify=False)
+
         override = input.check_endpoint_override
         if override is not None:
+            step = self.step_started("clone", f"database {self._scratch_db} from {override.template_database}")
+            self.check_abort("clone")
             self.report.scratch = f"{self._scratch_rds} (+ database {self._scratch_db})"
-            await workflow.execute_activity_method(
+            self._clone_started = True
+            await self._make("clone", lambda: workflow.execute_activity_method(
                 DatabaseActivities.pg_clone_database,
                 PgCloneInput(server=override.server, template=override.template_database, database=self._scratch_db),
                 start_to_close_timeout=timedelta(minutes=10), retry_policy=RESTORE_RETRY,
-            )
+            ))
+            await self.step_done(step, notify=False)
             return PgDatabaseRef(server=override.server, database=self._scratch_db)
         if not instance.endpoint:
-            raise ApplicationError(f"restored instance {self._scratch_rds} has no endpoint", type=errors.VERIFICATION_FAILED)
+            raise Stop("Failed", f"restored instance {self._scratch_rds} has no endpoint", severity="error")
         server = PgServer(host=instance.endpoint, port=instance.port or 5432, maintenance_db=input.rds_database,
                           vault_path=input.rds_vault_path or "", sslmode="require")
         return PgDatabaseRef(server=server, database=input.rds_database)
 
-    # ------------------------------------------------------------------------------------------------ clean-up
-    async def _cleanup(self, input: RestoreDrillInput) -> None:
+    async def _checks(self, input: RestoreDrillInput, target: PgDatabaseRef) -> None:
+        report = self.report
+        step = self.step_started("checks", f"{len(input.checks)} declared")
+        measured = await self._read("checks", lambda: workflow.start_activity_method(
+            DatabaseActivities.pg_run_checks,
+            PgRunChecksInput(target=target, checks=input.checks, source=input.source,
+                             statement_timeout_seconds=input.statement_timeout.total_seconds()),
+            start_to_close_timeout=input.statement_timeout * max(1, len(input.checks)) + timedelta(minutes=1),
+            heartbeat_timeout=input.statement_timeout + timedelta(minutes=1),
+            retry_policy=LOCATE_RETRY,
+        ))
+        by_name = {m.name: m for m in measured.measurements}
+        manifest = self._manifest
+        assert report.backup is not None
+        backup_time = manifest.backup_time if manifest and manifest.backup_time else report.backup.created_at
+        report.checks += [evaluate_check(c, by_name.get(c.name), manifest, backup_time) for c in input.checks]
+        if all(c.passed for c in report.checks):
+            report.checks_passed_at = workflow.now()
+            assert report.restore_started_at is not None
+            report.rto_achieved = whole(report.checks_passed_at - report.restore_started_at)
+            await self.step_done(step, f"{len(report.checks)} check(s) passed", notify=False)
+        else:
+            self.step_failed(step, "failed: " + ", ".join(c.name for c in report.checks if not c.passed))
+
+    async def _read(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
+        """A read or a wait that an abort cuts short (``interruptible``); not even started after an abort."""
+        self.check_abort(where)
+        return await self.interruptible(start(), where)
+
+    async def _make(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
+        """A change: not started after an abort, finished once started, the abort honoured after it (``change``)."""
+        self.check_abort(where)
+        return await self.change(start(), where)
+
+    # ------------------------------------------------------------------------------------------------ compensation
+    async def _compensate(self, input: RestoreDrillInput, ending: Ending) -> None:
+        """The one compensation block: remove the scratch (unless the procedure's own clean-up already did)."""
+        removed, left = await self._remove_scratch(input)
+        ending.compensated += removed
+        ending.not_undone += [item for item in left if item not in ending.not_undone]
+
+    async def _remove_scratch(self, input: RestoreDrillInput) -> tuple[list[str], list[str]]:
+        """Remove every scratch object this run may have created; idempotent, runs once. Returns (removed, left)."""
+        if self._cleaned is not None:
+            return self._cleaned
         if not self._restore_started:
-            return
+            self._cleaned = ([], [])
+            return self._cleaned
         step = self.step_started("clean up")
         jobs: list[tuple[str, Any, Any]] = []
         if input.kind == "pg_dump" and input.restore_server is not None:
-            jobs.append((f"database {self._scratch_db}", DatabaseActivities.pg_drop_database,
+            jobs.append((f"scratch database {self._scratch_db} on {input.restore_server.host}",
+                         DatabaseActivities.pg_drop_database,
                          PgScratchInput(server=input.restore_server, database=self._scratch_db)))
         if input.kind == "rds_snapshot":
-            jobs.append((f"instance {self._scratch_rds}", RdsActivities.rds_delete_instance,
+            jobs.append((f"scratch RDS instance {self._scratch_rds} in {input.region}", RdsActivities.rds_delete_instance,
                          RdsInstanceRef(identifier=self._scratch_rds, region=input.region)))
-            if input.check_endpoint_override is not None:
-                jobs.append((f"database {self._scratch_db}", DatabaseActivities.pg_drop_database,
+            if self._clone_started and input.check_endpoint_override is not None:
+                jobs.append((f"scratch database {self._scratch_db} on {input.check_endpoint_override.server.host}",
+                             DatabaseActivities.pg_drop_database,
                              PgScratchInput(server=input.check_endpoint_override.server, database=self._scratch_db)))
-        problems = []
+        removed: list[str] = []
+        left: list[str] = []
         for what, method, arg in jobs:
             try:
                 result = await workflow.execute_activity_method(
                     method, arg, start_to_close_timeout=timedelta(minutes=5), retry_policy=CLEANUP_RETRY,
                 )
-                self.report.cleanup.append(f"{what}: {'removed' if result.existed else 'already gone'}")
+                removed.append(f"{what} {'removed' if result.existed else 'already gone'}")
             except ActivityError as err:
-                problems.append(f"clean-up of {what} failed, remove it by hand: {_explain(err)}")
-        self.report.cleanup += problems
-        self.report.failures += problems
-        if problems:
-            self.step_failed(step, "; ".join(problems))
+                left.append(f"{what} could not be removed, remove it by hand: {cause_of(err)}")
+        self._cleaned = (removed, left)
+        self.report.cleanup += removed + left
+        self.report.failures += left
+        if left:
+            self.step_failed(step, "; ".join(left))
         else:
-            await self.step_done(step, "; ".join(self.report.cleanup), notify=False)
+            await self.step_done(step, "; ".join(removed), notify=False)
+        return self._cleaned
 
-    # ------------------------------------------------------------------------------------------------ judging
-    def _judge(self) -> None:
+    # ------------------------------------------------------------------------------------------------ the report
+    async def _report(self, input: RestoreDrillInput, ending: Ending) -> None:
+        """Close the report with the ending and write it (not for a refused drill: nothing was done to report).
+        Runs to its end even if the run is cancelled meanwhile: the scratch is already gone, nothing is left to stop."""
         r = self.report
-        for check in r.checks:
-            if not check.passed:
-                r.failures.append(f"check {check.name} failed: {check.detail}")
-        newest = newest_write([c for c in r.checks if c.kind == "freshness"], r.checks)
-        r.newest_write = newest
-        if r.backup is not None and r.checks:
-            if newest is None:
-                r.failures.append("RPO not measured: declare a freshness check on a timestamp column")
-            else:
-                r.rpo_achieved = _whole(max(timedelta(0), as_utc(r.backup.created_at) - newest))
-                r.rpo_met = r.rpo_achieved <= r.rpo_target
-                if not r.rpo_met:
-                    r.failures.append(f"RPO breach: {format_duration(r.rpo_achieved)} of writes missing "
-                                      f"(target {format_duration(r.rpo_target)})")
-        if r.rto_achieved is not None:
-            r.rto_met = r.rto_achieved <= r.rto_target
-            if not r.rto_met:
-                r.failures.append(f"RTO breach: restore and checks took {format_duration(_whole(r.rto_achieved))} "
-                                  f"(target {format_duration(r.rto_target)})")
-        elif r.restore_started_at is not None and not r.failures:
-            r.failures.append("RTO not measured: the checks did not complete")
-        r.passed = not r.failures
+        if ending.status != "Succeeded" and not self._verdict_failed:
+            r.failures.insert(0, ending.summary)
+        r.passed = ending.final_status == "Succeeded" and not r.failures
+        if ending.status == "Refused":
+            return
+        step = self.step_started("report")
+        task = asyncio.ensure_future(self._write_report(input))
+        if await until_done(task):
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        if task.result():
+            await self.step_done(step, r.report_uri or "", notify=False)
+            return
+        self.step_failed(step, r.failures[-1])
+        if ending.status == "Succeeded":  # a drill without its evidence has not proved anything
+            ending.status = "Failed"
+            ending.summary += f"; {r.failures[-1]}"
 
-    async def _write_report(self, input: RestoreDrillInput) -> None:
+    async def _write_report(self, input: RestoreDrillInput) -> bool:
         r = self.report
         stamp = r.started_at.strftime("%Y%m%dT%H%M%SZ")
         key = f"{input.report_prefix}{input.database}/{stamp}-{r.workflow_id}.json"
@@ -425,43 +514,32 @@ class RestoreDrill(RunbookWorkflow):
                 S3PutJsonInput(bucket=input.report_bucket, key=key, document=r.model_dump(mode="json"), ensure_versioned=True),
                 start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
             )
-            if ref.version_id:
-                r.report_uri += f"?versionId={ref.version_id}"
         except ActivityError as err:
             r.report_uri = None
-            r.failures.append(f"report not written: {_explain(err)}")
+            r.failures.append(f"report not written: {cause_of(err)}")
             r.passed = False
-
-
-def _explain(err: ActivityError | ApplicationError) -> str:
-    if isinstance(err, ApplicationError):
-        return err.message
-    cause = err.cause
-    message = getattr(cause, "message", None) or str(cause or err)
-    kind = getattr(cause, "type", None)
-    if kind == errors.NOT_FOUND and err.activity_type in ("s3_latest_object", "rds_latest_snapshot"):
-        return f"no backup found: {message}"
-    return f"{err.activity_type}: {message}"
-
+            return False
+        if ref.version_id:
+            r.report_uri += f"?versionId={ref.version_id}"
+        return True
 
 def _age(created_at: datetime) -> timedelta:
-    return _whole(max(timedelta(0), workflow.now() - as_utc(created_at)))
+    return whole(max(timedelta(0), workflow.now() - as_utc(created_at)))
 
 
-def _whole(value: timedelta) -> timedelta:
-    return timedelta(seconds=round(value.total_seconds()))
+def _fmt(value: timedelta | None) -> str:
+    return format_duration(whole(value)) if value is not None else "n/a"
 
 
-def _summary(r: RestoreReport) -> str:
-    parts = [f"{'PASSED' if r.passed else 'FAILED'}: {r.database}"]
+def _summary(r: RestoreReport, status: RunStatus) -> str:
+    word = {"Succeeded": "PASSED", "Failed": "FAILED"}.get(status, str(status).upper())
+    parts = [f"{word}: {r.database}"]
     if r.backup:
         parts.append(f"backup {r.backup.identifier}")
     passed = sum(c.passed for c in r.checks)
     parts.append(f"checks {passed}/{len(r.checks)}")
-    rpo = format_duration(_whole(r.rpo_achieved)) if r.rpo_achieved is not None else "n/a"
-    rto = format_duration(_whole(r.rto_achieved)) if r.rto_achieved is not None else "n/a"
-    parts.append(f"RPO {rpo} (target {format_duration(r.rpo_target)})")
-    parts.append(f"RTO {rto} (target {format_duration(r.rto_target)})")
+    parts.append(f"RPO {_fmt(r.rpo_achieved)} (target {format_duration(r.rpo_target)})")
+    parts.append(f"RTO {_fmt(r.rto_achieved)} (target {format_duration(r.rto_target)})")
     if r.failures:
         parts.append("failures: " + "; ".join(r.failures))
     return ", ".join(parts)

@@ -28,7 +28,7 @@ from activities.database import DatabaseActivities
 from core import errors
 from core.approval import AbortInput, ApprovalPolicy
 from core.aws import RdsRestoreInput, RdsWaitInput
-from core.restore import CheckEndpointOverride, PgRestoreDumpInput, PgRestoreDumpResult
+from core.restore import CheckEndpointOverride, PgDropResult, PgRestoreDumpInput, PgRestoreDumpResult, PgScratchInput
 from core.runbook import RunbookMeta
 from tests import harness
 from tests.restore.conftest import DUMP_BUCKET, REPORT_BUCKET, database_exists, upload_dump
@@ -73,6 +73,7 @@ def activities_for(db: DatabaseActivities, recording, **replace):
         "rds_wait_available": rds.rds_wait_available, "rds_delete_instance": rds.rds_delete_instance,
         "pg_restore_dump": db.pg_restore_dump, "pg_clone_database": db.pg_clone_database,
         "pg_drop_database": db.pg_drop_database, "pg_run_checks": db.pg_run_checks,
+        "s3_bucket_exists": s3.s3_bucket_exists, "rds_describe_instance": rds.rds_describe_instance,
         "notify": recording[1].notify,
     }
     acts.update(replace)
@@ -92,10 +93,18 @@ async def run_drill(ts_env, task_queue, acts, input: RestoreDrillInput, workflow
                 histories.append(await handle.fetch_history())
 
 
-def failure_report(err: WorkflowFailureError) -> dict:
+def failed_result(err: WorkflowFailureError | None) -> dict:
+    """A Failed drill fails the workflow with RunFailed; its details carry the result (and in it the report)."""
+    assert err is not None, "the drill should have failed"
     cause = err.cause
-    assert isinstance(cause, ApplicationError), cause
-    return cause.details[0]
+    assert isinstance(cause, ApplicationError) and cause.type == errors.RUN_FAILED, cause
+    result = cause.details[0]
+    assert result["status"] == "Failed"
+    return result
+
+
+def failure_report(err: WorkflowFailureError | None) -> dict:
+    return failed_result(err)["report"]
 
 
 def stored_report(s3, uri: str) -> dict:
@@ -144,9 +153,8 @@ async def test_damaged_dump_fails_naming_the_check(damage, ts_env, task_queue, r
     s3.put_object(Bucket=DUMP_BUCKET, Key="manifests/shop/bad.dump.json",
                   Body=json.dumps(source_db.manifest(datetime.now(timezone.utc))).encode())
     wf_id, result, err = await run_drill(ts_env, task_queue, activities_for(db_activities, recording), dump_input(pg_server))
-    assert result is None and isinstance(err.cause, ApplicationError)
-    assert err.cause.type == errors.CHECKS_FAILED
-    report = failure_report(err)
+    assert result is None
+    report = failure_report(err)  # the drill proved the backup unsafe: RunFailed, the report in the result
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
     assert "pg_restore" in failed
     assert failed - {"pg_restore"}, "the declared checks measured the damage too"
@@ -176,14 +184,16 @@ async def test_no_backup_found(ts_env, task_queue, recording, db_activities, s3,
     assert report["failures"][0].startswith("no backup found: no object under s3://drill-dumps/shop/")
     assert stored_report(s3, report["report_uri"])["passed"] is False
     assert "alert" in recording[0].kinds(wf_id)
+    assert failed_result(err)["reason"].startswith("no backup found")
 
 
 @pytest.mark.parametrize("how", ["cancel", "abort"])
 async def test_cancellation_mid_restore_cleans_up(how, ts_env, task_queue, recording, db_activities, s3, fresh_dump, pg_server, admin_uri):
     """The run is cancelled (or aborted by a person) while pg_restore runs: the restore is stopped first, then the
-    scratch database is dropped."""
+    scratch database is dropped, and the run COMPLETES Aborted (a cancel is an abort: no CancelledError, no page)."""
     upload_dump(s3, "shop/big.dump", fresh_dump)
     restoring, stopped = threading.Event(), threading.Event()
+    order: list[str] = []
 
     @activity.defn(name="pg_restore_dump")
     def slow_restore(req: PgRestoreDumpInput) -> PgRestoreDumpResult:
@@ -196,9 +206,15 @@ async def test_cancellation_mid_restore_cleans_up(how, ts_env, task_queue, recor
                     raise CancelledError("cancelled")
                 activity.wait_for_cancelled_sync(0.1)
         finally:
+            order.append("pg_restore stopped")
             stopped.set()
 
-    acts = activities_for(db_activities, recording, pg_restore_dump=slow_restore)
+    @activity.defn(name="pg_drop_database")
+    def drop(req: PgScratchInput) -> PgDropResult:
+        order.append("scratch dropped")
+        return db_activities.pg_drop_database(req)
+
+    acts = activities_for(db_activities, recording, pg_restore_dump=slow_restore, pg_drop_database=drop)
     wf_id = f"restore-drill-{uuid.uuid4().hex[:8]}"
     async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill], acts):
         handle = await ts_env.client.start_workflow(
@@ -212,18 +228,25 @@ async def test_cancellation_mid_restore_cleans_up(how, ts_env, task_queue, recor
             await handle.cancel()
         else:
             await handle.execute_update(RestoreDrill.abort, AbortInput(requested_by="dave", reason="maintenance window"))
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
+        result = await handle.result()
         status = await handle.query(RestoreDrill.status)
+    assert isinstance(result, RestoreDrillResult) and result.status == "Aborted" and status.status == "Aborted"
     if how == "cancel":
-        assert isinstance(failure.value.cause, CancelledError)
+        assert result.reason.startswith("cancelled at restore")
+        assert [a.by for a in result.actions if a.action == "abort"] == ["temporal"]
     else:
-        assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == errors.ABORTED
-        assert "aborted by dave" in failure.value.cause.message
-    assert stopped.is_set()
+        assert result.reason == "aborted at restore by dave: maintenance window"
+    assert stopped.is_set() and order == ["pg_restore stopped", "scratch dropped"]
     assert not database_exists(admin_uri, scratch_of(wf_id))
-    assert status.status == "Aborted"
+    assert result.compensated == [f"scratch database {scratch_of(wf_id)} on {pg_server.host} removed"]
+    assert result.not_undone == [] and result.report.passed is False
     assert any(s.name == "clean up" and s.status == "done" for s in status.steps)
+    stored = stored_report(s3, result.report.report_uri)
+    assert stored["failures"][0] == result.reason and stored["cleanup"] == result.compensated
+    kinds = recording[0].kinds(wf_id)
+    assert "alert" not in kinds
+    finished = [e for e in recording[0].events if e.workflow_id == wf_id and e.kind == "finished"]
+    assert len(finished) == 1 and finished[0].severity == "warning"
 
 
 # ------------------------------------------------------------------------------------------------------- RDS
