@@ -12,13 +12,21 @@ import math
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, default_template
 from core.duration import Duration, format_duration
 from core.runbook import RunbookInput, RunbookResult
 
 RECENT_MEASUREMENTS = 40
+DEFAULT_MAX_EXTENSION = timedelta(hours=24)
+
+# A service names target groups (<service>-stable, at most 32 characters in all), Kubernetes objects and metric
+# dimensions: letters, digits and inner hyphens. Surrounding whitespace is stripped first, so a blank name is refused.
+ServiceName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=25, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+]
+NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 # --------------------------------------------------------------------------------------------------- routers
@@ -143,15 +151,18 @@ def plan_hash(plan: list[PlanStep], templates: list[AnalysisTemplate]) -> str:
 
 # --------------------------------------------------------------------------------------------------- input/result
 class CanaryRampInput(RunbookInput):
-    service: str = Field(min_length=1)
-    version: str = Field(min_length=1, description="the canary's version (metric dimension / label)")
-    stable_version: str = "stable"
+    service: ServiceName = Field(description="letters, digits and hyphens; router names default to <service>-stable/-canary")
+    version: NonBlank = Field(description="the canary's version (metric dimension / label)")
+    stable_version: NonBlank = "stable"
     router: RouterSpec
     plan: list[PlanStep] = Field(default_factory=default_plan, min_length=1)
     templates: list[AnalysisTemplate] = Field(default_factory=lambda: [default_template()])
     args: dict[str, str] = Field(default_factory=dict, description="extra analysis arguments for query templates")
     decision_timeout: Duration = Field(timedelta(minutes=30), description="deadline of the continue-or-roll-back gate")
     environment: str = Field("", description="informational (meta.environment decides the policy); an analysis argument")
+    max_extension: Duration = Field(
+        DEFAULT_MAX_EXTENSION, description="cap on the total time `extend` may add over the whole run (catalog default 24h)"
+    )
 
     @model_validator(mode="after")
     def _router_names(self) -> "CanaryRampInput":
@@ -200,6 +211,8 @@ class CanaryView(BaseModel):
     measurements_total: int = 0
     recent_measurements: list[Measurement] = Field(default_factory=list)
     weights: list[WeightChange] = Field(default_factory=list)
+    extended: timedelta = Field(timedelta(0), description="total time added by `extend` so far")
+    max_extension: timedelta = DEFAULT_MAX_EXTENSION
 
 
 class CanaryRampResult(RunbookResult):

@@ -22,7 +22,11 @@ Semantics:
   verdict when the deadline passes and ``hold()`` is False;
 - an activity that fails outright (worker lost, timeout) counts as an ``Error`` measurement;
 - ``deadline``, ``hold`` and ``stop`` are callables read at every wake-up; the loop also wakes as soon as any of
-  them changes, so steering handlers only change workflow state.
+  them changes, so steering handlers only change workflow state;
+- continue-as-new: ``checkpoint()`` (a JSON-able dict) is what a continuation passes back as ``resume=`` to go on
+  where this run stands: the next due times, and the measurements that can still change a verdict (every failed and
+  inconclusive one, each metric's last successful one and the errors after it), so the limits hold across
+  continuations and the carried state stays bounded.
 The loop is deterministic: workflow time only, no I/O of its own.
 """
 
@@ -67,6 +71,7 @@ class AnalysisRun:
         on_measurement: Callable[[Measurement], None] | None = None,
         task_queue: str | None = None,
         local: bool = True,
+        resume: dict | None = None,
     ) -> None:
         self.template = template
         self.args = dict(args)
@@ -81,6 +86,27 @@ class AnalysisRun:
         start = workflow.now()
         self._next_due: dict[str, datetime] = {m.name: start + m.interval for m in template.metrics}
         self.verdict = AnalysisVerdict(phase="Running", reason=f"{template.name}: not measured yet")
+        if resume:
+            self.measurements = [Measurement.model_validate(m) for m in resume.get("measurements", [])]
+            for name, due in (resume.get("next_due") or {}).items():
+                if name in self._next_due:
+                    self._next_due[name] = datetime.fromisoformat(due)
+
+    def checkpoint(self) -> dict:
+        """What a continuation (continue-as-new) needs to go on measuring and judging as if it were this run."""
+        keep: list[Measurement] = []
+        for spec in self.template.metrics:
+            mine = [m for m in self.counted() if m.metric == spec.name]
+            last_ok = max((i for i, m in enumerate(mine) if m.phase == "Successful"), default=-1)
+            keep += [
+                m for i, m in enumerate(mine)
+                if m.phase in ("Failed", "Inconclusive") or i == last_ok or (m.phase == "Error" and i > last_ok)
+            ]
+        keep.sort(key=lambda m: m.at)
+        return {
+            "measurements": [m.model_dump(mode="json") for m in keep],
+            "next_due": {name: due.isoformat() for name, due in self._next_due.items()},
+        }
 
     def acknowledge(self) -> None:
         """A person decided to continue: count limits afresh from here; measurements are kept."""

@@ -2,6 +2,11 @@
 
 ``TrafficRouter`` is what a workflow (canary ramp, and anything else that shifts traffic) needs:
 
+- ``resolve()``      -> READ-ONLY: look the names up and check every object the ramp will touch exists and is
+  wired as expected (both target groups in the listener's forward action and no third one taking traffic; both
+  Deployments and both backendRefs of the HTTPRoute rule); returns the canary's current share. Raises a typed
+  ``ApplicationError`` (NotFound / InvalidInput) or lets the read activity's failure through: the runbook then
+  refuses to start changing anything;
 - ``read_weight()``  -> the canary's current share, 0..100;
 - ``set_weight(w)``  -> set the canary's share to ``w`` % ABSOLUTELY (stable gets 100 - w), read it back and
   verify; a router that manages capacity first scales the canary to take that share;
@@ -9,7 +14,8 @@
 - ``rollback()``     -> the canary's weight goes to 0 FIRST, then the canary is scaled down.
 
 Every call is idempotent (absolute weights, absolute replica counts), so a replayed or retried step changes
-nothing twice. Routers hold no state of their own besides their spec and what activities told them.
+nothing twice. Activities that change something are awaited until they have really finished even when the workflow
+is cancelled (``WAIT_CANCELLATION_COMPLETED``), so a rollback never races a weight change still in flight. Routers hold no state of their own besides their spec and what activities told them.
 
 Implementations:
 - ``AlbRouter``: the weighted forward action of an ALB listener (or one listener rule) between the stable and
@@ -30,6 +36,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -59,9 +66,15 @@ ROUTER_RETRY = RetryPolicy(
 ROUTER_TIMEOUT = timedelta(seconds=60)
 
 
-async def _call(method, arg: BaseModel):  # noqa: ANN001 - an activity method reference
+async def _call(method, arg: BaseModel, *, changes: bool = False):  # noqa: ANN001 - an activity method reference
+    """One router activity. ``changes``: it writes, so a cancellation waits for it to finish (no race with the
+    rollback that follows); reads are simply abandoned."""
     return await workflow.execute_activity_method(
-        method, arg, start_to_close_timeout=ROUTER_TIMEOUT, retry_policy=ROUTER_RETRY
+        method,
+        arg,
+        start_to_close_timeout=ROUTER_TIMEOUT,
+        retry_policy=ROUTER_RETRY,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED if changes else ActivityCancellationType.TRY_CANCEL,
     )
 
 
@@ -71,6 +84,9 @@ class TrafficRouter:
     kind: str = ""
 
     def describe(self) -> str:
+        raise NotImplementedError
+
+    async def resolve(self) -> int:
         raise NotImplementedError
 
     async def read_weight(self) -> int:
@@ -141,6 +157,28 @@ class AlbRouter(TrafficRouter):
             }
         )
 
+    async def resolve(self) -> int:
+        await self._resolve()
+        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
+        weights, spec = current.weights, self.spec
+        where = self.describe()
+        for role, tg in (("stable", spec.stable_target_group), ("canary", spec.canary_target_group)):
+            if tg not in weights:
+                raise ApplicationError(
+                    f"{where} does not forward to the {role} target group {tg} (it forwards to "
+                    f"{', '.join(sorted(weights)) or 'nothing'}); attach both groups, the canary at weight 0, first",
+                    type=errors.NOT_FOUND,
+                    non_retryable=True,
+                )
+        others = {tg: w for tg, w in weights.items() if tg not in (spec.stable_target_group, spec.canary_target_group) and w > 0}
+        if others:
+            raise ApplicationError(
+                f"{where} also sends traffic to {', '.join(sorted(others))}: a ramp between stable and canary would take it away",
+                type=errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        return self._canary_share(weights)
+
     async def read_weight(self) -> int:
         await self._resolve()
         current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
@@ -150,7 +188,7 @@ class AlbRouter(TrafficRouter):
         _check(weight)
         await self._resolve()
         wanted = {self.spec.stable_target_group: 100 - weight, self.spec.canary_target_group: weight}
-        result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted))  # type: ignore[assignment]
+        result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted), changes=True)  # type: ignore[assignment]
         got = self._canary_share(result.weights)
         if got != weight:
             raise ApplicationError(
@@ -186,23 +224,38 @@ class HttpRouteRouter(TrafficRouter):
     def _deployment(self, name: str) -> DeploymentRef:
         return DeploymentRef(context=self.spec.context, namespace=self.spec.namespace, name=name)
 
-    async def _stable_replicas(self) -> int:
-        state: DeploymentState = await _call(KubernetesActivities.get_deployment, self._deployment(self.spec.stable_deployment))  # type: ignore[assignment]
+    async def _existing(self, role: str, name: str) -> DeploymentState:
+        state: DeploymentState = await _call(KubernetesActivities.get_deployment, self._deployment(name))  # type: ignore[assignment]
         if not state.exists:
             raise ApplicationError(
-                f"stable Deployment {self.spec.namespace}/{self.spec.stable_deployment} not found",
+                f"{role} Deployment {self.spec.namespace}/{name} not found", type=errors.NOT_FOUND, non_retryable=True
+            )
+        return state
+
+    async def _stable_replicas(self) -> int:
+        return (await self._existing("stable", self.spec.stable_deployment)).replicas
+
+    async def resolve(self) -> int:
+        await self._existing("stable", self.spec.stable_deployment)
+        await self._existing("canary", self.spec.canary_deployment)
+        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)  # type: ignore[assignment]
+        missing = [s for s in (self.spec.stable_service, self.spec.canary_service) if s not in current.weights]
+        if missing:
+            raise ApplicationError(
+                f"{self.describe()} rule {self.spec.rule_index} has no backendRef {', '.join(missing)} "
+                f"(has {', '.join(sorted(current.weights)) or 'none'})",
                 type=errors.NOT_FOUND,
                 non_retryable=True,
             )
-        return state.replicas
+        return self._canary_share(current.weights)
 
     async def _scale(self, name: str, replicas: int) -> None:
-        await _call(KubernetesActivities.scale_deployment, ScaleInput(ref=self._deployment(name), replicas=replicas))
+        await _call(KubernetesActivities.scale_deployment, ScaleInput(ref=self._deployment(name), replicas=replicas), changes=True)
 
     async def _weights(self, weight: int) -> int:
         wanted = {self.spec.stable_service: 100 - weight, self.spec.canary_service: weight}
         result: HttpRouteWeights = await _call(
-            KubernetesActivities.set_httproute_weights, HttpRouteWeightsInput(ref=self.ref, weights=wanted)
+            KubernetesActivities.set_httproute_weights, HttpRouteWeightsInput(ref=self.ref, weights=wanted), changes=True
         )  # type: ignore[assignment]
         got = self._canary_share(result.weights)
         if got != weight:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from core.analysis import MeasureBatchInput, Measurement, MeasureInput, classify, render
 from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
@@ -21,10 +22,18 @@ STABLE, CANARY = "arn:tg/stable", "arn:tg/canary"
 
 
 class FakeTraffic:
+    """``fail_at``: canary weights whose write fails (non-retryable); ``block_at``: a canary weight whose write waits
+    for ``release`` (``entered`` is set when it starts), outside the lock, so a concurrent write could overtake it."""
+
     def __init__(self, log: list[tuple]) -> None:
         self.weights = {STABLE: 100, CANARY: 0}
         self.log = log
         self.lock = threading.Lock()
+        self.fail_at: set[int] = set()
+        self.block_at: int | None = None
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.gets = 0
 
     @property
     def canary(self) -> int:
@@ -32,10 +41,18 @@ class FakeTraffic:
 
     @activity.defn(name="alb_get_weights")
     def get(self, ref: AlbTrafficRef) -> AlbWeights:
+        self.gets += 1
         return AlbWeights(weights=dict(self.weights))
 
     @activity.defn(name="alb_set_weights")
     def set(self, req: AlbSetWeightsInput) -> AlbWeights:
+        wanted = req.weights[CANARY]
+        if wanted in self.fail_at:
+            self.log.append(("failed", wanted))
+            raise ApplicationError(f"listener refused weight {wanted}", type="AccessDenied", non_retryable=True)
+        if wanted == self.block_at:
+            self.entered.set()
+            self.release.wait(30)
         with self.lock:
             self.weights.update(req.weights)
             self.log.append(("weights", req.weights[CANARY]))

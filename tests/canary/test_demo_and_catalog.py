@@ -8,10 +8,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio import activity
+from pydantic import ValidationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import AwsClients, ElbActivities
+from core.aws import AlbSetWeightsInput, AlbWeights
 from activities.metrics import MetricsActivities
 from core.catalog import Catalog, ParameterError
 from starters.demo_aws import seed_alb
@@ -114,10 +116,64 @@ async def test_cancel_is_handled_like_an_abort(ts_env: WorkflowEnvironment, task
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             await ts_env.sleep(timedelta_minutes(12))
             await handle.cancel()
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+        result = await handle.result()  # cancel == abort: the run completes, Aborted, with the rollback done
+    assert result.status == "Aborted" and "cancelled" in result.reason
+    assert result.compensated and "at 0 %" in result.compensated[0]
     assert traffic.weights == {STABLE: 100, CANARY: 0}
-    assert ("weights", 0) in log and ("notify", "rolled_back") in log[log.index(("weights", 0)):]
+    assert [e for e in log if e[0] == "weights"] == [("weights", 5), ("weights", 25), ("weights", 0)]
+    final = recorder.events[-1]
+    assert final.kind == "finished" and final.severity == "warning"  # a person's choice: no alert, no page
+    assert not any(e.kind == "rolled_back" for e in recorder.events)
+
+
+def test_blank_or_malformed_service_is_refused_before_a_run_starts() -> None:
+    for bad in ("   ", "", "check out", "web/api", "-web", "x" * 26):
+        with pytest.raises(ParameterError):  # `runbook start` exits 2 and starts nothing
+            plan({"service": bad, "version": "v2"})
+        with pytest.raises(ValidationError, match="service"):  # the input itself, whoever builds it
+            make_input(service=bad)
+    with pytest.raises(ParameterError, match="version"):
+        plan({"service": "web", "version": "  "})
+    assert make_input(service="  web  ", version=" v2 ").service == "web"  # surrounding whitespace stripped
+
+
+def test_catalog_caps_extend() -> None:
+    assert plan({"service": "web", "version": "v2"}).input.max_extension.total_seconds() == 24 * 3600
+    assert plan({"service": "web", "version": "v2", "max_extension": "2h"}).input.max_extension.total_seconds() == 7200
+
+
+async def test_unknown_service_is_refused_before_any_change(
+    aws: str, ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """`runbook start canary-ramp --set service=nosuch`: the catalog's ALB router names nosuch-stable/-canary, which
+    do not exist. The read-only resolve step refuses: nothing changed, no rollback, a warning, no page."""
+    demo = seed_alb()
+    start = plan({"service": "nosuch", "version": "v2"})
+    elb, metrics, recorder = ElbActivities(AwsClients()), MetricsActivities(), Recorder([])
+    calls: list[str] = []
+
+    @activity.defn(name="alb_set_weights")
+    def set_weights(req: AlbSetWeightsInput) -> AlbWeights:  # records any write attempt, then does it
+        calls.append("set")
+        return elb.alb_set_weights(req)
+
+    acts = [elb.alb_find_listener, elb.alb_get_weights, set_weights, metrics.measure_metric, metrics.measure_metrics, recorder.notify]
+    async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
+        result = await ts_env.client.execute_workflow(
+            CanaryRamp.run, start.input, id=f"{start.workflow_id}-{uuid.uuid4().hex[:6]}", task_queue=task_queue
+        )
+    assert result.status == "Refused"
+    assert "nothing was changed" in result.summary and "nosuch" in result.summary
+    assert "ROLLBACK" not in result.summary and result.compensated == [] and result.not_undone == []
+    assert calls == [] and result.weights == []
+    assert [s.name for s in result.steps] == ["resolve"] and result.steps[0].status == "failed"
+    final = recorder.events[-1]
+    assert final.kind == "finished" and final.severity == "warning"
+    assert all(e.severity != "critical" and e.kind != "rolled_back" for e in recorder.events)
+    tgs = {v: k for k, v in demo["target_groups"].items()}
+    elb_client = boto3.client("elbv2", region_name="us-east-1")
+    action = elb_client.describe_listeners(ListenerArns=[demo["listener_canary_arn"]])["Listeners"][0]["DefaultActions"][0]
+    assert {tgs[g["TargetGroupArn"]]: g["Weight"] for g in action["ForwardConfig"]["TargetGroups"]} == {"checkout-stable": 100, "checkout-canary": 0}
 
 
 def timedelta_minutes(n: int):

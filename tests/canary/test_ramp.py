@@ -37,7 +37,8 @@ def make_input(**kw: Any) -> CanaryRampInput:
         approval=ApprovalPolicy(approvers=["bob"], timeout=timedelta(hours=4)),
     )
     router = AlbRouterSpec(listener_arn="arn:listener", stable_target_group=STABLE, canary_target_group=CANARY)
-    return CanaryRampInput(meta=meta, service="checkout", version="v2", router=router, **kw)
+    kw = {"service": "checkout", "version": "v2", **kw}
+    return CanaryRampInput(meta=meta, router=router, **kw)
 
 
 class Rig:
