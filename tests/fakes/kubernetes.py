@@ -16,6 +16,10 @@ networking.k8s.io/v1 NetworkPolicies, gateway.networking.k8s.io/v1 HTTPRoutes (C
 
 Use ``kube_fake()`` (context manager) from any test folder; ``fake.url``, ``fake.objects`` (inspection),
 ``fake.requests`` (log), ``fake.set_rollout(...)``, ``fake.fail_next(...)`` (error injection).
+
+``fake.ledger`` is the ordered list of EFFECTIVE writes: one entry ``{"op", "key", "value"}`` per object whose
+user-visible state (``fake.state()``: everything but server-managed metadata and status) a write request changed,
+with the object's new state (None once deleted). A retried write that changes nothing leaves no entry.
 """
 
 from __future__ import annotations
@@ -114,6 +118,7 @@ class KubeFake:
         # (plural, namespace or "", name) -> object
         self.objects: dict[tuple[str, str, str], dict] = {}
         self.requests: list[Request] = []
+        self.ledger: list[dict] = []
         self._rv = 1000
         self._lock = threading.RLock()
         self._rollouts: dict[tuple[str, str], _Rollout] = {}
@@ -157,6 +162,7 @@ class KubeFake:
         with self._lock:
             self.objects.clear()
             self.requests.clear()
+            self.ledger.clear()
             self._rollouts.clear()
             self._injected.clear()
             self._default_rollout = "ready"
@@ -194,8 +200,25 @@ class KubeFake:
             r for r in self.requests if (method is None or r.method == method) and path_contains in r.path
         ]
 
+    def state(self) -> dict[str, dict]:
+        """Every object's user-visible state, keyed ``plural/namespace/name``: no server-managed metadata, no status."""
+        with self._lock:
+            return {f"{plural}/{ns}/{name}": _visible(obj) for (plural, ns, name), obj in sorted(self.objects.items())}
+
     # ------------------------------------------------------------------ the API
     def handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, dict]:
+        if method == "GET" or "All" in query.get("dryRun", []):
+            return self._handle(method, path, query, content_type, body)
+        with self._lock:
+            before = self.state()
+            answer = self._handle(method, path, query, content_type, body)
+            after = self.state()
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    self.ledger.append({"op": f"{method} {path}", "key": key, "value": after.get(key)})
+            return answer
+
+    def _handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, dict]:
         with self._lock:
             self.requests.append(Request(method, path, query, content_type, copy.deepcopy(body)))
             for inj in self._injected:
@@ -478,6 +501,15 @@ class KubeFake:
 
 
 # ---------------------------------------------------------------------- patches
+_SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields")
+
+
+def _visible(obj: dict) -> dict:
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    out["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_META}
+    return out
+
+
 def _patch(current: dict, content_type: str, body: Any, plural: str) -> dict:
     ctype = content_type.split(";")[0].strip()
     if ctype == "application/json-patch+json":

@@ -1,0 +1,126 @@
+"""What a matrix case must show, as a list of problems (empty = the case passes).
+
+The convention (issue 11): every run COMPLETES with a result whose ``status`` is one of Succeeded, RolledBack,
+Aborted, Rejected, Refused, Held, except Failed, which fails the workflow with ApplicationError(type="RunFailed")
+whose details[0] is the result. Cancel == abort. The expected status per fault:
+
+- baseline, kill, chaos: Succeeded (a crash or transient faults change nothing about the outcome);
+- fail (a non-retryable error at step k): not Succeeded: RolledBack or Refused, or Failed for a drill;
+- abort, cancel (while at step k): Aborted.
+
+The infrastructure ends in the safe state: as found at the start for any run that did not succeed (and for a
+successful drill or sandbox, which must be invisible afterwards), as the fault-free run left it for any other
+successful run. The change ledger: a successful kill/chaos run makes exactly the baseline's effective changes; any
+other run makes a prefix of them, in order, then only changes that put a resource back as it was found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.matrix.engine import TERMINAL, Outcome
+from tests.matrix.runbooks import SCENARIOS
+
+EXPECTED = {
+    "baseline": {"Succeeded"},
+    "kill": {"Succeeded"},
+    "chaos": {"Succeeded"},
+    "fail": {"RolledBack", "Refused"},
+    "abort": {"Aborted"},
+    "cancel": {"Aborted"},
+}
+
+
+def expected_statuses(kind: str, drill: bool) -> set[str]:
+    allowed = set(EXPECTED[kind])
+    if kind == "fail" and drill:
+        allowed.add("Failed")
+    return allowed
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _diff(expected: dict, actual: dict, keep: Any) -> list[str]:
+    keys = sorted(k for k in set(expected) | set(actual) if keep(k))
+    return [f"{k}: expected {_short(expected.get(k))}, found {_short(actual.get(k))}"
+            for k in keys if expected.get(k) != actual.get(k)]
+
+
+def _pairs(ledger: list[dict]) -> list[tuple[str, str]]:
+    return [(e["key"], repr(e["value"])) for e in ledger]
+
+
+def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
+    case = out.case
+    scenario = SCENARIOS[case.runbook]()
+    problems = list(out.problems)
+    if problems and any(p.startswith("harness error") for p in problems):
+        return problems
+    if not out.reached:
+        problems.append(f"step {case.step} was never reached (the run took another path than the baseline's)")
+    # 1. the ending convention and the documented outcome
+    if out.ending == "completed":
+        if out.status not in TERMINAL or out.status == "Failed":
+            problems.append(f"completed with status {out.status!r}: not a terminal status of the convention "
+                            f"(Failed must fail the run with RunFailed)")
+    elif out.ending == "failed RunFailed":
+        if out.status != "Failed":
+            problems.append(f"RunFailed whose result has status {out.status!r}, not Failed")
+    else:
+        problems.append(f"ends {out.ending}: the convention is a result with a status, or RunFailed "
+                        f"({_short(out.reason, 200)})")
+    allowed = expected_statuses(case.kind, scenario.drill)
+    if out.status not in allowed:
+        problems.append(f"outcome {out.status or out.ending!r}, expected {' or '.join(sorted(allowed))}"
+                        f" ({_short(out.reason, 200)})")
+    # 2. no workflow task failed
+    for failure in out.workflow_task_failures[:3]:
+        problems.append(f"workflow task failed: {failure}")
+    # 3. the safe state
+    keep = scenario.safe_key
+    succeeded = out.status == "Succeeded"
+    if not succeeded or scenario.success_is_initial:
+        expected, what = out.initial, "as found at the start"
+    else:
+        expected, what = (baseline.final if baseline else out.final), "as the fault-free run left it"
+    diff = _diff(expected, out.final, keep)
+    if diff:
+        problems.append(f"not in the safe state ({what}): " + "; ".join(diff[:6])
+                        + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ""))
+    # 4. the change ledger: at most once, in order
+    if baseline is not None and case.kind != "baseline":
+        problems += ledger_problems(out, baseline, succeeded)
+    return problems
+
+
+def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool) -> list[str]:
+    got, base = _pairs(out.ledger), _pairs(baseline.ledger)
+    if out.case.kind in ("kill", "chaos") and succeeded:
+        if got == base:
+            serial = {k: v for k, v in out.final.items() if k.startswith("tfserial:")}
+            expected = {k: v for k, v in baseline.final.items() if k.startswith("tfserial:")}
+            return [] if serial == expected else [f"Terraform state written another number of times: {serial} vs {expected}"]
+        for i, (a, b) in enumerate(zip(got, base)):
+            if a != b:
+                return [f"ledger differs from the fault-free run at change {i}: {_short(a)} instead of {_short(b)}"]
+        longer, which = (got, "extra") if len(got) > len(base) else (base, "missing")
+        return [f"ledger has {which} changes after {min(len(got), len(base))}: {_short(longer[min(len(got), len(base)):][:3])}"]
+    initial = {k: repr(v) for k, v in out.initial.items()}
+    j = 0
+    while j < len(got) and j < len(base) and got[j] == base[j]:
+        j += 1
+    p = j
+    for entry in got[j:]:
+        if p < len(base) and entry == base[p]:
+            p += 1  # the run went on along the baseline's path (finishing a step), in order
+            continue
+        key, value = entry
+        if value == initial.get(key, "None"):
+            continue  # compensation: the resource put back as it was found
+        if entry in got[:j] or entry in base:
+            return [f"change applied again or out of order: {_short(entry)}"]
+        return [f"change that is neither the baseline's next one nor a compensation: {_short(entry)}"]
+    return []

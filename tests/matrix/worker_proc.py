@@ -1,0 +1,148 @@
+"""The matrix's worker processes: a zygote imports everything once and forks one worker child per request.
+
+``python -m tests.matrix.worker_proc`` reads JSON lines ``{"config": PATH}`` on stdin and answers ``pid N`` per
+line on stdout. Each child is a Temporal worker for every runbook workflow with the REAL activities wired to one
+case's stand-ins (its moto account, its Kubernetes fakes, its Terraform root, OpenBao, PostgreSQL) and the fault
+interceptor of :mod:`tests.matrix.faults`. The zygote creates no Temporal runtime, client or thread before it
+forks (the SDK's Rust runtime has threads); each child creates its own.
+
+The children run workflows without the sandbox: validating six workflow classes in a fresh process costs about
+1.5 s, more than a whole case. Determinism is still checked where the matrix needs it (a killed run is replayed by
+its replacement worker, with no workflow cache); the sandbox's restrictions are covered by the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+# Imported once in the zygote, inherited by every child.
+import boto3  # noqa: F401
+import kubernetes.client  # noqa: F401
+from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.aws import AwsClients, ElbActivities, RdsActivities, Route53Activities, S3Activities
+from activities.database import DatabaseActivities, default_pg_bin_dir
+from activities.http_checks import HttpCheckActivities
+from activities.kubernetes import KubernetesActivities
+from activities.metrics import MetricsActivities
+from activities.notify import NotificationActivities, RecordingChannel
+from activities.terraform import TerraformActivities
+from activities.vault import VaultReader
+from tests.harness import DATA_CONVERTER
+from tests.matrix.faults import FaultInterceptor, FaultPlan
+from workflows.registry import WORKFLOWS
+
+
+WARM_SESSION = boto3.Session()
+WARM_SERVICES = ("elbv2", "route53", "rds", "s3", "cloudwatch")
+
+
+def warm() -> None:
+    """Load the service models once in the zygote (children inherit them). Explicit dummy credentials, so the
+    session resolves none: each child resolves its own case's from its environment."""
+    for service in WARM_SERVICES:
+        WARM_SESSION.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
+                            endpoint_url="http://127.0.0.1:9")
+
+
+def build_activities(config: dict) -> list[Callable]:
+    """Every product activity, wired to the case's stand-ins (boto3 reads the AWS_* variables set from config)."""
+    from kubernetes import client as k8s_client
+
+    apis: dict[str | None, Any] = {}
+    for context, url in config.get("kube", {}).items():
+        configuration = k8s_client.Configuration()
+        configuration.host = url
+        configuration.retries = 0
+        apis[context] = k8s_client.ApiClient(configuration)
+    default = next(iter(apis.values()), None)
+
+    def api_for(context: str | None) -> Any:
+        return apis.get(context, default)
+
+    vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None
+    clients = AwsClients(session=WARM_SESSION)
+    instances = [
+        NotificationActivities([RecordingChannel(Path(config["dir"]) / "events.jsonl")]),
+        KubernetesActivities(api_for),
+        HttpCheckActivities(),
+        TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
+        MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region)),
+        DatabaseActivities(clients.client("s3"), vault, default_pg_bin_dir()),
+        *(cls(clients) for cls in (ElbActivities, Route53Activities, RdsActivities, S3Activities)),
+    ]
+    return [method for obj in instances for method in activity_methods(obj)]
+
+
+def activity_methods(obj: Any) -> list[Callable]:
+    """Every activity an activity class defines (so a new activity needs no change here)."""
+    found = []
+    for name in dir(type(obj)):
+        if name.startswith("__"):
+            continue
+        attr = getattr(type(obj), name, None)
+        if callable(attr) and hasattr(attr, "__temporal_activity_definition"):
+            found.append(getattr(obj, name))
+    return found
+
+
+async def run_worker(config: dict) -> None:
+    plan = FaultPlan.load(config["plan"])
+    client = await Client.connect(config["address"], namespace=config.get("namespace", "default"),
+                                  data_converter=DATA_CONVERTER)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    kw: dict[str, Any] = {}
+    if config.get("no_cache"):
+        kw["max_cached_workflows"] = 0
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        worker = Worker(client, task_queue=config["task_queue"], workflows=list(WORKFLOWS),
+                        activities=build_activities(config), activity_executor=pool,
+                        interceptors=[FaultInterceptor(plan)], workflow_runner=UnsandboxedWorkflowRunner(), **kw)
+        async with worker:
+            (Path(config["dir"]) / f"worker-{os.getpid()}.up").write_text("")
+            await stop.wait()
+
+
+def child(config_path: str) -> None:
+    config = json.loads(Path(config_path).read_text())
+    log = open(Path(config["dir"]) / f"worker-{os.getpid()}.log", "ab", buffering=0)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    os.environ.update(config.get("env", {}))
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        asyncio.run(run_worker(config))
+        code = 0
+    except BaseException as err:  # noqa: BLE001 - reported in the log, the process ends either way
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    os._exit(code)
+
+
+def zygote() -> None:
+    warm()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            child(request["config"])
+        sys.stdout.write(f"pid {pid}\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    zygote()
