@@ -33,6 +33,24 @@ class Settings(BaseSettings):
     temporal_profile: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE"))
     ui_url: str = Field("http://localhost:8233", description="base address of the Temporal web UI, for links")
 
+    # Payload encryption (workers.codec): keys from a key file, else from a Vault/OpenBao KV v2 secret; neither
+    # means payloads are stored in clear text. Read once when a client starts.
+    codec_keys_file: Path | None = Field(
+        None, description='key file (JSON {"newest": id, "keys": {id: base64 32-byte key}}), mode 0600'
+    )
+    codec_vault_path: str | None = Field(
+        None, description="KV v2 secret <mount>/<path> with a field `newest` and one field per key id (base64)"
+    )
+    # The codec server (`runbook codec-server`) the Temporal web UI and `temporal` CLI decode through
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = 8081
+    codec_server_token: SecretStr | None = Field(
+        None, description="callers must present it (Authorization: Bearer, or the login cookie); required to serve"
+    )
+    codec_server_cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call it (JSON list); default: ui_url's origin"
+    )
+
     # The catalog, and where workflows come from
     catalog_dir: Path = Path("runbooks")
     workflow_modules: list[str] = Field(

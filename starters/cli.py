@@ -38,6 +38,7 @@ from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters.schedules import ScheduleError
+from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
 from workflows import registry
 
@@ -54,8 +55,10 @@ def exit_code(status: str) -> int:
 app = typer.Typer(help="Durable runbook automation on Temporal.", no_args_is_help=True, add_completion=False)
 catalog_app = typer.Typer(help="List and validate the runbook catalog.", invoke_without_command=True)
 schedule_app = typer.Typer(help="Temporal Schedules that run runbooks (e.g. monthly restore drills).")
+codec_keys_app = typer.Typer(help="The key file of the payload codec (RUNBOOK_CODEC_KEYS_FILE): create, rotate.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(codec_keys_app, name="codec-keys")
 
 out = Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
 err = Console(stderr=True, soft_wrap=True)
@@ -102,7 +105,7 @@ def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, ParameterError, ScheduleError) as error:
+    except (UserError, ParameterError, ScheduleError, CodecKeyError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except CatalogError as error:
@@ -695,6 +698,48 @@ def gateway() -> None:
     from starters.gateway import serve
 
     serve(Settings())
+
+
+@app.command("codec-server")
+def codec_server() -> None:
+    """Serve Temporal's remote codec protocol (POST /encode, /decode) for the web UI and the temporal CLI."""
+    from starters.codec_server import serve
+
+    try:
+        serve(Settings())
+    except (CodecKeyError, ValueError) as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+KeyFileArg = Annotated[Path, typer.Argument(help="the key file [env RUNBOOK_CODEC_KEYS_FILE]", envvar="RUNBOOK_CODEC_KEYS_FILE")]
+
+
+@codec_keys_app.command("init")
+def codec_keys_init(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id", help="the first key's id")] = "k1") -> None:
+    """Create a key file (mode 0600) with one new random AES-256 key."""
+    from workers.codec import KeyRing
+
+    if path.exists():
+        err.print(f"[red]error:[/red] {path} exists: rotate it instead", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    KeyRing.generate(key_id).write(path)
+    out.print(f"{path}: key {key_id} (newest)")
+
+
+@codec_keys_app.command("rotate")
+def codec_keys_rotate(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id", help="the new key's id")]) -> None:
+    """Add a new random key and make it the newest: new data is encrypted under it, the old keys still decrypt.
+    Restart workers, starters and the codec server to pick it up; keep old keys while any history holds their data."""
+    from workers.codec import KeyRing
+
+    try:
+        ring = KeyRing.from_file(path).rotated(key_id)
+    except CodecKeyError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    ring.write(path)
+    out.print(f"{path}: keys {', '.join(ring.keys)}; newest {ring.newest}")
 
 
 @app.command()

@@ -24,6 +24,10 @@ from activities.notify import NotificationActivities, RecordingChannel
 from tests import harness
 
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+# Every Settings() of the suite (the CLI, the gateway, worker processes) encrypts with the harness's test key, so
+# they read what the harness's clients and workers write (and a developer's sourced dev.env does not leak in).
+os.environ["RUNBOOK_CODEC_KEYS_FILE"] = str(harness.test_keys_file())
+os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

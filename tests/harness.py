@@ -2,6 +2,11 @@
 
 The experimental time-skipping and dev-server APIs of the SDK are used here only, so an SDK change touches one
 module.
+
+Every test client, worker and Replayer uses ``DATA_CONVERTER``: the product's converter (``workers.codec``) with the
+fixed test key of ``tests/codec_test_keys.json``, so payloads are encrypted in tests as in production, and recorded
+histories (encrypted or from before the codec, in clear) replay. ``test_keys_file()`` writes that key as a key
+file (mode 0600) for code that reads ``RUNBOOK_CODEC_KEYS_FILE`` (the CLI, the gateway, a worker process).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import socket
 import subprocess
 import sysconfig
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,15 +27,28 @@ from typing import AsyncIterator, Callable, Iterator, Sequence
 import httpx
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from starters.dev import binary as dev_binary
+from workers.codec import KeyRing, converter_for
 from workflows import search_attributes as sa
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
+TEST_KEYS = Path(__file__).resolve().parent / "codec_test_keys.json"
+TEST_KEYRING = KeyRing.from_document(
+    {k: v for k, v in json.loads(TEST_KEYS.read_text()).items() if not k.startswith("_")}, str(TEST_KEYS)
+)
+DATA_CONVERTER = converter_for(TEST_KEYRING)
+
+
+def test_keys_file() -> Path:
+    """The test key as a key file the product accepts (git cannot keep a file's mode 0600)."""
+    path = Path(tempfile.gettempdir()) / f"runbook-test-codec-keys-{os.getuid()}.json"
+    return TEST_KEYRING.write(path)
+
 
 
 def binary(name: str) -> str:
@@ -86,18 +105,24 @@ async def register_search_attributes(client: Client) -> None:
 
 async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=binary("temporal-test-server")
+        data_converter=DATA_CONVERTER, test_server_existing_path=binary("temporal-test-server")
     )
     await register_search_attributes(env.client)
     return env
 
 
-async def start_dev_server() -> WorkflowEnvironment:
+async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | None = None) -> WorkflowEnvironment:
+    """The dev server with the Runbook* search attributes; with ``ui_port``, its web UI there (pointed at
+    ``codec_endpoint`` when given)."""
+    extra = [arg for name in sa.REGISTRATION for arg in ("--search-attribute", name)]
+    if ui_port is not None:
+        extra += ["--ui-disable-news-fetch", *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [])]
     return await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         dev_server_existing_path=binary("temporal"),
-        ui=False,
-        dev_server_extra_args=[arg for name in sa.REGISTRATION for arg in ("--search-attribute", name)],
+        ui=ui_port is not None,
+        ui_port=ui_port,
+        dev_server_extra_args=extra,
     )
 
 
@@ -123,6 +148,37 @@ async def running_worker(
 
 
 HISTORIES = Path(__file__).resolve().parent / "replay" / "histories"
+
+
+def history_payloads(message) -> Iterator[Payload]:
+    """Every Payload inside a history (or any proto message): inputs, results, details, memos, failures' encoded
+    attributes, search attributes."""
+    if isinstance(message, WorkflowHistory):
+        for event in message.events:
+            yield from history_payloads(event)
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            items = list(value.values()) if field.message_type.fields_by_name["value"].message_type else []
+        elif field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED:
+            items = list(value)
+        else:
+            items = [value]
+        for item in items:
+            if isinstance(item, Payload):
+                yield item
+            else:
+                yield from history_payloads(item)
+
+
+async def decoded_payload_bytes(history: WorkflowHistory) -> bytes:
+    """The data of every payload of ``history``, decrypted with the test key (clear payloads pass through)."""
+    decoded = await DATA_CONVERTER.payload_codec.decode(list(history_payloads(history)))
+    return b"".join(p.data for p in decoded)
+
+
 
 
 async def save_history(handle, name: str) -> Path | None:

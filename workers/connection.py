@@ -2,18 +2,18 @@
 
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, ``TEMPORAL_PROFILE`` and the
 config file (``TEMPORAL_CONFIG_FILE``) are read by the SDK's ``temporalio.envconfig``; the same worker and CLI
-therefore reach the dev server, a self-hosted cluster or Temporal Cloud. Every client uses the pydantic data
-converter.
+therefore reach the dev server, a self-hosted cluster or Temporal Cloud. Every client uses the one data converter
+of ``workers.codec`` (pydantic, plus payload encryption when codec keys are configured).
 """
 
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 from core.config import Settings
+from workers.codec import data_converter
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -33,7 +33,8 @@ def connect_config(settings: Settings) -> dict:
 
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     config = connect_config(settings)
+    converter = data_converter(settings)  # keys are read here, before connecting: a key problem says so itself
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime)
+        return await Client.connect(**config, data_converter=converter, runtime=runtime)
     except RuntimeError as err:
         raise TemporalUnreachable(config["target_host"], err) from err

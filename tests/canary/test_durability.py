@@ -6,7 +6,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -37,7 +36,7 @@ async def test_worker_restart_resumes_without_repeating_weight_changes(ts_env: W
         history = await handle.fetch_history()
     assert result.status == "Succeeded"
     assert [entry for entry in log if entry[0] == "weights"] == [("weights", 5), ("weights", 25), ("weights", 50), ("weights", 100)]
-    await Replayer(workflows=[CanaryRamp], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=[CanaryRamp], data_converter=harness.DATA_CONVERTER).replay_workflow(history)
 
 
 async def test_steered_history_replays(ts_env: WorkflowEnvironment, task_queue: str) -> None:
@@ -57,4 +56,4 @@ async def test_steered_history_replays(ts_env: WorkflowEnvironment, task_queue: 
         history = await handle.fetch_history()
     assert result.status == "RolledBack"
     assert traffic.weights == {STABLE: 100, CANARY: 0}
-    await Replayer(workflows=[CanaryRamp], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=[CanaryRamp], data_converter=harness.DATA_CONVERTER).replay_workflow(history)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from core.config import Settings
@@ -58,7 +57,7 @@ def load(path: Path) -> WorkflowHistory:
                     "(record them with RUNBOOK_RECORD_HISTORIES=1 .venv/bin/pytest)")
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=all_workflows(), data_converter=harness.DATA_CONVERTER)
     await replayer.replay_workflow(load(path))
 
 
@@ -77,9 +76,9 @@ async def test_replay_catches_a_non_deterministic_change(ts_env, task_queue, tmp
     assert path == tmp_path / "probe.json"
 
     history = load(path)
-    await Replayer(workflows=[ReplayProbe], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=[ReplayProbe], data_converter=harness.DATA_CONVERTER).replay_workflow(history)
     with pytest.raises(workflow.NondeterminismError):
-        await Replayer(workflows=[ReplayProbeChanged], data_converter=pydantic_data_converter).replay_workflow(history)
+        await Replayer(workflows=[ReplayProbeChanged], data_converter=harness.DATA_CONVERTER).replay_workflow(history)
 
 
 def test_every_test_workflow_module_loads():

@@ -124,8 +124,8 @@ async def test_healthy_dump_restore_passes(ts_env, task_queue, recording, db_act
     assert err is None, err and err.cause
     assert isinstance(result, RestoreDrillResult) and result.status == "Succeeded"
     # deterministic: the recorded history replays against today's code; the credentials never entered it
-    await Replayer(workflows=[RestoreDrill], data_converter=pydantic_data_converter).replay_workflow(histories[0])
-    payloads = b"".join(base64.b64decode(d) for d in re.findall(r'"data": "([A-Za-z0-9+/=]+)"', histories[0].to_json()))
+    await Replayer(workflows=[RestoreDrill], data_converter=harness.DATA_CONVERTER).replay_workflow(histories[0])
+    payloads = await harness.decoded_payload_bytes(histories[0])  # payloads are encrypted in history: decrypt first
     assert b"secret/db/restore-drill" in payloads and b"not-checked-by-trust-auth" not in payloads
     report = result.report
     assert report.passed and report.failures == []
