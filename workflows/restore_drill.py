@@ -72,7 +72,7 @@ with workflow.unsafe.imports_passed_through():
         whole,
     )
     from core.runbook import RunbookInput, RunbookResult, RunStatus, StepRecord
-    from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, error_type, until_done
+    from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, until_done
 
 
 class RestoreDrillInput(RunbookInput):
@@ -271,8 +271,8 @@ class RestoreDrill(RunbookWorkflow):
         raise Stop("Refused", f"{why}: {NOTHING_CHANGED}", severity="warning")
 
     def _refuse_on(self, step: StepRecord, err: ActivityError, what: str) -> None:
-        if error_type(err) in REFUSING_ERRORS:
-            self._refuse(step, f"{what}: {cause_of(err)}")
+        if _kind(err) in REFUSING_ERRORS:
+            self._refuse(step, f"{what}: {_message(err)}")
 
     async def _locate_dump(self, input: RestoreDrillInput, step: StepRecord) -> BackupRef:
         prefix = input.dump_key or input.dump_prefix
@@ -282,8 +282,8 @@ class RestoreDrill(RunbookWorkflow):
                 start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
             ))
         except ActivityError as err:
-            if error_type(err) == errors.NOT_FOUND:
-                self._no_backup(input, step, cause_of(err))
+            if _kind(err) == errors.NOT_FOUND:
+                self._no_backup(input, step, _message(err))
             raise
         if input.dump_key and info.key != input.dump_key:
             self._no_backup(input, step, f"dump s3://{input.dump_bucket}/{input.dump_key} does not exist")
@@ -301,8 +301,8 @@ class RestoreDrill(RunbookWorkflow):
                 start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
             ))
         except ActivityError as err:
-            if error_type(err) == errors.NOT_FOUND:
-                self._no_backup(input, step, cause_of(err))
+            if _kind(err) == errors.NOT_FOUND:
+                self._no_backup(input, step, _message(err))
             raise
         return BackupRef(kind="rds_snapshot", identifier=snap.identifier, created_at=snap.created_at,
                          age=_age(snap.created_at))
@@ -471,7 +471,7 @@ class RestoreDrill(RunbookWorkflow):
                 )
                 removed.append(f"{what} {'removed' if result.existed else 'already gone'}")
             except ActivityError as err:
-                left.append(f"{what} could not be removed, remove it by hand: {cause_of(err)}")
+                left.append(f"{what} could not be removed, remove it by hand: {_message(err)}")
         self._cleaned = (removed, left)
         self.report.cleanup += removed + left
         self.report.failures += left
@@ -516,12 +516,22 @@ class RestoreDrill(RunbookWorkflow):
             )
         except ActivityError as err:
             r.report_uri = None
-            r.failures.append(f"report not written: {cause_of(err)}")
+            r.failures.append(f"report not written: {_message(err)}")
             r.passed = False
             return False
         if ref.version_id:
             r.report_uri += f"?versionId={ref.version_id}"
         return True
+
+def _kind(err: ActivityError) -> str | None:
+    """The type of the error the activity itself raised (``error_type`` would go on to what it was raised from)."""
+    return getattr(err.cause, "type", None)
+
+
+def _message(err: ActivityError) -> str:
+    """The message of the error the activity itself raised: it says what the activity was doing."""
+    return getattr(err.cause, "message", None) or cause_of(err)
+
 
 def _age(created_at: datetime) -> timedelta:
     return whole(max(timedelta(0), workflow.now() - as_utc(created_at)))
