@@ -51,6 +51,8 @@ from core.aws import (
     RdsFenceResult,
     RdsInstance,
     RdsInstanceRef,
+    RdsParameterGroupInput,
+    RdsRenameInput,
     RdsReplicaLag,
     RdsRestoreInput,
     RdsSnapshot,
@@ -646,6 +648,7 @@ class RdsActivities:
             arn=raw.get("DBInstanceArn", ""),
             promoted=tags.get(PROMOTED_TAG) == "true",
             restored_from=tags.get(RESTORED_FROM_TAG),
+            parameter_groups=sorted(g["DBParameterGroupName"] for g in raw.get("DBParameterGroups", [])),
         )
 
     def _describe(self, identifier: str, region: str) -> RdsInstance:
@@ -844,7 +847,73 @@ class RdsActivities:
             params["DBInstanceClass"] = input.instance_class
         with aws_errors(f"creating replica {input.replica_identifier} of {source_id} in {input.region}"):
             raw = self._rds(input.region).create_db_instance_read_replica(**params)["DBInstance"]
-        return self._to_instance(raw, input.region)
+        inst = self._to_instance(raw, input.region)
+        if inst.promoted:  # a new replica is not promoted: moto copies the source's tags (the tag is ours to clear)
+            with aws_errors(f"clearing {PROMOTED_TAG} on the new replica {input.replica_identifier}"):
+                self._rds(input.region).remove_tags_from_resource(ResourceName=inst.arn, TagKeys=[PROMOTED_TAG])
+            inst = self._require(input.replica_identifier, input.region)
+        return inst
+
+    @activity.defn(name="rds_rename_instance")
+    def rds_rename_instance(self, input: RdsRenameInput) -> RdsInstance:
+        """Rename an instance and wait until the new identifier answers and the old one is free. Safe to retry: an
+        instance already renamed is returned as it is; both identifiers taken is refused (InvalidInput)."""
+        since = self._wait_started_at()
+        old = self._describe(input.identifier, input.region)
+        new = self._describe(input.new_identifier, input.region)
+        if old.exists and new.exists:
+            raise _invalid(
+                f"cannot rename {input.identifier} to {input.new_identifier} in {input.region}: both exist"
+            )
+        if not old.exists and not new.exists:
+            raise ApplicationError(
+                f"RDS instance {input.identifier} does not exist in {input.region} (nor {input.new_identifier})",
+                type=errors.NOT_FOUND,
+                non_retryable=True,
+            )
+        if old.exists:
+            with aws_errors(f"renaming {input.identifier} to {input.new_identifier} in {input.region}"):
+                self._rds(input.region).modify_db_instance(
+                    DBInstanceIdentifier=input.identifier,
+                    NewDBInstanceIdentifier=input.new_identifier,
+                    ApplyImmediately=True,
+                )
+        while True:  # AWS applies a rename after a short while: the new name answers, the old one is free
+            new = self._describe(input.new_identifier, input.region)
+            gone = not self._describe(input.identifier, input.region).exists
+            _heartbeat({"status": new.status if new.exists else "renaming", "since": since})
+            if new.exists and gone and new.status == "available":
+                return new
+            elapsed = self._clock() - since
+            if elapsed >= input.deadline_seconds:
+                raise ApplicationError(
+                    f"rename of {input.identifier} to {input.new_identifier} not done after {elapsed:.0f}s",
+                    type=errors.DEADLINE_EXCEEDED,
+                    non_retryable=True,
+                )
+            self._sleep(min(input.poll_seconds, input.deadline_seconds - elapsed))
+            with contextlib.suppress(RuntimeError):
+                if activity.is_cancelled():
+                    raise CancelledError("rds_rename_instance cancelled")
+
+    @activity.defn(name="rds_set_parameter_group")
+    def rds_set_parameter_group(self, input: RdsParameterGroupInput) -> RdsInstance:
+        """Give an instance exactly this parameter group (applied immediately), read back; a no-op if it has it."""
+        inst = self._require(input.identifier, input.region)
+        if inst.parameter_groups == [input.parameter_group]:
+            return inst
+        with aws_errors(f"setting parameter group {input.parameter_group} on {input.identifier} in {input.region}"):
+            self._rds(input.region).modify_db_instance(
+                DBInstanceIdentifier=input.identifier, DBParameterGroupName=input.parameter_group, ApplyImmediately=True
+            )
+        inst = self._require(input.identifier, input.region)
+        if inst.parameter_groups != [input.parameter_group]:
+            raise ApplicationError(
+                f"{input.identifier} has parameter groups {inst.parameter_groups} after setting {input.parameter_group}",
+                type=errors.VERIFICATION_FAILED,
+                non_retryable=True,
+            )
+        return inst
 
     @activity.defn(name="rds_replica_lag")
     def rds_replica_lag(self, input: RdsInstanceRef) -> RdsReplicaLag:
@@ -1039,6 +1108,8 @@ def all_activities(clients: AwsClients) -> list[Callable]:
         rds.rds_create_replica,
         rds.rds_replica_lag,
         rds.rds_set_writes_blocked,
+        rds.rds_rename_instance,
+        rds.rds_set_parameter_group,
         s3.s3_put_json,
         s3.s3_get_json,
         s3.s3_delete_object,

@@ -147,6 +147,7 @@ class RdsInstance(_Model):
     arn: str = ""
     promoted: bool = Field(False, description="tagged runbook:promoted=true by rds_promote_replica")
     restored_from: str | None = Field(None, description="snapshot id, from the runbook:restored-from tag")
+    parameter_groups: list[str] = Field(default_factory=list, description="DB parameter group names, sorted")
 
 
 class RdsSnapshotQuery(_Model):
@@ -190,6 +191,24 @@ class RdsCreateReplicaInput(_Model):
     replica_identifier: str
     region: str
     instance_class: str | None = None
+
+
+class RdsRenameInput(_Model):
+    """Give an instance another identifier (``modify_db_instance(NewDBInstanceIdentifier=...)``)."""
+
+    identifier: str
+    new_identifier: str
+    region: str
+    deadline_seconds: float = Field(900, gt=0, description="how long to wait for the new identifier to answer")
+    poll_seconds: float = Field(10, gt=0)
+
+
+class RdsParameterGroupInput(_Model):
+    """Set an instance's DB parameter group (applied immediately); a no-op when it already has it."""
+
+    identifier: str
+    region: str
+    parameter_group: str
 
 
 class RdsReplicaLag(_Model):
