@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core import errors
-from core.identity import OidcConfig, VerifiedIdentity, VerifyTokenInput, token_id, unverified_claims
+from core.identity import OidcConfig, VerifiedIdentity, VerifyTokenInput, token_id, unverified_claims, unverified_identity
 
 TOKEN_REFUSED = "TokenRefused"
 
@@ -74,8 +74,22 @@ class IdentityActivities:
         return verify(self._config, self._keys, req)
 
 
+class UnauthenticatedIdentity:
+    """The verifier of a worker WITHOUT OpenID Connect configured (tests, a bare local run): it takes the typed
+    approver name as it comes and marks it ``verified: False``. The worker logs loudly that approvals are then
+    unauthenticated. It is the worker's choice, never the input's: a worker with OIDC refuses any approval without a
+    valid token."""
+
+    @activity.defn(name="verify_id_token")
+    def verify_id_token(self, req: VerifyTokenInput) -> VerifiedIdentity:
+        name = req.claimed.strip() or str(unverified_claims(req.token).get("preferred_username") or "")
+        return unverified_identity(name, req.via, req.now)
+
+
 def verify(config: OidcConfig, keys: JwksCache, req: VerifyTokenInput) -> VerifiedIdentity:
     token = req.token.strip()
+    if not token:
+        raise _refuse("no ID token: this worker accepts only authenticated approvals (run `runbook login`)")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as err:

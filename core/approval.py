@@ -12,6 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.duration import Duration
+from core.identity import People
+
+# How an approval reached the run: cli / slack / api by Update, ui by Signal ("update" and "signal" are the names
+# recorded before approvals were tied to identities; they still load).
+ApprovalVia = Literal["cli", "slack", "ui", "api", "update", "signal"]
 
 
 class ApprovalPolicy(BaseModel):
@@ -21,14 +26,21 @@ class ApprovalPolicy(BaseModel):
 
     approvers: list[str] = Field(default_factory=list, description="users allowed to approve")
     groups: dict[str, list[str]] = Field(
-        default_factory=dict, description="named groups of approvers (resolved from the catalog's groups file)"
+        default_factory=dict, description="approver groups: their named people (resolved from the catalog's groups file)"
     )
+    idp_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="approver group -> identity-provider groups whose members belong to it"
+    )
+    people: People = Field(default_factory=People, description="aliases of people, and who may vouch for them")
     required_approvals: int = Field(1, ge=0, description="distinct approvals needed; 0 means no gate")
     required_groups: list[str] = Field(
         default_factory=list, description="each of these groups must contribute at least one approval"
     )
     allow_self_approval: bool = False
     allow_ui_approval: bool = True
+    allow_unauthenticated_ui_approval: bool = Field(
+        False, description="accept a web UI approval that carries no ID token (recorded as unverified)"
+    )
     timeout: Duration = timedelta(hours=24)
     on_timeout: Literal["reject", "abort", "escalate"] = "reject"
     escalate_to: list[str] = Field(default_factory=list, description="approvers added when a gate escalates")
@@ -36,7 +48,7 @@ class ApprovalPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ApprovalPolicy":
-        unknown = [g for g in self.required_groups if g not in self.groups]
+        unknown = [g for g in self.required_groups if g not in self.groups and g not in self.idp_groups]
         if unknown:
             raise ValueError(f"required_groups names undefined groups: {', '.join(unknown)}")
         if self.required_approvals < len(self.required_groups):
@@ -46,39 +58,67 @@ class ApprovalPolicy(BaseModel):
         return self
 
     def eligible(self, extra: list[str] | None = None, *, requested_by: str | None = None) -> set[str]:
-        """Who may approve; without the requester when self-approval is off."""
-        users = set(self.approvers) | set(extra or [])
+        """The named people who may approve; without the requester when self-approval is off. (Members of the
+        identity-provider groups in ``eligible_idp_groups`` may approve too.)"""
+        users = {self.people.person(u) for u in [*self.approvers, *(extra or [])]}
         for members in self.groups.values():
-            users |= set(members)
+            users |= {self.people.person(m) for m in members}
         if requested_by and not self.allow_self_approval:
-            users.discard(requested_by)
+            users.discard(self.people.person(requested_by))
         return users
 
-    def groups_of(self, user: str) -> list[str]:
-        return sorted(name for name, members in self.groups.items() if user in members)
+    def eligible_idp_groups(self) -> list[str]:
+        return sorted({g for groups in self.idp_groups.values() for g in groups})
+
+    def in_group(self, group: str, person: str, idp_groups: list[str] | tuple[str, ...] = ()) -> bool:
+        """Whether ``person`` (with the identity provider's ``idp_groups``) belongs to approver group ``group``."""
+        named = {self.people.person(m) for m in self.groups.get(group, [])}
+        return person in named or bool(set(idp_groups) & set(self.idp_groups.get(group, [])))
+
+    def admits(self, person: str, idp_groups: list[str] | tuple[str, ...] = ()) -> bool:
+        """Whether ``person`` may approve at all (self-approval aside)."""
+        if person in {self.people.person(u) for u in self.approvers}:
+            return True
+        return any(self.in_group(g, person, idp_groups) for g in {*self.groups, *self.idp_groups})
+
+    def groups_of(self, user: str, idp_groups: list[str] | tuple[str, ...] = ()) -> list[str]:
+        return sorted(name for name in {*self.groups, *self.idp_groups} if self.in_group(name, user, idp_groups))
 
 
 GateDecision = Literal["pending", "approved", "rejected", "timed_out", "aborted"]
 
 
 class Approval(BaseModel):
-    approver: str
+    """One approval as the audit trail keeps it: the person, and what vouched for them (never the raw token)."""
+
+    approver: str = Field(description="the person (every alias of one person is one approver)")
     at: datetime
     reason: str = ""
-    via: Literal["update", "signal"] = "update"
+    via: ApprovalVia = "cli"
+    subject: str = Field("", description="the token's sub")
+    name: str = Field("", description="the token's user name (for a service identity: the service)")
+    groups: list[str] = Field(default_factory=list, description="the identity provider's groups, from the token")
+    issuer: str = ""
+    token_id: str = Field("", description="the token's jti or digest; a token counts once per run")
+    on_behalf_of: str | None = Field(None, description="the alias a service identity vouched for (slack:U...)")
+    verified: bool = Field(False, description="False: a typed name nobody vouched for (a worker without OIDC)")
 
 
 class ApproveInput(BaseModel):
     gate_id: str = Field(description="the gate being approved; one of the run's open gates")
-    approver: str
+    approver: str = Field("", description="a typed name: counts only on a worker without OIDC (unverified)")
     reason: str = ""
     binding: str | None = Field(None, description="what the approver saw, e.g. a plan hash; must match the gate's")
+    token: str | None = Field(None, repr=False, description="an OpenID Connect ID token of the approver")
+    on_behalf_of: str | None = Field(None, description="from a service identity: the alias it vouches for (slack:U...)")
 
 
 class RejectInput(BaseModel):
     gate_id: str
-    approver: str
+    approver: str = ""
     reason: str = Field(min_length=1)
+    token: str | None = Field(None, repr=False)
+    on_behalf_of: str | None = None
 
 
 class AbortInput(BaseModel):
@@ -91,8 +131,10 @@ class RefusedAttempt(BaseModel):
     gate_id: str
     who: str
     action: Literal["approve", "reject"]
-    via: Literal["update", "signal"]
+    via: ApprovalVia
     reason: str
+    subject: str = ""
+    token_id: str = ""
 
 
 class GateView(BaseModel):
@@ -105,6 +147,7 @@ class GateView(BaseModel):
     opened_at: datetime
     deadline: datetime
     eligible: list[str] = Field(default_factory=list)
+    eligible_groups: list[str] = Field(default_factory=list, description="identity-provider groups that may approve")
     required_approvals: int = 1
     required_groups: list[str] = Field(default_factory=list)
     approvals: list[Approval] = Field(default_factory=list)
@@ -139,21 +182,23 @@ def check_approval(
     who: str,
     requested_by: str,
     action: Literal["approve", "reject"],
-    via: Literal["update", "signal"],
+    via: ApprovalVia,
     binding: str | None = None,
+    groups: list[str] | tuple[str, ...] = (),
 ) -> str | None:
-    """Return why ``who`` may not approve/reject ``gate_id`` now, or None when they may."""
+    """Return why the person ``who`` (with the identity provider's ``groups``) may not approve/reject ``gate_id``
+    now, or None when they may. The requester is compared as a person too (every alias of one person)."""
     if gate is None or not gate.open:
         return "no approval is pending" if gate is None else f"gate {gate.gate_id} is already {gate.decision}"
     if gate_id != gate.gate_id:
         return f"stale gate: {gate_id!r} is not the open gate ({gate.gate_id!r})"
     if not who:
         return "the approver's identity is missing"
-    if via == "signal" and not policy.allow_ui_approval:
+    if via in ("signal", "ui") and not policy.allow_ui_approval:
         return "this runbook does not accept approvals from the web UI"
-    if who == requested_by and not policy.allow_self_approval:
+    if who == policy.people.person(requested_by) and not policy.allow_self_approval:
         return f"{who} requested this run and cannot approve it (self-approval is off)"
-    if who not in gate.eligible:
+    if not policy.admits(who, groups) and who not in gate.eligible:
         return f"{who} is not an approver for this runbook"
     if action == "approve":
         if any(a.approver == who for a in gate.approvals):
@@ -167,10 +212,11 @@ def check_approval(
 
 
 def approvals_satisfied(policy: ApprovalPolicy, gate: GateView) -> bool:
+    """Enough distinct people, and each required group represented (by a named member or by the token's groups)."""
     approvers = {a.approver for a in gate.approvals}
     if len(approvers) < gate.required_approvals:
         return False
     for group in gate.required_groups:
-        if not approvers & set(policy.groups.get(group, [])):
+        if not any(policy.in_group(group, a.approver, a.groups) for a in gate.approvals):
             return False
     return True

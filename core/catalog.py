@@ -4,7 +4,11 @@ A file binds a runbook name to a workflow type, declares its parameters (types, 
 policies), its approval policy (optionally per environment), its triggers (Slack, PagerDuty) and a concurrency
 key template that becomes the workflow id, so two runs against one target cannot overlap.
 
-``runbooks/groups.yaml`` names the approver groups. Any error names the file, the line and the field.
+``runbooks/groups.yaml`` names the approver groups: each is a list of people, or a mapping with the identity
+provider's groups whose members belong to it (``idp_groups``, matched against the ID token's groups claim) and
+named ``people``. It also lists each person's aliases on other channels (``people: {alice: [slack:U0ALICE]}``), so
+that every alias of one person is one approver, and which service identities may vouch for which alias namespaces
+(``vouchers: {runbook-gateway: [slack]}``). Any error names the file, the line and the field.
 
 Planning a start (``Catalog.plan_start``) is pure: it turns a runbook name, parameters and a requester into the
 workflow type, id, input and search attributes. The CLI, the Slack and PagerDuty gateway and schedules all use it
@@ -19,13 +23,14 @@ import string
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from core.approval import ApprovalPolicy
 from core.duration import Duration, parse_duration
+from core.identity import People
 from core.runbook import RunbookMeta
 
 GROUPS_FILE = "groups.yaml"
@@ -72,18 +77,26 @@ class CatalogApproval(BaseModel):
     required_groups: list[str] = Field(default_factory=list)
     allow_self_approval: bool = False
     allow_ui_approval: bool = True
+    allow_unauthenticated_ui_approval: bool = False
     timeout: Duration = timedelta(hours=24)
     on_timeout: Literal["reject", "abort", "escalate"] = "reject"
     escalate_to: list[str] = Field(default_factory=list)
     reminder_interval: Duration | None = timedelta(hours=1)
 
-    def to_policy(self, groups: dict[str, list[str]]) -> ApprovalPolicy:
+    def to_policy(self, groups: dict[str, list[str]], idp_groups: dict[str, list[str]] | None = None,
+                  people: People | None = None) -> ApprovalPolicy:
+        idp_groups = idp_groups or {}
         names = list(dict.fromkeys([*self.groups, *self.required_groups]))
-        missing = [n for n in names if n not in groups]
+        missing = [n for n in names if n not in groups and n not in idp_groups]
         if missing:
             raise ValueError(f"unknown approver group(s) {', '.join(missing)} (define them in {GROUPS_FILE})")
         data = self.model_dump(exclude={"groups"})
-        return ApprovalPolicy(**data, groups={n: groups[n] for n in names})
+        return ApprovalPolicy(
+            **data,
+            groups={n: groups.get(n, []) for n in names},
+            idp_groups={n: idp_groups[n] for n in names if idp_groups.get(n)},
+            people=people or People(),
+        )
 
 
 class SlackTrigger(BaseModel):
@@ -143,8 +156,9 @@ class RunbookSpec(BaseModel):
                     raise ValueError(f"{attr} uses {{{name}}}, which is not a parameter")
         return self
 
-    def policy_for(self, environment: str, groups: dict[str, list[str]]) -> ApprovalPolicy:
-        return self.approval_by_environment.get(environment, self.approval).to_policy(groups)
+    def policy_for(self, environment: str, groups: dict[str, list[str]], idp_groups: dict[str, list[str]] | None = None,
+                   people: People | None = None) -> ApprovalPolicy:
+        return self.approval_by_environment.get(environment, self.approval).to_policy(groups, idp_groups, people)
 
 
 @dataclass
@@ -207,9 +221,12 @@ class ParameterError(ValueError):
 
 
 class Catalog:
-    def __init__(self, runbooks: dict[str, RunbookSpec], groups: dict[str, list[str]], files: dict[str, Path]):
+    def __init__(self, runbooks: dict[str, RunbookSpec], groups: dict[str, list[str]], files: dict[str, Path],
+                 idp_groups: dict[str, list[str]] | None = None, people: People | None = None):
         self.runbooks = runbooks
-        self.groups = groups
+        self.groups = groups  # approver group -> named people
+        self.idp_groups = idp_groups or {}  # approver group -> identity-provider groups
+        self.people = people or People()
         self.files = files
 
     @classmethod
@@ -218,14 +235,18 @@ class Catalog:
         directory = Path(directory)
         problems: list[str] = []
         groups: dict[str, list[str]] = {}
+        idp_groups: dict[str, list[str]] = {}
+        people = People()
         groups_path = directory / GROUPS_FILE
         if groups_path.exists():
             data, lines = _read_yaml(groups_path, problems)
             if data is not None:
                 try:
-                    groups = _GroupsFile.model_validate(data).groups
+                    parsed = _GroupsFile.model_validate(data)
                 except ValidationError as err:
                     problems += _explain(groups_path, err, lines)
+                else:
+                    groups, idp_groups, people = parsed.resolved()
         runbooks: dict[str, RunbookSpec] = {}
         files: dict[str, Path] = {}
         if not directory.is_dir():
@@ -233,7 +254,7 @@ class Catalog:
         for path in sorted(directory.glob("*.y*ml")):
             if path.name == GROUPS_FILE:
                 continue
-            spec = _load_spec(path, groups, problems, workflows)
+            spec = _load_spec(path, groups, problems, workflows, idp_groups, people)
             if spec is None:
                 continue
             if spec.name in runbooks:
@@ -243,7 +264,7 @@ class Catalog:
             files[spec.name] = path
         if problems:
             raise CatalogError(problems)
-        return cls(runbooks, groups, files)
+        return cls(runbooks, groups, files, idp_groups, people)
 
     def get(self, name: str) -> RunbookSpec:
         try:
@@ -295,7 +316,7 @@ class Catalog:
         environment = spec.environment.format_map(_Missing(text_values))
         wf_id = workflow_id or spec.concurrency_key.format_map(_Missing(text_values))
         check_identifiers(name, wf_id, {"target": target, "environment": environment, "requested_by": requested_by})
-        policy = approval or spec.policy_for(environment, self.groups)
+        policy = approval or spec.policy_for(environment, self.groups, self.idp_groups, self.people)
         ui_url = f"{ui_base.rstrip('/')}/namespaces/{namespace}/workflows/{wf_id}" if ui_base else None
         meta = RunbookMeta(
             runbook=name,
@@ -343,9 +364,46 @@ def check_identifiers(runbook: str, workflow_id: str, attributes: dict[str, str]
                                  f"limit of {MAX_SEARCH_ATTRIBUTE_BYTES}")
 
 
+ALIAS_RE = r"^[a-z][a-z0-9_-]*:\S+$"
+Alias = Annotated[str, StringConstraints(pattern=ALIAS_RE)]  # namespace:id, e.g. slack:U0ALICE
+
+
+class _GroupSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    idp_groups: list[str] = Field(default_factory=list, description="identity-provider groups (the token's groups claim)")
+    people: list[str] = Field(default_factory=list, description="named people (or their aliases)")
+
+
 class _GroupsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    groups: dict[str, list[str]]
+    groups: dict[str, list[str] | _GroupSpec]
+    people: dict[str, list[Alias]] = Field(default_factory=dict, description="person -> aliases (namespace:id)")
+    vouchers: dict[str, list[str]] = Field(
+        default_factory=dict, description="service identity -> alias namespaces it may vouch for"
+    )
+
+    @field_validator("people")
+    @classmethod
+    def _aliases(cls, people: dict[str, list[str]]) -> dict[str, list[str]]:
+        owner: dict[str, str] = {}
+        for person, aliases in people.items():
+            for alias in aliases:
+                if alias in owner and owner[alias] != person:
+                    raise ValueError(f"{person}: alias {alias!r} already belongs to {owner[alias]}")
+                owner[alias] = person
+        return people
+
+    @model_validator(mode="after")
+    def _services_are_not_people(self) -> "_GroupsFile":
+        both = sorted(set(self.vouchers) & set(self.people))
+        if both:
+            raise ValueError(f"vouchers: {', '.join(both)} cannot be both a service identity and a person")
+        return self
+
+    def resolved(self) -> tuple[dict[str, list[str]], dict[str, list[str]], People]:
+        named = {g: (v if isinstance(v, list) else v.people) for g, v in self.groups.items()}
+        idp = {g: v.idp_groups for g, v in self.groups.items() if isinstance(v, _GroupSpec) and v.idp_groups}
+        return named, idp, People(aliases=self.people, vouchers=self.vouchers)
 
 
 class _Missing(dict):
@@ -358,7 +416,8 @@ def _template_text(value: Any) -> str:
 
 
 def _load_spec(
-    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: dict[str, type] | None
+    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: dict[str, type] | None,
+    idp_groups: dict[str, list[str]] | None = None, people: People | None = None,
 ) -> RunbookSpec | None:
     data, lines = _read_yaml(path, problems)
     if data is None:
@@ -372,7 +431,7 @@ def _load_spec(
         (f"approval_by_environment.{k}", v) for k, v in spec.approval_by_environment.items()
     ]]:
         try:
-            approval.to_policy(groups)
+            approval.to_policy(groups, idp_groups, people)
         except (ValueError, ValidationError) as err:
             loc = tuple(env_name.split("."))
             message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)

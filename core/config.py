@@ -51,6 +51,20 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed to call it (JSON list); default: ui_url's origin"
     )
 
+    # Approver identity (core.identity): the worker verifies approvals' OpenID Connect ID tokens against this
+    # issuer. Unset issuer: the worker takes typed approver names as they come (unverified) and says so loudly.
+    oidc_issuer: str | None = Field(None, description="the identity provider's issuer URL (the tokens' iss)")
+    oidc_audience: str | None = Field(None, description="the client id the approvers' ID tokens are issued for (aud)")
+    oidc_username_claim: str = Field("preferred_username", description="the claim holding the user name")
+    oidc_groups_claim: str = Field("groups", description="the claim holding the user's groups")
+    oidc_jwks_url: str | None = Field(None, description="default: jwks_uri of the issuer's discovery document")
+    oidc_vault_role: str = Field("approver", description="`runbook login` with Vault/OpenBao: the OIDC role to read")
+    # The gateway's own service identity, which vouches for Slack users (groups.yaml vouchers): an ID token from a
+    # command (any provider), or from Vault/OpenBao (VAULT_ADDR) with its own userpass login.
+    gateway_identity_token_command: str | None = Field(None, description="prints a fresh ID token of the gateway")
+    gateway_vault_username: str | None = Field(None, description="the gateway's userpass user in Vault/OpenBao")
+    gateway_vault_password: SecretStr | None = None
+
     # The catalog, and where workflows come from
     catalog_dir: Path = Path("runbooks")
     workflow_modules: list[str] = Field(

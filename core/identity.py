@@ -49,6 +49,7 @@ class VerifyTokenInput(BaseModel):
     token: str = Field(repr=False)
     now: datetime = Field(description="the run's clock: expiry and not-before are judged against it")
     via: Via = "cli"
+    claimed: str = Field("", description="the typed approver name: used only by a worker without OIDC (unverified)")
 
 
 class VerifiedIdentity(BaseModel):
@@ -62,10 +63,16 @@ class VerifiedIdentity(BaseModel):
     expires_at: datetime
     via: Via = "cli"
     on_behalf_of: str | None = Field(None, description="an alias a service identity vouched for (slack:U...)")
+    verified: bool = Field(True, description="False: a worker without OIDC took the typed name as it came")
 
     @property
     def person(self) -> str:
         return self.name
+
+
+def unverified_identity(name: str, via: Via, now: datetime) -> VerifiedIdentity:
+    """The typed name as it came, marked unverified (a worker without OIDC; a UI approval the policy lets in)."""
+    return VerifiedIdentity(subject=name, name=name, issuer="", token_id="", expires_at=now, via=via, verified=False)
 
 
 def token_id(token: str, claims: dict) -> str:
@@ -101,6 +108,30 @@ class People(BaseModel):
                 return person
         return None
 
+    def person(self, name: str) -> str:
+        """The person behind a name or alias; a name nobody claims is a person of its own."""
+        return self.person_of(name) or name
+
     def may_vouch(self, service: str, alias: str) -> bool:
         namespace = alias.split(":", 1)[0] if ":" in alias else ""
         return bool(namespace) and namespace in self.vouchers.get(service, [])
+
+    def is_service(self, name: str) -> bool:
+        return name in self.vouchers
+
+
+def approver_of(identity: VerifiedIdentity, on_behalf_of: str | None, people: People) -> tuple[str, list[str], str | None]:
+    """(person, identity-provider groups, refusal) for an identity the worker has checked.
+
+    A service identity (the Slack gateway) approves only on behalf of an alias in a namespace it may vouch for; the
+    approver is then the person behind the alias, with no identity-provider groups (the token's groups are the
+    service's). Anyone else is the person behind the token's name, with the token's groups.
+    """
+    if on_behalf_of:
+        if not people.may_vouch(identity.name, on_behalf_of):
+            namespace = on_behalf_of.split(":", 1)[0] if ":" in on_behalf_of else on_behalf_of
+            return "", [], f"{identity.name} may not vouch for {namespace!r} identities ({on_behalf_of})"
+        return people.person(on_behalf_of), [], None
+    if people.is_service(identity.name):
+        return "", [], f"{identity.name} is a service identity: it approves only on behalf of a person (on_behalf_of)"
+    return people.person(identity.name), list(identity.groups), None

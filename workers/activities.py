@@ -124,11 +124,37 @@ def database_activities(settings: Settings, vault) -> list[Callable]:
     return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks]
 
 
+# ---------------------------------------------------------------------------- approver identity (OIDC)
+def oidc_config(settings: Settings):
+    """The approvers' identity provider from settings, or None when no issuer is configured."""
+    from core.identity import OidcConfig
+
+    if not settings.oidc_issuer:
+        return None
+    if not settings.oidc_audience:
+        raise ValueError("RUNBOOK_OIDC_ISSUER is set but RUNBOOK_OIDC_AUDIENCE is not: tokens cannot be checked")
+    return OidcConfig(issuer=settings.oidc_issuer, audience=settings.oidc_audience,
+                      username_claim=settings.oidc_username_claim, groups_claim=settings.oidc_groups_claim,
+                      jwks_url=settings.oidc_jwks_url)
+
+
+def identity_activities(settings: Settings) -> list[Callable]:
+    """``verify_id_token`` (a local activity of every approval): against the issuer's JWKS when OIDC is configured,
+    else the unauthenticated verifier that passes typed names on, marked unverified."""
+    from activities.identity import IdentityActivities, UnauthenticatedIdentity
+
+    config = oidc_config(settings)
+    if config is None:
+        return [UnauthenticatedIdentity().verify_id_token]
+    return [IdentityActivities(config).verify_id_token]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
     vault = vault_reader()
     return [
         notifier.notify,
+        *identity_activities(settings),
         *kubernetes_activities(),
         *http_check_activities(),
         *terraform_activities(settings, vault),

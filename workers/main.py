@@ -76,6 +76,12 @@ async def run_worker(
             pass
 
     identity = worker_identity()
+    if not settings.oidc_issuer:
+        log.warning("APPROVALS ARE UNAUTHENTICATED: RUNBOOK_OIDC_ISSUER is not set, so this worker accepts typed "
+                    "approver names without checking them (marked verified: false). Configure RUNBOOK_OIDC_ISSUER and "
+                    "RUNBOOK_OIDC_AUDIENCE for any shared or production use.")
+    else:
+        log.info("approvals verified against %s (audience %s)", settings.oidc_issuer, settings.oidc_audience)
     runtime = metrics_runtime(settings.metrics_port)
     client = await connect(settings, runtime=runtime)
     workflows = [*product_workflows(settings), *extra_workflows]

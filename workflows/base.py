@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from core import errors
     from core.approval import (
         AbortInput,
+        Approval,
         ApprovalPolicy,
         ApproveInput,
         GateOutcome,
@@ -45,6 +46,18 @@ with workflow.unsafe.imports_passed_through():
         RejectInput,
     )
     from core.events import EventKind, RunbookEvent
+    from core.identity import (
+        DEFAULT_GROUPS_CLAIM,
+        DEFAULT_USERNAME_CLAIM,
+        People,
+        VerifiedIdentity,
+        VerifyTokenInput,
+        Via,
+        approver_of,
+        token_id,
+        unverified_claims,
+        unverified_identity,
+    )
     from core.runbook import ActionRecord, RunbookCarry, RunbookMeta, RunbookResult, RunbookStatus, RunStatus, StepRecord, TERMINAL
     from pydantic import BaseModel
     from workflows import search_attributes as sa
@@ -60,6 +73,13 @@ ACTIVITY_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=errors.NON_RETRYABLE,
 )
+
+# Verifying an approver's ID token (a local activity: the JWKS is cached by the worker). A refusal is final; an
+# unreachable identity provider is retried a little, then refused ("cannot read the identity provider's keys").
+VERIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
+                           non_retryable_error_types=["TokenRefused"])
+VERIFIED_APPROVERS_PATCH = "verified-approvers"
+MAX_LEEWAY_SECONDS = 300  # the validator's expiry pre-check allows the most clock skew a verifier may allow
 
 Severity = Literal["info", "warning", "error", "critical"]
 R = TypeVar("R", bound=RunbookResult)
@@ -148,6 +168,19 @@ def gate_stop(outcome: GateOutcome, what: str) -> Stop:
     return Stop("Rejected", f"{what}: {word}{by}: {outcome.reason}".rstrip(": "))
 
 
+def audit_line(a: Approval) -> str:
+    """One approval for people: who (person, token name, subject, groups, issuer, token id), how, when, why."""
+    if not a.verified:
+        who = f"{a.approver} (UNVERIFIED: typed name, no token checked)"
+    else:
+        vouched = f" for {a.on_behalf_of}" if a.on_behalf_of else ""
+        groups = ", ".join(a.groups) or "none"
+        who = (f"{a.approver} (token of {a.name}{vouched}; sub {a.subject}; groups {groups}; issuer {a.issuer}; "
+               f"token {a.token_id})")
+    reason = f": {a.reason}" if a.reason else ""
+    return f"approved by {who} via {a.via} at {a.at:%Y-%m-%d %H:%M:%S} UTC{reason}"
+
+
 class RunbookWorkflow:
     def __init__(self, meta: RunbookMeta, carry: RunbookCarry | None = None) -> None:
         self.meta = meta
@@ -157,6 +190,7 @@ class RunbookWorkflow:
         self._steps: list[StepRecord] = []
         self.gates = GateRegistry(self._gates_changed)
         self._refused: list[RefusedAttempt] = []
+        self._used_tokens: list[str] = []
         self._actions: list[ActionRecord] = []
         self._notify_refs: dict[str, str] = {}
         self._notification_failures: list[str] = []
@@ -168,6 +202,7 @@ class RunbookWorkflow:
             self._steps = list(carry.steps)
             self.gates.restore(carry.gates, carry.gate_seq)
             self._refused = list(carry.refused)
+            self._used_tokens = list(carry.used_tokens)
             self._actions = list(carry.actions)
             self._notify_refs = dict(carry.notify_refs)
             self._notification_failures = list(carry.notification_failures)
@@ -204,66 +239,165 @@ class RunbookWorkflow:
         return {}
 
     # ----------------------------------------------------------------- approval handlers (address a gate by id)
-    def _refusal(self, gate_id: str, who: str, action: str, via: str, binding: str | None = None) -> str | None:
+    # The worker decides who approves, never the input: every approval carries an ID token (from a service identity
+    # also ``on_behalf_of``, an alias it vouches for), which the worker's ``verify_id_token`` local activity checks at
+    # the run's clock. A worker without OIDC registers a verifier that passes the typed name on, marked unverified.
+    # The policy (core.approval.check_approval) then judges the verified PERSON and groups; a token counts once per
+    # run. Validators pre-check with the token's unverified claims, so most refusals never reach the history;
+    # refusals in the handlers (a bad token, a replay, a policy refusal) are recorded in ``refused``.
+    def _refusal(self, gate_id: str, who: str, action: str, via: str, binding: str | None = None,
+                 groups: list[str] | tuple[str, ...] = ()) -> str | None:
         refusal = self.gates.refusal(gate_id)
         if refusal is not None:
             return refusal
-        return self.gates.open[gate_id].refusal(who, action, via, binding)
+        return self.gates.open[gate_id].refusal(who, action, via, binding, groups)
+
+    @staticmethod
+    def _via(req: ApproveInput | RejectInput, signal: bool) -> Via:
+        if signal:
+            return "ui"
+        if req.on_behalf_of:
+            return "slack" if req.on_behalf_of.startswith("slack:") else "api"
+        return "cli"
+
+    def _precheck(self, req: ApproveInput | RejectInput, action: str, via: Via) -> str | None:
+        """The validator's cheap refusal, from what the request claims (nothing here is trusted: the handler
+        verifies). With a token, its unverified claims: expiry at the run's clock, replay, and the policy for the
+        standard user-name and groups claims when present."""
+        binding = req.binding if isinstance(req, ApproveInput) else None
+        refusal = self.gates.refusal(req.gate_id)
+        if refusal is not None:
+            return refusal
+        gate = self.gates.open[req.gate_id]
+        people = gate.policy.people
+        if req.token:
+            claims = unverified_claims(req.token)
+            if token_id(req.token, claims) in self._used_tokens:
+                return "token refused: replayed (this token was already used in this run)"
+            exp = claims.get("exp")
+            if isinstance(exp, (int, float)) and workflow.now().timestamp() > exp + MAX_LEEWAY_SECONDS:
+                return "token refused: expired"
+            name, groups = claims.get(DEFAULT_USERNAME_CLAIM), claims.get(DEFAULT_GROUPS_CLAIM)
+            if req.on_behalf_of:
+                if isinstance(name, str) and name and not people.may_vouch(name, req.on_behalf_of):
+                    return f"{name} may not vouch for {req.on_behalf_of}"
+                return gate.refusal(people.person(req.on_behalf_of), action, via, binding)
+            if not isinstance(name, str) or not name or not isinstance(groups, (list, type(None))):
+                return None  # a provider with other claim names: the handler judges after verifying
+            return gate.refusal(people.person(name), action, via, binding, [str(g) for g in groups or []])
+        typed = people.person(req.on_behalf_of) if req.on_behalf_of else people.person(req.approver)
+        return gate.refusal(typed, action, via, binding)
+
+    async def _identify(self, req: ApproveInput | RejectInput, via: Via) -> VerifiedIdentity | str:
+        """The verified identity behind a request, or why there is none (one line)."""
+        gate = self.gates.open.get(req.gate_id)
+        if not workflow.patched(VERIFIED_APPROVERS_PATCH):  # a run recorded before approvals were verified
+            return unverified_identity(req.approver, via, workflow.now())
+        if via == "ui" and not req.token and gate is not None and gate.policy.allow_unauthenticated_ui_approval:
+            return unverified_identity(req.approver, via, workflow.now())  # the policy lets tokenless UI approvals in
+        try:
+            return await workflow.execute_local_activity(
+                "verify_id_token",
+                VerifyTokenInput(token=req.token or "", now=workflow.now(), via=via, claimed=req.approver),
+                result_type=VerifiedIdentity,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=VERIFY_RETRY,
+            )
+        except ActivityError as err:
+            reason = cause_of(err)
+            if via == "ui" and not req.token and "no ID token" in reason:
+                reason = ("a web UI approval needs an ID token: paste the JSON of `runbook approve --print-signal "
+                          f"{workflow.info().workflow_id}`")
+            return reason
+
+    async def _decide(self, req: ApproveInput | RejectInput, action: str, signal: bool) -> GateView | None:
+        """Verify, apply the policy to the verified person, and approve/reject; a refusal is recorded and raised
+        (Update) or only recorded (Signal)."""
+        via = self._via(req, signal)
+        binding = req.binding if isinstance(req, ApproveInput) else None
+        refusal = self.gates.refusal(req.gate_id)
+        if refusal is None and via == "ui" and not self.gates.open[req.gate_id].policy.allow_ui_approval:
+            refusal = "this runbook does not accept approvals from the web UI"
+        identity: VerifiedIdentity | None = None
+        person, groups = req.approver, []
+        if refusal is None:
+            found = await self._identify(req, via)
+            if isinstance(found, str):
+                refusal = found
+            else:
+                identity = found
+                person, groups, refusal = approver_of(identity, req.on_behalf_of, self._people(req.gate_id))
+                if refusal is None and identity.token_id and identity.token_id in self._used_tokens:
+                    refusal = f"token refused: replayed (token {identity.token_id} was already used in this run)"
+                if refusal is None:  # the state may have moved while the token was verified
+                    refusal = self._refusal(req.gate_id, person, action, via, binding, groups)
+        if refusal is not None:
+            self._record_refusal(req.gate_id, person or req.approver or (req.on_behalf_of or ""), action, via, refusal,
+                                 identity)
+            if signal:
+                return None
+            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
+        assert identity is not None
+        if identity.token_id:
+            self._used_tokens.append(identity.token_id)
+        gate = self.gates.open[req.gate_id]
+        if isinstance(req, ApproveInput):
+            view = gate.approve(Approval(
+                approver=person, at=workflow.now(), reason=req.reason, via=via, subject=identity.subject,
+                name=identity.name, groups=list(identity.groups), issuer=identity.issuer, token_id=identity.token_id,
+                on_behalf_of=req.on_behalf_of, verified=identity.verified,
+            ))
+        else:
+            view = gate.reject(person, req.reason)
+        self._publish_details()
+        return view
+
+    def _people(self, gate_id: str) -> People:
+        gate = self.gates.open.get(gate_id)
+        return gate.policy.people if gate is not None else self.meta.approval.people
 
     @workflow.update
-    def approve(self, req: ApproveInput) -> GateView:
-        refusal = self._refusal(req.gate_id, req.approver, "approve", "update", req.binding)
-        if refusal:  # the state moved between the validator and the handler
-            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        view = self.gates.open[req.gate_id].approve(req, "update")
-        self._publish_details()
+    async def approve(self, req: ApproveInput) -> GateView:
+        view = await self._decide(req, "approve", signal=False)
+        assert view is not None
         return view
 
     @approve.validator
     def _validate_approve(self, req: ApproveInput) -> None:
-        refusal = self._refusal(req.gate_id, req.approver, "approve", "update", req.binding)
+        refusal = self._precheck(req, "approve", self._via(req, signal=False))
         if refusal:
             raise ValueError(refusal)
 
     @workflow.update
-    def reject(self, req: RejectInput) -> GateView:
-        refusal = self._refusal(req.gate_id, req.approver, "reject", "update")
-        if refusal:
-            raise ApplicationError(refusal, type="ApprovalRefused", non_retryable=True)
-        view = self.gates.open[req.gate_id].reject(req)
-        self._publish_details()
+    async def reject(self, req: RejectInput) -> GateView:
+        view = await self._decide(req, "reject", signal=False)
+        assert view is not None
         return view
 
     @reject.validator
     def _validate_reject(self, req: RejectInput) -> None:
-        refusal = self._refusal(req.gate_id, req.approver, "reject", "update")
+        refusal = self._precheck(req, "reject", self._via(req, signal=False))
         if refusal:
             raise ValueError(refusal)
 
     @workflow.signal
-    def approve_signal(self, req: ApproveInput) -> None:
-        """Approval from the web UI ("Send a Signal"): signals have no validator, so the check is here."""
-        refusal = self._refusal(req.gate_id, req.approver, "approve", "signal", req.binding)
-        if refusal:
-            self._record_refusal(req.gate_id, req.approver, "approve", refusal)
-            return
-        self.gates.open[req.gate_id].approve(req, "signal")
-        self._publish_details()
+    async def approve_signal(self, req: ApproveInput) -> None:
+        """Approval from the web UI ("Send a Signal"): signals have no validator, so the check is here; the payload
+        must carry an ID token unless the policy accepts unauthenticated UI approvals."""
+        await self._decide(req, "approve", signal=True)
 
     @workflow.signal
-    def reject_signal(self, req: RejectInput) -> None:
-        refusal = self._refusal(req.gate_id, req.approver, "reject", "signal")
-        if refusal:
-            self._record_refusal(req.gate_id, req.approver, "reject", refusal)
-            return
-        self.gates.open[req.gate_id].reject(req)
-        self._publish_details()
+    async def reject_signal(self, req: RejectInput) -> None:
+        await self._decide(req, "reject", signal=True)
 
-    def _record_refusal(self, gate_id: str, who: str, action: str, reason: str) -> None:
-        self._refused.append(
-            RefusedAttempt(at=workflow.now(), gate_id=gate_id, who=who, action=action, via="signal", reason=reason)  # type: ignore[arg-type]
-        )
-        workflow.logger.warning("refused %s of %s by %s: %s", action, gate_id, who or "?", reason)
+    def _record_refusal(self, gate_id: str, who: str, action: str, via: str, reason: str,
+                        identity: VerifiedIdentity | None = None) -> None:
+        self._refused.append(RefusedAttempt(
+            at=workflow.now(), gate_id=gate_id, who=who, action=action, via=via, reason=reason,  # type: ignore[arg-type]
+            subject=identity.subject if identity and identity.verified else "",
+            token_id=identity.token_id if identity else "",
+        ))
+        workflow.logger.warning("refused %s of %s by %s via %s: %s", action, gate_id, who or "?", via, reason)
         self._publish_details()
 
     # ----------------------------------------------------------------- gates
@@ -289,6 +423,7 @@ class RunbookWorkflow:
             opened_at=now,
             deadline=now + policy.timeout,
             eligible=sorted(policy.eligible(requested_by=self.meta.requested_by)),
+            eligible_groups=policy.eligible_idp_groups(),
             required_approvals=policy.required_approvals,
             required_groups=list(policy.required_groups),
         )
@@ -499,6 +634,7 @@ class RunbookWorkflow:
             gates=list(self.gates.closed),
             gate_seq=self.gates.seq,
             refused=list(self._refused),
+            used_tokens=list(self._used_tokens),
             actions=list(self._actions),
             notify_refs=dict(self._notify_refs),
             notification_failures=list(self._notification_failures),
@@ -593,6 +729,9 @@ class RunbookWorkflow:
             )
             if gate.binding:
                 lines.append(f"Approves: `{gate.binding}`")
+            lines += [f"- {audit_line(a)}" for a in gate.approvals]
+        for gate in self.gates.closed[-3:]:
+            lines += [f"- gate `{gate.gate_id}` {gate.decision}: {audit_line(a)}" for a in gate.approvals]
         for refused in self._refused[-3:]:
             lines.append(f"Refused {refused.action} by {refused.who or '?'} ({refused.via}): {refused.reason}")
         for step in self._steps[-8:]:

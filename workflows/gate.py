@@ -21,11 +21,9 @@ with workflow.unsafe.imports_passed_through():
         AbortInput,
         Approval,
         ApprovalPolicy,
-        ApproveInput,
         GateDecision,
         GateOutcome,
         GateView,
-        RejectInput,
         approvals_satisfied,
         check_approval,
     )
@@ -101,7 +99,9 @@ class ApprovalGate:
         return self.view.open
 
     # ----------------------------------------------------------------- decisions (called by the run's handlers)
-    def refusal(self, who: str, action: str, via: str, binding: str | None = None) -> str | None:
+    def refusal(self, who: str, action: str, via: str, binding: str | None = None,
+                groups: list[str] | tuple[str, ...] = ()) -> str | None:
+        """Why the person ``who`` (with the identity provider's ``groups``) may not decide this gate now."""
         return check_approval(
             self.policy,
             self.view,
@@ -111,16 +111,17 @@ class ApprovalGate:
             action=action,  # type: ignore[arg-type]
             via=via,  # type: ignore[arg-type]
             binding=binding,
+            groups=groups,
         )
 
-    def approve(self, req: ApproveInput, via: str) -> GateView:
-        self.view.approvals.append(Approval(approver=req.approver, at=workflow.now(), reason=req.reason, via=via))  # type: ignore[arg-type]
+    def approve(self, approval: Approval) -> GateView:
+        self.view.approvals.append(approval)
         if approvals_satisfied(self.policy, self.view):
-            self.close("approved", req.approver, req.reason)
+            self.close("approved", approval.approver, approval.reason)
         return self.view
 
-    def reject(self, req: RejectInput) -> GateView:
-        self.close("rejected", req.approver, req.reason)
+    def reject(self, who: str, reason: str) -> GateView:
+        self.close("rejected", who, reason)
         return self.view
 
     def close(self, decision: GateDecision, by: str | None, reason: str) -> bool:

@@ -66,12 +66,15 @@ def cli_env(dev_env, tmp_path: Path, monkeypatch, task_queue):
     monkeypatch.setenv("RUNBOOK_TASK_QUEUE", task_queue)
     monkeypatch.setenv("RUNBOOK_WORKFLOW_MODULES", '["tests.core.gated_workflows"]')
     monkeypatch.setenv("RUNBOOK_USER", "alice")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no developer login leaks in: typed names
     return {"catalog": catalog, "address": address, "task_queue": task_queue}
 
 
-async def runbook(*args: str):
-    """Run the real command in a thread (it runs its own event loop, as from a shell)."""
-    result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
+async def runbook(*args: str, user: str | None = None):
+    """Run the real command in a thread (it runs its own event loop, as from a shell); ``user``: the local user
+    (RUNBOOK_USER), whose name a worker without OIDC takes, unverified, when nobody is logged in."""
+    env = {"RUNBOOK_USER": user} if user else None
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
     return result
 
 
@@ -140,7 +143,7 @@ async def test_start_refuses_duplicate_lists_by_target_and_shows_status(cli_env,
 
         human = await runbook("status", body["workflow_id"])
         assert "waiting for approval" in human.stdout and "gated-change on " + service in human.stdout
-        await runbook("reject", body["workflow_id"], "--as", "bob", "--reason", "cleanup")
+        await runbook("reject", body["workflow_id"], "--reason", "cleanup", user="bob")
 
 
 async def test_approvals_refused_then_accepted(cli_env, dev_env):
@@ -149,16 +152,16 @@ async def test_approvals_refused_then_accepted(cli_env, dev_env):
         wf = _json(await runbook("start", "gated-change", "--set", f"service={service}", "--json"))["workflow_id"]
         await _wait_status(wf, "WaitingForApproval")
 
-        unlisted = await runbook("approve", wf, "--as", "mallory")
+        unlisted = await runbook("approve", wf, user="mallory")
         assert unlisted.exit_code == 2 and "refused: mallory is not an approver" in unlisted.stderr
-        self_approval = await runbook("approve", wf, "--as", "alice")
+        self_approval = await runbook("approve", wf, user="alice")
         assert self_approval.exit_code == 2
-        stale = await runbook("approve", wf, "--as", "bob", "--gate", "apply-0")
+        stale = await runbook("approve", wf, "--gate", "apply-0", user="bob")
         assert stale.exit_code == 2 and "stale gate" in stale.stderr
         # refusals by Update leave no trace in the run; the gate is still open
         assert (await _wait_status(wf, "WaitingForApproval"))["gate"]["approvals"] == []
 
-        ok = await runbook("approve", wf, "--as", "bob", "--reason", "looks right")
+        ok = await runbook("approve", wf, "--reason", "looks right", user="bob")
         assert ok.exit_code == 0 and "gate approved" in ok.stdout
         watched = await runbook("watch", wf, "--interval", "0.1")
         assert watched.exit_code == 0 and "Succeeded" in watched.stdout
@@ -172,9 +175,9 @@ async def test_reject_and_abort_end_the_run(cli_env, dev_env):
         r = _json(await runbook("start", "gated-change", "--set", f"service={rejected}", "--json"))["workflow_id"]
         a = _json(await runbook("start", "gated-change", "--set", f"service={aborted}", "--json"))["workflow_id"]
         await _wait_status(r, "WaitingForApproval")
-        no_reason = await runbook("reject", r, "--as", "bob", "--reason", " ")
+        no_reason = await runbook("reject", r, "--reason", " ", user="bob")
         assert no_reason.exit_code == 2
-        assert (await runbook("reject", r, "--as", "erin", "--reason", "change freeze")).exit_code == 0
+        assert (await runbook("reject", r, "--reason", "change freeze", user="erin")).exit_code == 0
         watched = await runbook("watch", r, "--interval", "0.1")
         assert watched.exit_code == 3 and "finished: Rejected" in watched.stdout
 
@@ -205,10 +208,10 @@ async def test_ui_style_signal_approval_with_plain_json(cli_env, dev_env):
             if state["refused"]:
                 break
             await asyncio.sleep(0.1)
-        assert state["refused"][0]["who"] == "mallory" and state["refused"][0]["via"] == "signal"
+        assert state["refused"][0]["who"] == "mallory" and state["refused"][0]["via"] == "ui"
         await asyncio.to_thread(ui_signal, {"gate_id": gate, "approver": "erin", "reason": "from the UI"})
         final = await _wait_status(wf, "Succeeded")
-        assert final["gates"][0]["approvals"][0]["via"] == "signal"
+        assert final["gates"][0]["approvals"][0]["via"] == "ui"
 
 
 async def test_start_wait_json_reports_the_result(cli_env, dev_env):
@@ -285,7 +288,7 @@ def test_approve_hint_is_copy_safe_and_exit_codes_follow_the_status():
     gate = GateView(gate_id="failover-1", title="t", binding="failover:shop:us-east-1->us-west-2", opened_at=now, deadline=now)
     hint = approve_hint("region-failover:shop", gate, several=True)
     # a shell reads it back as the same words: no redirect of '>' into a file named us-west-2
-    assert shlex.split(hint) == ["runbook", "approve", "region-failover:shop", "--as", "USER", "--gate", "failover-1",
+    assert shlex.split(hint) == ["runbook", "approve", "region-failover:shop", "--gate", "failover-1",
                                  "--expect", "failover:shop:us-east-1->us-west-2"]
     assert [exit_code(s) for s in ("Succeeded", "RolledBack", "Aborted", "Rejected", "Refused", "Held", "Failed")] == \
         [0, 3, 3, 3, 3, 5, 5]

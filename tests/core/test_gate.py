@@ -131,7 +131,7 @@ async def test_ui_signal_approvals_are_checked_and_refusals_recorded(ts_env, tas
         assert state.gate is not None and state.gate.open
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver="erin"))
         result = await handle.result()
-        assert result.gates[0].approvals[0].via == "signal"
+        assert result.gates[0].approvals[0].via == "ui"
 
         no_ui = await _start(ts_env, task_queue, _input(POLICY.model_copy(update={"allow_ui_approval": False})))
         no_ui_gate = (await _wait_for_gate(no_ui)).gate.gate_id
