@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import hvac
@@ -149,7 +150,8 @@ async def _approved_run(env, task_queue: str, recording) -> object:
     meta = RunbookMeta(runbook="gated-change", target=SERVICE, requested_by=REQUESTER, approval=POLICY)
     async with harness.running_worker(env.client, task_queue, [GatedChange], [notifier.notify]):
         handle = await env.client.start_workflow(
-            GatedChange.run, GatedChangeInput(meta=meta, service=SERVICE, change=f"restart of {SERVICE}"),
+            GatedChange.run,
+            GatedChangeInput(meta=meta, service=SERVICE, change=f"restart of {SERVICE}", hold=timedelta(seconds=1)),
             id=f"codec-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
         )
         gate_id = (await _wait_for_gate(handle)).gate.gate_id
