@@ -7,6 +7,9 @@ Every part is a child process with its log under ``<state>/logs/``:
 - OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
 - the worker (``runbook worker``) and the gateway (``runbook gateway``);
+- the codec server (``runbook codec-server``): payloads are encrypted with the key in ``<state>/codec-keys.json``
+  (created on first start, mode 0600, kept across restarts so old histories stay readable), and the web UI decodes
+  through it for a browser authorised with the secret in ``<state>/codec-token``;
 - a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists;
 - a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
   the blue-green demo and one health endpoint per region for the failover drill.
@@ -116,6 +119,7 @@ class DevPorts:
     metrics: int = 9464
     gateway: int = 8080
     demo: int = 8090
+    codec: int = 8081
 
     ENV = {
         "temporal": "RUNBOOK_DEV_TEMPORAL_PORT",
@@ -125,11 +129,12 @@ class DevPorts:
         "metrics": "RUNBOOK_METRICS_PORT",
         "gateway": "RUNBOOK_GATEWAY_PORT",
         "demo": "RUNBOOK_DEV_DEMO_PORT",
+        "codec": "RUNBOOK_CODEC_SERVER_PORT",
     }
 
     @classmethod
     def from_env(cls, settings: Settings) -> "DevPorts":
-        ports = cls(metrics=settings.metrics_port or 9464, gateway=settings.gateway_port)
+        ports = cls(metrics=settings.metrics_port or 9464, gateway=settings.gateway_port, codec=settings.codec_server_port)
         for attr, var in cls.ENV.items():
             if os.environ.get(var):
                 setattr(ports, attr, int(os.environ[var]))
@@ -382,6 +387,30 @@ def upload_backup(server, session) -> str:
     return upload(server.get_uri(DEMO_DATABASE), session)
 
 
+def codec_material(state_dir: Path) -> tuple[Path, str]:
+    """The local stack's codec key file and codec-server secret, created on first use (mode 0600) and then kept:
+    the SQLite history in ``state_dir`` stays readable across restarts. Returns (key file, secret)."""
+    import secrets
+
+    from workers.codec import CodecKeyError, KeyRing
+
+    keys = state_dir / "codec-keys.json"
+    if not keys.exists():
+        KeyRing.generate("dev-1").write(keys)
+    try:
+        KeyRing.from_file(keys)  # refuses a key file others can read, with the chmod to run
+    except CodecKeyError as err:
+        raise DevStackError(str(err)) from None
+    token_file = state_dir / "codec-token"
+    if not token_file.exists():
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    if token_file.stat().st_mode & 0o077:
+        raise DevStackError(f"{token_file} is accessible to other users: chmod 600 {token_file}")
+    return keys, token_file.read_text().strip()
+
+
 # ----------------------------------------------------------------------------- the stack
 @dataclass
 class DevStack:
@@ -418,6 +447,14 @@ class DevStack:
     def vault_addr(self) -> str:
         return f"http://127.0.0.1:{self.ports.vault}"
 
+    @property
+    def codec_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.codec}"
+
+    @property
+    def codec_keys(self) -> Path:
+        return self.state_dir / "codec-keys.json"
+
     def client_env(self) -> dict[str, str]:
         """What the CLI, the worker and boto3/hvac need to talk to the stand-ins (also written to dev.env)."""
         env = {
@@ -432,6 +469,7 @@ class DevStack:
             "VAULT_ADDR": self.vault_addr,
             "VAULT_TOKEN": VAULT_TOKEN,
             "RUNBOOK_EVENTS_FILE": str(self.state_dir / "events.jsonl"),
+            "RUNBOOK_CODEC_KEYS_FILE": str(self.codec_keys),  # every client and worker encrypts payloads
             "CHECKPOINT_DISABLE": "1",
         }
         env["RUNBOOK_DEMO_URL"] = f"http://127.0.0.1:{self.ports.demo}"
@@ -494,17 +532,33 @@ class DevStack:
                 "worker metrics": (self.ports.metrics, DevPorts.ENV["metrics"]),
                 "demo services": (self.ports.demo, DevPorts.ENV["demo"]),
                 "gateway": (self.ports.gateway, DevPorts.ENV["gateway"]),
+                "codec server": (self.ports.codec, DevPorts.ENV["codec"]),
             },
             settle_s=5.0 if stale else 0.0,
         )
         started = time.monotonic()
+        _, codec_secret = codec_material(self.state_dir)
+        codec = self.spawn(
+            "codec-server",
+            [*self.runbook_command(), "codec-server"],
+            essential=False,
+            env={
+                **self.client_env(),
+                "RUNBOOK_CODEC_SERVER_PORT": str(self.ports.codec),
+                "RUNBOOK_CODEC_SERVER_TOKEN": codec_secret,
+                # the UI as http://127.0.0.1 or http://localhost: both are its origin
+                "RUNBOOK_CODEC_SERVER_CORS_ORIGINS": json.dumps(
+                    [self.ui_url, f"http://localhost:{self.ports.ui}"]
+                ),
+            },
+        )
         temporal = self.spawn(
             "temporal",
             [
                 binary("temporal"), "server", "start-dev",
                 "--ip", "127.0.0.1", "--port", str(self.ports.temporal), "--ui-port", str(self.ports.ui),
                 "--db-filename", str(self.state_dir / "temporal.db"), "--ui-disable-news-fetch",
-                "--log-level", "warn",
+                "--log-level", "warn", "--ui-codec-endpoint", self.codec_url,
                 *[arg for item in REGISTRATION for arg in ("--search-attribute", item)],
             ],
             essential=True,
@@ -541,6 +595,7 @@ class DevStack:
 
         wait_until("Temporal", lambda: asyncio.run(_temporal_answers(self.temporal_address)), 60, temporal)
         wait_until("Temporal UI", http_ok(self.ui_url), 30, temporal)
+        wait_until("codec server", http_ok(f"{self.codec_url}/healthz"), 30, codec)
 
         worker_env = {**self.client_env(), "RUNBOOK_METRICS_PORT": str(self.ports.metrics)}
         worker = self.spawn("worker", [*self.runbook_command(), "worker"], essential=False, env=worker_env)
@@ -580,6 +635,9 @@ class DevStack:
         lines = ["# source this file so the runbook CLI, boto3 and hvac talk to the local stack"]
         lines += [f"export {key}={_shell_quote(value)}" for key, value in self.client_env().items()]
         lines.append(f'export PATH={_shell_quote(str(SCRIPTS))}:"$PATH"  # the runbook command of this venv')
+        # the temporal CLI decodes through the codec server too (`temporal workflow show -w ID`)
+        lines.append(f"export TEMPORAL_CODEC_ENDPOINT={_shell_quote(self.codec_url)}")
+        lines.append(f'export TEMPORAL_CODEC_AUTH="Bearer $(cat {_shell_quote(str(self.state_dir / "codec-token"))})"')
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -597,6 +655,10 @@ class DevStack:
                     if any(c.name == "gateway" for c in self.children)
                     else []
                 ),
+                f"  codec server    {self.codec_url} (payloads encrypted with {self.codec_keys})",
+                f"                  decoded data in the UI: open {self.codec_url}/login once and enter the secret in",
+                f"                  {self.state_dir / 'codec-token'}; then in the UI's Codec Server settings give endpoint",
+                f"                  {self.codec_url}, override, and \"Include cross-origin credentials\"",
                 f"  logs            {self.logs}/",
                 "",
                 f"  source {self.state_dir / 'dev.env'}",
