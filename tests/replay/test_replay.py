@@ -81,6 +81,26 @@ async def test_replay_catches_a_non_deterministic_change(ts_env, task_queue, tmp
         await Replayer(workflows=[ReplayProbeChanged], data_converter=harness.DATA_CONVERTER).replay_workflow(history)
 
 
+async def test_histories_replay_whether_recorded_encrypted_or_in_clear(ts_env, task_queue):
+    """Tests record histories through the encrypting harness; histories recorded before payload encryption are in
+    clear text. The Replayer (the harness's converter) reads both."""
+    async with harness.running_worker(ts_env.client, task_queue, [ReplayProbe], [probe]):
+        handle = await ts_env.client.start_workflow(ReplayProbe.run, 2, id=f"probe-{task_queue}", task_queue=task_queue)
+        await handle.result()
+    encrypted = await handle.fetch_history()
+    payloads = list(harness.history_payloads(encrypted))
+    assert payloads and all(p.metadata["encoding"] == b"binary/encrypted" for p in payloads)
+
+    clear = WorkflowHistory.from_json(encrypted.workflow_id, json.loads(encrypted.to_json()))
+    clear_payloads = list(harness.history_payloads(clear))
+    for payload, decoded in zip(clear_payloads, await harness.DATA_CONVERTER.payload_codec.decode(clear_payloads)):
+        payload.CopyFrom(decoded)
+    assert all(p.metadata["encoding"] == b"json/plain" for p in harness.history_payloads(clear))
+
+    for history in (encrypted, clear):
+        await Replayer(workflows=[ReplayProbe], data_converter=harness.DATA_CONVERTER).replay_workflow(history)
+
+
 def test_every_test_workflow_module_loads():
     """The replay test can see every workflow type a recorded history may name."""
     names = {workflow._Definition.must_from_class(cls).name for cls in all_workflows()}
