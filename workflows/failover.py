@@ -1,36 +1,39 @@
 """Regional failover and failback: move a service to its disaster-recovery region and back.
 
 ``RegionFailover`` (runbook ``region-failover``), stages of the status query:
+0. ``look``      READ-ONLY: resolve every target (databases, the DNS zone and record, the Deployments) and record
+   the as-found state of everything the run will touch. A blank or unknown target ends the run ``Refused``
+   ("nothing was changed") before any change.
 1. ``confirm``   (real mode) probe the primary's health endpoint every ``confirm_interval``; ``confirm_probes``
    consecutive failures confirm the outage; as many consecutive successes, an expired ``confirm_window`` or the
-   ``incident_resolved`` signal end the run with "no failover needed" (a blip never moves a region).
+   ``incident_resolved`` signal end the run Succeeded with "no failover needed" (a blip never moves a region).
 2. ``approval``  the gate shows the evidence (probe results); a policy may pre-approve (required_approvals 0).
 3. ``fence``     scale the primary's Deployment to 0 and block writes on the primary database (best effort: the
    primary region may be unreachable). A fence that cannot be applied is reported and needs an explicit approval.
 4. ``promote``   promote the DR read replica and wait until it is available (a writable primary).
 5. ``scale``     scale the DR Deployment to production size and wait for its rollout.
-6. ``dns``       UPSERT the Route53 records (failover PRIMARY/SECONDARY or weighted) so DR takes the traffic;
-   the activity reads them back.
-7. ``verify``    probe the DR health endpoint from outside; a failure pages and holds (status ``Held``) for a
-   person: the ``reverify`` update re-runs the checks, ``abort`` (or the hold timeout) ends the run held. Never
-   an automatic shift back.
-8. ``report``    step times, RTO achieved against the target (workflow clock: virtual in tests), what was fenced.
-A ``drill`` skips 1 (the primary is healthy) and, once verified, runs ``RegionFailback`` as a child workflow.
+6. ``dns``       UPSERT the Route53 records so DR takes the traffic; the activity reads them back.
+7. ``verify``    probe the DR health endpoint from outside; a failure pages and holds for a person (``reverify``
+   runs the checks again; ``abort`` or the hold timeout ends the run ``Held``). Never an automatic shift back.
+A ``drill`` skips 1, then runs ``RegionFailback`` as a child workflow and ``restore``s the as-found state it
+recorded in 0 (parameter groups, which database is the writable primary, the DR replica, compute, DNS) and
+compares: any difference is ``not_undone`` and the drill ``Failed``.
 
-``RegionFailback`` (runbook ``region-failback``): re-create a read replica in the original region from the
-now-primary DR database, wait until it has caught up (ReplicaLag under a threshold), approval, then the same
-fence / promote / scale / DNS / verify sequence in the other direction, and scale the DR region back to standby.
+``RegionFailback`` (runbook ``region-failback``): look (read-only), re-create a read replica in the original region
+from the now-primary DR database, wait until it has caught up, approval, then fence / promote / scale / DNS / verify
+in the other direction, and scale the DR region back to standby.
 
-Compensation: a failed promotion or DR scale-up stops before any DNS change and pages (in a drill the fenced
-primary compute is scaled back up, since a drill must leave production as it found it); after DNS has shifted
-nothing is ever shifted back automatically. Every step is idempotent (UPSERTs, absolute replicas, promote of a
-promoted instance is a no-op), so a retried or replayed step does no harm.
+One way to end (workflows/base.py ``conduct``/``conclude``); abort and cancel are honoured at every step: between
+steps (``check_abort``), during waits (``interruptible``), and right after a change (``change``). Compensation, one
+block per runbook (``_compensate``): before DNS moved, the run gives back what it changed (a drill: everything, to
+the as-found state); after DNS moved, nothing is ever shifted back automatically: the run ends Held (a failure) or
+Aborted with the state it leaves named in ``left_in_place``. docs/failover.md has the table per step.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Awaitable, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -47,22 +50,31 @@ with workflow.unsafe.imports_passed_through():
     from core.aws import (
         RdsCreateReplicaInput,
         RdsFenceInput,
+        RdsInstance,
         RdsInstanceRef,
+        RdsParameterGroupInput,
+        RdsRenameInput,
         RdsWaitInput,
         RecordSet,
+        Route53QueryInput,
         Route53UpsertInput,
     )
     from core.duration import Duration, format_duration
     from core.http_checks import HttpProbeInput, HttpProbeResult
     from core.kubernetes import DeploymentRef, ScaleInput, WaitRolloutInput
     from core.runbook import RunbookInput, RunbookResult, RunStatus
-    from workflows.base import ACTIVITY_RETRY, RunbookWorkflow
+    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
 
 # The old primary's region may be down: a fence gets a few quick tries, then is reported as not applied.
 FENCE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_attempts=3, non_retryable_error_types=errors.NON_RETRYABLE
 )
 PROBE_RETRY = RetryPolicy(maximum_attempts=2)
+# Reads of a region that may be down (a real failover's primary): a few quick tries, then "unreadable".
+READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_attempts=3, non_retryable_error_types=errors.NON_RETRYABLE
+)
+NOTHING_CHANGED = "nothing was changed"
 
 
 # --------------------------------------------------------------------------------------------------- types
@@ -149,23 +161,120 @@ class RegionFailbackInput(RunbookInput):
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
 
-Outcome = Literal[
-    "failed_over", "failed_back", "no_failover_needed", "not_approved", "aborted", "fence_refused",
-    "promotion_failed", "scale_failed", "dns_failed", "held", "catch_up_failed",
-]
+# ------------------------------------------------------------------------------------------ as-found state (drills)
+class DbState(BaseModel):
+    """What the run needs to know of one database to put it back: its role and everything the roles hang on."""
+
+    identifier: str
+    region: str
+    exists: bool = True
+    role: Literal["primary", "replica", "absent", "unreadable"] = "primary"
+    source: str | None = Field(None, description="replication source as <region>/<identifier> (replicas only)")
+    parameter_groups: list[str] = Field(default_factory=list)
+    status: str = ""
+    endpoint: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.region}/{self.identifier}"
 
 
+class ComputeState(BaseModel):
+    region: str
+    deployment: str
+    replicas: int | None = Field(None, description="spec.replicas; None = unreadable")
+
+    @property
+    def key(self) -> str:
+        return f"{self.region}/{self.deployment}"
+
+
+class AsFound(BaseModel):
+    """The state of everything a run touches, read with read-only activities (before it starts, and after)."""
+
+    databases: list[DbState] = Field(default_factory=list)
+    records: list[RecordSet] = Field(default_factory=list, description="the DNS record's sets, by set identifier")
+    compute: list[ComputeState] = Field(default_factory=list)
+    unreadable: list[str] = Field(default_factory=list, description="what could not be read (a region down)")
+
+    def db(self, region: str, identifier: str) -> DbState | None:
+        return next((d for d in self.databases if d.region == region and d.identifier == identifier), None)
+
+    def replicas(self, region: str, deployment: str | None) -> int | None:
+        found = next((c for c in self.compute if c.region == region and c.deployment == deployment), None)
+        return found.replicas if found else None
+
+
+def db_state(inst: RdsInstance, region: str) -> DbState:
+    """Role from what RDS says: a replica names its source (moto keeps the link after a promotion, so our
+    ``runbook:promoted`` tag says "primary" too)."""
+    if not inst.exists or inst.status == "deleting":  # a database being deleted is gone for what the run knows
+        return DbState(identifier=inst.identifier, region=region, exists=False, role="absent", status=inst.status)
+    source = None
+    if inst.read_replica_source and not inst.promoted:
+        parts = inst.read_replica_source.split(":")
+        source = f"{parts[3]}/{parts[-1]}" if len(parts) >= 7 else f"{region}/{parts[-1]}"
+    return DbState(
+        identifier=inst.identifier,
+        region=region,
+        role="replica" if source else "primary",
+        source=source,
+        parameter_groups=sorted(inst.parameter_groups),
+        status=inst.status,
+        endpoint=inst.endpoint,
+    )
+
+
+def _record_view(record: RecordSet) -> str:
+    data = record.model_dump(exclude_none=True)
+    data["values"] = sorted(record.values)
+    return str(sorted(data.items()))
+
+
+def compare_as_found(before: AsFound, after: AsFound) -> list[str]:
+    """Every difference between two readings, one line each, for people (pure: the drill's verdict)."""
+    diffs: list[str] = []
+    for was in before.databases:
+        now = after.db(was.region, was.identifier)
+        if now is None or now.role == "unreadable" or was.role == "unreadable":
+            diffs.append(f"database {was.key}: not read both times")
+            continue
+        if was.role == now.role == "absent":
+            continue
+        for name in ("role", "source", "parameter_groups", "status", "endpoint"):
+            a, b = getattr(was, name), getattr(now, name)
+            if a != b:
+                diffs.append(f"database {was.key}: {name} {b} (was {a})")
+    wanted = {r.set_identifier: _record_view(r) for r in before.records}
+    got = {r.set_identifier: _record_view(r) for r in after.records}
+    for sid in sorted(set(wanted) | set(got), key=str):
+        if wanted.get(sid) != got.get(sid):
+            diffs.append(f"DNS record {sid}: {got.get(sid) or 'absent'} (was {wanted.get(sid) or 'absent'})")
+    for was in before.compute:
+        now_replicas = after.replicas(was.region, was.deployment)
+        if was.replicas != now_replicas:
+            diffs.append(f"compute {was.key}: {now_replicas} replicas (was {was.replicas})")
+    return diffs
+
+
+# --------------------------------------------------------------------------------------------------- results
 class RegionMoveResult(RunbookResult):
-    outcome: Outcome
+    outcome: str = Field(description="what happened, one word: failed_over, failed_back, no_failover_needed, ...")
     from_region: str
     to_region: str
     fenced: list[str] = Field(default_factory=list)
     not_fenced: list[str] = Field(default_factory=list)
     dns_shifted: bool = False
+    left_in_place: list[str] = Field(
+        default_factory=list, description="the state the run deliberately leaves for a person (never flapping back)"
+    )
     rto_seconds: float | None = Field(None, description="start of the run -> DR verified (workflow clock)")
     rto_target_seconds: float
     rto_met: bool | None = None
     evidence: list[str] = Field(default_factory=list, description="probe results that led to the decision")
+    as_found: AsFound | None = Field(None, description="read before the first change")
+    after: AsFound | None = Field(None, description="read at the end (drills: after the restore)")
+    differences: list[str] = Field(default_factory=list, description="after vs as_found")
     failback: "RegionMoveResult | None" = None
 
 
@@ -188,30 +297,37 @@ def dns_records(dns: DnsSpec, active: RegionSide, standby: RegionSide) -> list[R
     ]
 
 
-class _Stop(Exception):
-    """Ends the run early with a result (raised inside the workflow, caught in run)."""
-
-    def __init__(self, status: RunStatus, outcome: str, summary: str, error_type: str | None, severity: str = "error") -> None:
-        super().__init__(summary)
-        self.status, self.outcome, self.summary, self.error_type, self.severity = status, outcome, summary, error_type, severity
+def retired(identifier: str) -> str:
+    """The identifier a drill parks a database under while it replaces it (deterministic: retries find it)."""
+    return f"{identifier[:54].rstrip('-')}-retired"
 
 
 # --------------------------------------------------------------------------------------------------- shared steps
 class _RegionMove(RunbookWorkflow):
-    """The fence / promote / scale / DNS / verify sequence both directions share."""
+    """What both directions share: the read-only look, fence / promote / scale / DNS / verify, giving back."""
 
     def _init_move(self, service: str, source: RegionSide, target: RegionSide, rto_target: timedelta) -> None:
         self.service = service
         self.source, self.target = source, target
         self.rto_target = rto_target
         self.started_at: datetime = workflow.now()
+        self.outcome = ""
         self.fenced: list[str] = []
         self.not_fenced: list[str] = []
+        self.fence_started = False  # a fence change may have been made (compensation gives it back)
+        self.promote_started = False  # the target database may have been promoted (irreversible)
+        self.scaled_up = False
+        self.dns_attempted = False  # the DNS change was started: from here on nothing shifts back automatically
         self.dns_shifted = False
         self.verified_at: datetime | None = None
         self.evidence: list[str] = []
         self.held = False
         self.reverify_request: ReverifyInput | None = None
+        self.left_in_place: list[str] = []
+        self.as_found: AsFound | None = None
+        self.after: AsFound | None = None
+        self.differences: list[str] = []
+        self.giving_back = False  # in compensation or a drill's restore: reads are not cut short by the abort
 
     def status_details(self) -> dict[str, Any]:
         return {
@@ -238,50 +354,148 @@ class _RegionMove(RunbookWorkflow):
         if not self.held:
             raise ValueError("the run is not held: nothing to re-verify")
 
-    # -- probes
+    # -- activities
+    def _act(self, method: Any, arg: Any, *, minutes: float = 2, retry: RetryPolicy = ACTIVITY_RETRY,
+             timeout: timedelta | None = None, heartbeat: timedelta | None = None) -> Awaitable[Any]:
+        return workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=timeout or timedelta(minutes=minutes), heartbeat_timeout=heartbeat,
+            retry_policy=retry,
+        )
+
     async def probe(self, side: RegionSide, timeout: float) -> HttpProbeResult:
+        """One probe from outside; an abort cuts it short (``interruptible``)."""
         try:
-            return await workflow.execute_activity_method(
+            return await self.interruptible(self._act(
                 HttpCheckActivities.http_probe,
                 HttpProbeInput(url=side.health_url, expect_body=side.health_expect_body, timeout_seconds=timeout),
-                start_to_close_timeout=timedelta(seconds=timeout + 10),
-                retry_policy=PROBE_RETRY,
-            )
+                timeout=timedelta(seconds=timeout + 10), retry=PROBE_RETRY,
+            ))
         except ActivityError as err:
-            return HttpProbeResult(url=side.health_url, ok=False, error=f"probe failed: {_cause(err)}")
+            return HttpProbeResult(url=side.health_url, ok=False, error=f"probe failed: {cause_of(err)}")
+
+    async def read(self, awaitable: Awaitable[Any], where: str = "") -> Any:
+        """A read: cut short by an abort, except while giving back (then it must finish)."""
+        return await (awaitable if self.giving_back else self.interruptible(awaitable, where))
+
+    async def pause(self, interval: timedelta) -> None:
+        """Sleep between polls; an abort wakes it and stops the run here."""
+        try:
+            await workflow.wait_condition(lambda: self.aborting, timeout=interval)
+        except TimeoutError:
+            pass
+        self.check_abort()
+
+    # -- look: READ-ONLY, before the first change
+    async def read_db(self, identifier: str, region: str, *, may_be_down: bool = False) -> DbState:
+        try:
+            inst = await self.read(self._act(
+                RdsActivities.rds_describe_instance, RdsInstanceRef(identifier=identifier, region=region),
+                minutes=1, retry=READ_RETRY if may_be_down else ACTIVITY_RETRY,
+            ))
+        except ActivityError as err:
+            if not may_be_down:
+                raise
+            return DbState(identifier=identifier, region=region, exists=False, role="unreadable",
+                           status=f"unreadable: {cause_of(err)}")
+        return db_state(inst, region)
+
+    async def read_compute(self, side: RegionSide, *, may_be_down: bool = False) -> ComputeState | None:
+        if side.deployment is None:
+            return None
+        ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
+        try:
+            state = await self.read(self._act(
+                KubernetesActivities.get_deployment, ref, minutes=1,
+                retry=READ_RETRY if may_be_down else ACTIVITY_RETRY,
+            ))
+        except ActivityError as err:
+            if error_type(err) == errors.NOT_FOUND or not may_be_down:
+                raise
+            return ComputeState(region=side.region, deployment=side.deployment, replicas=None)
+        return ComputeState(region=side.region, deployment=side.deployment, replicas=state.replicas)
+
+    async def read_records(self, dns: DnsSpec) -> list[RecordSet]:
+        found = await self.read(self._act(
+            Route53Activities.route53_get_records,
+            Route53QueryInput(zone_id=dns.zone_id, name=dns.record_name, type=dns.record_type), minutes=1,
+        ))
+        return sorted(found.records, key=lambda r: str(r.set_identifier))
+
+    async def read_state(self, dbs: list[tuple[str, str, bool]], dns: DnsSpec,
+                         sides: list[tuple[RegionSide, bool]]) -> AsFound:
+        """Read every database ``(identifier, region, may_be_down)``, the DNS record and every side's compute."""
+        state = AsFound()
+        for identifier, region, may_be_down in dbs:
+            db = await self.read_db(identifier, region, may_be_down=may_be_down)
+            state.databases.append(db)
+            if db.role == "unreadable":
+                state.unreadable.append(f"database {db.key}: {db.status}")
+        state.records = await self.read_records(dns)
+        for side, may_be_down in sides:
+            compute = await self.read_compute(side, may_be_down=may_be_down)
+            if compute is not None:
+                state.compute.append(compute)
+                if compute.replicas is None:
+                    state.unreadable.append(f"compute {compute.key}")
+        return state
+
+    async def look(self, what: str, dbs: list[tuple[str, str, bool]], dns: DnsSpec,
+                   sides: list[tuple[RegionSide, bool]]) -> AsFound:
+        """Resolve and validate every target with read-only activities; a blank or unknown one refuses the run."""
+        rec = self.step_started("look", f"read-only: {what}")
+        blank = [name for name, value in [("service", self.service), ("dns.zone_id", dns.zone_id),
+                                          ("dns.record_name", dns.record_name)] + [(f"database in {r}", i) for i, r, _ in dbs]
+                 if not str(value).strip()]
+        blank += [f"{side.region} deployment" for side, _ in sides if side.deployment is not None and not side.deployment.strip()]
+        if blank:
+            self.step_failed(rec, "blank: " + ", ".join(blank))
+            raise Stop("Refused", f"blank {', '.join(blank)}: {NOTHING_CHANGED}")
+        try:
+            state = await self.read_state(dbs, dns, sides)
+        except ActivityError as err:
+            self.step_failed(rec, cause_of(err))
+            raise Stop("Refused", f"a target cannot be resolved: {cause_of(err)}: {NOTHING_CHANGED}") from None
+        if not state.records:
+            self.step_failed(rec, f"no {dns.record_type} record {dns.record_name}")
+            raise Stop("Refused", f"no {dns.record_type} record {dns.record_name} in zone {dns.zone_id}: {NOTHING_CHANGED}")
+        await self.step_done(rec, f"{len(state.databases)} databases, {len(state.records)} records, "
+                                  f"{len(state.compute)} deployments read" +
+                             (f"; unreadable: {'; '.join(state.unreadable)}" if state.unreadable else ""), notify=False)
+        return state
+
+    @staticmethod
+    def refuse(problems: list[str]) -> None:
+        if problems:
+            raise Stop("Refused", "; ".join(problems) + f": {NOTHING_CHANGED}")
 
     # -- fence
     async def fence(self, side: RegionSide, *, compute: bool) -> None:
+        self.check_abort("fence")
         if compute and side.deployment is None:
-            skip = self.step_started("fence-compute", f"{side.region}: scale compute to 0")
-            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            self.step_skipped("fence-compute", f"no compute (deployment) configured for {side.region}")
             compute = False
         rec = self.step_started("fence", f"{side.region}: stop writes" + (" and compute" if compute else ""))
+        self.fence_started = True
         if compute:
             ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
             try:
-                await workflow.execute_activity_method(
-                    KubernetesActivities.scale_deployment,
-                    ScaleInput(ref=ref, replicas=0, ignore_missing=True),
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=FENCE_RETRY,
-                )
+                await self.change(self._act(KubernetesActivities.scale_deployment,
+                                            ScaleInput(ref=ref, replicas=0, ignore_missing=True), retry=FENCE_RETRY), "fence")
                 self.fenced.append(f"compute {side.region}/{side.namespace}/{side.deployment} scaled to 0")
             except ActivityError as err:
-                self.not_fenced.append(f"compute {side.region}/{side.deployment}: {_cause(err)}")
+                self.not_fenced.append(f"compute {side.region}/{side.deployment}: {cause_of(err)}")
         try:
-            result = await workflow.execute_activity_method(
+            result = await self.change(self._act(
                 RdsActivities.rds_set_writes_blocked,
                 RdsFenceInput(identifier=side.database, region=side.region, parameter_group=side.read_only_parameter_group),
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=FENCE_RETRY,
-            )
+                minutes=5, retry=FENCE_RETRY,
+            ), "fence")
             if result.fenced:
                 self.fenced.append(f"database {side.region}/{side.database} ({result.how}: {result.reason})")
             else:
                 self.not_fenced.append(f"database {side.region}/{side.database}: {result.reason}")
         except ActivityError as err:
-            self.not_fenced.append(f"database {side.region}/{side.database}: {_cause(err)}")
+            self.not_fenced.append(f"database {side.region}/{side.database}: {cause_of(err)}")
         if not self.not_fenced:
             await self.step_done(rec, "; ".join(self.fenced))
             return
@@ -301,94 +515,99 @@ class _RegionMove(RunbookWorkflow):
             policy=policy,
         )
         if not outcome.approved:
-            raise _Stop(
-                "Failed" if outcome.decision != "aborted" else "Aborted",
-                "fence_refused",
-                f"stopped before promotion: fence incomplete and continuing was {outcome.decision.replace('_', ' ')}",
-                errors.ABORTED if outcome.decision == "aborted" else errors.APPROVAL_REJECTED,
-            )
+            self.outcome = "fence_refused"
+            raise gate_stop(outcome, "stopped before promotion: the fence is incomplete and continuing was")
 
     # -- promote / scale / DNS
     async def promote(self, database: str, region: str, timeouts: Timeouts) -> None:
+        self.check_abort("promote")
         rec = self.step_started("promote", f"{region}/{database}")
+        self.promote_started = True
         try:
-            await workflow.execute_activity_method(
-                RdsActivities.rds_promote_replica,
-                RdsInstanceRef(identifier=database, region=region),
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            inst = await workflow.execute_activity_method(
+            await self.change(self._act(RdsActivities.rds_promote_replica,
+                                        RdsInstanceRef(identifier=database, region=region), minutes=5), "promote")
+            inst = await self.interruptible(self._act(
                 RdsActivities.rds_wait_available,
                 RdsWaitInput(identifier=database, region=region, deadline_seconds=timeouts.promote.total_seconds()),
-                start_to_close_timeout=timeouts.promote + timedelta(minutes=2),
-                heartbeat_timeout=timedelta(minutes=2),
-                retry_policy=ACTIVITY_RETRY,
-            )
+                timeout=timeouts.promote + timedelta(minutes=2), heartbeat=timedelta(minutes=2),
+            ), "promote")
         except ActivityError as err:
-            self.step_failed(rec, _cause(err))
-            raise _Stop("Failed", "promotion_failed", f"promotion of {region}/{database} failed: {_cause(err)}; DNS unchanged",
-                        errors.VERIFICATION_FAILED, severity="critical") from None
+            self.step_failed(rec, cause_of(err))
+            self.outcome = "promotion_failed"
+            raise Stop("RolledBack", f"promotion of {region}/{database} failed: {cause_of(err)}; DNS unchanged",
+                       severity="error") from None
+        except Stop:
+            self.step_failed(rec, "aborted (the promotion itself, once started, is not undone)")
+            raise
         await self.step_done(rec, f"{database} is a writable primary ({inst.status}, endpoint {inst.endpoint})")
 
     async def scale_up(self, side: RegionSide, timeouts: Timeouts) -> None:
+        self.check_abort("scale")
         if side.deployment is None:
-            skip = self.step_started("scale", f"{side.region}: compute to {side.replicas}")
-            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            self.step_skipped("scale", f"no compute (deployment) configured for {side.region}")
             return
         rec = self.step_started("scale", f"{side.region}/{side.namespace}/{side.deployment} to {side.replicas}")
         ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
+        self.scaled_up = True
         try:
-            await workflow.execute_activity_method(
-                KubernetesActivities.scale_deployment,
-                ScaleInput(ref=ref, replicas=side.replicas),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            state = await workflow.execute_activity_method(
+            await self.change(self._act(KubernetesActivities.scale_deployment,
+                                        ScaleInput(ref=ref, replicas=side.replicas)), "scale")
+            state = await self.interruptible(self._act(
                 KubernetesActivities.wait_rollout,
-                WaitRolloutInput(
-                    ref=ref, deadline_seconds=timeouts.rollout.total_seconds(), poll_seconds=timeouts.rollout_poll_seconds
-                ),
-                start_to_close_timeout=timeouts.rollout + timedelta(minutes=2),
-                heartbeat_timeout=timedelta(seconds=max(60, 4 * timeouts.rollout_poll_seconds)),
-                retry_policy=ACTIVITY_RETRY,
-            )
+                WaitRolloutInput(ref=ref, deadline_seconds=timeouts.rollout.total_seconds(),
+                                 poll_seconds=timeouts.rollout_poll_seconds),
+                timeout=timeouts.rollout + timedelta(minutes=2),
+                heartbeat=timedelta(seconds=max(60, 4 * timeouts.rollout_poll_seconds)),
+            ), "scale")
         except ActivityError as err:
-            self.step_failed(rec, _cause(err))
-            raise _Stop("Failed", "scale_failed", f"{side.region} compute not ready: {_cause(err)}; DNS unchanged",
-                        errors.VERIFICATION_FAILED, severity="critical") from None
+            self.step_failed(rec, cause_of(err))
+            self.outcome = "scale_failed"
+            raise Stop("RolledBack", f"{side.region} compute not ready: {cause_of(err)}; DNS unchanged",
+                       severity="error") from None
+        except Stop:
+            self.step_failed(rec, "aborted", "compensated")
+            raise
         await self.step_done(rec, f"{state.ready_replicas}/{state.replicas} ready")
 
     async def shift_dns(self, dns: DnsSpec, active: RegionSide, standby: RegionSide) -> None:
+        self.check_abort("dns")
         rec = self.step_started("dns", f"{dns.record_name} -> {active.region}")
+        self.dns_attempted = True
         try:
-            await workflow.execute_activity_method(
+            await self.change(self._act(
                 Route53Activities.route53_upsert_records,
                 Route53UpsertInput(zone_id=dns.zone_id, records=dns_records(dns, active, standby)),
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(minutes=1),
-                retry_policy=ACTIVITY_RETRY,
-            )
+                minutes=10, heartbeat=timedelta(minutes=1),
+            ), "dns")
         except ActivityError as err:
-            self.step_failed(rec, _cause(err))
-            raise _Stop("Held", "dns_failed", f"DNS shift to {active.region} failed: {_cause(err)}; the promoted database "
-                        "and scaled compute are left in place for a person", errors.VERIFICATION_FAILED, severity="critical") from None
+            self.step_failed(rec, cause_of(err))
+            self.outcome = "dns_failed"
+            raise Stop("Held", f"DNS shift to {active.region} failed: {cause_of(err)}", severity="critical") from None
+        except Stop:  # aborted right after the shift: it is done, and stays
+            self.dns_shifted = True
+            self.step_failed(rec, f"{dns.record_name} points at {active.dns_value}; then aborted", "done")
+            raise
         self.dns_shifted = True
         await self.step_done(rec, f"{dns.record_name} {dns.routing} records point at {active.dns_value}")
 
-    async def verify(self, side: RegionSide, passes: int, attempts: int, interval: timedelta, timeout: float, hold: timedelta) -> None:
+    async def verify(self, side: RegionSide, passes: int, attempts: int, interval: timedelta, timeout: float,
+                     hold: timedelta) -> None:
         """Probe until ``passes`` consecutive successes; on failure page and hold for a person (never flap back)."""
         while True:
+            self.check_abort("verify")
             rec = self.step_started("verify", side.health_url)
             streak, last = 0, None
-            for attempt in range(1, attempts + 1):
-                last = await self.probe(side, timeout)
-                streak = streak + 1 if last.ok else 0
-                if streak >= passes:
-                    break
-                if attempt < attempts:
-                    await workflow.sleep(interval)
+            try:
+                for attempt in range(1, attempts + 1):
+                    last = await self.probe(side, timeout)
+                    streak = streak + 1 if last.ok else 0
+                    if streak >= passes:
+                        break
+                    if attempt < attempts:
+                        await self.pause(interval)
+            except Stop:
+                self.step_failed(rec, "aborted while verifying")
+                raise
             if streak >= passes:
                 self.verified_at = workflow.now()
                 await self.step_done(rec, f"{passes} consecutive passing probes ({last.status}, {last.latency_ms:.0f} ms)")
@@ -397,7 +616,8 @@ class _RegionMove(RunbookWorkflow):
             self.step_failed(rec, f"failed: {last.error}")
             self.held = True
             self.reverify_request = None
-            self.set_status("Held", f"held: {side.region} failed verification")
+            # Paused, not Held: Held is how a run ENDS; while it waits for a person, abort and reverify still work
+            self.set_status("Paused", f"held: {side.region} failed verification")
             await self.notify(
                 "alert",
                 f"{self.service}: {side.region} failed verification after the DNS shift - HELD",
@@ -410,136 +630,222 @@ class _RegionMove(RunbookWorkflow):
             except TimeoutError:
                 pass
             if self.reverify_request is None:
-                who = self.abort_request.requested_by if self.abort_request else "nobody"
-                raise _Stop("Held", "held", f"{side.region} failed verification ({last.error}); held, ended by {who}",
-                            errors.VERIFICATION_FAILED, severity="critical")
+                who = self.abort_request.requested_by if self.abort_request else f"nobody within {format_duration(hold)}"
+                self.outcome = "held"
+                raise Stop("Held", f"{side.region} failed verification ({last.error}); held, ended by {who}",
+                           severity="critical")
             self.held = False
             self.set_status("Running", "verify")
 
-    async def set_size(self, side: RegionSide, replicas: int) -> None:
+    async def set_size(self, side: RegionSide, replicas: int, step: str = "standby") -> None:
         if side.deployment is None:
-            skip = self.step_started("standby", f"{side.region}: compute to {replicas}")
-            self.step_failed(skip, f"skipped: no compute (deployment) configured for {side.region}", status="skipped")
+            self.step_skipped(step, f"no compute (deployment) configured for {side.region}")
             return
         ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
-        rec = self.step_started("standby", f"{side.region}/{side.deployment} to {replicas}")
+        rec = self.step_started(step, f"{side.region}/{side.deployment} to {replicas}")
         try:
-            await workflow.execute_activity_method(
-                KubernetesActivities.scale_deployment,
-                ScaleInput(ref=ref, replicas=replicas, ignore_missing=True),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=ACTIVITY_RETRY,
-            )
+            await self.change(self._act(KubernetesActivities.scale_deployment,
+                                        ScaleInput(ref=ref, replicas=replicas, ignore_missing=True)), step)
         except ActivityError as err:
-            self.step_failed(rec, _cause(err))
-            await self.notify("alert", f"{self.service}: could not resize {side.region}", _cause(err), severity="warning")
+            self.step_failed(rec, cause_of(err))
+            await self.notify("alert", f"{self.service}: could not resize {side.region}", cause_of(err), severity="warning")
             return
         await self.step_done(rec, f"{side.deployment} at {replicas}")
 
+    # -- giving back (compensation): each action says what it undid or why it could not
+    async def undo(self, ending: Ending, what: str, awaitable: Awaitable[Any]) -> bool:
+        try:
+            await awaitable
+        except ActivityError as err:
+            ending.not_undone.append(f"{what}: {cause_of(err)}")
+            return False
+        ending.compensated.append(what)
+        return True
+
+    async def unfence(self, ending: Ending, side: RegionSide, *, compute: bool) -> None:
+        """Give the fenced side back what the fence took (its as-found parameter group and compute size)."""
+        db_fenced = any(f.startswith(f"database {side.region}/{side.database} ") for f in self.fenced)
+        compute_fenced = any(f.startswith(f"compute {side.region}/") for f in self.fenced)
+        before = self.as_found.db(side.region, side.database) if self.as_found else None
+        if db_fenced and not side.read_only_parameter_group:
+            ending.not_undone.append(f"database {side.region}/{side.database}: stopped by the fence; start it by hand")
+        elif db_fenced and (before is None or len(before.parameter_groups) != 1):
+            ending.not_undone.append(f"database {side.region}/{side.database}: its parameter group before the fence "
+                                     f"is not known; it keeps {side.read_only_parameter_group} (read-only)")
+        elif db_fenced and before is not None and before.parameter_groups[0] != side.read_only_parameter_group:
+            group = before.parameter_groups[0]
+            await self.undo(ending, f"database {side.region}/{side.database} parameter group back to {group}",
+                            self._act(RdsActivities.rds_set_parameter_group,
+                                      RdsParameterGroupInput(identifier=side.database, region=side.region,
+                                                             parameter_group=group), minutes=5))
+        if compute and compute_fenced:
+            await self.resize_back(ending, side, side.replicas)
+
+    async def resize_back(self, ending: Ending, side: RegionSide, fallback: int) -> None:
+        if side.deployment is None:
+            return
+        replicas = self.as_found.replicas(side.region, side.deployment) if self.as_found else None
+        replicas = fallback if replicas is None else replicas
+        ref = DeploymentRef(context=side.k8s_context, namespace=side.namespace, name=side.deployment)
+        await self.undo(ending, f"compute {side.region}/{side.deployment} back to {replicas}",
+                        self._act(KubernetesActivities.scale_deployment,
+                                  ScaleInput(ref=ref, replicas=replicas, ignore_missing=True)))
+
     # -- the end
-    def result(self, status: RunStatus, outcome: str, summary: str) -> RegionMoveResult:
+    def build(self, common: dict[str, Any], **extra: Any) -> RegionMoveResult:
         rto = (self.verified_at - self.started_at).total_seconds() if self.verified_at else None
+        status = common["status"]
+        outcome = self.outcome or {"Aborted": "aborted", "Rejected": "not_approved", "Refused": "refused",
+                                   "Held": "held", "RolledBack": "rolled_back", "Failed": "failed"}.get(status, status.lower())
         return RegionMoveResult(
-            status=status,
-            summary=summary,
-            steps=list(self._steps),
-            gates=list(self._closed_gates),
-            outcome=outcome,  # type: ignore[arg-type]
+            **common,
+            outcome=outcome,
             from_region=self.source.region,
             to_region=self.target.region,
             fenced=list(self.fenced),
             not_fenced=list(self.not_fenced),
             dns_shifted=self.dns_shifted,
+            left_in_place=list(self.left_in_place),
             rto_seconds=rto,
             rto_target_seconds=self.rto_target.total_seconds(),
             rto_met=None if rto is None else rto <= self.rto_target.total_seconds(),
             evidence=list(self.evidence),
+            as_found=self.as_found,
+            after=self.after,
+            differences=list(self.differences),
+            **extra,
         )
 
-    def report_fields(self, result: RegionMoveResult) -> dict[str, str]:
+    def report_fields(self) -> dict[str, str]:
+        rto = (self.verified_at - self.started_at).total_seconds() if self.verified_at else None
         fields = {
-            "from": result.from_region,
-            "to": result.to_region,
-            "RTO": "n/a" if result.rto_seconds is None else f"{format_duration(timedelta(seconds=round(result.rto_seconds)))}"
-            f" (target {format_duration(self.rto_target)}, {'met' if result.rto_met else 'MISSED'})",
-            "fenced": "; ".join(result.fenced) or "nothing",
+            "from": self.source.region,
+            "to": self.target.region,
+            "RTO": "n/a" if rto is None else f"{format_duration(timedelta(seconds=round(rto)))}"
+            f" (target {format_duration(self.rto_target)}, {'met' if rto <= self.rto_target.total_seconds() else 'MISSED'})",
+            "fenced": "; ".join(self.fenced) or "nothing",
         }
-        if result.not_fenced:
-            fields["not fenced"] = "; ".join(result.not_fenced)
-        for step in result.steps:
+        if self.not_fenced:
+            fields["not fenced"] = "; ".join(self.not_fenced)
+        if self.left_in_place:
+            fields["left in place"] = "; ".join(self.left_in_place)
+        for step in self.steps:
             if step.finished_at:
                 fields[f"step {step.name}"] = f"{step.status} in {(step.finished_at - step.started_at).total_seconds():.0f}s"
         return fields
-
-    async def stop(self, stop: _Stop) -> RegionMoveResult:
-        result = self.result(stop.status, stop.outcome, stop.summary)
-        if stop.severity == "critical":
-            await self.notify("alert", f"{self.service}: {stop.outcome.replace('_', ' ')}", stop.summary,
-                              fields=self.report_fields(result), severity="critical")
-        await self.finish(stop.status, stop.summary, severity=stop.severity)
-        if stop.error_type is None:
-            return result
-        raise ApplicationError(stop.summary, result.model_dump(mode="json"), type=stop.error_type, non_retryable=True)
-
 
 # --------------------------------------------------------------------------------------------------- failover
 @workflow.defn
 class RegionFailover(_RegionMove):
     @workflow.init
     def __init__(self, input: RegionFailoverInput) -> None:
-        super().__init__(input.meta)
+        super().__init__(input.meta, input.carry)
         self._init_move(input.service, input.primary, input.dr, input.rto_target)
+        self.input = input
         self.mode = input.mode
+        self.failback_db = input.failback_replica or f"{input.primary.database}-failback"
+        self.failback_handle: workflow.ChildWorkflowHandle | None = None
+        self.failback_result: RegionMoveResult | None = None
 
     def status_details(self) -> dict[str, Any]:
-        return {**super().status_details(), "mode": self.mode}
+        details = {**super().status_details(), "mode": self.mode}
+        if self.failback_result is not None:
+            details["failback"] = self.failback_result.status
+        return details
 
     @workflow.run
     async def run(self, input: RegionFailoverInput) -> RegionMoveResult:
         self.begin()
         await self.notify("started", f"{input.mode} failover of {input.service}: {input.primary.region} -> {input.dr.region}")
-        try:
-            if input.mode == "real":
-                await self.confirm_outage(input)
-            await self.ask_approval(input)
-            await self.fence(input.primary, compute=True)
-            await self.promote_or_compensate(input)
-            await self.shift_dns(input.dns, input.dr, input.primary)
-            await self.verify(input.dr, input.verify_passes, input.verify_attempts, input.verify_interval,
-                              input.probe_timeout_seconds, input.timeouts.hold)
-        except _Stop as stop:
-            return await self.stop(stop)
-        result = self.result("Succeeded", "failed_over", "")
-        result.summary = (
-            f"{input.service} serves from {input.dr.region}; RTO {result.rto_seconds:.0f}s "
-            f"(target {input.rto_target.total_seconds():.0f}s, {'met' if result.rto_met else 'MISSED'})"
-        )
-        await self.notify("step_done", f"{input.service} failed over to {input.dr.region}", result.summary,
-                          fields=self.report_fields(result), severity="info" if result.rto_met else "warning")
-        if input.mode == "drill":
-            result.failback = await self.drill_failback(input)
-            if result.failback.status != "Succeeded":
-                result.status = "Failed"
-                result.summary += f"; automatic failback {result.failback.outcome}: {result.failback.summary}"
-                await self.finish("Failed", result.summary, severity="error")
-                raise ApplicationError(result.summary, result.model_dump(mode="json"), type=errors.VERIFICATION_FAILED,
-                                       non_retryable=True)
-            result.summary += f"; failed back to {input.primary.region} (RTO {result.failback.rto_seconds:.0f}s)"
-        await self.finish("Succeeded", result.summary)
-        return result
+        ending = await self.conduct(lambda: self._failover(input), self._compensate)
+        return await self.conclude(ending, lambda common: self.build(common, failback=self.failback_result),
+                                   fields=self.report_fields())
 
-    async def confirm_outage(self, input: RegionFailoverInput) -> None:
+    # -- what a drill touches (and records before it starts)
+    def _databases(self) -> list[tuple[str, str, bool]]:
+        p, d = self.input.primary, self.input.dr
+        real = self.mode == "real"
+        dbs = [(p.database, p.region, real), (d.database, d.region, False)]
+        if not real:
+            dbs += [(self.failback_db, p.region, False), (retired(p.database), p.region, False),
+                    (retired(d.database), d.region, False)]
+        return dbs
+
+    def _sides(self) -> list[tuple[RegionSide, bool]]:
+        return [(self.input.primary, self.mode == "real"), (self.input.dr, False)]
+
+    def _problems(self) -> list[str]:
+        """What makes the targets unusable, from the read-only look (empty: go on)."""
+        p, d, state = self.input.primary, self.input.dr, self.as_found
+        assert state is not None
+        primary, dr = state.db(p.region, p.database), state.db(d.region, d.database)
+        problems: list[str] = []
+        if primary.role == "absent":
+            problems.append(f"primary database {primary.key} does not exist")
+        if dr.role == "absent":
+            problems.append(f"DR database {dr.key} does not exist")
+        elif dr.role != "replica":
+            problems.append(f"DR database {dr.key} is not a read replica (already failed over?)")
+        if self.mode == "drill":
+            if primary.role == "primary" and dr.role == "replica" and dr.source != primary.key:
+                problems.append(f"DR database {dr.key} replicates {dr.source}, not {primary.key}")
+            for identifier, region, _ in self._databases()[2:]:
+                extra = state.db(region, identifier)
+                if extra is not None and extra.role != "absent":
+                    problems.append(f"{region}/{identifier} already exists (a drill creates and removes it)")
+        return problems
+
+    async def _failover(self, input: RegionFailoverInput) -> str | Ending:
+        primary, dr = input.primary, input.dr
+        self.as_found = await self.look(f"{primary.region} -> {dr.region}", self._databases(), input.dns, self._sides())
+        self.refuse(self._problems())
+        if input.mode == "real":
+            no_need = await self.confirm_outage(input)
+            if no_need is not None:
+                self.outcome = "no_failover_needed"
+                return no_need
+        await self.ask_approval(input)
+        await self.fence(primary, compute=True)
+        await self.promote(dr.database, dr.region, input.timeouts)
+        await self.scale_up(dr, input.timeouts)
+        await self.shift_dns(input.dns, dr, primary)
+        await self.verify(dr, input.verify_passes, input.verify_attempts, input.verify_interval,
+                          input.probe_timeout_seconds, input.timeouts.hold)
+        self.outcome = "failed_over"
+        rto = (self.verified_at - self.started_at).total_seconds()
+        met = rto <= input.rto_target.total_seconds()
+        summary = (f"{input.service} serves from {dr.region}; RTO {rto:.0f}s "
+                   f"(target {input.rto_target.total_seconds():.0f}s, {'met' if met else 'MISSED'})")
+        await self.notify("step_done", f"{input.service} failed over to {dr.region}", summary,
+                          fields=self.report_fields(), severity="info" if met else "warning")
+        if input.mode == "real":
+            return summary
+        # ---- drill: fail back, then put everything back as it was found, and prove it
+        self.check_abort("failback")  # an aborted drill never starts the failback
+        back = await self.run_failback(input)
+        if back.status != "Succeeded":
+            status: RunStatus = back.status if back.status in ("Aborted", "Held") else "Failed"  # type: ignore[assignment]
+            raise Stop(status, f"{summary}; automatic failback {back.status}: {back.reason or back.summary}",
+                       severity="critical" if status != "Aborted" else None)
+        ending = Ending("Succeeded", f"{summary}; failed back to {primary.region} (RTO {back.rto_seconds or 0:.0f}s)")
+        await self.restore(ending)
+        self.outcome = "drill_done" if not ending.not_undone else "drill_not_restored"
+        return ending
+
+    async def confirm_outage(self, input: RegionFailoverInput) -> str | None:
+        """Confirm the outage, or say why no failover is needed (a blip never moves a region)."""
         rec = self.step_started("confirm", f"{input.confirm_probes} consecutive failed probes of {input.primary.health_url}")
         deadline = workflow.now() + input.confirm_window
         failures = successes = 0
         while True:
             if self.incident_resolved_at is not None:
                 self.step_failed(rec, "incident resolved while confirming", status="skipped")
-                raise _Stop("Succeeded", "no_failover_needed", "no failover needed: the incident was resolved", None, "info")
-            if self.aborting:
+                return "no failover needed: the incident was resolved"
+            try:
+                probe = await self.probe(input.primary, input.probe_timeout_seconds)
+            except Stop:
                 self.step_failed(rec, "aborted", status="skipped")
-                raise _Stop("Aborted", "aborted", f"aborted while confirming by {self.abort_request.requested_by}", errors.ABORTED, "warning")
-            probe = await self.probe(input.primary, input.probe_timeout_seconds)
+                raise
             at = workflow.now().strftime("%H:%M:%S")
             self.evidence.append(f"{at} {input.primary.region}: " + (f"ok {probe.status}" if probe.ok else f"FAILED {probe.error}"))
             if probe.ok:
@@ -548,24 +854,26 @@ class RegionFailover(_RegionMove):
                 failures, successes = failures + 1, 0
             if failures >= input.confirm_probes:
                 await self.step_done(rec, f"outage confirmed: {failures} consecutive failed probes")
-                return
+                return None
             if successes >= input.confirm_probes:
                 self.step_failed(rec, "primary healthy", status="skipped")
-                raise _Stop("Succeeded", "no_failover_needed",
-                            f"no failover needed: {input.primary.region} answered {successes} probes in a row", None, "info")
+                return f"no failover needed: {input.primary.region} answered {successes} probes in a row"
             if workflow.now() + input.confirm_interval > deadline:
                 self.step_failed(rec, "not confirmed within the window", status="skipped")
-                raise _Stop("Succeeded", "no_failover_needed",
-                            f"no failover needed: outage of {input.primary.region} not confirmed within "
-                            f"{format_duration(input.confirm_window)} (flapping?)", None, "warning")
+                return (f"no failover needed: outage of {input.primary.region} not confirmed within "
+                        f"{format_duration(input.confirm_window)} (flapping?)")
             try:
                 await workflow.wait_condition(
                     lambda: self.incident_resolved_at is not None or self.aborting, timeout=input.confirm_interval
                 )
             except TimeoutError:
                 pass
+            if self.aborting:
+                self.step_failed(rec, "aborted", status="skipped")
+                self.check_abort("confirm")
 
     async def ask_approval(self, input: RegionFailoverInput) -> None:
+        self.check_abort("approval")
         evidence = "\n".join(self.evidence[-10:]) or "drill: primary not probed"
         outcome = await self.request_approval(
             "failover",
@@ -576,23 +884,12 @@ class RegionFailover(_RegionMove):
             binding=f"failover:{input.service}:{input.primary.region}->{input.dr.region}",
         )
         if not outcome.approved:
-            status: RunStatus = "Aborted" if outcome.decision == "aborted" else "Failed"
-            kind = {"aborted": errors.ABORTED, "timed_out": errors.APPROVAL_TIMED_OUT}.get(outcome.decision, errors.APPROVAL_REJECTED)
-            raise _Stop(status, "not_approved" if outcome.decision != "aborted" else "aborted",
-                        f"failover not approved ({outcome.decision.replace('_', ' ')}): nothing was changed", kind, "warning")
+            self.outcome = "not_approved" if outcome.decision != "aborted" else "aborted"
+            raise gate_stop(outcome, f"failover not approved, {NOTHING_CHANGED}")
 
-    async def promote_or_compensate(self, input: RegionFailoverInput) -> None:
-        try:
-            await self.promote(input.dr.database, input.dr.region, input.timeouts)
-            await self.scale_up(input.dr, input.timeouts)
-        except _Stop:
-            # ---- compensation (before any DNS change): a drill gives the primary its compute back
-            if input.mode == "drill" and any(f.startswith("compute") for f in self.fenced):
-                await self.set_size(input.primary, input.primary.replicas)
-            raise
-
-    async def drill_failback(self, input: RegionFailoverInput) -> RegionMoveResult:
-        self.set_status("Running", "failback")
+    # -- the automatic failback of a drill (a child workflow; an abort is forwarded to it)
+    async def run_failback(self, input: RegionFailoverInput) -> RegionMoveResult:
+        rec = self.step_started("failback", f"{input.dr.region} -> {input.primary.region} (child workflow)")
         child_input = RegionFailbackInput(
             meta=self.meta.model_copy(
                 update={"runbook": "region-failback", "approval": ApprovalPolicy(required_approvals=0)}
@@ -601,7 +898,7 @@ class RegionFailover(_RegionMove):
             original=input.primary,
             current=input.dr,
             dns=input.dns,
-            replica=input.failback_replica or f"{input.primary.database}-failback",
+            replica=self.failback_db,
             max_replica_lag_seconds=input.max_replica_lag_seconds,
             rto_target=input.rto_target,
             probe_timeout_seconds=input.probe_timeout_seconds,
@@ -610,17 +907,199 @@ class RegionFailover(_RegionMove):
             verify_interval=input.verify_interval,
             timeouts=input.timeouts,
         )
+        handle = await workflow.start_child_workflow(
+            RegionFailback.run, child_input, id=f"{workflow.info().workflow_id}-failback"
+        )
+        self.failback_handle = handle
+        await workflow.wait_condition(lambda: handle.done() or self.aborting)
+        back = await self.failback_outcome()
+        if back.status == "Succeeded":
+            await self.step_done(rec, back.summary)
+        else:
+            self.step_failed(rec, f"{back.status}: {back.reason or back.summary}")
+        return back
+
+    async def failback_outcome(self) -> RegionMoveResult:
+        """The child's result; a run that is aborting first forwards the abort (the child compensates by its rules)."""
+        handle = self.failback_handle
+        assert handle is not None
+        if not handle.done() and self.abort_request is not None:
+            await handle.signal(RegionFailback.abort_signal, self.abort_request)
         try:
-            return await workflow.execute_child_workflow(
-                RegionFailback.run, child_input, id=f"{workflow.info().workflow_id}-failback"
-            )
+            back = await handle
         except ChildWorkflowError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.details:
-                return RegionMoveResult.model_validate(cause.details[0])
-            return RegionMoveResult(status="Failed", summary=str(cause or err), outcome="held",
-                                    from_region=input.dr.region, to_region=input.primary.region,
-                                    rto_target_seconds=input.rto_target.total_seconds())
+                back = RegionMoveResult.model_validate(cause.details[0])
+            else:
+                back = RegionMoveResult(status="Failed", summary=cause_of(err), reason=cause_of(err), outcome="failed",
+                                        from_region=self.input.dr.region, to_region=self.input.primary.region,
+                                        rto_target_seconds=self.rto_target.total_seconds(), dns_shifted=False)
+        self.failback_result = RegionMoveResult.model_validate(back) if isinstance(back, dict) else back
+        return self.failback_result
+
+    # -- compensation: the ONE block
+    async def _compensate(self, ending: Ending) -> None:
+        self.giving_back = True
+        try:
+            await self._give_back(ending)
+        except (ActivityError, ChildWorkflowError, Stop) as err:
+            ending.not_undone.append(f"compensation stopped: {cause_of(err)}")
+
+    async def _give_back(self, ending: Ending) -> None:
+        if self.failback_handle is not None and self.failback_result is None:
+            await self.failback_outcome()
+        if not self.fence_started:
+            return  # nothing was changed
+        p, d = self.input.primary, self.input.dr
+        home = not self.dns_attempted or bool(self.failback_result and self.failback_result.dns_shifted)
+        if self.mode == "drill":
+            if home:
+                await self.restore(ending)
+            else:
+                await self.name_state(ending)
+                if ending.status not in ("Aborted", "Held"):
+                    ending.not_undone.extend(self.differences)
+            return
+        # real failover
+        if self.dns_attempted:
+            await self.name_state(ending)
+            return
+        if self.promote_started:
+            dr = await self._read_quietly(d.database, d.region)
+            if dr is None or dr.role != "replica":
+                ending.status, ending.severity = "Held", "critical"
+                ending.summary += (f"; {d.region}/{d.database} is promoted (it cannot become a replica again) and "
+                                   f"{p.region} stays fenced: finish the failover or rebuild the replica by hand")
+                await self.name_state(ending)
+                return
+        await self.unfence(ending, p, compute=True)
+        if self.scaled_up:
+            await self.resize_back(ending, d, d.standby_replicas)
+
+    async def _read_quietly(self, identifier: str, region: str) -> DbState | None:
+        try:
+            return await self.read_db(identifier, region, may_be_down=True)
+        except ActivityError:
+            return None
+
+    async def name_state(self, ending: Ending) -> None:
+        """After DNS moved (or a real failover that cannot give back): name the state the run leaves, never flap."""
+        p, d = self.input.primary, self.input.dr
+        back = self.failback_result
+        if self.dns_shifted and not (back and back.dns_shifted):
+            self.left_in_place.append(f"traffic on {d.region}: {self.input.dns.record_name} points at {d.dns_value} "
+                                      f"(never shifted back automatically; region-failback returns it)")
+        elif self.dns_attempted and not self.dns_shifted:
+            self.left_in_place.append(f"DNS of {self.input.dns.record_name}: the change to {d.region} failed "
+                                      "part way or could not be read back: check the records")
+        if self.promote_started:
+            self.left_in_place.append(f"{d.region}/{d.database} promoted: the writable primary")
+        if self.fenced:
+            self.left_in_place.append(f"{p.region} fenced: " + "; ".join(self.fenced))
+        if back is not None and back.status != "Succeeded":
+            self.left_in_place.append(f"failback {back.status}: {back.reason or back.summary}")
+            self.left_in_place.extend(back.left_in_place)
+        try:
+            self.after = await self.read_state([(i, r, True) for i, r, _ in self._databases()[:3]], self.input.dns,
+                                               [(p, True), (d, True)])
+        except ActivityError as err:
+            self.left_in_place.append(f"state not read: {cause_of(err)}")
+            return
+        if self.as_found is not None:
+            self.differences = compare_as_found(self.as_found, self.after)
+
+    # -- a drill's restore: converge to the as-found state, then compare
+    async def restore(self, ending: Ending) -> None:
+        """Put back what the drill recorded before it started, and prove it by reading everything again.
+
+        The writable primary is the database that holds the latest writes: the failback database once the failback
+        promoted it (the old primary is stale and is retired), else the original primary (fenced, so unchanged).
+        Real AWS cannot turn a promoted database back into a replica: the DR replica is re-created from the primary
+        under its own identifier (the promoted one is renamed aside and deleted). Renames keep endpoints (they are
+        derived from the identifier), so clients see the same names as before."""
+        p, d, state = self.input.primary, self.input.dr, self.as_found
+        assert state is not None
+        rec = self.step_started("restore", "the as-found state recorded before the drill")
+        self.giving_back = True  # an abort now cannot cut the restore short: it is what an abort would do
+        self.set_status("RollingBack", "restore")
+        before_p, before_d = state.db(p.region, p.database), state.db(d.region, d.database)
+        failed = len(ending.not_undone)
+        try:
+            now = await self.read_state(self._databases(), self.input.dns, self._sides())
+            # DNS: the recorded record sets, exactly (health checks and TTLs included)
+            if [_record_view(r) for r in now.records] != [_record_view(r) for r in state.records]:
+                await self.undo(ending, f"DNS {self.input.dns.record_name} as found", self._act(
+                    Route53Activities.route53_upsert_records,
+                    Route53UpsertInput(zone_id=self.input.dns.zone_id, records=state.records),
+                    minutes=10, heartbeat=timedelta(minutes=1)))
+            # the writable primary under its own identifier
+            failback, primary = now.db(p.region, self.failback_db), now.db(p.region, p.database)
+            if failback.role == "primary":
+                if primary.role != "absent":
+                    await self._rename(ending, p.region, p.database, retired(p.database), "stale primary retired")
+                await self._rename(ending, p.region, self.failback_db, p.database,
+                                   "the failback database takes the primary's identifier (and endpoint)")
+                await self._delete(ending, p.region, retired(p.database), "stale primary deleted")
+            elif failback.role != "absent":
+                await self._delete(ending, p.region, self.failback_db, "unpromoted failback replica deleted")
+            await self._parameter_group(ending, p.region, p.database, before_p)
+            # the DR replica: a promoted database cannot be demoted; re-create it from the primary
+            dr = await self.read_db(d.database, d.region)
+            if (dr.role, dr.source) != (before_d.role, before_d.source):
+                if dr.role != "absent":
+                    await self._rename(ending, d.region, d.database, retired(d.database), "promoted DR database set aside")
+                await self.undo(ending, f"{d.region}/{d.database} re-created as a read replica of {p.region}/{p.database}",
+                                self._recreate_replica())
+                await self._delete(ending, d.region, retired(d.database), "promoted DR database deleted")
+            await self._parameter_group(ending, d.region, d.database, before_d)
+            # compute as found
+            for side, _ in self._sides():
+                replicas = state.replicas(side.region, side.deployment)
+                if replicas is not None and now.replicas(side.region, side.deployment) != replicas:
+                    await self.resize_back(ending, side, replicas)
+            self.after = await self.read_state(self._databases(), self.input.dns, self._sides())
+        except ActivityError as err:
+            ending.not_undone.append(f"restore stopped: {cause_of(err)}")
+        if self.after is not None:
+            self.differences = compare_as_found(state, self.after)
+            ending.not_undone.extend(f"differs from as found: {diff}" for diff in self.differences)
+        if len(ending.not_undone) > failed:
+            self.step_failed(rec, "; ".join(ending.not_undone[failed:]))
+        else:
+            await self.step_done(rec, "everything as found: " + ", ".join(
+                [db.key for db in state.databases] + [f"{len(state.records)} DNS record sets"]
+                + [c.key for c in state.compute]), notify=False)
+
+    async def _recreate_replica(self) -> None:
+        p, d = self.input.primary, self.input.dr
+        await self._act(RdsActivities.rds_create_replica, RdsCreateReplicaInput(
+            source_arn_or_id=p.database, source_region=p.region, replica_identifier=d.database, region=d.region),
+            minutes=5)
+        await self._act(RdsActivities.rds_wait_available, RdsWaitInput(
+            identifier=d.database, region=d.region, deadline_seconds=self.input.timeouts.promote.total_seconds()),
+            timeout=self.input.timeouts.promote + timedelta(minutes=2), heartbeat=timedelta(minutes=2))
+
+    async def _rename(self, ending: Ending, region: str, old: str, new: str, why: str) -> None:
+        await self.undo(ending, f"{region}/{old} renamed {new}: {why}", self._act(
+            RdsActivities.rds_rename_instance, RdsRenameInput(identifier=old, new_identifier=new, region=region),
+            minutes=20, heartbeat=timedelta(minutes=2)))
+
+    async def _delete(self, ending: Ending, region: str, identifier: str, why: str) -> None:
+        result = await self._act(RdsActivities.rds_delete_instance, RdsInstanceRef(identifier=identifier, region=region),
+                                 minutes=5)
+        if result.existed:
+            ending.compensated.append(f"{region}/{identifier}: {why}")
+
+    async def _parameter_group(self, ending: Ending, region: str, identifier: str, before: DbState | None) -> None:
+        if before is None or len(before.parameter_groups) != 1:
+            return
+        now = await self.read_db(identifier, region)
+        if now.role != "absent" and now.parameter_groups != before.parameter_groups:
+            group = before.parameter_groups[0]
+            await self.undo(ending, f"{region}/{identifier} parameter group back to {group}", self._act(
+                RdsActivities.rds_set_parameter_group,
+                RdsParameterGroupInput(identifier=identifier, region=region, parameter_group=group), minutes=5))
 
 
 # --------------------------------------------------------------------------------------------------- failback
@@ -628,103 +1107,130 @@ class RegionFailover(_RegionMove):
 class RegionFailback(_RegionMove):
     @workflow.init
     def __init__(self, input: RegionFailbackInput) -> None:
-        super().__init__(input.meta)
+        super().__init__(input.meta, input.carry)
         target = input.original.model_copy(update={"database": input.replica})
         self._init_move(input.service, input.current, target, input.rto_target)
+        self.input = input
+        self.replica_created = False
 
     @workflow.run
     async def run(self, input: RegionFailbackInput) -> RegionMoveResult:
         self.begin()
-        back = self.target  # the original region, with the new replica as its database
-        await self.notify("started", f"failback of {input.service}: {input.current.region} -> {back.region}")
-        try:
-            await self.catch_up(input, back)
-            outcome = await self.request_approval(
-                "failback",
-                f"Failback of {input.service}: {input.current.region} -> {back.region}",
-                f"Replica {back.region}/{input.replica} has caught up ({self.evidence[-1] if self.evidence else ''}). "
-                "Promote it, "
-                + (f"scale {back.deployment} to {back.replicas}, " if back.deployment else "")
-                + f"point {input.dns.record_name} at {back.dns_value}"
-                + (f", then scale {input.current.region} to {input.current.standby_replicas}." if input.current.deployment else "."),
-                binding=f"failback:{input.service}:{input.current.region}->{back.region}",
-            )
-            if not outcome.approved:
-                status: RunStatus = "Aborted" if outcome.decision == "aborted" else "Failed"
-                kind = {"aborted": errors.ABORTED, "timed_out": errors.APPROVAL_TIMED_OUT}.get(outcome.decision, errors.APPROVAL_REJECTED)
-                raise _Stop(status, "not_approved", f"failback not approved ({outcome.decision.replace('_', ' ')}); "
-                            f"the replica {input.replica} is left in place", kind, "warning")
-            self.started_at = workflow.now()  # the failback's RTO counts from the decision, not the catch-up
-            # the serving region keeps its compute until DNS has moved: only its database writes are fenced
-            await self.fence(input.current, compute=False)
-            await self.promote(input.replica, back.region, input.timeouts)
-            await self.scale_up(back, input.timeouts)
-            await self.shift_dns(input.dns, back, input.current)
-            await self.verify(back, input.verify_passes, input.verify_attempts, input.verify_interval,
-                              input.probe_timeout_seconds, input.timeouts.hold)
-            await self.set_size(input.current, input.current.standby_replicas)
-        except _Stop as stop:
-            return await self.stop(stop)
-        result = self.result("Succeeded", "failed_back", "")
-        result.summary = f"{input.service} serves from {back.region} again; RTO {result.rto_seconds:.0f}s"
-        await self.finish("Succeeded", result.summary)
-        return result
+        await self.notify("started", f"failback of {input.service}: {input.current.region} -> {input.original.region}")
+        ending = await self.conduct(lambda: self._failback(input), self._compensate)
+        return await self.conclude(ending, self.build, fields=self.report_fields())
+
+    async def _failback(self, input: RegionFailbackInput) -> str:
+        back, current = self.target, input.current  # back: the original region, with the new replica as its database
+        self.as_found = await self.look(
+            f"{current.region} -> {back.region}",
+            [(current.database, current.region, False), (input.replica, back.region, False)],
+            input.dns, [(back, False), (current, False)],
+        )
+        serving, replica = self.as_found.databases
+        problems = []
+        if serving.role == "absent":
+            problems.append(f"database {serving.key} does not exist")
+        elif serving.role != "primary":
+            problems.append(f"database {serving.key} is a replica of {serving.source}, not the writable primary")
+        if replica.role != "absent" and (replica.role != "replica" or replica.source != serving.key):
+            problems.append(f"{replica.key} exists and is not a read replica of {serving.key}")
+        self.refuse(problems)
+        await self.catch_up(input, back)
+        self.check_abort("approval")
+        outcome = await self.request_approval(
+            "failback",
+            f"Failback of {input.service}: {current.region} -> {back.region}",
+            f"Replica {back.region}/{input.replica} has caught up ({self.evidence[-1] if self.evidence else ''}). "
+            "Promote it, "
+            + (f"scale {back.deployment} to {back.replicas}, " if back.deployment else "")
+            + f"point {input.dns.record_name} at {back.dns_value}"
+            + (f", then scale {current.region} to {current.standby_replicas}." if current.deployment else "."),
+            binding=f"failback:{input.service}:{current.region}->{back.region}",
+        )
+        if not outcome.approved:
+            self.outcome = "not_approved" if outcome.decision != "aborted" else "aborted"
+            raise gate_stop(outcome, "failback not approved")
+        self.started_at = workflow.now()  # the failback's RTO counts from the decision, not the catch-up
+        # the serving region keeps its compute until DNS has moved: only its database writes are fenced
+        await self.fence(current, compute=False)
+        await self.promote(input.replica, back.region, input.timeouts)
+        await self.scale_up(back, input.timeouts)
+        await self.shift_dns(input.dns, back, current)
+        await self.verify(back, input.verify_passes, input.verify_attempts, input.verify_interval,
+                          input.probe_timeout_seconds, input.timeouts.hold)
+        self.check_abort("standby")
+        await self.set_size(current, current.standby_replicas)
+        self.outcome = "failed_back"
+        rto = (self.verified_at - self.started_at).total_seconds()
+        return f"{input.service} serves from {back.region} again; RTO {rto:.0f}s"
 
     async def catch_up(self, input: RegionFailbackInput, back: RegionSide) -> None:
+        self.check_abort("replica")
         rec = self.step_started("replica", f"{back.region}/{input.replica} from {input.current.region}/{input.current.database}")
         try:
-            await workflow.execute_activity_method(
-                RdsActivities.rds_create_replica,
-                RdsCreateReplicaInput(
-                    source_arn_or_id=input.current.database,
-                    source_region=input.current.region,
-                    replica_identifier=input.replica,
-                    region=back.region,
-                ),
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            await workflow.execute_activity_method(
+            self.replica_created = True
+            await self.change(self._act(RdsActivities.rds_create_replica, RdsCreateReplicaInput(
+                source_arn_or_id=input.current.database, source_region=input.current.region,
+                replica_identifier=input.replica, region=back.region), minutes=5), "replica")
+            await self.interruptible(self._act(
                 RdsActivities.rds_wait_available,
-                RdsWaitInput(identifier=input.replica, region=back.region, deadline_seconds=input.catch_up_timeout.total_seconds()),
-                start_to_close_timeout=input.catch_up_timeout + timedelta(minutes=2),
-                heartbeat_timeout=timedelta(minutes=2),
-                retry_policy=ACTIVITY_RETRY,
-            )
+                RdsWaitInput(identifier=input.replica, region=back.region,
+                             deadline_seconds=input.catch_up_timeout.total_seconds()),
+                timeout=input.catch_up_timeout + timedelta(minutes=2), heartbeat=timedelta(minutes=2),
+            ), "replica")
             deadline = workflow.now() + input.catch_up_timeout
             while True:
-                lag = await workflow.execute_activity_method(
-                    RdsActivities.rds_replica_lag,
-                    RdsInstanceRef(identifier=input.replica, region=back.region),
-                    start_to_close_timeout=timedelta(minutes=1),
-                    retry_policy=ACTIVITY_RETRY,
-                )
+                lag = await self.interruptible(self._act(
+                    RdsActivities.rds_replica_lag, RdsInstanceRef(identifier=input.replica, region=back.region),
+                    minutes=1), "catch-up")
                 seen = "unknown" if lag.lag_seconds is None else f"{lag.lag_seconds:.0f}s"
                 self.evidence.append(f"{workflow.now():%H:%M:%S} replica lag {seen}")
                 if lag.lag_seconds is not None and lag.lag_seconds <= input.max_replica_lag_seconds:
                     break
-                if self.aborting:
-                    raise _Stop("Aborted", "aborted", "aborted while the replica catches up", errors.ABORTED, "warning")
                 if workflow.now() + input.catch_up_poll > deadline:
-                    raise _Stop("Failed", "catch_up_failed", f"replica {input.replica} lag {seen} still above "
-                                f"{input.max_replica_lag_seconds:.0f}s after {format_duration(input.catch_up_timeout)}",
-                                errors.DEADLINE_EXCEEDED, "error")
-                try:
-                    await workflow.wait_condition(lambda: self.aborting, timeout=input.catch_up_poll)
-                except TimeoutError:
-                    pass
+                    self.outcome = "catch_up_failed"
+                    raise Stop("RolledBack", f"replica {input.replica} lag {seen} still above "
+                               f"{input.max_replica_lag_seconds:.0f}s after {format_duration(input.catch_up_timeout)}",
+                               severity="error")
+                await self.pause(input.catch_up_poll)
         except ActivityError as err:
-            self.step_failed(rec, _cause(err))
-            raise _Stop("Failed", "catch_up_failed", f"replica {input.replica} in {back.region}: {_cause(err)}",
-                        errors.VERIFICATION_FAILED, "error") from None
+            self.step_failed(rec, cause_of(err))
+            self.outcome = "catch_up_failed"
+            raise Stop("RolledBack", f"replica {input.replica} in {back.region}: {cause_of(err)}", severity="error") from None
+        except Stop as stop:
+            self.step_failed(rec, stop.ending.summary)
+            raise
         await self.step_done(rec, self.evidence[-1])
 
+    async def _compensate(self, ending: Ending) -> None:
+        self.giving_back = True
+        try:
+            await self._give_back(ending)
+        except (ActivityError, Stop) as err:
+            ending.not_undone.append(f"compensation stopped: {cause_of(err)}")
 
-def _cause(err: BaseException) -> str:
-    cause = err
-    while getattr(cause, "cause", None) is not None:
-        cause = cause.cause  # type: ignore[assignment]
-    return getattr(cause, "message", None) or str(cause)
+    async def _give_back(self, ending: Ending) -> None:
+        current, back = self.input.current, self.target
+        if self.dns_attempted:  # never flap back: name what stays
+            if self.dns_shifted:
+                self.left_in_place.append(f"traffic on {back.region}: {self.input.dns.record_name} points at "
+                                          f"{back.dns_value}")
+            else:
+                self.left_in_place.append(f"DNS of {self.input.dns.record_name}: the change to {back.region} failed "
+                                          "part way or could not be read back: check the records")
+            self.left_in_place.append(f"{current.region}/{current.database} fenced; {back.region}/{back.database} promoted")
+            if current.deployment:
+                self.left_in_place.append(f"{current.region}/{current.deployment} not scaled to standby")
+            return
+        if self.fence_started:
+            await self.unfence(ending, current, compute=False)
+        if self.scaled_up:
+            await self.resize_back(ending, back, back.standby_replicas)
+        if self.replica_created:
+            self.left_in_place.append(
+                f"{back.region}/{back.database} left in place: "
+                + ("promoted, takes no traffic; delete it before a retry" if self.promote_started else "a replica, for a retry"))
 
 
 WORKFLOWS = [RegionFailover, RegionFailback]

@@ -97,6 +97,35 @@ class Regions:
         fake = self.east_k8s if region == EAST else self.west_k8s
         return fake.get("deployments", NS, "web")["spec"]["replicas"]
 
+    def everything(self, databases: tuple[tuple[str, str], ...] = (
+        ("orders-east", EAST), ("orders-west", WEST), ("orders-east-failback", EAST),
+        ("orders-east-retired", EAST), ("orders-west-retired", WEST),
+    )) -> dict:
+        """A describe of everything a drill touches, straight from moto (not through the runbook's activities)."""
+        dbs = {}
+        for identifier, region in databases:
+            try:
+                raw = self.db(identifier, region)
+            except boto3.client("rds", region_name=region).exceptions.DBInstanceNotFoundFault:
+                dbs[f"{region}/{identifier}"] = None
+                continue
+            promoted = {t["Key"]: t["Value"] for t in raw.get("TagList", [])}.get("runbook:promoted") == "true"
+            source = None if promoted else raw.get("ReadReplicaSourceDBInstanceIdentifier")  # moto keeps the link
+            dbs[f"{region}/{identifier}"] = {
+                "writable_primary": source is None,
+                "source": source,
+                "parameter_groups": sorted(g["DBParameterGroupName"] for g in raw["DBParameterGroups"]),
+                "status": raw["DBInstanceStatus"],
+                "endpoint": raw["Endpoint"]["Address"],
+            }
+        r53 = boto3.client("route53")
+        records = sorted(
+            (s for s in r53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"] if s["Name"] == RECORD),
+            key=lambda s: s.get("SetIdentifier", ""),
+        )
+        return {"databases": dbs, "records": records,
+                "compute": {EAST: self.replicas(EAST), WEST: self.replicas(WEST)}}
+
     def db(self, identifier: str, region: str) -> dict:
         return boto3.client("rds", region_name=region).describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
 
@@ -162,7 +191,8 @@ def regions(aws, recording) -> Iterator[Regions]:
         acts = [
             notifier.notify, probes.http_probe,
             rds.rds_describe_instance, rds.rds_promote_replica, rds.rds_wait_available, rds.rds_create_replica,
-            rds.rds_replica_lag, rds.rds_set_writes_blocked, r53.route53_upsert_records, r53.route53_get_records,
+            rds.rds_replica_lag, rds.rds_set_writes_blocked, rds.rds_rename_instance, rds.rds_set_parameter_group,
+            rds.rds_delete_instance, r53.route53_upsert_records, r53.route53_get_records,
             k8s.scale_deployment, k8s.wait_rollout, k8s.get_deployment,
         ]
         try:

@@ -1,0 +1,198 @@
+"""Abort and cancel at every step after approval, refusals before any change, and a drill that cannot restore.
+
+The abort tests pause one activity (a stand-in under the real name: the real activity runs, then the thread waits),
+abort the run while it is there, then let the activity finish: a change completes and the abort is honoured right
+after it; a wait is cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import typing
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from core import errors
+from core.approval import AbortInput
+from tests import harness
+from tests.failover.conftest import EAST, WEST
+from tests.failover.test_failover import WORKFLOWS, alerts, failover_input, replace, run
+from workflows.failover import AsFound, DbState, RegionFailover, RegionMoveResult, compare_as_found
+
+
+class Pause:
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def around(self, real, when=None):
+        """A stand-in for ``real`` (same name and types) that runs it, then waits once where ``when`` holds."""
+        hints = typing.get_type_hints(real)
+        arg_type = next(v for k, v in hints.items() if k != "return")
+
+        def stand_in(arg):
+            out = real(arg)
+            if (when is None or when(arg)) and not self.reached.is_set():
+                self.reached.set()
+                self.release.wait(30)
+            return out
+
+        stand_in.__annotations__ = {"arg": arg_type, "return": hints["return"]}
+        return activity.defn(name=getattr(real, "__temporal_activity_definition").name)(stand_in)
+
+    async def wait(self) -> None:
+        for _ in range(600):
+            if self.reached.is_set():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the run never reached the paused activity")
+
+
+def real(regions, name: str):
+    return next(a for a in regions.activities if a.__temporal_activity_definition.name == name)
+
+
+STEPS = [
+    # (where, activity paused in, when, DNS already moved)
+    ("fence compute", "k8s_scale_deployment", lambda a: a.replicas == 0, False),
+    ("fence database", "rds_set_writes_blocked", None, False),
+    ("promote (change)", "rds_promote_replica", None, False),
+    ("promote (wait)", "rds_wait_available", None, False),
+    ("scale (wait)", "k8s_wait_rollout", None, False),
+    ("dns (change)", "route53_upsert_records", None, True),
+    ("verify (probe)", "http_probe", None, True),
+]
+
+
+async def stop_at(ts_env, task_queue, regions, name, when, stop) -> RegionMoveResult:
+    pause = Pause()
+    acts = replace(regions.activities, pause.around(real(regions, name), when))
+    async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
+        handle = await ts_env.client.start_workflow(
+            RegionFailover.run, failover_input(regions), id=f"fo-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
+            execution_timeout=timedelta(days=3),
+        )
+        await pause.wait()
+        await stop(handle)
+        pause.release.set()
+        return await handle.result()
+
+
+@pytest.mark.parametrize("where, name, when, after_dns", STEPS, ids=[s[0] for s in STEPS])
+async def test_drill_abort_after_approval_is_honoured_at_every_step(ts_env, task_queue, regions, recording,
+                                                                    where, name, when, after_dns):
+    """Named bug: fence, promote, scale, DNS and verify never looked at the abort, and the drill still failed back."""
+    before = regions.everything()
+
+    async def abort(handle):
+        await handle.execute_update(RegionFailover.abort, AbortInput(requested_by="dave", reason="drill called off"))
+
+    result = await stop_at(ts_env, task_queue, regions, name, when, abort)
+
+    assert result.status == "Aborted", (where, result.summary)
+    assert "dave" in result.reason
+    # an aborted drill never starts the failback
+    assert result.failback is None and "failback" not in [s.name for s in result.steps]
+    assert regions.everything()["databases"][f"{EAST}/orders-east-failback"] is None
+    if not after_dns:  # stopped before the next change and gave everything back, as found
+        assert regions.everything() == before, where
+        assert not result.not_undone and result.differences == []
+        assert result.compensated
+    else:  # DNS moved: never flap back; the state is named
+        assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"
+        assert any("traffic on us-west-2" in x for x in result.left_in_place), result.left_in_place
+        assert result.dns_shifted
+    end = [e for e in recording[0].events if e.kind == "finished"]
+    assert end and end[0].severity == "warning"
+
+
+async def test_cancelling_a_failover_is_an_abort(ts_env, task_queue, regions):
+    before = regions.everything()
+
+    async def cancel(handle):
+        await handle.cancel()
+
+    result = await stop_at(ts_env, task_queue, regions, "rds_wait_available", None, cancel)
+    assert result.status == "Aborted" and "cancelled" in result.reason, result.summary
+    assert regions.everything() == before
+    assert result.failback is None
+
+
+async def test_abort_during_the_drills_failback_is_forwarded_and_never_flaps(ts_env, task_queue, regions):
+    async def abort(handle):
+        await handle.execute_update(RegionFailover.abort, AbortInput(requested_by="dave", reason="stop the drill"))
+
+    result = await stop_at(ts_env, task_queue, regions, "rds_create_replica", None, abort)
+    assert result.status == "Aborted", result.summary
+    assert result.failback is not None and result.failback.status == "Aborted", result.failback
+    assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"  # DR keeps serving
+    assert any("traffic on us-west-2" in x for x in result.left_in_place)
+    assert any("orders-east-failback left in place" in x for x in result.left_in_place), result.left_in_place
+
+
+REFUSALS = [
+    ("unknown DR database", lambda r: dict(dr=r.side(WEST, database="nope")), "does not exist"),
+    ("unknown primary database", lambda r: dict(primary=r.side(EAST, database="nope")), "does not exist"),
+    ("unknown zone", lambda r: dict(dns=r.dns().model_copy(update={"zone_id": "ZNOPE"})), "cannot be resolved"),
+    ("unknown record", lambda r: dict(dns=r.dns().model_copy(update={"record_name": "nope.example.com."})), "no CNAME record"),
+    ("unknown deployment", lambda r: dict(dr=r.side(WEST, deployment="nope")), "cannot be resolved"),
+    ("blank service", lambda r: dict(service="   "), "blank service"),
+    ("blank database", lambda r: dict(primary=r.side(EAST, database=" ")), "blank database"),
+]
+
+
+@pytest.mark.parametrize("case, change, words", REFUSALS, ids=[r[0] for r in REFUSALS])
+async def test_unknown_or_blank_target_is_refused_before_any_change(ts_env, task_queue, regions, recording,
+                                                                    case, change, words):
+    before = regions.everything()
+    result = await run(ts_env, task_queue, regions.activities, failover_input(regions, **change(regions)))
+    assert result.status == "Refused" and "nothing was changed" in result.summary and words in result.summary, result.summary
+    assert [s.name for s in result.steps] == ["look"] and result.fenced == []
+    assert regions.everything() == before
+    assert regions.east_k8s.calls("PATCH") == [] and regions.west_k8s.calls("PATCH") == []
+    end = [e for e in recording[0].events if e.kind == "finished"]
+    assert end and end[0].severity == "warning" and not alerts(recording)  # a warning, never a page
+
+
+async def test_drill_that_was_already_failed_over_is_refused(ts_env, task_queue, regions):
+    regions.east_health.status = 503
+    await run(ts_env, task_queue, regions.activities, failover_input(regions, mode="real"))
+    result = await run(ts_env, task_queue, regions.activities, failover_input(regions))
+    assert result.status == "Refused" and "not a read replica" in result.summary, result.summary
+
+
+@activity.defn(name="rds_rename_instance")
+def rename_fails(input) -> None:
+    raise ApplicationError("rename refused: InvalidDBInstanceState", type=errors.INVALID_INPUT, non_retryable=True)
+
+
+async def test_drill_that_cannot_restore_its_as_found_state_fails(ts_env, task_queue, regions, recording):
+    from tests.failover.conftest import report_lag
+
+    report_lag("orders-east-failback", EAST, 2.0)
+    with pytest.raises(WorkflowFailureError) as info:
+        await run(ts_env, task_queue, replace(regions.activities, rename_fails), failover_input(regions))
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == errors.RUN_FAILED
+    result = RegionMoveResult.model_validate(cause.details[0])
+    assert result.status == "Failed" and result.failback is not None and result.failback.status == "Succeeded"
+    assert any("rename refused" in x for x in result.not_undone), result.not_undone
+    assert any("orders-east" in d for d in result.differences), result.differences
+    end = [e for e in recording[0].events if e.kind == "failed"]
+    assert end and end[0].severity == "critical"
+
+
+def test_compare_as_found_names_every_difference():
+    db = DbState(identifier="orders-east", region=EAST, parameter_groups=["default"], status="available")
+    before = AsFound(databases=[db, DbState(identifier="x", region=EAST, exists=False, role="absent")])
+    assert compare_as_found(before, before) == []
+    after = AsFound(databases=[db.model_copy(update={"parameter_groups": ["read-only"]}),
+                               DbState(identifier="x", region=EAST, role="primary")])
+    diffs = compare_as_found(before, after)
+    assert diffs[0] == "database us-east-1/orders-east: parameter_groups ['read-only'] (was ['default'])"
+    assert "database us-east-1/x: role primary (was absent)" in diffs
