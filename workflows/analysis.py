@@ -26,7 +26,8 @@ Semantics:
 - continue-as-new: ``checkpoint()`` (a JSON-able dict) is what a continuation passes back as ``resume=`` to go on
   where this run stands: the next due times, and the measurements that can still change a verdict (every failed and
   inconclusive one, each metric's last successful one and the errors after it), so the limits hold across
-  continuations and the carried state stays bounded.
+  continuations and the carried state stays bounded. ``quiet_stop`` is like ``stop`` but read only between ticks
+  and wake-ups (never inside a wait condition): for checks such as "is the history long", cheap to skip.
 The loop is deterministic: workflow time only, no I/O of its own.
 """
 
@@ -72,12 +73,14 @@ class AnalysisRun:
         task_queue: str | None = None,
         local: bool = True,
         resume: dict | None = None,
+        quiet_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.template = template
         self.args = dict(args)
         self._deadline = deadline
         self._hold = hold
         self._stop = stop
+        self._quiet_stop = quiet_stop
         self._on_measurement = on_measurement
         self._task_queue = task_queue
         self._local = local
@@ -118,7 +121,7 @@ class AnalysisRun:
 
     async def run(self) -> AnalysisVerdict:
         while True:
-            if self._stop():
+            if self._stop() or self._quiet_stop():
                 return self.verdict
             now = workflow.now()
             due = [m for m in self.template.metrics if self._next_due[m.name] <= now]

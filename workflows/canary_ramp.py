@@ -440,7 +440,8 @@ class CanaryRamp(RunbookWorkflow):
             },
             deadline=lambda: self.step_end,  # type: ignore[arg-type,return-value]
             hold=lambda: self.paused,
-            stop=lambda: self._stopping() or self.continue_as_new_due(),
+            stop=self._stopping,
+            quiet_stop=self.continue_as_new_due,
             on_measurement=self._remember,
             resume=self.analysis_resume,
         )

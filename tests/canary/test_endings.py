@@ -261,7 +261,8 @@ async def test_long_ramp_continues_as_new_and_completes_correctly(ts_env: Workfl
     assert status.continued >= 3
     assert result.status == "Succeeded"
     assert weight_writes(rig) == [5, 25, 50, 100]  # each weight applied once, across every continuation
-    assert offsets(result) == [(5, 0 * M), (25, 13 * M), (50, 33 * M), (100, 63 * M)]
+    # to the minute: each continuation costs a few real milliseconds of virtual time on a busy machine
+    assert [(w, round(t / M)) for w, t in offsets(result)] == [(5, 0), (25, 13), (50, 33), (100, 63)]
     assert result.measurements_total == 63 * 4 and view.extended == timedelta(minutes=3)
     assert rig.traffic.gets == 1  # resolved once, not per continuation
     assert sum(1 for e in rig.recorder.events if e.kind == "started") == 1
@@ -291,4 +292,4 @@ async def test_failure_limit_holds_across_a_continuation(ts_env: WorkflowEnviron
     assert result.status == "RolledBack" and result.failed_step == 5
     assert result.measured_values.count(2.0) == 2 and result.failed_criterion == "error-rate < 0.5"
     assert weight_writes(rig) == [5, 25, 50, 0]
-    assert offsets(result)[-1] == (0, 53 * M)
+    assert round(offsets(result)[-1][1] / M) == 53
