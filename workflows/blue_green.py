@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import Duration, format_duration
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult
-    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
+    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop, until_done
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
     from workflows.gate import ApprovalGate
 
@@ -362,7 +362,7 @@ class BlueGreenCutover(RunbookWorkflow):
                 raise ApplicationError(f"blank or padded: {', '.join(blank)}", type=errors.INVALID_INPUT)
             return await self.interruptible(self._router.discover(), "discover")
         except (ActivityError, ApplicationError) as err:
-            if error_type(err) not in REFUSING_ERRORS:
+            if not _refusing(err):
                 raise
             self.step_failed(rec, cause_of(err))
             raise Stop("Refused", f"{input.service} via {input.router}: {cause_of(err)}; {NOTHING_CHANGED}",
@@ -560,7 +560,14 @@ class BlueGreenCutover(RunbookWorkflow):
         template = input.bake_analysis
         if template is not None:
             work.append(self._measure(template))
-        results = await self.interruptible(asyncio.gather(*work), "bake")
+        # The tick's reads (seconds, bounded by their timeouts) finish before an abort or a cancellation is
+        # honoured: cancelling several activities at once, one of which has just completed, asks the server to
+        # cancel an activity it has already closed (ACTIVITY_UNKNOWN) and fails the workflow task.
+        reads = asyncio.ensure_future(asyncio.gather(*work))
+        if await until_done(reads):
+            raise asyncio.CancelledError("cancelled during a bake tick")
+        results = reads.result()
+        self.check_abort("bake")
         probe_results = results[: len(probes)]
         failed = sum(1 for r in probe_results if not r.ok)
         self._probes += len(probe_results)
@@ -649,6 +656,17 @@ class BlueGreenCutover(RunbookWorkflow):
                 return
             ending.compensated.append(f"{new} removed")
             await self.step_done(rec, f"{new} removed; {live} untouched", notify=False)
+
+
+def _refusing(err: BaseException) -> bool:
+    """Whether any typed failure in the chain says the target is wrong or missing. (``error_type`` reads only the
+    root, which for AWS is botocore's own error under our typed ``NotFound``.)"""
+    cause: BaseException | None = err
+    while cause is not None:
+        if getattr(cause, "type", None) in REFUSING_ERRORS:
+            return True
+        cause = getattr(cause, "cause", None)
+    return error_type(err) in REFUSING_ERRORS
 
 
 async def _decision(gate: ApprovalGate) -> GateOutcome:
