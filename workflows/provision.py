@@ -97,7 +97,9 @@ class ProvisionEnvironment(RunbookWorkflow):
         self._sensitive: list[str] = []
         self._namespace: str | None = None  # the namespace this run applied (or started to)
         self._namespace_existed: bool | None = None  # read just before applying it
+        self._namespace_applied = False
         self._record_key: str | None = None  # the record this run wrote (or started to)
+        self._record_written = False
         self._provisioned_at: datetime | None = None
         self._expires_at: datetime | None = None
         self._reminded_for: datetime | None = None
@@ -112,7 +114,9 @@ class ProvisionEnvironment(RunbookWorkflow):
             self._phase, self._applied = "live", "yes"
             self._plan, self._outputs, self._sensitive = cursor.plan, cursor.outputs, cursor.sensitive
             self._namespace, self._namespace_existed = cursor.namespace, cursor.namespace_existed
+            self._namespace_applied = cursor.namespace is not None
             self._record_key, self._provisioned_at = cursor.record_key, cursor.provisioned_at
+            self._record_written = cursor.record_key is not None
             self._expires_at, self._reminded_for = cursor.expires_at, cursor.reminded_for
 
     # ----------------------------------------------------------------------------------------- queries/updates
@@ -321,7 +325,7 @@ class ProvisionEnvironment(RunbookWorkflow):
                     labels={**MANAGED_BY, "runbook/environment": input.environment, "runbook/tier": input.tier,
                             **ns.labels},
                     resource_quota=ns.resource_quota, limit_range=ns.limit_range, default_deny=ns.default_deny)
-                applied = await self.change(self._side(KubernetesActivities.apply_namespace, spec), "namespace")
+                applied = await self.change(self._apply_namespace(spec), "namespace")
             except ActivityError as err:
                 self.step_failed(rec, cause_of(err))
                 raise
@@ -345,12 +349,22 @@ class ProvisionEnvironment(RunbookWorkflow):
         self.check_abort("record")
         self._record_key = key
         try:
-            ref = await self.change(self._side(S3Activities.s3_put_json, S3PutJsonInput(
+            ref = await self.change(self._put_record(S3PutJsonInput(
                 bucket=input.record_bucket, key=key, document=record.model_dump(mode="json"))), "record")
         except ActivityError as err:
             self.step_failed(rec, cause_of(err))
             raise
         await self.step_done(rec, f"version {ref.version_id or '-'}", notify=False)
+
+    async def _apply_namespace(self, spec: NamespaceSpec) -> Any:
+        result = await self._side(KubernetesActivities.apply_namespace, spec)
+        self._namespace_applied = True
+        return result
+
+    async def _put_record(self, put: S3PutJsonInput) -> Any:
+        ref = await self._side(S3Activities.s3_put_json, put)
+        self._record_written = True
+        return ref
 
     # ----------------------------------------------------------------------------------------- sandbox TTL
     async def _live(self, input: ProvisionEnvironmentInput) -> str:
@@ -404,8 +418,12 @@ class ProvisionEnvironment(RunbookWorkflow):
         """The one compensation block (also the sandbox's TTL teardown): undo what this run created."""
         input = self._input
         target = None if input_problems(input) else input.target()
+        finished = {"apply": self._applied == "yes", "namespace": self._namespace_applied,
+                    "record": self._record_written}
         for rec in self.steps:
-            if rec.status == "running":
+            if rec.status == "running" and finished.get(rec.name):  # a change finished, then the run stopped
+                await self.step_done(rec, f"finished, then: {ending.summary}", notify=False)
+            elif rec.status == "running":
                 self.step_failed(rec, f"interrupted: {ending.summary}")
         if target is None or self._applied == "no":
             if NOTHING_CHANGED not in ending.summary:
@@ -492,8 +510,11 @@ class ProvisionEnvironment(RunbookWorkflow):
         if self._namespace is not None:
             left.append(f"namespace {self._namespace} "
                         f"({'updated' if self._namespace_existed else 'created by this run'})")
-        if self._record_key is not None:
-            left.append(f"record s3://{input.record_bucket}/{self._record_key} (written)")
+        where = f"s3://{input.record_bucket}/{self._record_key}"
+        if self._record_written:
+            left.append(f"record {where} (written by this run)")
+        elif self._record_key is not None:
+            left.append(f"record {where} not written by this run (any earlier record is as it was)")
         self._left_in_place = left
         ending.status, ending.severity = "Held", None
         ending.summary += (f"; {input.environment} existed before this run, so nothing was destroyed. Left in place "

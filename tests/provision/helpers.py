@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import typing
 import uuid
@@ -20,11 +21,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import AwsClients, S3Activities
 from activities.kubernetes import KubernetesActivities
-from activities.terraform import TerraformActivities
+from activities.terraform import TerraformActivities, TerraformAdapter
 from activities.vault import VaultReader
 from core.approval import ApproveInput
 from core.catalog import Catalog
-from core.provision import ProvisionEnvironmentInput
+from core.provision import ProvisionEnvironmentInput, ProvisionEnvironmentResult
 from core.runbook import RunbookStatus
 from tests import harness
 from workflows.provision import ProvisionEnvironment
@@ -37,7 +38,7 @@ BUCKET = "env-records"
 
 def activities(kube: Any, tf_root: Path, recording: Any) -> dict[str, Callable]:
     """The real activities of the runbook by their registered names."""
-    tf = TerraformActivities(VaultReader.from_env(), tf_root)
+    tf = TerraformActivities(VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None, tf_root)
     k8s = KubernetesActivities(lambda context: kube.api)
     s3 = S3Activities(AwsClients())
     acts = [tf.check_module, tf.plan, tf.apply, tf.outputs, tf.state_version, tf.destroy, k8s.get_namespace,
@@ -126,6 +127,7 @@ class Hold:
         self.entered = threading.Event()
         self._release = threading.Event()
         self.cancelled = False
+        self._run = True
         hints = typing.get_type_hints(fn)
 
         def held(input: Any) -> Any:
@@ -135,15 +137,34 @@ class Hold:
                 if activity.is_cancelled():
                     self.cancelled = True
                     raise CancelledError("cancelled while held")
+            if not self._run:
+                raise CancelledError("dropped by the test")
             return fn(input)
 
         held.__annotations__ = {"input": next(v for k, v in hints.items() if k != "return"), "return": hints["return"]}
         self.fn = activity.defn(name=activity_name(fn))(held)
 
-    def release(self) -> None:
+    def release(self, run: bool = True) -> None:
+        """Let the activity go on: do its real work (``run``) or give up as if cancelled."""
+        self._run = run
         self._release.set()
 
     async def started(self, timeout: float = 30) -> None:
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, self.entered.wait, timeout):
             raise AssertionError("the held activity never started")
+
+
+def workspaces(tf_root: Path, environment: str) -> list[str]:
+    if not (tf_root / environment / ".terraform").is_dir():
+        return []
+    return TerraformAdapter(tf_root / environment).workspaces()
+
+
+def assert_gone(result: ProvisionEnvironmentResult, kube: Any, tf_root: Path, environment: str) -> None:
+    """Everything the run applied is gone, and the result says so."""
+    assert result.destroyed and not result.not_undone, result.summary
+    assert environment not in workspaces(tf_root, environment)
+    assert kube.fake.get("namespaces", None, environment) is None
+    assert record(f"environments/{environment}.json") is None
+    assert any(c.startswith(f"workspace {environment} destroyed") for c in result.compensated), result.compensated
