@@ -161,16 +161,16 @@ async def test_rejected_or_timed_out_plan_is_rejected_and_nothing_applied(
 
 
 # ------------------------------------------------------------------------------------------------ abort and cancel
-HELD = {"plan": "terraform_plan", "apply": "terraform_apply", "outputs": "terraform_outputs",
+HELD = {"resolve": "terraform_check_module", "plan": "terraform_plan", "apply": "terraform_apply", "outputs": "terraform_outputs",
         "namespace": "k8s_apply_namespace", "record": "s3_put_json"}
-BEFORE_APPLY = {"plan", "approval"}
+BEFORE_APPLY = {"resolve", "plan", "approval"}
 # A read (plan, outputs) is cut short; a change (apply, namespace, record) is finished, then undone.
-RUNS_ON = {"plan": False, "outputs": False, "apply": True, "namespace": True, "record": True}
+RUNS_ON = {"resolve": False, "plan": False, "outputs": False, "apply": True, "namespace": True, "record": True}
 
 
 @pytest.mark.parametrize(
     ("step", "how"),
-    [("plan", "abort"), ("approval", "abort"), ("apply", "abort"), ("outputs", "abort"), ("namespace", "abort"),
+    [("resolve", "abort"), ("plan", "abort"), ("approval", "abort"), ("apply", "abort"), ("outputs", "abort"), ("namespace", "abort"),
      ("record", "abort"), ("live", "abort"),
      ("plan", "cancel"), ("approval", "cancel"), ("apply", "cancel"), ("namespace", "cancel"), ("live", "cancel")],
 )
