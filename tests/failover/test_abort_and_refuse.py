@@ -46,7 +46,7 @@ class Pause:
         return activity.defn(name=getattr(real, "__temporal_activity_definition").name)(stand_in)
 
     async def wait(self) -> None:
-        for _ in range(600):
+        for _ in range(1800):  # the drill's failback is ~40 s into a run on a loaded machine
             if self.reached.is_set():
                 return
             await asyncio.sleep(0.05)
@@ -116,6 +116,12 @@ async def test_cancelling_a_failover_is_an_abort(ts_env, task_queue, regions):
 
     async def cancel(handle):
         await handle.cancel()
+        # let the run take the cancel in before the paused activity completes: the time-skipping test server
+        # refuses the cancel of an activity that completed meanwhile (ACTIVITY_UNKNOWN), a race of the test setup
+        for _ in range(600):
+            if any(a.action == "abort" for a in (await handle.query(RegionFailover.status)).actions):
+                return
+            await asyncio.sleep(0.05)
 
     result = await stop_at(ts_env, task_queue, regions, "rds_wait_available", None, cancel)
     assert result.status == "Aborted" and "cancelled" in result.reason, result.summary
