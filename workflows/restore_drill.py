@@ -220,7 +220,7 @@ class RestoreDrill(RunbookWorkflow):
             self._verdict_failed = True
             raise Stop("Failed", "drill failed: " + "; ".join(report.failures), severity="error")
 
-        removed, left = await self._make("clean up", lambda: self._remove_scratch(input))
+        removed, left = await self._finished("clean up", lambda: self._remove_scratch(input))
         verdict = (f"{report.backup.identifier if report.backup else '?'} restored and verified: "
                    f"{len(report.checks)} check(s) passed, RPO {_fmt(report.rpo_achieved)}, RTO {_fmt(report.rto_achieved)}")
         return Ending("Succeeded", verdict, not_undone=left)
@@ -239,7 +239,7 @@ class RestoreDrill(RunbookWorkflow):
         if input.kind == "pg_dump":
             bucket = input.dump_bucket or ""
             try:
-                found = await self._read("validate", lambda: workflow.execute_activity_method(
+                found = await self._stoppable("validate", lambda: workflow.execute_activity_method(
                     S3Activities.s3_bucket_exists, S3BucketRef(bucket=bucket),
                     start_to_close_timeout=timedelta(minutes=1), retry_policy=LOCATE_RETRY,
                 ))
@@ -254,7 +254,7 @@ class RestoreDrill(RunbookWorkflow):
         else:
             instance = input.source_instance or ""
             try:
-                found = await self._read("validate", lambda: workflow.execute_activity_method(
+                found = await self._stoppable("validate", lambda: workflow.execute_activity_method(
                     RdsActivities.rds_describe_instance, RdsInstanceRef(identifier=instance, region=input.region),
                     start_to_close_timeout=timedelta(minutes=1), retry_policy=LOCATE_RETRY,
                 ))
@@ -277,7 +277,7 @@ class RestoreDrill(RunbookWorkflow):
     async def _locate_dump(self, input: RestoreDrillInput, step: StepRecord) -> BackupRef:
         prefix = input.dump_key or input.dump_prefix
         try:
-            info = await self._read("locate backup", lambda: workflow.execute_activity_method(
+            info = await self._stoppable("locate backup", lambda: workflow.execute_activity_method(
                 S3Activities.s3_latest_object, S3LatestQuery(bucket=input.dump_bucket or "", prefix=prefix),
                 start_to_close_timeout=timedelta(minutes=2), retry_policy=LOCATE_RETRY,
             ))
@@ -294,7 +294,7 @@ class RestoreDrill(RunbookWorkflow):
 
     async def _locate_snapshot(self, input: RestoreDrillInput, step: StepRecord) -> BackupRef:
         try:
-            snap = await self._read("locate backup", lambda: workflow.execute_activity_method(
+            snap = await self._stoppable("locate backup", lambda: workflow.execute_activity_method(
                 RdsActivities.rds_latest_snapshot,
                 RdsSnapshotQuery(instance_identifier=input.source_instance or "", region=input.region,
                                  snapshot_identifier=input.snapshot_identifier, kinds=list(input.snapshot_kinds)),
@@ -311,7 +311,8 @@ class RestoreDrill(RunbookWorkflow):
         """A pinned backup that is not there is a mistake in the input (Refused); no backup at all under the prefix
         or of the instance is what the drill exists to find (Failed, with an alert)."""
         self.step_failed(step, why)
-        if input.dump_key if input.kind == "pg_dump" else input.snapshot_identifier:
+        pinned = input.dump_key if input.kind == "pg_dump" else input.snapshot_identifier
+        if pinned:
             raise Stop("Refused", f"the pinned backup does not exist: {why}: {NOTHING_CHANGED}", severity="warning")
         raise Stop("Failed", f"no backup found: {why}", severity="error")
 
@@ -325,7 +326,7 @@ class RestoreDrill(RunbookWorkflow):
         self._restore_started = True
         # An abort or a cancellation stops pg_restore and waits until it has stopped; compensation then drops the
         # scratch database (never under a pg_restore still writing into it).
-        result = await self._read("restore", lambda: workflow.start_activity_method(
+        result = await self._stoppable("restore", lambda: workflow.start_activity_method(
             DatabaseActivities.pg_restore_dump,
             PgRestoreDumpInput(
                 server=input.restore_server, database=self._scratch_db, bucket=input.dump_bucket or "", key=key,
@@ -360,7 +361,7 @@ class RestoreDrill(RunbookWorkflow):
         self.report.restore_started_at = workflow.now()
         self._restore_started = True
         # The restore call is a change: once started it finishes (compensation then deletes the instance).
-        await self._make("restore", lambda: workflow.execute_activity_method(
+        await self._finished("restore", lambda: workflow.execute_activity_method(
             RdsActivities.rds_restore_snapshot,
             RdsRestoreInput(snapshot_identifier=self.report.backup.identifier, target_identifier=self._scratch_rds,
                             region=input.region, instance_class=input.instance_class),
@@ -369,7 +370,7 @@ class RestoreDrill(RunbookWorkflow):
         await self.step_done(step, f"scratch instance {self._scratch_rds} requested", notify=False)
 
         step = self.step_started("wait for instance", self._scratch_rds)
-        instance = await self._read("wait for instance", lambda: workflow.start_activity_method(
+        instance = await self._stoppable("wait for instance", lambda: workflow.start_activity_method(
             RdsActivities.rds_wait_available,
             RdsWaitInput(identifier=self._scratch_rds, region=input.region,
                          deadline_seconds=input.restore_timeout.total_seconds(),
@@ -388,7 +389,7 @@ class RestoreDrill(RunbookWorkflow):
             self.check_abort("clone")
             self.report.scratch = f"{self._scratch_rds} (+ database {self._scratch_db})"
             self._clone_started = True
-            await self._make("clone", lambda: workflow.execute_activity_method(
+            await self._finished("clone", lambda: workflow.execute_activity_method(
                 DatabaseActivities.pg_clone_database,
                 PgCloneInput(server=override.server, template=override.template_database, database=self._scratch_db),
                 start_to_close_timeout=timedelta(minutes=10), retry_policy=RESTORE_RETRY,
@@ -404,7 +405,7 @@ class RestoreDrill(RunbookWorkflow):
     async def _checks(self, input: RestoreDrillInput, target: PgDatabaseRef) -> None:
         report = self.report
         step = self.step_started("checks", f"{len(input.checks)} declared")
-        measured = await self._read("checks", lambda: workflow.start_activity_method(
+        measured = await self._stoppable("checks", lambda: workflow.start_activity_method(
             DatabaseActivities.pg_run_checks,
             PgRunChecksInput(target=target, checks=input.checks, source=input.source,
                              statement_timeout_seconds=input.statement_timeout.total_seconds()),
@@ -425,12 +426,12 @@ class RestoreDrill(RunbookWorkflow):
         else:
             self.step_failed(step, "failed: " + ", ".join(c.name for c in report.checks if not c.passed))
 
-    async def _read(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
+    async def _stoppable(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
         """A read or a wait that an abort cuts short (``interruptible``); not even started after an abort."""
         self.check_abort(where)
         return await self.interruptible(start(), where)
 
-    async def _make(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
+    async def _finished(self, where: str, start: Callable[[], Awaitable[T]]) -> T:
         """A change: not started after an abort, finished once started, the abort honoured after it (``change``)."""
         self.check_abort(where)
         return await self.change(start(), where)

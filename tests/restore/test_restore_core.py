@@ -14,8 +14,12 @@ from core.restore import (
     Measurement,
     RestoreCheck,
     RestoreManifest,
+    BackupRef,
+    CheckResult,
+    RestoreReport,
     RowCountCheck,
     evaluate_check,
+    judge,
     scratch_name,
     targets_for,
 )
@@ -85,3 +89,27 @@ def test_policy_targets():
     assert targets_for("standard", None, None) == (timedelta(minutes=15), timedelta(hours=1))
     assert targets_for("tier-1", None, None) == (timedelta(minutes=5), timedelta(minutes=15))
     assert targets_for("tier-1", timedelta(minutes=1), None) == (timedelta(minutes=1), timedelta(minutes=15))
+
+
+def _report(newest: datetime, backup_time: datetime, rto: timedelta | None, passed: bool = True) -> RestoreReport:
+    return RestoreReport(
+        workflow_id="w", run_id="r", database="shop", kind="pg_dump", tier="standard", started_at=backup_time,
+        backup=BackupRef(kind="pg_dump", identifier="s3://b/k", created_at=backup_time),
+        checks=[CheckResult(name="freshness:orders.updated_at", kind="freshness", passed=True, value=newest.isoformat()),
+                CheckResult(name="row_count:orders", kind="row_count", passed=passed, detail="190 rows, expected 200")],
+        rpo_target=timedelta(minutes=15), rto_target=timedelta(hours=1), rto_achieved=rto,
+    )
+
+
+def test_judge_rpo_rto_and_failed_checks():
+    t = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+    ok = judge(_report(t - timedelta(minutes=2, seconds=0.4), t, timedelta(minutes=3)))
+    assert ok.passed and ok.failures == [] and ok.rpo_achieved == timedelta(minutes=2) and ok.rpo_met and ok.rto_met
+    late = judge(_report(t - timedelta(minutes=40), t, timedelta(minutes=70)))
+    assert not late.passed and late.failures == [
+        "RPO breach: 40m of writes missing (target 15m)", "RTO breach: restore and checks took 1h10m (target 1h)"]
+    broken = _report(t, t, None, passed=False)
+    broken.failures = ["pg_restore exited 1"]
+    judged = judge(broken)
+    assert judged.failures == ["pg_restore exited 1", "check row_count:orders failed: 190 rows, expected 200"]
+    assert broken.passed is False and broken.failures == ["pg_restore exited 1"]  # pure: the input is untouched
