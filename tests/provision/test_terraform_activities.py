@@ -12,7 +12,16 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.terraform import TerraformActivities, TerraformFailed, classify
 from core import errors
-from core.provision import PLAN_STALE, ApplyInput, DestroyInput, OutputsInput, PlanInput, TerraformTarget
+from core.provision import (
+    PLAN_STALE,
+    ApplyInput,
+    DestroyInput,
+    ModuleCheckInput,
+    OutputsInput,
+    PlanInput,
+    StateInput,
+    TerraformTarget,
+)
 
 from .conftest import MODULES
 
@@ -87,6 +96,35 @@ def test_destroy_is_idempotent(run: ActivityEnvironment, tf_root: Path) -> None:
     assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
 
 
+def test_module_check_is_read_only_and_says_what_is_missing(run: ActivityEnvironment, tf_root: Path,
+                                                            tmp_path: Path) -> None:
+    acts = TerraformActivities(None, tf_root)
+    assert run.run(acts.check_module, ModuleCheckInput(module=str(MODULES / "app"))).found
+    missing = run.run(acts.check_module, ModuleCheckInput(module=str(MODULES / "does-not-exist")))
+    assert not missing.found and "does not exist" in missing.detail
+    (tmp_path / "empty").mkdir()
+    empty = run.run(acts.check_module, ModuleCheckInput(module=str(tmp_path / "empty")))
+    assert not empty.found and "no *.tf files" in empty.detail
+    assert not tf_root.exists()  # nothing written
+
+
+def test_plan_records_its_prior_state_and_state_version_tells_whether_an_apply_wrote(
+    run: ActivityEnvironment, tf_root: Path
+) -> None:
+    acts = TerraformActivities(None, tf_root)
+    t = target("prior")
+    assert not run.run(acts.state_version, StateInput(target=t)).exists  # no working dir yet
+    fresh = run.run(acts.plan, PlanInput(target=t))
+    assert fresh.prior_empty and (fresh.prior_lineage, fresh.prior_serial) == ("", 0)
+    before = run.run(acts.state_version, StateInput(target=t))
+    assert before.exists and (before.lineage, before.serial) == ("", 0)  # the apply has not written yet
+    run.run(acts.apply, ApplyInput(target=t, plan_hash=fresh.plan_hash))
+    after = run.run(acts.state_version, StateInput(target=t))
+    assert after.lineage and after.serial >= 1
+    update = run.run(acts.plan, PlanInput(target=target("prior", replicas=3)))
+    assert not update.prior_empty and (update.prior_lineage, update.prior_serial) == (after.lineage, after.serial)
+
+
 @pytest.mark.parametrize("text, kind", [
     ("Error: Failed to get existing workspaces: RequestError: send request failed\ndial tcp 10.0.0.1:443: i/o timeout",
      errors.TRANSIENT),
@@ -97,3 +135,18 @@ def test_destroy_is_idempotent(run: ActivityEnvironment, tf_root: Path) -> None:
 def test_classification(text: str, kind: str) -> None:
     err = classify(TerraformFailed("plan", 1, text + " hunter2"), {"TF_VAR_p": "hunter2"})
     assert err.type == kind and "hunter2" not in err.message and text.splitlines()[0] in err.message
+
+
+def test_get_namespace_reads_without_writing(kube) -> None:
+    from activities.kubernetes import KubernetesActivities
+    from core.kubernetes import NamespaceRef, NamespaceSpec
+
+    k8s = KubernetesActivities(lambda context: kube.api)
+    env = ActivityEnvironment()
+    assert not env.run(k8s.get_namespace, NamespaceRef(name="ns-read")).exists
+    env.run(k8s.apply_namespace, NamespaceSpec(name="ns-read", labels={"team": "a"}))
+    writes = len(kube.fake.calls("POST")) + len(kube.fake.calls("PATCH")) + len(kube.fake.calls("DELETE"))
+    assert writes >= 1  # the fake counts writes
+    state = env.run(k8s.get_namespace, NamespaceRef(name="ns-read"))
+    assert state.exists and state.labels["team"] == "a"
+    assert len(kube.fake.calls("POST")) + len(kube.fake.calls("PATCH")) + len(kube.fake.calls("DELETE")) == writes
