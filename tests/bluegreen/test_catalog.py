@@ -26,6 +26,7 @@ def test_catalog_entry_plans_a_start(tmp_path):
     inp = plan.input
     assert isinstance(inp, BlueGreenInput)
     assert inp.scale_down_delay.total_seconds() == 30 and inp.progress_deadline.total_seconds() == 600
+    assert inp.max_bake_extension.total_seconds() == 24 * 3600
     assert inp.meta.environment == "production" and inp.meta.approval.required_approvals == 1
     assert "alice" in inp.meta.approval.eligible() and not inp.meta.approval.allow_self_approval
     assert [m.name for m in inp.bake_analysis.metrics] == ["error-rate", "latency-p99"]
