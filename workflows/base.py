@@ -777,6 +777,9 @@ class RunbookWorkflow:
             )
         except ActivityError as err:
             self._notification_failures.append(f"{kind}: {cause_of(err)}")
+            if workflow.cancellation_reason() is not None and isinstance(_root(err), CancelledError):
+                # the run was cancelled while it was telling people: the cancel is an abort, never lost here
+                self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
             return
         self._notify_refs.update(result.refs)
         self._notification_failures.extend(f"{kind}: {f}" for f in result.failures)

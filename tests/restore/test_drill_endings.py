@@ -323,3 +323,39 @@ async def test_scratch_that_cannot_be_removed_fails_the_drill(ts_env, task_queue
         assert len(alerts) == 1 and "could not be removed" in alerts[0].text
     finally:
         db_activities.pg_drop_database(PgScratchInput(server=pg_server, database=scratch_of(wf_id)))
+
+
+# ----------------------------------------------------------------------------------------- cancelled while announcing
+async def test_cancel_while_the_drill_is_announced_stops_it(ts_env, task_queue, recording, db_activities, s3, source_db,
+                                                            fresh_dump, pg_server, admin_uri):
+    """A cancel that arrives while a notification is being sent is not lost with that notification: it is the abort,
+    honoured at the next step (here before anything is restored)."""
+    seed_backup(s3, source_db, fresh_dump)
+    real = recording[1].notify
+    announcing, release = threading.Event(), threading.Event()
+
+    def notify(req):  # type: ignore[no-untyped-def]
+        if req.kind == "started":
+            announcing.set()
+            release.wait(30)
+        return real(req)
+
+    acts = activities_for(db_activities, recording, notify=typed_activity("notify", real, notify))
+    wf_id = f"restore-drill-{uuid.uuid4().hex[:8]}"
+    try:
+        async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill], acts):
+            handle = await ts_env.client.start_workflow(RestoreDrill.run, dump_input(pg_server), id=wf_id,
+                                                        task_queue=task_queue)
+            for _ in range(1200):
+                if announcing.is_set():
+                    break
+                await asyncio.sleep(0.025)
+            await cancel_and_wait_delivered(handle)
+            release.set()
+            result = await handle.result()
+    finally:
+        release.set()
+    assert result.status == "Aborted", result.summary
+    assert result.reason == "aborted at validate by temporal: the workflow was cancelled"
+    assert [s.name for s in result.steps][:1] == ["validate"] and "restore" not in [s.name for s in result.steps]
+    assert not database_exists(admin_uri, scratch_of(wf_id))
