@@ -629,6 +629,9 @@ class BlueGreenCutover(RunbookWorkflow):
         """Before the switch: remove the new colour, never touch the live one. After it: switch back first
         (verified), then remove the new colour. Once the old colour is being retired, nothing is switched back."""
         router, live, new = self._router, self._live, self._new
+        for step in self.steps:  # the step the run stopped in says so
+            if step.status == "running":
+                self.step_failed(step, f"stopped: {ending.summary}")
         if self._retired:
             ending.summary += f"; {new} stays live ({live} is being retired: nothing to switch back to)"
             return
