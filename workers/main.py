@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
+from workers.health import HealthState, serve_health
 from workflows import registry
 
 log = logging.getLogger("runbook.worker")
@@ -82,8 +83,15 @@ async def run_worker(
                     "RUNBOOK_OIDC_AUDIENCE for any shared or production use.")
     else:
         log.info("approvals verified against %s (audience %s)", settings.oidc_issuer, settings.oidc_audience)
-    runtime = metrics_runtime(settings.metrics_port)
-    client = await connect(settings, runtime=runtime)
+    health = HealthState(task_queue=settings.task_queue, identity=identity)
+    health_server = await serve_health(health, settings.health_port, settings.metrics_host) if settings.health_port else None
+    runtime = metrics_runtime(settings.metrics_port, settings.metrics_host)
+    try:
+        client = await connect(settings, runtime=runtime)
+    except BaseException:
+        if health_server is not None:
+            health_server.close()
+        raise
     workflows = [*product_workflows(settings), *extra_workflows]
     activities = [*build_activities(settings), *extra_activities]
     grace = settings.graceful_shutdown_timeout
@@ -101,6 +109,7 @@ async def run_worker(
                 identity=identity,
             )
             async with worker:
+                health.polling = True
                 log.info(
                     "worker %s polling task queue %r on %s (namespace %s): %d workflows, %d activities%s",
                     identity,
@@ -112,10 +121,14 @@ async def run_worker(
                     f", metrics on :{settings.metrics_port}/metrics" if settings.metrics_port else "",
                 )
                 await stop.wait()
+                health.polling = False
                 log.info("worker %s stopping: no new tasks; running activities get up to %s", identity, grace)
             # leaving the context ran Worker.shutdown(): polling stopped, activities finished or were cancelled
         log.info("worker %s stopped", identity)
     finally:
+        health.polling = False
+        if health_server is not None:
+            health_server.close()
         for sig in installed:
             loop.remove_signal_handler(sig)
 
