@@ -37,3 +37,35 @@ def test_clients_ui_and_temporal_cli_are_pointed_at_the_codec(tmp_path):
     assert f'export TEMPORAL_CODEC_AUTH="Bearer $(cat {stack.state_dir / "codec-token"})"' in env_file
     banner = stack.banner()
     assert "codec server    http://127.0.0.1:18081" in banner and "http://127.0.0.1:18081/login" in banner
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+def test_codec_keys_init_and_rotate_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from starters.cli import app
+
+    path = tmp_path / "keys.json"
+    runner = CliRunner()
+    created = runner.invoke(app, ["codec-keys", "init", str(path), "--id", "k1"])
+    assert created.exit_code == 0 and path.stat().st_mode & 0o777 == 0o600, created.output
+    assert runner.invoke(app, ["codec-keys", "init", str(path)]).exit_code == 2  # never overwrites keys
+    rotated = runner.invoke(app, ["codec-keys", "rotate", str(path), "--id", "k2"])
+    assert rotated.exit_code == 0 and "keys k1, k2; newest k2" in rotated.output, rotated.output
+    ring = KeyRing.from_file(path)
+    assert ring.newest == "k2" and set(ring.keys) == {"k1", "k2"}
+    path.chmod(0o644)
+    refused = runner.invoke(app, ["codec-keys", "rotate", str(path), "--id", "k3"])
+    assert refused.exit_code == 2 and "chmod 600" in refused.output
+
+
+def test_a_client_command_with_an_unsafe_key_file_says_so_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from starters.cli import app
+
+    path = KeyRing.generate().write(tmp_path / "keys.json")
+    path.chmod(0o644)
+    result = CliRunner().invoke(app, ["list", "--address", "127.0.0.1:1"], env={"RUNBOOK_CODEC_KEYS_FILE": str(path)})
+    assert result.exit_code == 2, result.output
+    assert "accessible to other users" in result.output and "Traceback" not in result.output
