@@ -217,8 +217,14 @@ class ProvisionEnvironment(RunbookWorkflow):
             raise Stop("Refused", f"{input.environment.strip() or '(blank environment)'}: {'; '.join(problems)}; "
                                   f"{NOTHING_CHANGED}")
         target = input.target()
-        check = await self.interruptible(self._side(TerraformActivities.check_module,
-                                                    ModuleCheckInput(module=input.module)), "resolve")
+        try:
+            check = await self.interruptible(self._side(TerraformActivities.check_module,
+                                                        ModuleCheckInput(module=input.module)), "resolve")
+        except ActivityError as err:
+            self.step_failed(rec, cause_of(err))
+            if error_type(err) in REFUSING_ERRORS:
+                raise Stop("Refused", f"{input.environment}: {cause_of(err)}; {NOTHING_CHANGED}") from None
+            raise
         if not check.found:
             self.step_failed(rec, check.detail)
             raise Stop("Refused", f"{input.environment}: {check.detail}; {NOTHING_CHANGED}")

@@ -19,7 +19,7 @@ from core import errors
 from core.approval import AbortInput, RejectInput
 from core.aws import S3ObjectRef, S3PutJsonInput
 from core.kubernetes import DeleteResult, NamespaceRef
-from core.provision import DestroyNowInput, ExtendInput, ProvisionEnvironmentResult
+from core.provision import DestroyNowInput, ModuleCheck, ModuleCheckInput, ProvisionEnvironmentResult
 from workflows.provision import ProvisionEnvironment
 
 from .conftest import MODULES
@@ -35,6 +35,11 @@ def record_denied(input: S3PutJsonInput) -> S3ObjectRef:
 def namespace_delete_denied(ref: NamespaceRef) -> DeleteResult:
     raise ApplicationError(f"delete namespace {ref.name}: access denied (403)", type=errors.ACCESS_DENIED,
                            non_retryable=True)
+
+
+@activity.defn(name="terraform_check_module")
+def module_unreadable(input: ModuleCheckInput) -> ModuleCheck:
+    raise ApplicationError(f"{input.module}: permission denied", type=errors.ACCESS_DENIED, non_retryable=True)
 
 
 def scheduled(history: Any) -> list[str]:
@@ -139,6 +144,16 @@ async def test_invalid_input_or_missing_module_is_refused_before_any_change(
     assert not {"terraform_plan", "terraform_apply"} & set(scheduled(history))
     assert not tf_root.exists() or not any(tf_root.iterdir())
     assert [e.severity for e in recording[0].events if e.kind == "finished"] == ["warning"]
+
+
+async def test_a_module_the_worker_cannot_read_is_refused(
+    ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path
+) -> None:
+    async with worker(ts_env, task_queue, recording, kube, tf_root, {"terraform_check_module": module_unreadable}):
+        result: ProvisionEnvironmentResult = await (
+            await start(ts_env, task_queue, make_input("dev-perm", "development"))).result()
+    assert result.status == "Refused" and "permission denied" in result.reason, result.summary
+    assert "nothing was changed" in result.reason and not tf_root.exists()
 
 
 async def test_rejected_or_timed_out_plan_is_rejected_and_nothing_applied(
