@@ -516,7 +516,7 @@ class _RegionMove(RunbookWorkflow):
         )
         if not outcome.approved:
             self.outcome = "fence_refused"
-            raise gate_stop(outcome, "stopped before promotion: the fence is incomplete and continuing was")
+            raise gate_stop(outcome, "stopped before promotion (fence incomplete): continuing")
 
     # -- promote / scale / DNS
     async def promote(self, database: str, region: str, timeouts: Timeouts) -> None:

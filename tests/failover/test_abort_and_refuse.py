@@ -202,3 +202,49 @@ def test_compare_as_found_names_every_difference():
     diffs = compare_as_found(before, after)
     assert diffs[0] == "database us-east-1/orders-east: parameter_groups ['read-only'] (was ['default'])"
     assert "database us-east-1/x: role primary (was absent)" in diffs
+
+
+def failback_input(regions, **kw):
+    from tests.failover.conftest import meta
+    from workflows.failover import RegionFailbackInput
+
+    base = dict(meta=meta("region-failback"), service="shop", original=regions.side(EAST), current=regions.side(WEST),
+                dns=regions.dns(), replica="orders-east-2", verify_interval=timedelta(seconds=30))
+    return RegionFailbackInput(**{**base, **kw})
+
+
+async def test_failback_aborted_before_dns_gives_the_serving_database_its_writes_back(ts_env, task_queue, regions):
+    """The failback fences the serving DR database before promoting the replica: an abort there must not leave the
+    region that serves the traffic read-only."""
+    from tests.failover.conftest import report_lag
+    from workflows.failover import RegionFailback
+
+    regions.east_health.status = 503
+    await run(ts_env, task_queue, regions.activities, failover_input(regions, mode="real"))
+    regions.east_health.status = 200
+    report_lag("orders-east-2", EAST, 1.0)
+    before = regions.everything(databases=(("orders-east", EAST), ("orders-west", WEST)))
+    pause = Pause()
+    acts = replace(regions.activities, pause.around(real(regions, "rds_promote_replica")))
+    async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
+        handle = await ts_env.client.start_workflow(
+            RegionFailback.run, failback_input(regions), id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
+        await pause.wait()
+        await handle.execute_update(RegionFailback.abort, AbortInput(requested_by="erin", reason="not today"))
+        pause.release.set()
+        result = await handle.result()
+    assert result.status == "Aborted" and not result.dns_shifted, result.summary
+    assert any("orders-west parameter group back" in c for c in result.compensated), result.compensated
+    assert regions.everything(databases=(("orders-east", EAST), ("orders-west", WEST))) == before
+    assert any("orders-east-2 left in place" in x for x in result.left_in_place), result.left_in_place
+
+
+async def test_failback_of_an_unknown_database_is_refused(ts_env, task_queue, regions):
+    from workflows.failover import RegionFailback
+
+    async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, regions.activities):
+        result = await ts_env.client.execute_workflow(
+            RegionFailback.run, failback_input(regions, current=regions.side(WEST, database="nope")),
+            id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
+    assert result.status == "Refused" and "nothing was changed" in result.summary
+    assert regions.db("orders-west", WEST)["DBParameterGroups"][0]["DBParameterGroupName"] != "read-only"

@@ -7,9 +7,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-import pytest
 from temporalio import activity
-from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from core import errors
@@ -42,14 +40,6 @@ async def run(env, task_queue, activities, wf_input, workflow=RegionFailover):
             workflow.run, wf_input, id=f"failover-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
             execution_timeout=timedelta(days=3),
         )
-
-
-async def run_failing(env, task_queue, activities, wf_input) -> tuple[ApplicationError, RegionMoveResult]:
-    with pytest.raises(WorkflowFailureError) as info:
-        await run(env, task_queue, activities, wf_input)
-    cause = info.value.cause
-    assert isinstance(cause, ApplicationError), cause
-    return cause, RegionMoveResult.model_validate(cause.details[0])
 
 
 def alerts(recording) -> list:
