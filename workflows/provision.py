@@ -445,6 +445,11 @@ class ProvisionEnvironment(RunbookWorkflow):
             await self._teardown(ending, target)
         else:
             self._hold(ending, target)
+        if ending.status == "Succeeded" and (self.aborting or workflow.cancellation_reason() is not None):
+            # an abort or cancel during the TTL / destroy-now teardown: it ran to its end all the same
+            who = self.abort_request.requested_by if self.abort_request else "temporal"
+            ending.status = "Aborted"
+            ending.summary += f"; aborted by {who} during the teardown, which finished all the same"
 
     async def _apply_wrote(self, ending: Ending, target: TerraformTarget) -> bool:
         """After an apply that did not report: did it write the workspace's state? (read-only)"""

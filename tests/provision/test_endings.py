@@ -239,21 +239,28 @@ async def test_abort_or_cancel_at_every_step(
     assert [e.severity for e in recording[0].events if e.kind == "finished"] == ["warning"]
 
 
-async def test_cancel_during_teardown_still_finishes_it(
-    ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path
+@pytest.mark.parametrize("how", ["abort", "cancel"])
+async def test_abort_or_cancel_during_teardown_still_finishes_it_and_ends_aborted(
+    ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path, how: str
 ) -> None:
     hold = Hold(activities(kube, tf_root, recording)["terraform_destroy"])
     async with worker(ts_env, task_queue, recording, kube, tf_root, {"terraform_destroy": hold.fn}):
-        handle = await start(ts_env, task_queue, make_input("sb-td", "sandbox", ttl="8h"))
+        handle = await start(ts_env, task_queue, make_input(f"sb-td-{how}", "sandbox", ttl="8h"))
         await status_when(handle, lambda s: s.details.get("phase") == "live")
         await handle.execute_update(ProvisionEnvironment.destroy_now, DestroyNowInput(requested_by="zed", reason="done"))
         await hold.started()
-        await handle.cancel()
+        if how == "abort":
+            await handle.execute_update(ProvisionEnvironment.abort, AbortInput(requested_by="zed", reason="stop"))
+        else:
+            await handle.cancel()
         hold.release()
         result: ProvisionEnvironmentResult = await handle.result()
-    assert result.status == "Succeeded" and "destroy-now by zed" in result.reason, result.summary
-    assert_gone(result, kube, tf_root, "sb-td")
-    assert any(a.action == "abort" and a.by == "temporal" for a in result.actions)  # the cancel, recorded
+    assert result.status == "Aborted" and "destroy-now by zed" in result.reason, result.summary
+    assert "during the teardown, which finished all the same" in result.reason
+    assert_gone(result, kube, tf_root, f"sb-td-{how}")
+    who = "zed" if how == "abort" else "temporal"  # a cancel is recorded as an abort by temporal
+    assert any(a.action == "abort" and a.by == who for a in result.actions)
+    assert f"aborted by {who} during the teardown" in result.reason
 
 
 # ------------------------------------------------------------------------------------------------ teardown failure
