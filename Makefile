@@ -7,13 +7,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-pyproject
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: dev test bench install worker clean-state
+.PHONY: dev test chaos bench install worker clean-state
 
 dev: $(STAMP)
 	$(BIN)/runbook dev
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_FLAGS)
+
+# The whole failure matrix (every step x every fault; `make test` runs its quick scope): prints matrix_cases, matrix_failures and
+# matrix_wall_s, one line per failing case, and writes them to .state/matrix-report.txt.
+chaos: $(STAMP)
+	MATRIX_SCOPE=full $(BIN)/pytest $(PYTEST_FLAGS) -m matrix tests/matrix
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -51,6 +51,13 @@ class FaultPlan:
         return cls(json.loads(Path(path).read_text()))
 
 
+def _write(path: Path, text: str) -> None:
+    """Atomically: the test polls for the file and reads it at once."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
+
+
 class FaultInterceptor(Interceptor):
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
@@ -81,11 +88,11 @@ class _Inbound(ActivityInboundInterceptor):
             raise ApplicationError(f"injected fault at {key}", type="InjectedFault", non_retryable=True)
         where = json.dumps({"key": key, "workflow_id": info.workflow_id, "activity_id": info.activity_id})
         if plan.kind == "kill" and not reached.exists():
-            reached.write_text(where)
+            _write(reached, where)
             while True:  # the test kills this process now
                 await asyncio.sleep(3600)
         if plan.kind == "pause" and not reached.exists():
-            reached.write_text(where)
+            _write(reached, where)
             go = plan.dir / "go"
             while not go.exists():
                 await asyncio.sleep(0.01)

@@ -92,12 +92,13 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
                         + (f"; and {len(diff) - 6} more" if len(diff) > 6 else ""))
     # 4. the change ledger: at most once, in order
     if baseline is not None and case.kind != "baseline":
-        problems += ledger_problems(out, baseline, succeeded)
+        problems += ledger_problems(out, baseline, succeeded, keep)
     return problems
 
 
-def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool) -> list[str]:
-    got, base = _pairs(out.ledger), _pairs(baseline.ledger)
+def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any = lambda key: True) -> list[str]:
+    got = _pairs([e for e in out.ledger if keep(e["key"])])
+    base = _pairs([e for e in baseline.ledger if keep(e["key"])])
     if out.case.kind in ("kill", "chaos") and succeeded:
         if got == base:
             serial = {k: v for k, v in out.final.items() if k.startswith("tfserial:")}

@@ -51,6 +51,26 @@ def warm() -> None:
     for service in WARM_SERVICES:
         WARM_SESSION.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
                             endpoint_url="http://127.0.0.1:9")
+    # the kubernetes client imports its API classes and (pydantic) models lazily, seconds on first use
+    from kubernetes import client as k8s
+
+    api = k8s.ApiClient(k8s.Configuration())
+    for name in ("AppsV1Api", "CoreV1Api", "CustomObjectsApi", "NetworkingV1Api"):
+        getattr(k8s, name)(api)
+    for model in ("V1Deployment", "V1DeploymentList", "V1Scale", "V1Service", "V1Namespace", "V1ResourceQuota",
+                  "V1LimitRange", "V1NetworkPolicy", "V1Status", "V1ServiceList", "V1NamespaceList"):
+        try:
+            api._ApiClient__deserialize(_SAMPLE if model == "V1Deployment" else {}, model)  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - only the imports matter here
+            pass
+
+
+_SAMPLE = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                                 "spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": "E", "value": "v"}],
+                                                          "ports": [{"containerPort": 80}]}]}}},
+           "status": {"replicas": 1, "readyReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}}
 
 
 def build_activities(config: dict) -> list[Callable]:
@@ -102,7 +122,9 @@ async def run_worker(config: dict) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     kw: dict[str, Any] = {}
     if config.get("no_cache"):
-        kw["max_cached_workflows"] = 0
+        # the worker that will be killed: no sticky cache, and one poll of each kind (a killed process's pending
+        # polls stay open on the server and swallow the next task, which then waits for its timeout)
+        kw.update(max_cached_workflows=0, max_concurrent_workflow_task_polls=1, max_concurrent_activity_task_polls=1)
     with ThreadPoolExecutor(max_workers=16) as pool:
         worker = Worker(client, task_queue=config["task_queue"], workflows=list(WORKFLOWS),
                         activities=build_activities(config), activity_executor=pool,
@@ -119,6 +141,9 @@ def child(config_path: str) -> None:
     os.dup2(log.fileno(), 2)
     os.environ.update(config.get("env", {}))
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, file=log, all_threads=True)  # kill -USR1 <pid>: where is it stuck?
     try:
         asyncio.run(run_worker(config))
         code = 0
