@@ -68,6 +68,8 @@ RUN groupadd --system --gid 10001 runbook \
 COPY --from=build /opt/venv /opt/venv
 COPY --from=tools /out/bin/terraform /usr/local/bin/terraform
 COPY --from=tools /out/postgresql /opt/postgresql
+# mounted secret files (compose `secrets:`) become the variables the libraries read; see the script
+COPY deploy/image/entrypoint.sh /usr/local/bin/runbook-entrypoint
 
 # code and data are root-owned and read-only for the process; it writes only under /var/lib/runbook
 WORKDIR /app
@@ -82,4 +84,5 @@ EXPOSE 9464 9465 8080 8081
 # the worker's readiness (polling its task queue); the gateway and codec server override it with their /healthz
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "workers.healthcheck"]
+ENTRYPOINT ["runbook-entrypoint"]
 CMD ["runbook", "worker"]

@@ -580,6 +580,10 @@ def create_app(
             token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
             slack_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
         handler = AsyncSlackRequestHandler(build_bolt(gateway, slack_client))
+    else:
+        log.warning("Slack is off: SLACK_SIGNING_SECRET is not set (/slack/* answer 503)")
+    if not gateway.pagerduty_secrets:
+        log.warning("PagerDuty webhooks are off: PAGERDUTY_WEBHOOK_SECRETS is not set (deliveries are refused)")
 
     @api.get("/healthz")
     async def healthz() -> dict:

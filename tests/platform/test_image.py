@@ -115,7 +115,7 @@ def test_runtime_is_non_root_with_a_writable_state_dir_modules_and_catalog():
     # nothing the process writes is root-owned: code and catalog are read-only, state is the runbook user's
     assert "--chown" not in runtime
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert ".venv" in ignored and ".state" in ignored
+    assert ".venv" in ignored and ".state" in ignored and "secrets" in ignored
 
 
 def test_healthcheck_calls_the_worker_readiness_and_one_image_runs_every_command():
@@ -124,6 +124,9 @@ def test_healthcheck_calls_the_worker_readiness_and_one_image_runs_every_command
     assert 'CMD ["python", "-m", "workers.healthcheck"]' in healthcheck[0]
     assert "RUNBOOK_HEALTH_PORT=9465" in DOCKERFILE
     assert instructions("CMD")[-1] == '["runbook", "worker"]'
+    # mounted secret files become variables before the command runs (tested in test_compose.py)
+    assert instructions("ENTRYPOINT") == ['["runbook-entrypoint"]']
+    assert "COPY deploy/image/entrypoint.sh /usr/local/bin/runbook-entrypoint" in DOCKERFILE
     from starters.cli import app
 
     commands = {c.name or c.callback.__name__ for c in app.registered_commands}

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Creates the secret files docker-compose.yml mounts, in ${SECRETS_DIR:-./secrets}; never overwrites one.
+# - generated: the Temporal database password, the Grafana admin password, the codec server's token, a codec key;
+# - empty (that integration stays off until you fill the file in): AWS, Vault AppRole, Slack, PagerDuty, kubeconfig.
+# The containers run as uid 10001: the files are made readable by it only (run this with sudo, or chown yourself).
+set -eu
+dir="${SECRETS_DIR:-./secrets}"
+mkdir -p "$dir"
+random() { head -c 32 /dev/urandom | base64 | tr -d '/+=\n' | head -c 40; }
+new() { [ -e "$dir/$1" ] && return 0; (umask 077; printf '%s' "$2" > "$dir/$1"); echo "created $dir/$1"; }
+new temporal_db_password "$(random)"
+new grafana_admin_password "$(random)"
+new codec_server_token "$(random)"
+new codec-keys.json "{\"newest\": \"k1\", \"keys\": {\"k1\": \"$(head -c 32 /dev/urandom | base64)\"}}"
+for name in kubeconfig aws_access_key_id aws_secret_access_key vault_role_id vault_secret_id slack_bot_token \
+            slack_signing_secret pagerduty_api_token pagerduty_routing_key pagerduty_webhook_secrets; do
+  new "$name" ""
+done
+chmod 600 "$dir"/*
+if [ "$(id -u)" -eq 0 ]; then chown 10001:10001 "$dir"/*; else
+  echo "note: chown 10001:10001 $dir/* (as root) so the runbook containers can read them"; fi
