@@ -269,3 +269,43 @@ async def test_failback_with_approval(ts_env, task_queue, regions):
     assert regions.records()["PRIMARY"] == "web.us-east-1.example.com"
     assert regions.replicas(EAST) == 4 and regions.replicas(WEST) == 1
     assert {t["Key"]: t["Value"] for t in regions.db("orders-east-2", EAST)["TagList"]}.get("runbook:promoted") == "true"
+
+
+async def test_drill_on_the_local_stack_seed_leaves_it_as_it_found_it(ts_env, task_queue, regions):
+    """The named bug's own resources: orders-db, orders-db-replica, orders-db-failback, the demo's failover records
+    with a health check on the PRIMARY, the orders-read-only parameter group; no compute."""
+    import boto3
+
+    from starters.demo_aws import seed_demo
+    from workflows.failover import DnsSpec
+
+    demo = seed_demo()
+    report_lag("orders-db-failback", EAST, 2.0)
+
+    def everything() -> dict:
+        dbs = {}
+        for identifier, region in (("orders-db", EAST), ("orders-db-replica", WEST), ("orders-db-failback", EAST)):
+            found = boto3.client("rds", region_name=region).describe_db_instances()["DBInstances"]
+            raw = next((d for d in found if d["DBInstanceIdentifier"] == identifier), None)
+            if raw is not None:
+                promoted = {t["Key"]: t["Value"] for t in raw.get("TagList", [])}.get("runbook:promoted") == "true"
+                raw = (None if promoted else raw.get("ReadReplicaSourceDBInstanceIdentifier"),
+                       [g["DBParameterGroupName"] for g in raw["DBParameterGroups"]], raw["Endpoint"]["Address"])
+            dbs[identifier] = raw
+        sets = boto3.client("route53").list_resource_record_sets(HostedZoneId=demo["hosted_zone_id"])["ResourceRecordSets"]
+        return {"dbs": dbs, "records": [s for s in sets if s["Name"] == "orders-db.demo.internal."]}
+
+    before = everything()
+    assert any("HealthCheckId" in s for s in before["records"])
+
+    def side(region: str, database: str):
+        return regions.side(region, database=database, deployment=None, read_only_parameter_group="orders-read-only",
+                            dns_value=f"orders-db.{region}.demo.internal")
+
+    wf_input = failover_input(
+        regions, service="orders", primary=side(EAST, "orders-db"), dr=side(WEST, "orders-db-replica"),
+        dns=DnsSpec(zone_id=demo["hosted_zone_id"], record_name="orders-db.demo.internal.", ttl=30),
+    )
+    result = await run(ts_env, task_queue, regions.activities, wf_input)
+    assert result.status == "Succeeded" and result.differences == [], (result.summary, result.differences)
+    assert everything() == before
