@@ -18,6 +18,7 @@ activity reports it in ``NotifyResult.failures`` (a notification never fails a r
 from __future__ import annotations
 
 import json
+import re
 import logging
 from typing import Any, Optional
 
@@ -121,6 +122,15 @@ def _clip(text: str, limit: int = MAX_LINE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def mention(who: str) -> str:
+    """A person for Slack: a Slack alias (slack:U...) or bare Slack user id as a mention, any other name as it is."""
+    if who.startswith("slack:"):
+        return f"<@{who.split(':', 1)[1]}>"
+    if re.fullmatch(r"[UW][A-Z0-9]{6,}", who):
+        return f"<@{who}>"
+    return who
+
+
 class SlackChannel:
     """Notification channel for ``activities.notify.NotificationActivities``."""
 
@@ -206,7 +216,7 @@ class SlackChannel:
         assert gate is not None
         key = f"slack_gate:{gate.gate_id}"
         existing = event.refs.get(key)
-        who = ", ".join(f"<@{u}>" for u in gate.eligible) or "nobody"
+        who = ", ".join([*map(mention, gate.eligible), *(f"members of {g}" for g in gate.eligible_groups)]) or "nobody"
         detail = f"\n{_clip(event.text, 1500)}" if event.text else ""
         if gate.binding:
             detail += f"\nApproves: `{gate.binding}`"
@@ -243,7 +253,7 @@ class SlackChannel:
         ts = event.refs.get(f"slack_gate:{gate.gate_id}")
         if not ts:
             return
-        by = f" by <@{gate.decided_by}>" if gate.decided_by else ""
+        by = f" by {mention(gate.decided_by)}" if gate.decided_by else ""
         reason = f": {_clip(gate.reason, 500)}" if gate.reason else ""
         icon = ":white_check_mark:" if gate.decision == "approved" else ":no_entry:"
         text = f"{icon} *{_clip(gate.title, 200)}*: {gate.decision.replace('_', ' ')}{by}{reason}"

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import string
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -48,7 +49,7 @@ HELP = """*Usage:* `/runbook <command>`
 • `start NAME key=value ...`: start a runbook (you become its requester)
 • `status ID`: where a run is
 • `list`: runbooks you may start here, and runs in progress
-• `approve ID [reason]`: approve the run's open gate
+• `approve ID [--expect WHAT] [reason]`: approve the run's open gate (WHAT: what its message says it approves)
 • `reject ID reason`: reject the run's open gate
 • `abort ID reason`: stop a run (it cleans up after itself)
 • `help`: this text"""
@@ -266,6 +267,12 @@ class PagerDutyWebhooks:
 
 
 # ---------------------------------------------------------------------------- the gateway
+SERVICE_NAME = "runbook-gateway"  # the gateway's name when it has no token (a worker without OIDC)
+
+
+class GatewayIdentityError(Exception):
+    """The gateway could not obtain its own service identity's token."""
+
 class Gateway:
     """What the routes share: settings, the Temporal client, the catalog and the workflow types."""
 
@@ -325,12 +332,29 @@ class Gateway:
     async def status(self, workflow_id: str) -> RunbookStatus:
         return await self.client.get_workflow_handle(workflow_id).query("status", result_type=RunbookStatus)
 
+    async def service_token(self) -> str | None:
+        """A fresh ID token of the gateway's own service identity (settings), or None when none is configured (a
+        worker without OIDC then takes the gateway's typed name, unverified)."""
+        from starters.login import LoginError, gateway_token
+
+        s = self.settings
+        password = s.gateway_vault_password.get_secret_value() if s.gateway_vault_password else None
+        try:
+            return await asyncio.to_thread(gateway_token, s.gateway_identity_token_command, os.environ.get("VAULT_ADDR"),
+                                           s.gateway_vault_username, password, s.oidc_vault_role)
+        except (LoginError, Exception) as err:  # noqa: BLE001 - one line for the person; no token in it
+            log.error("the gateway's service identity has no token: %s", type(err).__name__)
+            raise GatewayIdentityError(f"the gateway cannot obtain its service identity's token ({type(err).__name__})") from None
+
     async def decide(
         self, workflow_id: str, action: str, user: str, *, reason: str = "", gate_id: str | None = None,
-        binding: str | None = None, use_open_binding: bool = False,
+        binding: str | None = None,
     ) -> tuple[bool, str, GateView | None]:
-        """Approve or reject a gate with the workflow's Update; return (accepted, message for the person, gate)."""
+        """Approve or reject a gate with the workflow's Update, as the gateway's service identity vouching for the
+        Slack user (``on_behalf_of=slack:<user>``; Bolt has checked Slack's signature). The binding is what the
+        person was shown (the button's value, or typed with --expect); it is never filled in from the run."""
         handle = self.client.get_workflow_handle(workflow_id)
+        alias = f"slack:{user}"
         try:
             if gate_id is None:
                 status = await self.status(workflow_id)
@@ -341,17 +365,25 @@ class Gateway:
                     return False, f"`{workflow_id}` has {len(status.open_gates)} open gates ({listed}): use the buttons " \
                                   "on the gate's message", None
                 gate_id = status.open_gates[0].gate_id
-                if use_open_binding:
-                    binding = status.open_gates[0].binding
+                shown = status.open_gates[0].binding
+                if action == "approve" and shown is not None and binding != shown:
+                    return False, (f"this gate approves `{shown}`: say so, `/runbook approve {workflow_id} --expect "
+                                   f"{shown} [reason]`, or use the buttons on the gate's message"), None
+            token = await self.service_token()
+            name = self.settings.gateway_vault_username or SERVICE_NAME
             if action == "approve":
                 gate = await handle.execute_update(
-                    "approve", ApproveInput(gate_id=gate_id, approver=user, reason=reason, binding=binding),
+                    "approve", ApproveInput(gate_id=gate_id, approver=name, reason=reason, binding=binding,
+                                            token=token, on_behalf_of=alias),
                     result_type=GateView,
                 )
             else:
                 gate = await handle.execute_update(
-                    "reject", RejectInput(gate_id=gate_id, approver=user, reason=reason), result_type=GateView
+                    "reject", RejectInput(gate_id=gate_id, approver=name, reason=reason, token=token, on_behalf_of=alias),
+                    result_type=GateView,
                 )
+        except GatewayIdentityError as err:
+            return False, str(err), None
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             return False, f"refused: {getattr(cause, 'message', None) or cause or err}", None
@@ -415,7 +447,7 @@ class SlackCommands:
             return f":no_entry: {refusal}"
         try:
             plan = self.g.catalog.plan_start(
-                name, params, requested_by=user, workflows=self.g.workflows, source="slack", slack_channel=channel,
+                name, params, requested_by=f"slack:{user}", workflows=self.g.workflows, source="slack", slack_channel=channel,
                 ui_base=self.g.settings.ui_url, namespace=self.g.client.namespace,
             )
         except ParameterError as err:
@@ -453,8 +485,15 @@ class SlackCommands:
 
     async def _cmd_approve(self, args: list[str], user: str, channel: str) -> str:
         if not args:
-            return "usage: `approve ID [reason]`"
-        ok, text, _ = await self.g.decide(args[0], "approve", user, reason=" ".join(args[1:]), use_open_binding=True)
+            return "usage: `approve ID [--expect WHAT] [reason]`"
+        rest, binding = args[1:], None
+        if rest and rest[0] in ("--expect", "expect"):
+            if len(rest) < 2:
+                return "usage: `approve ID --expect WHAT [reason]` (WHAT: what the gate's message says it approves)"
+            binding, rest = rest[1], rest[2:]
+        elif rest and rest[0].startswith("--expect="):
+            binding, rest = rest[0].split("=", 1)[1], rest[1:]
+        ok, text, _ = await self.g.decide(args[0], "approve", user, reason=" ".join(rest), binding=binding)
         return (":white_check_mark: " if ok else ":no_entry: ") + f"`{args[0]}`: {text}"
 
     async def _cmd_reject(self, args: list[str], user: str, channel: str) -> str:
@@ -469,8 +508,9 @@ class SlackCommands:
         workflow_id = args[0]
         status = await self.g.status(workflow_id)
         spec = self.g.catalog.runbooks.get(status.runbook)
+        person = self.g.catalog.people.person(f"slack:{user}")
         allowed = spec is not None and (
-            self.g.slack_refusal(spec, user, channel) is None or user in (status.gate.eligible if status.gate else [])
+            self.g.slack_refusal(spec, user, channel) is None or person in (status.gate.eligible if status.gate else [])
         )
         if not allowed:
             return f":no_entry: <@{user}> may not abort `{workflow_id}` from here"

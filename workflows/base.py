@@ -152,11 +152,15 @@ async def until_done(task: "asyncio.Future[Any]") -> bool:
 
 
 def error_type(err: BaseException) -> str | None:
-    """The ``ApplicationError`` type at the root of a failure (core.errors), if any."""
+    """The type of the first ``ApplicationError`` under the activity/child wrappers (one of core.errors, as our
+    activities raise them); not the root, which is often the client library's own error (botocore's ClientError)
+    chained under ours."""
     cause: BaseException | None = err
-    while isinstance(cause, FailureError) and cause.cause is not None:
-        cause = cause.cause
-    return getattr(cause, "type", None)
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause.type
+        cause = cause.cause if isinstance(cause, FailureError) else None
+    return None
 
 
 def gate_stop(outcome: GateOutcome, what: str) -> Stop:
@@ -278,6 +282,8 @@ class RunbookWorkflow:
             if isinstance(exp, (int, float)) and workflow.now().timestamp() > exp + MAX_LEEWAY_SECONDS:
                 return "token refused: expired"
             name, groups = claims.get(DEFAULT_USERNAME_CLAIM), claims.get(DEFAULT_GROUPS_CLAIM)
+            if isinstance(name, str) and people.is_service(name) and not req.on_behalf_of:
+                return f"{name} is a service identity: it approves only on behalf of a person (on_behalf_of)"
             if req.on_behalf_of:
                 if isinstance(name, str) and name and not people.may_vouch(name, req.on_behalf_of):
                     return f"{name} may not vouch for {req.on_behalf_of}"
@@ -303,7 +309,7 @@ class RunbookWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=VERIFY_RETRY,
             )
-        except ActivityError as err:
+        except FailureError as err:  # an ActivityError, or (a local activity's) ApplicationError itself
             reason = cause_of(err)
             if via == "ui" and not req.token and "no ID token" in reason:
                 reason = ("a web UI approval needs an ID token: paste the JSON of `runbook approve --print-signal "

@@ -123,7 +123,10 @@ async def test_ui_signal_approvals_are_checked_and_refusals_recorded(ts_env, tas
         gate_id = (await _wait_for_gate(handle)).gate.gate_id
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver="alice"))
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver=""))
-        state = await handle.query(GatedChange.status)
+        for _ in range(200):  # a signal's identity check is a local activity: the refusal lands a moment later
+            state = await handle.query(GatedChange.status)
+            if len(state.refused) == 2:
+                break
         assert [r.reason for r in state.refused] == [
             "alice requested this run and cannot approve it (self-approval is off)",
             "the approver's identity is missing",

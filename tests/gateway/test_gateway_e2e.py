@@ -110,7 +110,9 @@ async def exists(client, workflow_id: str) -> bool:
 
 @pytest_asyncio.fixture
 async def gw(dev_env, tmp_path: Path, fake_slack, fake_pd, slack_client, pd_clients, task_queue) -> AsyncIterator[dict]:
-    (tmp_path / "groups.yaml").write_text("groups:\n  dba: [U0ALICE, U0BOB]\n")
+    # Slack users are aliases (slack:U...) the gateway vouches for; nobody here maps them to a CLI person
+    (tmp_path / "groups.yaml").write_text(
+        "groups:\n  dba: [slack:U0ALICE, slack:U0BOB]\nvouchers:\n  runbook-gateway: [slack]\n")
     (tmp_path / "orders-drill.yaml").write_text(RUNBOOK)
     workflows = {"GatewayDrill": GatewayDrill}
     catalog = Catalog.load(tmp_path, workflows=workflows)
@@ -334,5 +336,5 @@ async def test_reject_button_opens_reason_dialog_and_rejects(gw):
     answer = await http.post("/slack/interactions", content=accepted, headers=slack_signed(accepted))
     assert answer.status_code == 200 and not answer.content.strip()
     result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
-    assert result.status == "Rejected" and "rejected by U0ALICE: snapshot is too old" in result.summary
+    assert result.status == "Rejected" and "rejected by slack:U0ALICE: snapshot is too old" in result.summary
     await eventually(lambda: "rejected by <@U0ALICE>: snapshot is too old" in message.all_text())
