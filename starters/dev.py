@@ -7,9 +7,10 @@ Every part is a child process with its log under ``<state>/logs/``:
 - OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
 - the worker (``runbook worker``) and the gateway (``runbook gateway``);
-- the codec server (``runbook codec-server``): payloads are encrypted with the key in ``<state>/codec-keys.json``
-  (created on first start, mode 0600, kept across restarts so old histories stay readable), and the web UI decodes
-  through it for a browser authorised with the secret in ``<state>/codec-token``;
+- the codec server (``starters.codec_server``, what ``runbook codec-server`` serves, in a thread of this process):
+  payloads are encrypted with the key in ``<state>/codec-keys.json`` (created on first start, mode 0600, kept across
+  restarts so old histories stay readable), and the web UI decodes through it for a browser authorised with the
+  secret in ``<state>/codec-token``;
 - a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists;
 - a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
   the blue-green demo and one health endpoint per region for the failover drill.
@@ -45,6 +46,8 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+
+from pydantic import SecretStr
 
 from core.config import Settings
 
@@ -423,6 +426,7 @@ class DevStack:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     demo_env: dict[str, str] = field(default_factory=dict)  # ids the demo commands need (the seeded zone's id)
+    codec_server: object | None = None  # the codec server's uvicorn.Server, in a thread
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()
@@ -510,6 +514,8 @@ class DevStack:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.popen.wait(1)
             self.pids.forget(child.name)
+        if self.codec_server is not None:
+            self.codec_server.should_exit = True
         for thread in self.threads:
             thread.join(5)
         if self.postgres is not None:
@@ -537,21 +543,7 @@ class DevStack:
             settle_s=5.0 if stale else 0.0,
         )
         started = time.monotonic()
-        _, codec_secret = codec_material(self.state_dir)
-        codec = self.spawn(
-            "codec-server",
-            [*self.runbook_command(), "codec-server"],
-            essential=False,
-            env={
-                **self.client_env(),
-                "RUNBOOK_CODEC_SERVER_PORT": str(self.ports.codec),
-                "RUNBOOK_CODEC_SERVER_TOKEN": codec_secret,
-                # the UI as http://127.0.0.1 or http://localhost: both are its origin
-                "RUNBOOK_CODEC_SERVER_CORS_ORIGINS": json.dumps(
-                    [self.ui_url, f"http://localhost:{self.ports.ui}"]
-                ),
-            },
-        )
+        self.start_codec_server()
         temporal = self.spawn(
             "temporal",
             [
@@ -595,7 +587,7 @@ class DevStack:
 
         wait_until("Temporal", lambda: asyncio.run(_temporal_answers(self.temporal_address)), 60, temporal)
         wait_until("Temporal UI", http_ok(self.ui_url), 30, temporal)
-        wait_until("codec server", http_ok(f"{self.codec_url}/healthz"), 30, codec)
+        wait_until("codec server", http_ok(f"{self.codec_url}/healthz"), 30)
 
         worker_env = {**self.client_env(), "RUNBOOK_METRICS_PORT": str(self.ports.metrics)}
         worker = self.spawn("worker", [*self.runbook_command(), "worker"], essential=False, env=worker_env)
@@ -622,6 +614,30 @@ class DevStack:
             "worker polling", lambda: asyncio.run(_pollers(self.temporal_address, self.settings.task_queue)) > 0, 60, worker
         )
         self.out(f"local stack ready in {time.monotonic() - started:.1f}s")
+
+    def start_codec_server(self) -> None:
+        """The codec server in a thread (one interpreter fewer to start on a busy machine), stopped by ``stop``."""
+        import uvicorn
+
+        from starters.codec_server import app_from_settings
+
+        keys, secret = codec_material(self.state_dir)
+        settings = self.settings.model_copy(update={
+            "codec_keys_file": keys, "codec_vault_path": None, "codec_server_token": SecretStr(secret),
+            # the UI as http://127.0.0.1 or http://localhost: both are its origin
+            "codec_server_cors_origins": [self.ui_url, f"http://localhost:{self.ports.ui}"],
+        })
+
+        class Server(uvicorn.Server):
+            def install_signal_handlers(self) -> None:  # not the main thread: run_dev handles the signals
+                pass
+
+        config = uvicorn.Config(app_from_settings(settings), host="127.0.0.1", port=self.ports.codec,
+                                log_level="warning", access_log=False)
+        self.codec_server = server = Server(config)
+        thread = threading.Thread(target=server.run, name="codec-server", daemon=True)
+        thread.start()
+        self.threads.append(thread)
 
     def runbook_command(self) -> list[str]:
         """``runbook`` from this venv; ``python -m workers``-style fallback while the CLI is not installed."""
