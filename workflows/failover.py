@@ -1112,6 +1112,13 @@ class RegionFailback(_RegionMove):
         self._init_move(input.service, input.current, target, input.rto_target)
         self.input = input
         self.replica_created = False
+        self.catch_up_deadline: datetime | None = None
+        if self.carried_state:  # continued as new while the replica catches up (the only long loop before the gate)
+            state = self.carried_state
+            self.as_found = AsFound.model_validate(state["as_found"])
+            self.replica_created = True
+            self.evidence = list(state["evidence"])
+            self.catch_up_deadline = datetime.fromisoformat(state["deadline"])
 
     @workflow.run
     async def run(self, input: RegionFailbackInput) -> RegionMoveResult:
@@ -1122,6 +1129,15 @@ class RegionFailback(_RegionMove):
 
     async def _failback(self, input: RegionFailbackInput) -> str:
         back, current = self.target, input.current  # back: the original region, with the new replica as its database
+        if self.catch_up_deadline is not None:  # a continuation: looked, and the replica exists; keep polling its lag
+            await self.catch_up(input, back)
+        else:
+            await self._look_and_create(input, back, current)
+        await self._rest(input, back, current)
+        rto = (self.verified_at - self.started_at).total_seconds()
+        return f"{input.service} serves from {back.region} again; RTO {rto:.0f}s"
+
+    async def _look_and_create(self, input: RegionFailbackInput, back: RegionSide, current: RegionSide) -> None:
         self.as_found = await self.look(
             f"{current.region} -> {back.region}",
             [(current.database, current.region, False), (input.replica, back.region, False)],
@@ -1137,6 +1153,8 @@ class RegionFailback(_RegionMove):
             problems.append(f"{replica.key} exists and is not a read replica of {serving.key}")
         self.refuse(problems)
         await self.catch_up(input, back)
+
+    async def _rest(self, input: RegionFailbackInput, back: RegionSide, current: RegionSide) -> None:
         self.check_abort("approval")
         outcome = await self.request_approval(
             "failback",
@@ -1162,24 +1180,29 @@ class RegionFailback(_RegionMove):
         self.check_abort("standby")
         await self.set_size(current, current.standby_replicas)
         self.outcome = "failed_back"
-        rto = (self.verified_at - self.started_at).total_seconds()
-        return f"{input.service} serves from {back.region} again; RTO {rto:.0f}s"
 
     async def catch_up(self, input: RegionFailbackInput, back: RegionSide) -> None:
         self.check_abort("replica")
-        rec = self.step_started("replica", f"{back.region}/{input.replica} from {input.current.region}/{input.current.database}")
+        resumed = self.catch_up_deadline is not None
+        rec = next((r for r in reversed(self.steps) if r.name == "replica"), None) if resumed else None
+        if rec is None:
+            rec = self.step_started("replica", f"{back.region}/{input.replica} from {input.current.region}/"
+                                               f"{input.current.database}")
         try:
-            self.replica_created = True
-            await self.change(self._act(RdsActivities.rds_create_replica, RdsCreateReplicaInput(
-                source_arn_or_id=input.current.database, source_region=input.current.region,
-                replica_identifier=input.replica, region=back.region), minutes=5), "replica")
-            await self.interruptible(self._act(
-                RdsActivities.rds_wait_available,
-                RdsWaitInput(identifier=input.replica, region=back.region,
-                             deadline_seconds=input.catch_up_timeout.total_seconds()),
-                timeout=input.catch_up_timeout + timedelta(minutes=2), heartbeat=timedelta(minutes=2),
-            ), "replica")
-            deadline = workflow.now() + input.catch_up_timeout
+            if not resumed:
+                self.replica_created = True
+                await self.change(self._act(RdsActivities.rds_create_replica, RdsCreateReplicaInput(
+                    source_arn_or_id=input.current.database, source_region=input.current.region,
+                    replica_identifier=input.replica, region=back.region), minutes=5), "replica")
+                await self.interruptible(self._act(
+                    RdsActivities.rds_wait_available,
+                    RdsWaitInput(identifier=input.replica, region=back.region,
+                                 deadline_seconds=input.catch_up_timeout.total_seconds()),
+                    timeout=input.catch_up_timeout + timedelta(minutes=2), heartbeat=timedelta(minutes=2),
+                ), "replica")
+                self.catch_up_deadline = workflow.now() + input.catch_up_timeout
+            deadline = self.catch_up_deadline
+            assert deadline is not None
             while True:
                 lag = await self.interruptible(self._act(
                     RdsActivities.rds_replica_lag, RdsInstanceRef(identifier=input.replica, region=back.region),
@@ -1194,6 +1217,12 @@ class RegionFailback(_RegionMove):
                                f"{input.max_replica_lag_seconds:.0f}s after {format_duration(input.catch_up_timeout)}",
                                severity="error")
                 await self.pause(input.catch_up_poll)
+                if self.continue_as_new_due():  # a quiet point: no gate open yet, nothing changed but the replica
+                    workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state={
+                        "as_found": self.as_found.model_dump(mode="json") if self.as_found else None,
+                        "evidence": self.evidence[-10:],
+                        "deadline": deadline.isoformat(),
+                    })}))
         except ActivityError as err:
             self.step_failed(rec, cause_of(err))
             self.outcome = "catch_up_failed"

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from core import errors
 from core.approval import AbortInput
+from core.aws import RdsInstanceRef, RdsReplicaLag
 from tests import harness
 from tests.failover.conftest import EAST, WEST
 from tests.failover.test_failover import WORKFLOWS, alerts, failover_input, replace, run
@@ -248,3 +249,33 @@ async def test_failback_of_an_unknown_database_is_refused(ts_env, task_queue, re
             id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
     assert result.status == "Refused" and "nothing was changed" in result.summary
     assert regions.db("orders-west", WEST)["DBParameterGroups"][0]["DBParameterGroupName"] != "read-only"
+
+
+async def test_a_long_catch_up_continues_as_new_and_fails_back(ts_env, task_queue, regions):
+    """Bounded history: the failback's lag polling (hours at most) continues as new at its quiet point, before the gate,
+    carrying the as-found state, the evidence and the deadline."""
+    from tests.failover.conftest import meta
+    from workflows.failover import RegionFailback
+
+    regions.east_health.status = 503
+    await run(ts_env, task_queue, regions.activities, failover_input(regions, mode="real"))
+    regions.east_health.status = 200
+    calls = []
+
+    @activity.defn(name="rds_replica_lag")
+    def lagging(input: RdsInstanceRef) -> RdsReplicaLag:
+        calls.append(input.identifier)
+        return RdsReplicaLag(lag_seconds=120.0 if len(calls) < 25 else 1.0)
+
+    wf_input = failback_input(regions, meta=meta("region-failback").model_copy(update={"history_limit": 100}),
+                              catch_up_poll=timedelta(seconds=30))
+    async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, replace(regions.activities, lagging)):
+        handle = await ts_env.client.start_workflow(RegionFailback.run, wf_input, id=f"fb-{uuid.uuid4().hex[:6]}",
+                                                    task_queue=task_queue)
+        result = await handle.result()
+        status = await handle.query(RegionFailback.status)
+    assert result.status == "Succeeded" and result.outcome == "failed_back", result.summary
+    assert status.continued >= 1 and len(calls) == 25
+    assert [s.name for s in result.steps] == ["look", "replica", "fence", "promote", "scale", "dns", "verify", "standby"]
+    assert result.steps[1].status == "done" and result.as_found is not None
+    assert regions.records()["PRIMARY"] == "web.us-east-1.example.com"
