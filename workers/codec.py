@@ -18,7 +18,8 @@ from workflow history. A key file holds::
 
 and a Vault secret the same flattened: a field ``newest`` and one field per key id.
 
-A key file must not be readable or writable by other users (mode 0600 or 0400), or it is refused.
+A key file must not be accessible to other users (0600 or 0400; 0640/0440 for a group such as a Kubernetes secret
+volume's fsGroup), or it is refused.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class KeyRing:
             mode = path.stat().st_mode
         except OSError as err:
             raise CodecKeyError(f"codec key file {path}: {err.strerror}") from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode & (stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP):  # group read only is fine (a secret volume's fsGroup)
             raise CodecKeyError(
                 f"codec key file {path} is accessible to other users (mode {stat.S_IMODE(mode):04o}): "
                 f"chmod 600 {path}"

@@ -95,10 +95,13 @@ def test_key_file_round_trip_and_mode_checks(tmp_path: Path):
     path = ring.write(tmp_path / "keys.json")
     assert path.stat().st_mode & 0o777 == 0o600
     assert KeyRing.from_file(path) == ring
-    for mode in (0o644, 0o640, 0o604):
+    for mode in (0o644, 0o604, 0o660, 0o606):
         path.chmod(mode)
         with pytest.raises(CodecKeyError, match=f"accessible to other users \\(mode {mode:04o}\\).*chmod 600"):
             KeyRing.from_file(path)
+    for mode in (0o400, 0o640, 0o440):  # group read: a secret volume mounted for the pod's fsGroup
+        path.chmod(mode)
+        assert KeyRing.from_file(path) == ring
 
 
 @pytest.mark.parametrize(
