@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
     from workflows import search_attributes as sa
     from workflows.gate import ApprovalGate, GateRegistry
+    from workflows.metrics import RunbookMetrics
 
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
 # The default for activities that change infrastructure: a few quick retries of transient failures, none of the
@@ -188,6 +189,7 @@ def audit_line(a: Approval) -> str:
 class RunbookWorkflow:
     def __init__(self, meta: RunbookMeta, carry: RunbookCarry | None = None) -> None:
         self.meta = meta
+        self.metrics = RunbookMetrics(meta.runbook, meta.target)
         self._status: RunStatus = "Running"
         self._status_before_gates: RunStatus | None = None
         self._stage = "starting"
@@ -617,6 +619,8 @@ class RunbookWorkflow:
         if status == "Succeeded":
             severity = "info" if ending.severity in (None, "info") else ending.severity
         self.set_status(status, result.summary)
+        self.metrics.run_ended(status, criterion=getattr(result, "failed_criterion", None))
+        self.metrics.from_result(result)
         kind: EventKind = "failed" if status == "Failed" else "finished"
         await self.notify(kind, f"{self.meta.runbook}: {status}", result.summary, severity=severity, fields=fields,
                           status=status)
@@ -695,6 +699,8 @@ class RunbookWorkflow:
         updates = [key.value_set(value) for key, value in wanted if present.get(key) != value]
         if updates:
             workflow.upsert_search_attributes(updates)
+        if not self.continued:
+            self.metrics.run_started()
         self._publish_details()
 
     def step_started(self, name: str, detail: str = "") -> StepRecord:
@@ -707,6 +713,7 @@ class RunbookWorkflow:
     async def step_done(self, record: StepRecord, detail: str = "", *, notify: bool = True) -> None:
         record.status = "done"
         record.finished_at = workflow.now()
+        self.metrics.step_finished(record.name, record.finished_at - record.started_at)
         if detail:
             record.detail = detail
         self._publish_details()

@@ -662,13 +662,7 @@ class BlueGreenCutover(RunbookWorkflow):
 
 
 def _refusing(err: BaseException) -> bool:
-    """Whether any typed failure in the chain says the target is wrong or missing. (``error_type`` reads only the
-    root, which for AWS is botocore's own error under our typed ``NotFound``.)"""
-    cause: BaseException | None = err
-    while cause is not None:
-        if getattr(cause, "type", None) in REFUSING_ERRORS:
-            return True
-        cause = getattr(cause, "cause", None)
+    """Whether the typed failure says the target is wrong or missing."""
     return error_type(err) in REFUSING_ERRORS
 
 
