@@ -339,6 +339,9 @@ class Catalog:
             if not where:  # a rule across several parameters
                 raise ParameterError(f"{name}: {message}") from None
             raise ParameterError(f"{name}: parameter {where!r}: {message}") from None
+        problems = workflow_input.problems()
+        if problems:
+            raise ParameterError(f"{name}: " + "; ".join(problems))
         return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values)
 
 

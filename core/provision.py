@@ -180,6 +180,9 @@ class ProvisionEnvironmentInput(RunbookInput):
     max_replans: int = Field(2, ge=0, description="how often a stale plan is planned again before giving up")
     apply_attempts: int = Field(5, ge=1, description="attempts of terraform apply on transient errors (lock, network)")
 
+    def problems(self) -> list[str]:
+        return input_problems(self)
+
     def target(self) -> TerraformTarget:
         return TerraformTarget(
             environment=self.environment,

@@ -71,6 +71,11 @@ class RunbookInput(BaseModel):
     meta: RunbookMeta
     carry: RunbookCarry | None = Field(None, description="set by the run itself when it continues as new")
 
+    def problems(self) -> list[str]:
+        """Why this input must be refused before anything starts (empty: usable). Checked by the starters (exit 2)
+        and again by the run itself before its first change (Refused), so a start from elsewhere is refused too."""
+        return []
+
 
 class StepRecord(BaseModel):
     name: str

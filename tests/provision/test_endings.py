@@ -18,8 +18,9 @@ from activities.terraform import TerraformAdapter
 from core import errors
 from core.approval import AbortInput, RejectInput
 from core.aws import S3ObjectRef, S3PutJsonInput
+from core.catalog import ParameterError
 from core.kubernetes import DeleteResult, NamespaceRef
-from core.provision import DestroyNowInput, ModuleCheck, ModuleCheckInput, ProvisionEnvironmentResult
+from core.provision import DestroyNowInput, ModuleCheck, ModuleCheckInput, ProvisionEnvironmentInput, ProvisionEnvironmentResult
 from workflows.provision import ProvisionEnvironment
 
 from .conftest import MODULES
@@ -135,7 +136,8 @@ async def test_invalid_input_or_missing_module_is_refused_before_any_change(
     tier = extra.pop("tier", "development")
     async with worker(ts_env, task_queue, recording, kube, tf_root):
         # as an API client would start it (the CLI refuses some of these itself): the run must refuse them too
-        input = make_input("dev-ok", tier, **extra).model_copy(update={"environment": environment})
+        base = make_input("dev-ok", "development").model_dump()
+        input = ProvisionEnvironmentInput.model_validate({**base, "environment": environment, "tier": tier, **extra})
         handle = await start(ts_env, task_queue, input)
         result: ProvisionEnvironmentResult = await handle.result()
         history = await handle.fetch_history()
@@ -144,6 +146,11 @@ async def test_invalid_input_or_missing_module_is_refused_before_any_change(
     assert not {"terraform_plan", "terraform_apply"} & set(scheduled(history))
     assert not tf_root.exists() or not any(tf_root.iterdir())
     assert [e.severity for e in recording[0].events if e.kind == "finished"] == ["warning"]
+    # a start through the catalog (CLI, Slack, schedules) is refused at once (exit 2) when the parameter goes
+    # through the catalog and the check needs no worker (the module folder is looked up on the worker)
+    if environment not in ("dev-ws", "dev-mod"):
+        with pytest.raises(ParameterError, match="blank" if not environment.strip() else why):
+            make_input(environment, tier, **extra)
 
 
 async def test_a_module_the_worker_cannot_read_is_refused(
