@@ -273,6 +273,7 @@ SERVICE_NAME = "runbook-gateway"  # the gateway's name when it has no token (a w
 class GatewayIdentityError(Exception):
     """The gateway could not obtain its own service identity's token."""
 
+
 class Gateway:
     """What the routes share: settings, the Temporal client, the catalog and the workflow types."""
 

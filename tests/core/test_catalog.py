@@ -4,7 +4,7 @@ runbooks validated against the workflows' inputs."""
 from __future__ import annotations
 
 import textwrap
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -160,3 +160,30 @@ def test_malformed_yaml_values_and_cross_parameter_rules_give_one_clear_line(tmp
     with pytest.raises(ParameterError) as error:
         catalog.plan_start("gated-change", {"service": "x", "binding": "[{a: 1}, {b: 2}"}, requested_by="a", workflows=WORKFLOWS)
     assert str(error.value).startswith("gated-change: parameter 'binding' is not valid YAML")
+
+
+def test_groups_file_maps_idp_groups_people_and_aliases_and_names_the_line_of_a_bad_entry(tmp_path):
+    groups = textwrap.dedent("""\
+        groups:
+          sre: {idp_groups: [oncall], people: [dave]}
+          security: [carol]
+        people:
+          dave: [slack:U0DAVE]
+        vouchers:
+          runbook-gateway: [slack]
+    """)
+    catalog = Catalog.load(_catalog(tmp_path, groups=groups), workflows=WORKFLOWS)
+    policy = catalog.plan_start("gated-change", {"service": "p", "environment": "production"}, requested_by="slack:U0DAVE",
+                                workflows=WORKFLOWS).meta.approval
+    assert policy.idp_groups == {"sre": ["oncall"]} and policy.groups["security"] == ["carol"]
+    assert policy.admits("erin", ["oncall"]) and not policy.admits("erin", ["other"])  # membership from the token
+    assert policy.people.person("slack:U0DAVE") == "dave" and "dave" not in policy.eligible(requested_by="slack:U0DAVE")
+    gate = GateView(gate_id="g-1", title="t", opened_at=datetime.now(timezone.utc), deadline=datetime.now(timezone.utc))
+    assert "dave requested this run" in check_approval(policy, gate, gate_id="g-1", who="dave", requested_by="slack:U0DAVE",
+                                                       action="approve", via="cli")
+
+    bad = groups.replace("dave: [slack:U0DAVE]", "dave: [slack:U0DAVE, U0NOPREFIX]\n  erin: [slack:U0DAVE]")
+    with pytest.raises(CatalogError) as error:
+        Catalog.load(_catalog(tmp_path, groups=bad), workflows=WORKFLOWS)
+    problems = "\n".join(error.value.problems)
+    assert f"{tmp_path / 'groups.yaml'}:5: people.dave.1: String should match pattern" in problems

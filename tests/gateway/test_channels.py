@@ -148,3 +148,43 @@ def test_slack_and_pagerduty_together(fake_slack, slack_client, fake_pd, pd_clie
     assert "slack_ts" in result.refs
     assert len(result.failures) == 1 and result.failures[0].startswith("pagerduty:")
     assert json.loads(result.refs["slack_log"])[-1].endswith("held failover")
+
+
+def test_a_typed_slack_approval_must_name_what_the_gate_approves():
+    """The slash command never fills the binding in from the run: it refuses, naming the value; with --expect the
+    approval goes to the run as the gateway's service identity vouching for the Slack user."""
+    import asyncio
+
+    from core.approval import ApproveInput
+    from core.catalog import Catalog
+    from core.config import Settings
+    from core.runbook import RunbookStatus
+    from starters.gateway import Gateway, SlackCommands
+
+    sent: list[ApproveInput] = []
+
+    class Handle:
+        async def execute_update(self, name, arg, result_type=None):
+            sent.append(arg)
+            return gate.model_copy(update={"decision": "approved", "decided_by": "alice"})
+
+    class Client:
+        def get_workflow_handle(self, workflow_id):
+            return Handle()
+
+    gate = GateView(gate_id="apply-1", title="Apply plan", opened_at=NOW, deadline=NOW + timedelta(hours=1),
+                    binding="sha256:abc")
+    gateway = Gateway(Settings(_env_file=None), Client(), Catalog({}, {}, {}), {})
+
+    async def status(workflow_id):
+        return RunbookStatus(workflow_id=workflow_id, runbook="r", target="t", requested_by="slack:U0REQ",
+                             status="WaitingForApproval", stage="s", gate=gate, open_gates=[gate])
+
+    gateway.status = status  # type: ignore[method-assign]
+    commands = SlackCommands(gateway)
+    refused = asyncio.run(commands.run("approve provision-x looks fine", "U0ALICE01", "C0OPS"))
+    assert "approves `sha256:abc`" in refused and "--expect sha256:abc" in refused and not sent
+    accepted = asyncio.run(commands.run("approve provision-x --expect sha256:abc looks fine", "U0ALICE01", "C0OPS"))
+    assert "approved by <@U0ALICE01>" in accepted
+    assert (sent[0].binding, sent[0].on_behalf_of, sent[0].reason, sent[0].token) == (
+        "sha256:abc", "slack:U0ALICE01", "looks fine", None)

@@ -113,6 +113,10 @@ async def test_a_valid_token_approves_and_group_membership_comes_from_the_token(
         token = token_of("carol")
         view = await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate, token=token, reason="ok"))
         assert view.decision == "approved"
+        metadata = await handle.query("__temporal_workflow_metadata")  # what the web UI shows as Current Details
+        details = metadata.current_details if hasattr(metadata, "current_details") else str(metadata)
+        assert "approved by carol (token of carol; sub " in details and "groups security-team" in details
+        assert "via cli" in details and token not in details
         result = await handle.result()
         state = await handle.query(GatedChange.status)
     assert result.status == "Succeeded"
