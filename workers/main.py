@@ -8,7 +8,9 @@ queue; Temporal hands each task to exactly one of them, so adding processes adds
   activity tasks the process accepts at once.
 - SIGTERM / SIGINT stop polling at once; running activities get up to the graceful-shutdown period to finish
   (they are then cancelled and Temporal retries them elsewhere); workflow state is never lost either way.
-- With ``settings.metrics_port`` set, the SDK runtime serves Prometheus metrics on ``0.0.0.0:<port>/metrics``.
+- With ``settings.metrics_port`` set, the SDK runtime serves Prometheus metrics on ``0.0.0.0:<port>/metrics``: the
+  SDK's ``temporal_*`` and the runbooks' own ``runbook_*`` (workflows/metrics.py).
+- With ``settings.health_port`` set, ``/livez`` and ``/readyz`` (ready while polling) on that port (workers/health.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
 from workers.health import HealthState, serve_health
+from workflows import metrics as runbook_metrics
 from workflows import registry
 
 log = logging.getLogger("runbook.worker")
@@ -48,7 +51,8 @@ def metrics_runtime(port: int | None, host: str = "0.0.0.0") -> Runtime | None:
     """A runtime exporting the SDK's metrics for Prometheus, or None (the default runtime) when no port is set."""
     if not port:
         return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"{host}:{port}")))
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=f"{host}:{port}", histogram_bucket_overrides=runbook_metrics.HISTOGRAM_BUCKETS)))
 
 
 async def run_worker(

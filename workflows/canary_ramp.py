@@ -348,6 +348,7 @@ class CanaryRamp(RunbookWorkflow):
         if self.weights and weight == self.weight:
             return  # e.g. promotion after the plan's own 100 %: nothing changed
         self.weight = weight
+        self.metrics.canary_weight(self.input.service, weight)
         self.weights.append(WeightChange(at=workflow.now(), weight=weight, step=step, why=why))
         self._publish_details()
 

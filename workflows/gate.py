@@ -132,6 +132,8 @@ class ApprovalGate:
         self.view.decided_by = by
         self.view.decided_at = workflow.now()
         self.view.reason = reason
+        if by is not None or decision != "approved":  # a policy needing no approval is no wait
+            self._run.metrics.gate_closed(decision, self.view.decided_at - self.view.opened_at)
         return True
 
     def outcome(self) -> GateOutcome:
@@ -165,12 +167,15 @@ class ApprovalGate:
                         reminders_sent += 1
                         await run.notify("approval_reminder", f"Still waiting: {gate.title}", gate.summary, gate=gate)
                     elif policy.on_timeout == "escalate" and not gate.escalated:
+                        run.metrics.gate_timed_out("escalate")
                         await self._escalate()
                     elif policy.on_timeout == "abort":  # the run stops and compensates, as `runbook abort` does
+                        run.metrics.gate_timed_out("abort")
                         why = f"no decision on gate {self.id} within {format_duration(policy.timeout)} (on_timeout: abort)"
                         self.close("aborted", "policy", why)
                         run.request_abort(AbortInput(requested_by="policy", reason=why))
                     else:
+                        run.metrics.gate_timed_out("reject")
                         self.close("timed_out", None, f"no decision within {format_duration(policy.timeout)}")
             if self.open:  # the run is aborting
                 req = run.abort_request
@@ -192,6 +197,7 @@ class ApprovalGate:
     async def _escalate(self) -> None:
         gate, policy = self.view, self.policy
         gate.escalated = True
+        self._run.metrics.gate_escalated()
         gate.eligible = sorted(policy.eligible(policy.escalate_to, requested_by=self._run.meta.requested_by))
         gate.deadline = workflow.now() + policy.timeout
         self.policy = policy.model_copy(update={"approvers": sorted(set(policy.approvers) | set(policy.escalate_to))})
