@@ -104,6 +104,19 @@ class Approval(BaseModel):
     verified: bool = Field(False, description="False: a typed name nobody vouched for (a worker without OIDC)")
 
 
+def audit_line(a: Approval) -> str:
+    """One approval for people: who (person, token name, subject, groups, issuer, token id), how, when, why."""
+    if not a.verified:
+        who = f"{a.approver} (UNVERIFIED: typed name, no token checked)"
+    else:
+        vouched = f" for {a.on_behalf_of}" if a.on_behalf_of else ""
+        groups = ", ".join(a.groups) or "none"
+        who = (f"{a.approver} (token of {a.name}{vouched}; sub {a.subject}; groups {groups}; issuer {a.issuer}; "
+               f"token {a.token_id})")
+    reason = f": {a.reason}" if a.reason else ""
+    return f"approved by {who} via {a.via} at {a.at:%Y-%m-%d %H:%M:%S} UTC{reason}"
+
+
 class ApproveInput(BaseModel):
     gate_id: str = Field(description="the gate being approved; one of the run's open gates")
     approver: str = Field("", description="a typed name: counts only on a worker without OIDC (unverified)")

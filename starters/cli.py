@@ -33,7 +33,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.approval import AbortInput, ApproveInput, GateView, RejectInput
+from core.approval import AbortInput, ApproveInput, GateView, RejectInput, audit_line
 from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
@@ -423,11 +423,16 @@ def _render(state: RunbookStatus) -> Group:
     for gate in state.open_gates or ([state.gate] if state.gate else []):
         text = (
             f"[bold]{gate.title}[/bold] (gate {gate.gate_id})\n{gate.summary}\n"
-            f"approvers: {', '.join(gate.eligible)}; {len(gate.approvals)}/{gate.required_approvals} approvals; "
-            f"deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
+            f"approvers: {', '.join([*gate.eligible, *(f'members of {g}' for g in gate.eligible_groups)])}; "
+            f"{len(gate.approvals)}/{gate.required_approvals} approvals; deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
         )
+        for a in gate.approvals:
+            text += f"\n{audit_line(a)}"
         parts.append(Panel(text, title="waiting for approval", border_style="yellow"))
         parts.append(Text(f"approve: {approve_hint(state.workflow_id, gate, several)}", no_wrap=True))
+    for gate in state.gates[-3:]:
+        for a in gate.approvals:
+            parts.append(Text(f"gate {gate.gate_id} {gate.decision}: {audit_line(a)}"))
     for refused in state.refused[-5:]:
         parts.append(f"[red]refused[/red] {refused.action} by {refused.who} via {refused.via}: {refused.reason}")
     for action in state.actions[-5:]:

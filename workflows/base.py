@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from core.approval import (
         AbortInput,
         Approval,
+        audit_line,
         ApprovalPolicy,
         ApproveInput,
         GateOutcome,
@@ -171,19 +172,6 @@ def gate_stop(outcome: GateOutcome, what: str) -> Stop:
     word = outcome.decision.replace("_", " ")
     by = f" by {outcome.decided_by}" if outcome.decided_by else ""
     return Stop("Rejected", f"{what}: {word}{by}: {outcome.reason}".rstrip(": "))
-
-
-def audit_line(a: Approval) -> str:
-    """One approval for people: who (person, token name, subject, groups, issuer, token id), how, when, why."""
-    if not a.verified:
-        who = f"{a.approver} (UNVERIFIED: typed name, no token checked)"
-    else:
-        vouched = f" for {a.on_behalf_of}" if a.on_behalf_of else ""
-        groups = ", ".join(a.groups) or "none"
-        who = (f"{a.approver} (token of {a.name}{vouched}; sub {a.subject}; groups {groups}; issuer {a.issuer}; "
-               f"token {a.token_id})")
-    reason = f": {a.reason}" if a.reason else ""
-    return f"approved by {who} via {a.via} at {a.at:%Y-%m-%d %H:%M:%S} UTC{reason}"
 
 
 class RunbookWorkflow:
