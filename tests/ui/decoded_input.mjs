@@ -18,7 +18,7 @@ const context = await chromium.launchPersistentContext(cfg.profile_dir, {
 });
 const seen = async (page, text, ms) => {
   try {
-    await page.getByText(text).first().waitFor({ state: 'attached', timeout: ms });
+    await page.waitForFunction((t) => document.body && document.body.innerText.includes(t), text, { timeout: ms, polling: 250 });
     return true;
   } catch (e) {
     return false;
@@ -32,6 +32,7 @@ try {
   await page.goto(cfg.workflow_url, { waitUntil: 'load' });
   result.stranger.ciphertext = await seen(page, cfg.ciphertext, timeout);
   result.stranger.clear = (await page.locator('body').innerText()).includes(cfg.expect);
+  if (!result.stranger.ciphertext) result.stranger.text = (await page.locator('body').innerText()).slice(0, 3000);
 
   // 2. a person authorises this browser at the codec server (its login sets a cookie), and in the UI's codec
   //    settings sets the endpoint with "Include cross-origin credentials" on (the UI keeps that in localStorage)
