@@ -99,6 +99,18 @@ def source_db(postgres: str) -> Iterator[SourceDb]:
     db.drop()
 
 
+@pytest.fixture
+def rds_source(source_db: SourceDb) -> SourceDb:
+    """``source_db`` with its newest write moved to 2 minutes before now. An RDS drill clones it as the snapshot's
+    data and measures RPO against a snapshot taken now, so a newest write from the start of a long session would
+    breach tier-1's 5 minutes by the time the test runs."""
+    newest = datetime.now(timezone.utc) - timedelta(minutes=2)
+    with connect(source_db.uri, source_db.name) as conn:
+        conn.execute("UPDATE orders SET updated_at = %s WHERE id = (SELECT max(id) FROM orders)", (newest,))
+    source_db.newest = newest
+    return source_db
+
+
 @pytest.fixture(scope="session")
 def stale_db(postgres: str) -> Iterator[SourceDb]:
     """Newest write 40 minutes before now: an RPO breach for every policy."""

@@ -215,7 +215,7 @@ RDS_STEPS: dict[str, tuple[str, bool]] = {
 
 @pytest.mark.parametrize("how", ["abort", "cancel"])
 @pytest.mark.parametrize("step", list(RDS_STEPS))
-async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, recording, db_activities, s3, source_db,
+async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, recording, db_activities, s3, rds_source,
                                                pg_server, admin_uri):
     seed_rds("shop-db")
     name, cancellable = RDS_STEPS[step]
@@ -234,7 +234,7 @@ async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, re
         async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill],
                                           activities_for(db_activities, recording, **replace)):
             handle = await ts_env.client.start_workflow(
-                RestoreDrill.run, rds_input(pg_server, source_db, heartbeat_timeout="2s"), id=wf_id, task_queue=task_queue)
+                RestoreDrill.run, rds_input(pg_server, rds_source, heartbeat_timeout="2s"), id=wf_id, task_queue=task_queue)
             result = await stop_at(held, how, handle)
     finally:
         held.release.set()

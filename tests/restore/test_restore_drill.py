@@ -274,7 +274,7 @@ def instance_ids() -> set[str]:
     return {i["DBInstanceIdentifier"] for i in boto3.client("rds").describe_db_instances()["DBInstances"]}
 
 
-async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queue, recording, db_activities, s3, source_db, pg_server, admin_uri):
+async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queue, recording, db_activities, s3, rds_source, pg_server, admin_uri):
     """Attempt 1 starts the restore and then fails; attempt 2 finds the instance it started instead of another."""
     snap = seed_rds("shop-db")
     real = RdsActivities(AwsClients())
@@ -290,7 +290,7 @@ async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queu
         return inst
 
     acts = activities_for(db_activities, recording, rds_restore_snapshot=flaky_restore)
-    wf_id, result, err = await run_drill(ts_env, task_queue, acts, rds_input(pg_server, source_db))
+    wf_id, result, err = await run_drill(ts_env, task_queue, acts, rds_input(pg_server, rds_source))
     assert err is None, err and err.cause
     scratch = result.report.scratch.split()[0]
     assert seen == [(1, False, scratch), (2, True, scratch)]
@@ -301,7 +301,7 @@ async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queu
     assert not database_exists(admin_uri, scratch_of(wf_id))
 
 
-async def test_rds_slow_availability_breaches_rto(ts_env, task_queue, recording, db_activities, s3, source_db, pg_server, admin_uri):
+async def test_rds_slow_availability_breaches_rto(ts_env, task_queue, recording, db_activities, s3, rds_source, pg_server, admin_uri):
     """The restored instance stays 'creating' for a while (injected): RTO (tier-1: 15m) is breached and reported."""
     seed_rds("shop-db")
     real = RdsActivities(AwsClients())
@@ -313,7 +313,7 @@ async def test_rds_slow_availability_breaches_rto(ts_env, task_queue, recording,
         return real.rds_wait_available(req)
 
     acts = activities_for(db_activities, recording, rds_wait_available=slow_wait)
-    wf_id, result, err = await run_drill(ts_env, task_queue, acts, rds_input(pg_server, source_db))
+    wf_id, result, err = await run_drill(ts_env, task_queue, acts, rds_input(pg_server, rds_source))
     report = failure_report(err)
     assert all(c["passed"] for c in report["checks"]) and report["rpo_met"] is True
     assert report["rto_met"] is False
