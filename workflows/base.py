@@ -519,6 +519,8 @@ class RunbookWorkflow:
         except asyncio.CancelledError:  # the workflow was cancelled: stop the step too (and wait until it has
             task.cancel()                # stopped, as for an abort), then let the cancellation propagate
             await until_done(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: how the interrupted step ended does not matter any more
             raise
         if task.done():
             return task.result()
