@@ -39,13 +39,12 @@ try {
   await page.goto(cfg.login_url, { waitUntil: 'load' });
   await page.fill('input[name=token]', cfg.secret);
   await Promise.all([page.waitForLoadState('load'), page.click('button[type=submit]')]);
-  await page.goto(cfg.workflow_url, { waitUntil: 'load' });
-  await page.evaluate((endpoint) => {
+  await context.addInitScript((endpoint) => {
     window.localStorage.setItem('endpoint', JSON.stringify(endpoint));
     window.localStorage.setItem('overrideRemoteCodecConfiguration', 'true');
     window.localStorage.setItem('includeCredentials', 'true');
   }, cfg.codec_endpoint);
-  await page.reload({ waitUntil: 'load' });
+  await page.goto(cfg.workflow_url, { waitUntil: 'load' });
   result.person.clear = await seen(page, cfg.expect, timeout);
   if (!result.person.clear) result.person.text = (await page.locator('body').innerText()).slice(0, 3000);
 } catch (e) {
