@@ -33,6 +33,7 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -160,6 +161,7 @@ class KeyRing:
             raise CodecKeyError(f"codec keys from Vault: {err.message}") from None
         return cls.from_document(data, f"codec keys from Vault {ref}")
 
+
 class EncryptionCodec(PayloadCodec):
     """AES-256-GCM over whole payloads, keyed by id (see the module's docstring)."""
 
@@ -186,12 +188,12 @@ class EncryptionCodec(PayloadCodec):
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise UnknownCodecKey(key_id, self._ciphers)
-        from cryptography.exceptions import InvalidTag
-
         try:
             clear = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
-            raise CodecKeyError(f"payload under codec key id {key_id!r} does not decrypt (tampered, or a different key of that id)") from None
+            raise CodecKeyError(
+                f"payload under codec key id {key_id!r} does not decrypt (tampered, or a different key of that id)"
+            ) from None
         return Payload.FromString(clear)
 
 
