@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -76,6 +76,7 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     wall: float = 0.0
     dir: str = ""
+    tokens: list[str] = field(default_factory=list)  # the case's own names (account, workflow id) in keys and values
     phases: list[tuple[str, float]] = field(default_factory=list)
 
     def mark(self, phase: str, since: float) -> None:
@@ -137,7 +138,7 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
     case_dir.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(case_id=case.id, workflow_id=workflow_id, dir=case_dir, account=account,
               access_key=access_key_for(account), moto_url=rt.moto_url, shared=rt.shared)
-    out = Outcome(case=case, dir=str(case_dir))
+    out = Outcome(case=case, dir=str(case_dir), tokens=[workflow_id, account, account[-6:]])
     pids: list[int] = []
     env: WorkflowEnvironment | None = None
     result_task: asyncio.Future | None = None
@@ -307,7 +308,9 @@ async def _scan(env: WorkflowEnvironment, handle: WorkflowHandle, history: Any, 
         for event in hist.events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 attrs = event.workflow_task_failed_event_attributes
-                failures.append(f"{wf_id}: {attrs.failure.message[:300]}")
+                failure = attrs.failure
+                text = failure.message or (failure.stack_trace.strip().splitlines() or [""])[-1]
+                failures.append(f"{wf_id}: {WorkflowTaskFailedCause.Name(attrs.cause)}: {text[:300]}")
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 attrs = event.activity_task_scheduled_event_attributes
                 if attrs.activity_type.name != "notify":

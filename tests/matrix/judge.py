@@ -53,7 +53,29 @@ def _pairs(ledger: list[dict]) -> list[tuple[str, str]]:
     return [(e["key"], repr(e["value"])) for e in ledger]
 
 
+def normalised(out: Outcome) -> Outcome:
+    """The outcome with the case's own names (moto account, workflow id) replaced by ``<case>``, so that its
+    snapshots and ledger compare with another case's."""
+    import copy
+    import json
+
+    def fix(text: str) -> str:
+        for token in out.tokens:
+            text = text.replace(token, "<case>")
+        return text
+
+    def fix_snap(snap: dict) -> dict:
+        return {fix(k): json.loads(fix(json.dumps(v))) for k, v in snap.items()}
+
+    clone = copy.copy(out)
+    clone.initial, clone.final = fix_snap(out.initial), fix_snap(out.final)
+    clone.ledger = [dict(e, key=fix(e["key"]), value=json.loads(fix(json.dumps(e["value"])))) for e in out.ledger]
+    return clone
+
+
 def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
+    out = normalised(out)
+    baseline = normalised(baseline) if baseline is not None else None
     case = out.case
     scenario = SCENARIOS[case.runbook]()
     problems = list(out.problems)

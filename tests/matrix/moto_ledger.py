@@ -124,7 +124,7 @@ class Snapshotter:
         s3 = self.client("s3", "us-east-1")
         for bucket in s3.list_buckets().get("Buckets", []):
             for obj in s3.list_objects_v2(Bucket=bucket["Name"]).get("Contents", []):
-                snap[f"s3:{bucket['Name']}/{obj['Key']}"] = obj["ETag"]
+                snap[f"s3:{bucket['Name']}/{obj['Key']}"] = "present"  # contents carry times and ids
 
 
 class _Account:

@@ -50,14 +50,39 @@ def scope() -> str:
     return os.environ.get("MATRIX_SCOPE", "quick")
 
 
+# Cases issue 11 names, in every scope: (runbook, fault, the first step of this activity type on the main path).
+# The drill's database state is the failover baseline itself (a successful drill must leave everything as found).
+NAMED = [
+    ("failover", "abort", "{wf}", "rds_promote_replica"),  # failover abort after approval
+    ("failover", "cancel", "{wf}", "route53_upsert_records"),  # cancel == abort, after the promotion
+    ("failover", "abort", "{wf}-failback", "rds_create_replica"),  # abort reaches the drill's failback child
+    ("provision", "fail", "{wf}", "k8s_apply_namespace"),  # the sandbox leak: a failure after apply
+    ("provision", "fail", "{wf}", "s3_put_json"),  # the sandbox leak: the record step
+]
+
+
+def named_steps(runbook: str, steps: list[str]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for name, kind, role, activity in NAMED:
+        if name != runbook:
+            continue
+        match = next((s for s in steps if s.split("#")[0] == role and s.endswith(f":{activity}")), None)
+        if match:
+            found.add((kind, match))
+    return found
+
+
 def cases_from(baselines: dict, which: str | None = None) -> list[Case]:
     which = which or scope()
     cases: list[Case] = []
     for runbook in SCENARIOS:
         recorded = baselines.get("runbooks", {}).get(runbook, {})
+        steps = recorded.get("steps", [])
         cases.append(Case(runbook, "baseline"))
-        for index, step in enumerate(recorded.get("steps", [])):
+        named = named_steps(runbook, steps)
+        for index, step in enumerate(steps):
             kinds = KINDS if which == "full" else (KINDS[index % len(KINDS)],)
+            kinds = tuple(k for k in KINDS if k in kinds or (k, step) in named)
             for kind in kinds:
                 cases.append(Case(runbook, kind, step))
         for seed in CHAOS_SEEDS if which == "full" else CHAOS_SEEDS[:1]:
