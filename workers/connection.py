@@ -3,7 +3,8 @@
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, ``TEMPORAL_PROFILE`` and the
 config file (``TEMPORAL_CONFIG_FILE``) are read by the SDK's ``temporalio.envconfig``; the same worker and CLI
 therefore reach the dev server, a self-hosted cluster or Temporal Cloud. Every client uses the one data converter
-of ``workers.codec`` (pydantic, plus payload encryption when codec keys are configured).
+of ``workers.codec`` (pydantic, plus payload encryption when codec keys are configured), and OpenTelemetry tracing
+when the standard ``OTEL_*`` variables turn it on (``workers.telemetry``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from temporalio.runtime import Runtime
 
 from core.config import Settings
 from workers.codec import data_converter
+from workers.telemetry import tracing_interceptors
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -35,6 +37,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
     config = connect_config(settings)
     converter = data_converter(settings)  # keys are read here, before connecting: a key problem says so itself
     try:
-        return await Client.connect(**config, data_converter=converter, runtime=runtime)
+        return await Client.connect(**config, data_converter=converter, runtime=runtime,
+                                    interceptors=tracing_interceptors())
     except RuntimeError as err:
         raise TemporalUnreachable(config["target_host"], err) from err

@@ -31,6 +31,7 @@ from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
 from workers.health import HealthState, serve_health
+from workers.telemetry import configure_logging
 from workflows import metrics as runbook_metrics
 from workflows import registry
 
@@ -66,10 +67,7 @@ async def run_worker(
 
     ``extra_workflows`` / ``extra_activities`` let tests add their own definitions to the product's.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("RUNBOOK_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    configure_logging()  # plain text, or JSON lines with RUNBOOK_LOG_FORMAT=json
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[int] = []
