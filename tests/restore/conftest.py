@@ -100,15 +100,13 @@ def source_db(postgres: str) -> Iterator[SourceDb]:
 
 
 @pytest.fixture
-def rds_source(source_db: SourceDb) -> SourceDb:
-    """``source_db`` with its newest write moved to 2 minutes before now. An RDS drill clones it as the snapshot's
-    data and measures RPO against a snapshot taken now, so a newest write from the start of a long session would
-    breach tier-1's 5 minutes by the time the test runs."""
-    newest = datetime.now(timezone.utc) - timedelta(minutes=2)
-    with connect(source_db.uri, source_db.name) as conn:
-        conn.execute("UPDATE orders SET updated_at = %s WHERE id = (SELECT max(id) FROM orders)", (newest,))
-    source_db.newest = newest
-    return source_db
+def rds_source(postgres: str) -> Iterator[SourceDb]:
+    """A source database of its own per RDS test, newest write 2 minutes before now. An RDS drill clones it as the
+    snapshot's data and measures RPO against a snapshot taken now, so the session's ``source_db`` (newest write at
+    the start of a long session) would breach tier-1's 5 minutes on a busy machine."""
+    db = SourceDb(postgres, f"shop_rds_{uuid.uuid4().hex[:8]}", datetime.now(timezone.utc) - timedelta(minutes=2))
+    yield db
+    db.drop()
 
 
 @pytest.fixture(scope="session")
