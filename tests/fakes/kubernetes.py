@@ -17,7 +17,7 @@ networking.k8s.io/v1 NetworkPolicies, gateway.networking.k8s.io/v1 HTTPRoutes (C
 Use ``kube_fake()`` (context manager) from any test folder; ``fake.url``, ``fake.objects`` (inspection),
 ``fake.requests`` (log), ``fake.set_rollout(...)``, ``fake.fail_next(...)`` (error injection).
 
-``fake.ledger`` is the ordered list of EFFECTIVE writes: one entry ``{"op", "key", "value"}`` per object whose
+``fake.ledger`` is the ordered list of EFFECTIVE writes: one entry ``{"op", "key", "value", "t"}`` per object whose
 user-visible state (``fake.state()``: everything but server-managed metadata and status) a write request changed,
 with the object's new state (None once deleted). A retried write that changes nothing leaves no entry.
 """
@@ -29,6 +29,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -215,7 +216,7 @@ class KubeFake:
             after = self.state()
             for key in sorted(set(before) | set(after)):
                 if before.get(key) != after.get(key):
-                    self.ledger.append({"op": f"{method} {path}", "key": key, "value": after.get(key)})
+                    self.ledger.append({"op": f"{method} {path}", "key": key, "value": after.get(key), "t": time.time()})
             return answer
 
     def _handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, dict]:

@@ -11,7 +11,8 @@ whose details[0] is the result. Cancel == abort. The expected status per fault:
 The infrastructure ends in the safe state: as found at the start for any run that did not succeed (and for a
 successful drill or sandbox, which must be invisible afterwards), as the fault-free run left it for any other
 successful run. The change ledger: a successful kill/chaos run makes exactly the baseline's effective changes; any
-other run makes a prefix of them, in order, then only changes that put a resource back as it was found.
+other run makes a prefix of them, then only changes that the baseline makes later (in the baseline's order) or
+that put a resource back as it was found.
 """
 
 from __future__ import annotations
@@ -137,13 +138,14 @@ def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any 
         j += 1
     p = j
     for entry in got[j:]:
-        if p < len(base) and entry == base[p]:
-            p += 1  # the run went on along the baseline's path (finishing a step), in order
-            continue
         key, value = entry
         if value == initial.get(key, "None"):
             continue  # compensation: the resource put back as it was found
-        if entry in got[:j] or entry in base:
-            return [f"change applied again or out of order: {_short(entry)}"]
-        return [f"change that is neither the baseline's next one nor a compensation: {_short(entry)}"]
+        later = [i for i in range(p, len(base)) if base[i] == entry]
+        if later:
+            p = later[0] + 1  # a change of the baseline's path (going on, or its own way back), in order
+            continue
+        if entry in base:
+            return [f"change applied again or out of order (the baseline made it earlier): {_short(entry)}"]
+        return [f"change that is neither on the baseline's path nor a compensation: {_short(entry)}"]
     return []

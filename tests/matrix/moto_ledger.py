@@ -20,6 +20,7 @@ import json
 import re
 import sys
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -180,7 +181,7 @@ class LedgerMiddleware:
                 snap = watched.snapshotter.take()
                 for key in sorted(set(snap) | set(watched.last)):
                     if snap.get(key) != watched.last.get(key):
-                        watched.entries.append({"op": op, "key": key, "value": snap.get(key)})
+                        watched.entries.append({"op": op, "key": key, "value": snap.get(key), "t": time.time()})
                 watched.last = snap
         start_response(captured["status"], captured["headers"])
         return chunks
