@@ -80,7 +80,6 @@ ACTIVITY_RETRY = RetryPolicy(
 # unreachable identity provider is retried a little, then refused ("cannot read the identity provider's keys").
 VERIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
                            non_retryable_error_types=["TokenRefused"])
-VERIFIED_APPROVERS_PATCH = "verified-approvers"
 MAX_LEEWAY_SECONDS = 300  # the validator's expiry pre-check allows the most clock skew a verifier may allow
 
 Severity = Literal["info", "warning", "error", "critical"]
@@ -287,8 +286,6 @@ class RunbookWorkflow:
     async def _identify(self, req: ApproveInput | RejectInput, via: Via) -> VerifiedIdentity | str:
         """The verified identity behind a request, or why there is none (one line)."""
         gate = self.gates.open.get(req.gate_id)
-        if not workflow.patched(VERIFIED_APPROVERS_PATCH):  # a run recorded before approvals were verified
-            return unverified_identity(req.approver, via, workflow.now())
         if via == "ui" and not req.token and gate is not None and gate.policy.allow_unauthenticated_ui_approval:
             return unverified_identity(req.approver, via, workflow.now())  # the policy lets tokenless UI approvals in
         try:
