@@ -24,9 +24,3 @@ RUN_FAILED = "RunFailed"
 CHECKS_FAILED = "ChecksFailed"
 
 NON_RETRYABLE = [INVALID_INPUT, NOT_FOUND, ACCESS_DENIED, VERIFICATION_FAILED, DEADLINE_EXCEEDED]
-
-# Old ending types, kept only while the runbooks move to the one ending convention (removed once none uses them).
-ROLLED_BACK = "RolledBack"
-APPROVAL_REJECTED = "ApprovalRejected"
-APPROVAL_TIMED_OUT = "ApprovalTimedOut"
-ABORTED = "Aborted"
