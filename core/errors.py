@@ -20,7 +20,5 @@ TRANSIENT = "Transient"
 # The one workflow-level failure: the run could not make the infrastructure safe (or a drill proved it unsafe).
 # Every other ending is a result (core.runbook.RunStatus); the failure's details[0] is the result all the same.
 RUN_FAILED = "RunFailed"
-# An injected or transient failure of a check, used by runbooks to name a failed verification.
-CHECKS_FAILED = "ChecksFailed"
 
 NON_RETRYABLE = [INVALID_INPUT, NOT_FOUND, ACCESS_DENIED, VERIFICATION_FAILED, DEADLINE_EXCEEDED]
