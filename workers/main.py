@@ -70,7 +70,7 @@ async def run_worker(
     configure_logging()  # plain text, or JSON lines with RUNBOOK_LOG_FORMAT=json
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
