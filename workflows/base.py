@@ -126,9 +126,10 @@ class Stop(Exception):
 
 
 def cause_of(err: BaseException) -> str:
-    """The innermost message of an activity / child / application failure, for people."""
+    """The message of an activity / child failure for people: our activity's own typed error where there is one
+    (it names the object and what to do), else the innermost cause."""
     cause: BaseException | None = err
-    while isinstance(cause, FailureError) and cause.cause is not None:
+    while isinstance(cause, FailureError) and cause.cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.cause
     return getattr(cause, "message", None) or str(cause)
 

@@ -5,7 +5,9 @@ Aborted, Rejected, Refused, Held, except Failed, which fails the workflow with A
 whose details[0] is the result. Cancel == abort. The expected status per fault:
 
 - baseline, kill, chaos: Succeeded (a crash or transient faults change nothing about the outcome);
-- fail (a non-retryable error at step k): not Succeeded: RolledBack or Refused, or Failed for a drill;
+- fail (a non-retryable error at step k): RolledBack or Refused; Failed for a drill, or when the failed step was a
+  clean-up and the result names what was not undone (the safe state is then not compared); Succeeded only when the
+  run absorbed the fault by design (a probe among several) and made exactly the baseline's changes;
 - abort, cancel (while at step k): Aborted.
 
 The infrastructure ends in the safe state: as found at the start for any run that did not succeed (and for a
@@ -96,16 +98,27 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
         problems.append(f"ends {out.ending}: the convention is a result with a status, or RunFailed "
                         f"({_short(out.reason, 200)})")
     allowed = expected_statuses(case.kind, scenario.drill)
+    result = out.result or {}
+    admitted = out.status == "Failed" and bool(result.get("not_undone"))
+    absorbed = (case.kind == "fail" and out.status == "Succeeded" and baseline is not None
+                and not ledger_problems(out, baseline, True, scenario.safe_key, exact=True))
+    if case.kind == "fail" and admitted:
+        allowed = allowed | {"Failed"}  # the failed step was itself a clean-up: the run says what it left
+    if absorbed:
+        allowed = allowed | {"Succeeded"}  # the step may fail by design (a probe among several): nothing differs
     if out.status not in allowed:
         problems.append(f"outcome {out.status or out.ending!r}, expected {' or '.join(sorted(allowed))}"
                         f" ({_short(out.reason, 200)})")
-    # 2. no workflow task failed
-    for failure in out.workflow_task_failures[:3]:
+    # 2. no workflow task failed (UNHANDLED_COMMAND is Temporal's own way to show a workflow the events that arrived
+    #    while it completed, e.g. a cancel request: not a failure of the workflow's code)
+    for failure in [f for f in out.workflow_task_failures if "UNHANDLED_COMMAND" not in f][:3]:
         problems.append(f"workflow task failed: {failure}")
     # 3. the safe state
     keep = scenario.safe_key
     succeeded = out.status == "Succeeded"
-    if not succeeded or scenario.success_is_initial:
+    if admitted and case.kind == "fail":
+        expected, what = out.final, ""  # not safe, and the run says so: nothing more to compare
+    elif not succeeded or scenario.success_is_initial:
         expected, what = out.initial, "as found at the start"
     else:
         expected, what = (baseline.final if baseline else out.final), "as the fault-free run left it"
@@ -119,10 +132,11 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
     return problems
 
 
-def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any = lambda key: True) -> list[str]:
+def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any = lambda key: True,
+                    exact: bool = False) -> list[str]:
     got = _pairs([e for e in out.ledger if keep(e["key"])])
     base = _pairs([e for e in baseline.ledger if keep(e["key"])])
-    if out.case.kind in ("kill", "chaos") and succeeded:
+    if exact or (out.case.kind in ("kill", "chaos") and succeeded):
         if got == base:
             serial = {k: v for k, v in out.final.items() if k.startswith("tfserial:")}
             expected = {k: v for k, v in baseline.final.items() if k.startswith("tfserial:")}
