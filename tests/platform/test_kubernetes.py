@@ -68,7 +68,7 @@ def calls_in_code() -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) for every Kubernetes client call in activities/kubernetes.py."""
     tree = ast.parse(ACTIVITIES.read_text())
     constants = {t.id: v.value for node in tree.body if isinstance(node, ast.Assign)
-                 for t, v in zip(getattr(node.targets[0], "elts", node.targets), getattr(node.value, "elts", [node.value]))
+                 for t, v in zip(getattr(node.targets[0], "elts", node.targets), getattr(node.value, "elts", [node.value]), strict=True)
                  if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
     found: set[tuple[str, str, str]] = set()
     for node in ast.walk(tree):
