@@ -2,6 +2,8 @@
 # Creates the secret files docker-compose.yml mounts, in ${SECRETS_DIR:-./secrets}; never overwrites one.
 # - generated: the Temporal database password, the Grafana admin password, the codec server's token, a codec key;
 # - empty (that integration stays off until you fill the file in): AWS, Vault AppRole, Slack, PagerDuty, kubeconfig.
+#   Each file holds the bare value (no quotes, no NAME=); pagerduty_webhook_secrets is a JSON list (["s1"], two
+#   during a rotation); kubeconfig is a whole kubeconfig file.
 # The containers run as uid 10001: the files are made readable by it only (run this with sudo, or chown yourself).
 set -eu
 dir="${SECRETS_DIR:-./secrets}"
