@@ -193,10 +193,11 @@ async def save_history(handle, name: str) -> Path | None:
     """Record a finished workflow's history as tests/replay/histories/<name>.json, for the replay test.
 
     Only when RUNBOOK_RECORD_HISTORIES=1 (so normal test runs never rewrite the recordings); returns the path.
+    ``handle`` is a workflow handle, or a history already fetched.
     """
     if os.environ.get("RUNBOOK_RECORD_HISTORIES") != "1":
         return None
-    history = await handle.fetch_history()
+    history = handle if isinstance(handle, WorkflowHistory) else await handle.fetch_history()
     HISTORIES.mkdir(parents=True, exist_ok=True)
     path = HISTORIES / f"{name}.json"
     # The workflow id is not in the events, yet code may derive from it (child workflow ids): keep it beside them.

@@ -9,6 +9,7 @@ import pytest
 
 from core.analysis import AnalysisTemplate, CloudWatchQuery, MetricSpec
 from core.approval import AbortInput
+from tests import harness
 from tests.bluegreen.conftest import approve, deployment, make_input, open_gate, reject, selector, start, wait_for, worker
 from tests.bluegreen.stand_ins import Measurer, workflow_task_failures
 from workflows.blue_green import BlueGreenCutover, PromoteNowInput
@@ -56,6 +57,7 @@ async def test_both_gates_open_and_each_is_approved_by_id(ts_env, task_queue, re
         await approve(handle, "bake-inconclusive")
         result = await handle.result()
         assert await workflow_task_failures(handle) == []
+        await harness.save_history(handle, "bluegreen-both_gates_open_each_approved_by_id")
     assert result.status == "Succeeded" and result.live_colour == "green"
     assert decisions(result) == {"cutover-1": "approved", "promote-now-2": "approved", "bake-inconclusive-3": "approved"}
     bake = next(s for s in result.steps if s.name == "bake")

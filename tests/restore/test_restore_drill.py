@@ -125,6 +125,7 @@ async def test_healthy_dump_restore_passes(ts_env, task_queue, recording, db_act
     assert isinstance(result, RestoreDrillResult) and result.status == "Succeeded"
     # deterministic: the recorded history replays against today's code; the credentials never entered it
     await Replayer(workflows=[RestoreDrill], data_converter=harness.DATA_CONVERTER).replay_workflow(histories[0])
+    await harness.save_history(histories[0], "restore-healthy_dump_restore_passes")
     payloads = await harness.decoded_payload_bytes(histories[0])  # payloads are encrypted in history: decrypt first
     assert b"secret/db/restore-drill" in payloads and b"not-checked-by-trust-auth" not in payloads
     report = result.report
