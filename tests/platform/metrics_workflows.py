@@ -8,9 +8,10 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from core.runbook import RunbookInput, RunbookResult
-    from core.duration import Duration
     from pydantic import BaseModel
+
+    from core.duration import Duration
+    from core.runbook import RunbookInput, RunbookResult
     from workflows.base import RunbookWorkflow, Stop, gate_stop
 
 

@@ -94,7 +94,8 @@ async def test_one_trace_across_start_activity_and_approval(dev_env):
 
 
 async def test_json_log_lines_carry_workflow_run_runbook_and_target(dev_env, monkeypatch):
-    from temporalio import activity as act, workflow
+    from temporalio import activity as act
+    from temporalio import workflow
 
     monkeypatch.setattr(workflow.logger, "workflow_info_on_message", False)
     monkeypatch.setattr(act.logger, "activity_info_on_message", False)
