@@ -20,7 +20,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core import errors
-from core.identity import OidcConfig, VerifiedIdentity, VerifyTokenInput, token_id, unverified_claims, unverified_identity
+from core.identity import (
+    OidcConfig,
+    VerifiedIdentity,
+    VerifyTokenInput,
+    token_id,
+    unverified_claims,
+    unverified_identity,
+)
 
 TOKEN_REFUSED = "TokenRefused"
 
