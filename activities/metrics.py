@@ -24,8 +24,8 @@ from temporalio import activity
 from core.analysis import (
     CloudWatchQuery,
     MeasureBatchInput,
-    Measurement,
     MeasureInput,
+    Measurement,
     PrometheusQuery,
     classify,
     render,
