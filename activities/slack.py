@@ -18,8 +18,8 @@ activity reports it in ``NotifyResult.failures`` (a notification never fails a r
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 from typing import Any, Optional
 
 from slack_sdk import WebClient
