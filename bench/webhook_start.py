@@ -12,8 +12,8 @@ Targets: ratio <= 1.5, webhook p99 < 100 ms.    python bench/webhook_start.py [N
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import statistics
 import sys
 import tempfile
