@@ -38,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
-from core.catalog import Catalog, ParameterError, PagerDutyTrigger, RunbookSpec
+from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters import launch
