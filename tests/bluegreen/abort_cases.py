@@ -18,7 +18,17 @@ from temporalio.api.enums.v1 import EventType
 
 from core.analysis import AnalysisTemplate, CloudWatchQuery, MetricSpec
 from core.approval import AbortInput
-from tests.bluegreen.conftest import activities, approve, deployment, make_input, open_gate, selector, start, wait_for, worker
+from tests.bluegreen.conftest import (
+    activities,
+    approve,
+    deployment,
+    make_input,
+    open_gate,
+    selector,
+    start,
+    wait_for,
+    worker,
+)
 from tests.bluegreen.stand_ins import Hold, Measurer, workflow_task_failures
 from workflows.blue_green import BlueGreenCutover
 
