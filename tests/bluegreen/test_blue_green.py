@@ -10,8 +10,8 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from core import errors
 from core.approval import AbortInput, RejectInput
+from tests import harness
 from tests.bluegreen.conftest import (
     NS,
     approve,
@@ -24,7 +24,6 @@ from tests.bluegreen.conftest import (
     worker,
 )
 from workflows.blue_green import BlueGreenCutover, ExtendBakeInput, PromoteNowInput
-from tests import harness
 
 
 async def failure(handle) -> tuple[str, dict]:
