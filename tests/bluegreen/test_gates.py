@@ -10,7 +10,17 @@ import pytest
 from core.analysis import AnalysisTemplate, CloudWatchQuery, MetricSpec
 from core.approval import AbortInput
 from tests import harness
-from tests.bluegreen.conftest import approve, deployment, make_input, open_gate, reject, selector, start, wait_for, worker
+from tests.bluegreen.conftest import (
+    approve,
+    deployment,
+    make_input,
+    open_gate,
+    reject,
+    selector,
+    start,
+    wait_for,
+    worker,
+)
 from tests.bluegreen.stand_ins import Measurer, workflow_task_failures
 from workflows.blue_green import BlueGreenCutover, PromoteNowInput
 
