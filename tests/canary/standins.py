@@ -14,7 +14,7 @@ from typing import Callable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.analysis import MeasureBatchInput, Measurement, MeasureInput, classify, render
+from core.analysis import MeasureBatchInput, MeasureInput, Measurement, classify, render
 from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
 from core.events import NotifyResult, RunbookEvent
 
