@@ -11,7 +11,7 @@ from temporalio.worker import Replayer, Worker
 
 from core.approval import ApproveInput
 from tests import harness
-from tests.canary.standins import CANARY, STABLE, HEALTHY, FakeMetrics, FakeTraffic, Recorder, healthy
+from tests.canary.standins import CANARY, HEALTHY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
 from tests.canary.test_ramp import gate_open, make_input
 from workflows.canary_ramp import CanaryRamp, ExtendInput
 
