@@ -18,7 +18,7 @@ from core.approval import ApprovalPolicy
 from core.runbook import RunbookMeta
 from starters.demo_aws import seed_alb
 from tests import harness
-from tests.canary.standins import FakeTraffic, Recorder, CANARY, STABLE
+from tests.canary.standins import CANARY, STABLE, FakeTraffic, Recorder
 from tests.fakes.kubernetes import kube_fake
 from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, PlanStep
 from workflows.routers import AlbRouterSpec, HttpRouteRouterSpec
@@ -142,7 +142,7 @@ def route_weights(fake) -> dict[str, int]:
 
 @pytest.mark.parametrize("bad", [False, True])
 async def test_httproute_router_scales_the_canary_with_its_share(ts_env: WorkflowEnvironment, task_queue: str, bad: bool) -> None:
-    from tests.canary.standins import FakeMetrics, HEALTHY
+    from tests.canary.standins import HEALTHY, FakeMetrics
 
     with kube_fake() as kube:
         router = seed_kube(kube.fake)
