@@ -15,13 +15,21 @@ from temporalio.worker import Replayer
 
 from activities.kubernetes import KubernetesActivities
 from core import errors
-from core.approval import AbortInput, ApproveInput, RejectInput
+from core.approval import AbortInput, RejectInput
 from tests import harness
 from tests.canary.standins import CANARY, HEALTHY, STABLE
-from tests.canary.test_end_to_end import deployment, seed_kube
+from tests.canary.test_end_to_end import seed_kube
 from tests.canary.test_ramp import Rig, gate_open, make_input, offsets
 from tests.fakes.kubernetes import kube_fake
-from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, ExtendInput, PauseSpec, PlanStep, SteerInput
+from workflows.canary_ramp import (
+    AnalysisStepSpec,
+    CanaryRamp,
+    CanaryRampInput,
+    ExtendInput,
+    PauseSpec,
+    PlanStep,
+    SteerInput,
+)
 
 M = timedelta(minutes=1)
 
