@@ -9,7 +9,15 @@ from botocore.config import Config
 from temporalio.testing import ActivityEnvironment
 
 from activities.metrics import MetricsActivities
-from core.analysis import CloudWatchQuery, Condition, MeasureInput, MetricSpec, PrometheusQuery, default_template, prometheus_template
+from core.analysis import (
+    CloudWatchQuery,
+    Condition,
+    MeasureInput,
+    MetricSpec,
+    PrometheusQuery,
+    default_template,
+    prometheus_template,
+)
 from tests.fakes.prometheus import prometheus_fake
 
 ARGS = {"service": "checkout", "version": "v2"}
