@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from core.approval import AbortInput, ApprovalPolicy, ApproveInput
 from core.runbook import RunbookMeta
 from tests import harness
-from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy, HEALTHY
+from tests.canary.standins import CANARY, HEALTHY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
 from workflows.canary_ramp import (
     AnalysisStepSpec,
     CanaryRamp,
