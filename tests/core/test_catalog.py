@@ -12,8 +12,8 @@ import pytest
 from core.approval import ApprovalPolicy, GateView, check_approval
 from core.catalog import Catalog, CatalogError, ParameterError
 from core.duration import format_duration, parse_duration
-from workflows import registry
 from tests.core.gated_workflows import GatedChange
+from workflows import registry
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = registry.by_name([GatedChange])
