@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from core.approval import AbortInput, ApprovalPolicy, ApproveInput, RejectInput
