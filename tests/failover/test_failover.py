@@ -15,7 +15,12 @@ from core.approval import AbortInput, ApproveInput
 from tests import harness
 from tests.failover.conftest import EAST, WEST, meta, report_lag
 from workflows.base import IncidentResolvedInput
-from workflows.failover import RegionFailback, RegionFailbackInput, RegionFailover, RegionFailoverInput, RegionMoveResult
+from workflows.failover import (
+    RegionFailback,
+    RegionFailbackInput,
+    RegionFailover,
+    RegionFailoverInput,
+)
 
 WORKFLOWS = [RegionFailover, RegionFailback]
 
