@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.identity import IdentityActivities, JwksCache
 from core.approval import ApprovalPolicy, ApproveInput, RejectInput
 from core.catalog import Catalog, CatalogApproval
-from core.identity import OidcConfig, unverified_claims
+from core.identity import unverified_claims
 from core.runbook import RunbookMeta, RunbookStatus
 from starters.demo_identity import DEMO_PASSWORD, KEY, vault_login
 from tests import harness
