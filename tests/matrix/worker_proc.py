@@ -40,7 +40,6 @@ from tests.harness import DATA_CONVERTER
 from tests.matrix.faults import FaultInterceptor, FaultPlan
 from workflows.registry import WORKFLOWS
 
-
 WARM_SESSION = boto3.Session()
 WARM_SERVICES = ("elbv2", "route53", "rds", "s3", "cloudwatch")
 
@@ -147,7 +146,7 @@ def child(config_path: str) -> None:
     try:
         asyncio.run(run_worker(config))
         code = 0
-    except BaseException as err:  # noqa: BLE001 - reported in the log, the process ends either way
+    except BaseException:  # noqa: BLE001 - reported in the log, the process ends either way
         import traceback
 
         traceback.print_exc()
