@@ -20,11 +20,18 @@ from core.approval import AbortInput, RejectInput
 from core.aws import S3ObjectRef, S3PutJsonInput
 from core.catalog import ParameterError
 from core.kubernetes import DeleteResult, NamespaceRef
-from core.provision import DestroyNowInput, ModuleCheck, ModuleCheckInput, ProvisionEnvironmentInput, ProvisionEnvironmentResult
+from core.provision import (
+    DestroyNowInput,
+    ModuleCheck,
+    ModuleCheckInput,
+    ProvisionEnvironmentInput,
+    ProvisionEnvironmentResult,
+)
 from workflows.provision import ProvisionEnvironment
 
 from .conftest import MODULES
-from .helpers import Hold, activities, assert_gone, make_input, record, start, status_when, workspaces, worker
+from .helpers import Hold, activities, assert_gone, make_input, record, start, status_when, worker, workspaces
+
 
 @activity.defn(name="s3_put_json")
 def record_denied(input: S3PutJsonInput) -> S3ObjectRef:
