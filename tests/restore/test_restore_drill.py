@@ -8,8 +8,6 @@ a restore long enough to cancel.
 from __future__ import annotations
 
 import asyncio
-import base64
-import re
 import json
 import threading
 import uuid
@@ -19,9 +17,8 @@ import boto3
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.worker import Replayer
 
 from activities.aws import AwsClients, RdsActivities, S3Activities
 from activities.database import DatabaseActivities
