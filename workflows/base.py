@@ -33,18 +33,20 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from activities.notify import NotificationActivities
     from core import errors
     from core.approval import (
         AbortInput,
         Approval,
-        audit_line,
         ApprovalPolicy,
         ApproveInput,
         GateOutcome,
         GateView,
         RefusedAttempt,
         RejectInput,
+        audit_line,
     )
     from core.events import EventKind, RunbookEvent
     from core.identity import (
@@ -59,8 +61,16 @@ with workflow.unsafe.imports_passed_through():
         unverified_claims,
         unverified_identity,
     )
-    from core.runbook import ActionRecord, RunbookCarry, RunbookMeta, RunbookResult, RunbookStatus, RunStatus, StepRecord, TERMINAL
-    from pydantic import BaseModel
+    from core.runbook import (
+        TERMINAL,
+        ActionRecord,
+        RunbookCarry,
+        RunbookMeta,
+        RunbookResult,
+        RunbookStatus,
+        RunStatus,
+        StepRecord,
+    )
     from workflows import search_attributes as sa
     from workflows.gate import ApprovalGate, GateRegistry
     from workflows.metrics import RunbookMetrics
