@@ -34,7 +34,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.aws import ElbActivities
     from activities.kubernetes import KubernetesActivities
     from core import errors
-    from core.aws import AlbLookup, AlbLookupInput, AlbSwitchInput, AlbTarget, AlbTargetGroupRef, AlbTargetsInput, AlbTrafficRef
+    from core.aws import (
+        AlbLookup,
+        AlbLookupInput,
+        AlbSwitchInput,
+        AlbTarget,
+        AlbTargetGroupRef,
+        AlbTargetsInput,
+        AlbTrafficRef,
+    )
     from core.kubernetes import (
         DeploymentApply,
         DeploymentRef,
