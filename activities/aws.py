@@ -23,8 +23,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import EndpointConnectionError, ParamValidationError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, ParamValidationError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
@@ -326,9 +326,9 @@ class ElbActivities:
         with aws_errors(f"looking up ALB {input.load_balancer}"):
             lbs = elb.describe_load_balancers(Names=[input.load_balancer])["LoadBalancers"]
             listeners = elb.describe_listeners(LoadBalancerArn=lbs[0]["LoadBalancerArn"])["Listeners"]
-        found = [l["ListenerArn"] for l in listeners if l.get("Port") == input.port]
+        found = [lst["ListenerArn"] for lst in listeners if lst.get("Port") == input.port]
         if not found:
-            ports = sorted(l.get("Port") for l in listeners)
+            ports = sorted(lst.get("Port") for lst in listeners)
             raise ApplicationError(
                 f"ALB {input.load_balancer} has no listener on port {input.port} (ports: {ports})",
                 type=errors.NOT_FOUND,
