@@ -43,7 +43,7 @@ class HttpCheckActivities:
         try:
             url = httpx.URL(req.url)
         except (httpx.InvalidURL, TypeError) as err:
-            raise ApplicationError(f"not a valid URL {req.url!r}: {err}", type=errors.INVALID_INPUT, non_retryable=True)
+            raise ApplicationError(f"not a valid URL {req.url!r}: {err}", type=errors.INVALID_INPUT, non_retryable=True) from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ApplicationError(
                 f"not an absolute http(s) URL: {req.url!r}", type=errors.INVALID_INPUT, non_retryable=True
