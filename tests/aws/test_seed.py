@@ -12,8 +12,8 @@ def test_seed_demo_twice_is_idempotent(aws):
     assert len(elb.describe_load_balancers()["LoadBalancers"]) == 1
     assert len(elb.describe_target_groups()["TargetGroups"]) == 4
     listeners = elb.describe_listeners(LoadBalancerArn=first["load_balancer_arn"])["Listeners"]
-    assert sorted(l["Port"] for l in listeners) == [80, 8080]
-    bg = next(l for l in listeners if l["Port"] == 80)
+    assert sorted(lst["Port"] for lst in listeners) == [80, 8080]
+    bg = next(lst for lst in listeners if lst["Port"] == 80)
     groups = {g["TargetGroupArn"]: g["Weight"] for g in bg["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
     assert groups == {first["target_groups"]["checkout-blue"]: 100, first["target_groups"]["checkout-green"]: 0}
     assert len(session.client("ec2").describe_subnets(Filters=[{"Name": "vpc-id", "Values": [first["vpc_id"]]}])["Subnets"]) == 2
