@@ -8,13 +8,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-from temporalio import activity
 from pydantic import ValidationError
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import AwsClients, ElbActivities
-from core.aws import AlbSetWeightsInput, AlbWeights
 from activities.metrics import MetricsActivities
+from core.aws import AlbSetWeightsInput, AlbWeights
 from core.catalog import Catalog, ParameterError
 from starters.demo_aws import seed_alb
 from starters.demo_metrics import canary_bad, publish_once, run_emitter
@@ -101,7 +101,7 @@ async def test_demo_bad_canary_rolls_back_with_catalog_defaults(
     assert result.failed_criterion in ("error-rate < 0.5", "latency-p95 < 1.5")
     elb_client = boto3.client("elbv2", region_name="us-east-1")
     lb = elb_client.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]
-    listener = next(l for l in elb_client.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if l["Port"] == 8080)
+    listener = next(lst for lst in elb_client.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if lst["Port"] == 8080)
     tgs = {g["TargetGroupArn"]: g["TargetGroupName"] for g in elb_client.describe_target_groups()["TargetGroups"]}
     weights = {tgs[g["TargetGroupArn"]]: g["Weight"] for g in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
     assert weights == {"checkout-stable": 100, "checkout-canary": 0}
