@@ -111,7 +111,7 @@ def test_demo_commands_run_to_succeeded(stack):
 
     # the ALB's default action now forwards everything to green
     lb = elb.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]
-    listener = next(l for l in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if l["Port"] == 80)
+    listener = next(lst for lst in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if lst["Port"] == 80)
     green = elb.describe_target_groups(Names=["checkout-green"])["TargetGroups"][0]["TargetGroupArn"]
     weights = {t["TargetGroupArn"]: t["Weight"] for t in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
     assert weights[green] > 0 and all(w == 0 for arn, w in weights.items() if arn != green), weights
