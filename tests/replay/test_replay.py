@@ -93,7 +93,7 @@ async def test_histories_replay_whether_recorded_encrypted_or_in_clear(ts_env, t
 
     clear = WorkflowHistory.from_json(encrypted.workflow_id, json.loads(encrypted.to_json()))
     clear_payloads = list(harness.history_payloads(clear))
-    for payload, decoded in zip(clear_payloads, await harness.DATA_CONVERTER.payload_codec.decode(clear_payloads)):
+    for payload, decoded in zip(clear_payloads, await harness.DATA_CONVERTER.payload_codec.decode(clear_payloads), strict=True):
         payload.CopyFrom(decoded)
     assert all(p.metadata["encoding"] == b"json/plain" for p in harness.history_payloads(clear))
 
