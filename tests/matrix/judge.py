@@ -141,7 +141,7 @@ def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any 
             serial = {k: v for k, v in out.final.items() if k.startswith("tfserial:")}
             expected = {k: v for k, v in baseline.final.items() if k.startswith("tfserial:")}
             return [] if serial == expected else [f"Terraform state written another number of times: {serial} vs {expected}"]
-        for i, (a, b) in enumerate(zip(got, base)):
+        for i, (a, b) in enumerate(zip(got, base, strict=False)):
             if a != b:
                 return [f"ledger differs from the fault-free run at change {i}: {_short(a)} instead of {_short(b)}"]
         longer, which = (got, "extra") if len(got) > len(base) else (base, "missing")
