@@ -9,13 +9,13 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from core.restore import (
+    BackupRef,
+    CheckResult,
     ChecksumCheck,
     FreshnessCheck,
     Measurement,
     RestoreCheck,
     RestoreManifest,
-    BackupRef,
-    CheckResult,
     RestoreReport,
     RowCountCheck,
     evaluate_check,
@@ -67,7 +67,9 @@ def test_checksum_and_freshness_verdicts():
     assert not evaluate_check(checksum, Measurement(name="sum", kind="checksum", value="abd"), manifest, None).passed
     backup = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
     fresh = FreshnessCheck(table="orders", column="updated_at", max_lag="10m")
-    at = lambda minutes: Measurement(name=fresh.name, kind="freshness", value=(backup - timedelta(minutes=minutes)).isoformat())
+    def at(minutes: int) -> Measurement:
+        return Measurement(name=fresh.name, kind="freshness", value=(backup - timedelta(minutes=minutes)).isoformat())
+
     assert evaluate_check(fresh, at(9), None, backup).passed
     assert not evaluate_check(fresh, at(11), None, backup).passed
     empty = evaluate_check(fresh, Measurement(name=fresh.name, kind="freshness", value=None), None, backup)
