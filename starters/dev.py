@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
-
 from pydantic import SecretStr
 
 from core.config import Settings
@@ -687,9 +686,9 @@ class DevStack:
                 f"                  decoded data in the UI: open {self.codec_url}/login once and enter the secret in",
                 f"                  {self.state_dir / 'codec-token'}; then in the UI's Codec Server settings give endpoint",
                 f"                  {self.codec_url}, override, and \"Include cross-origin credentials\"",
-                f"  approvers       OpenBao issues their ID tokens; the worker verifies every approval. Log in as one",
-                f"                  of alice bob (platform-team), carol (security-team), dave erin (sre), password pw:",
-                f"                  runbook login alice",
+                "  approvers       OpenBao issues their ID tokens; the worker verifies every approval. Log in as one",
+                "                  of alice bob (platform-team), carol (security-team), dave erin (sre), password pw:",
+                "                  runbook login alice",
                 f"  logs            {self.logs}/",
                 "",
                 f"  source {self.state_dir / 'dev.env'}",
