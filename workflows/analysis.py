@@ -47,8 +47,8 @@ with workflow.unsafe.imports_passed_through():
         AnalysisTemplate,
         AnalysisVerdict,
         MeasureBatchInput,
-        Measurement,
         MeasureInput,
+        Measurement,
         MetricSpec,
         assess,
     )
@@ -140,7 +140,7 @@ class AnalysisRun:
                 wake = min(wake, deadline)
             try:
                 await workflow.wait_condition(
-                    lambda: self._stop() or self._deadline() != deadline or self._hold() != held,
+                    lambda deadline=deadline, held=held: self._stop() or self._deadline() != deadline or self._hold() != held,
                     timeout=max(wake - now, timedelta(milliseconds=1)),
                 )
             except asyncio.TimeoutError:
@@ -152,7 +152,7 @@ class AnalysisRun:
             results = await self._measure_batch(due)
         else:  # remote activities, and runs recorded before the batch activity existed
             results = await asyncio.gather(*(self._measure(spec) for spec in due))
-        for spec, measurement in zip(due, results):
+        for spec, measurement in zip(due, results, strict=True):
             following = self._next_due[spec.name] + spec.interval
             # after a long hold (a person deciding) do not burst through the missed ticks
             self._next_due[spec.name] = following if following > started else started + spec.interval
