@@ -53,7 +53,16 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import Duration, format_duration
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult
-    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop, until_done
+    from workflows.base import (
+        ACTIVITY_RETRY,
+        Ending,
+        RunbookWorkflow,
+        Stop,
+        cause_of,
+        error_type,
+        gate_stop,
+        until_done,
+    )
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
     from workflows.gate import ApprovalGate
 
@@ -501,7 +510,7 @@ class BlueGreenCutover(RunbookWorkflow):
                 bake_end, waiting = self._bake_end, self._promote_wait
                 try:
                     await workflow.wait_condition(
-                        lambda: self.aborting
+                        lambda bake_end=bake_end, waiting=waiting: self.aborting
                         or self._bake_end != bake_end
                         or self._promote_wait is not waiting
                         or (waiting is not None and waiting.done()),
