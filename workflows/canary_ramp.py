@@ -407,7 +407,7 @@ class CanaryRamp(RunbookWorkflow):
                 return None
             try:
                 await workflow.wait_condition(
-                    lambda: self._stopping() or self.step_end != end or self.paused,
+                    lambda end=end: self._stopping() or self.step_end != end or self.paused,
                     timeout=None if self.paused else end - now,
                 )
             except asyncio.TimeoutError:
