@@ -405,7 +405,7 @@ class ProvisionEnvironment(RunbookWorkflow):
             wake = remind_at if self._reminded_for != expires else expires
             try:
                 await workflow.wait_condition(
-                    lambda: self._destroy_now is not None or self.aborting or self._expires_at != expires
+                    lambda expires=expires: self._destroy_now is not None or self.aborting or self._expires_at != expires
                     or self.continue_as_new_due(),
                     timeout=wake - now)
             except asyncio.TimeoutError:
