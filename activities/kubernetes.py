@@ -142,7 +142,7 @@ class KubernetesActivities:
                 try:
                     created = _call(
                         f"create deployment {_where(ref)}",
-                        lambda: apps.create_namespaced_deployment(ref.namespace, body, field_manager=FIELD_MANAGER),
+                        lambda body=body: apps.create_namespaced_deployment(ref.namespace, body, field_manager=FIELD_MANAGER),
                         conflict_ok=True,
                     )
                 except _Conflict:
@@ -163,7 +163,7 @@ class KubernetesActivities:
             try:
                 patched = _call(
                     f"patch deployment {_where(ref)}",
-                    lambda: apps.patch_namespaced_deployment(ref.name, ref.namespace, patch, field_manager=FIELD_MANAGER),
+                    lambda patch=patch: apps.patch_namespaced_deployment(ref.name, ref.namespace, patch, field_manager=FIELD_MANAGER),
                     conflict_ok=True,
                 )
             except _Conflict:
@@ -357,7 +357,7 @@ class KubernetesActivities:
             try:
                 _call(
                     f"set weights on HTTPRoute {_where(ref)}",
-                    lambda: custom.patch_namespaced_custom_object(
+                    lambda ops=ops: custom.patch_namespaced_custom_object(
                         GATEWAY_GROUP,
                         GATEWAY_VERSION,
                         ref.namespace,
