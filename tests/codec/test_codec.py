@@ -17,10 +17,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from core.approval import ApproveInput
 from core.config import Settings
+from core.runbook import RunbookMeta
 from tests import harness
 from tests.core.gated_workflows import GatedChange, GatedChangeInput
 from tests.core.test_gate import POLICY, _wait_for_gate
-from core.runbook import RunbookMeta
 from workers.codec import (
     ENCODING,
     KEY_ID,
@@ -188,7 +188,7 @@ async def test_raw_history_of_a_run_holds_no_clear_text_input(ts_env, task_queue
     clear = await harness.decoded_payload_bytes(history)
     assert SERVICE.encode() in clear and REQUESTER.encode() in clear
     # and a reader without the key cannot even read the input
-    with pytest.raises(Exception):
+    with pytest.raises(KeyError, match="Unknown payload encoding binary/encrypted"):
         await converter_for(None).decode(
             list(history.events[0].workflow_execution_started_event_attributes.input.payloads), [GatedChangeInput]
         )
