@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest_asyncio
+from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.notify import NotificationActivities
@@ -30,8 +31,6 @@ from starters.gateway import create_app, incident_workflow_id
 from tests import harness
 from tests.fakes.pagerduty import incident_event, sign, webhook
 from tests.gateway.runbook_under_test import GatewayDrill
-
-from slack_sdk.web.async_client import AsyncWebClient
 
 SLACK_SECRET = "slack-signing-secret-for-tests"
 PD_OLD, PD_NEW = "pd-webhook-secret-old", "pd-webhook-secret-new"
@@ -251,7 +250,6 @@ async def test_slash_command_start_status_and_approval_rules(gw):
     assert f"started `{workflow_id}`" in await command(f"start orders-drill service={service}", "U0REQ")
     assert "already running" in await command(f"start orders-drill service={service}", "U0REQ")
     assert "unknown parameter 'colour'" in await command("start orders-drill colour=red", "U0REQ")
-    handle = client.get_workflow_handle(workflow_id)
 
     async def waiting() -> bool:
         return "WaitingForApproval" in await command(f"status {workflow_id}", "U0REQ")
