@@ -79,7 +79,7 @@ class Snapshotter:
                     if d.get("TargetHealth", {}).get("State") != "draining"
                 )
 
-            def action(a: dict) -> Any:
+            def action(a: dict, names: dict = names) -> Any:
                 groups = (a.get("ForwardConfig") or {}).get("TargetGroups")
                 if groups:
                     return {names.get(g["TargetGroupArn"], g["TargetGroupArn"]): g.get("Weight", 1) for g in groups}
