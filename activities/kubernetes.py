@@ -13,10 +13,11 @@ create-or-patch) and reads back what it wrote. ``ApiException``s become typed ``
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, overload
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -142,7 +143,7 @@ class KubernetesActivities:
                 try:
                     created = _call(
                         f"create deployment {_where(ref)}",
-                        lambda body=body: apps.create_namespaced_deployment(ref.namespace, body, field_manager=FIELD_MANAGER),
+                        functools.partial(apps.create_namespaced_deployment, ref.namespace, body, field_manager=FIELD_MANAGER),
                         conflict_ok=True,
                     )
                 except _Conflict:
@@ -163,7 +164,8 @@ class KubernetesActivities:
             try:
                 patched = _call(
                     f"patch deployment {_where(ref)}",
-                    lambda patch=patch: apps.patch_namespaced_deployment(ref.name, ref.namespace, patch, field_manager=FIELD_MANAGER),
+                    functools.partial(apps.patch_namespaced_deployment, ref.name, ref.namespace, patch,
+                                      field_manager=FIELD_MANAGER),
                     conflict_ok=True,
                 )
             except _Conflict:
@@ -244,7 +246,8 @@ class KubernetesActivities:
                     non_retryable=True,
                 )
             wait = min(req.poll_seconds, max(req.deadline_seconds - elapsed, 0.0))
-            if activity.wait_for_cancelled_sync(wait):
+            activity.wait_for_cancelled_sync(wait)  # returns None: ask whether it was a cancellation
+            if activity.is_cancelled():
                 activity.logger.info("rollout wait for %s cancelled after %d polls", _where(req.ref), polls)
                 raise ApplicationError("cancelled", type="Cancelled", non_retryable=True)
 
@@ -259,6 +262,10 @@ class KubernetesActivities:
             raise
         return DeleteResult(deleted=True, existed=True)
 
+    @overload
+    def _read_deployment(self, ref: DeploymentRef) -> dict: ...
+    @overload
+    def _read_deployment(self, ref: DeploymentRef, missing_ok: bool) -> dict | None: ...
     def _read_deployment(self, ref: DeploymentRef, missing_ok: bool = False) -> dict | None:
         apps = self._apps(ref.context)
         try:
@@ -357,7 +364,8 @@ class KubernetesActivities:
             try:
                 _call(
                     f"set weights on HTTPRoute {_where(ref)}",
-                    lambda ops=ops: custom.patch_namespaced_custom_object(
+                    functools.partial(
+                        custom.patch_namespaced_custom_object,
                         GATEWAY_GROUP,
                         GATEWAY_VERSION,
                         ref.namespace,
