@@ -279,7 +279,7 @@ def default_template(name: str = "default", *, namespace: str = "Demo/Service", 
             namespace=namespace,
             metric_name=metric,
             dimensions={"Service": "{{service}}", "Version": "{{version}}"},
-            statistic=statistic,  # type: ignore[arg-type]
+            statistic=statistic,
             region=region,
         )
 
