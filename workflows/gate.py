@@ -140,7 +140,7 @@ class ApprovalGate:
         assert not self.open
         return GateOutcome(
             gate_id=self.id,
-            decision=self.view.decision,  # type: ignore[arg-type]
+            decision=self.view.decision,
             approvals=list(self.view.approvals),
             decided_by=self.view.decided_by,
             reason=self.view.reason,
