@@ -471,7 +471,7 @@ class CanaryRamp(RunbookWorkflow):
                     self.stop_step, self.stop_verdict = index, verdict
                     raise Stop("RolledBack", f"analysis {verdict.phase.lower()} at {self.weight} % and {why}: {verdict.reason}")
                 self.record_action("continue", outcome.decided_by or "policy", outcome.reason, note=f"after {verdict.phase.lower()} analysis")
-                if workflow.now() >= self.step_end:  # type: ignore[operator]
+                if workflow.now() >= self.step_end:
                     return None  # the verdict came at the end of the step: the person accepted it
                 run.acknowledge()
                 self.phase = "Progressing"
