@@ -327,7 +327,7 @@ class Catalog:
             incident_id=incident_id,
             slack_channel=slack_channel,
             ui_url=ui_url,
-            source=source,  # type: ignore[arg-type]
+            source=source,
         )
         model = input_model(workflow_class)
         try:
