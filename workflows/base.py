@@ -323,7 +323,7 @@ class RunbookWorkflow:
         if refusal is None and via == "ui" and not self.gates.open[req.gate_id].policy.allow_ui_approval:
             refusal = "this runbook does not accept approvals from the web UI"
         identity: VerifiedIdentity | None = None
-        person, groups = req.approver, []
+        person, groups = req.approver, list[str]()
         if refusal is None:
             found = await self._identify(req, via)
             if isinstance(found, str):
@@ -397,7 +397,7 @@ class RunbookWorkflow:
     def _record_refusal(self, gate_id: str, who: str, action: str, via: str, reason: str,
                         identity: VerifiedIdentity | None = None) -> None:
         self._refused.append(RefusedAttempt(
-            at=workflow.now(), gate_id=gate_id, who=who, action=action, via=via, reason=reason,  # type: ignore[arg-type]
+            at=workflow.now(), gate_id=gate_id, who=who, action=action, via=via, reason=reason,
             subject=identity.subject if identity and identity.verified else "",
             token_id=identity.token_id if identity else "",
         ))
@@ -771,7 +771,7 @@ class RunbookWorkflow:
             title=title,
             text=text,
             fields=fields or {},
-            severity=severity,  # type: ignore[arg-type]
+            severity=severity,
             gate=gate,
             status=status,
             incident_id=self.meta.incident_id,
