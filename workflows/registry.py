@@ -24,7 +24,7 @@ def input_model(workflow_class: type) -> type[BaseModel]:
 
 def by_name(classes: list[type]) -> dict[str, type]:
     """Workflow type name -> class."""
-    return {workflow._Definition.must_from_class(cls).name: cls for cls in classes}
+    return {workflow._Definition.must_from_class(cls).name or cls.__name__: cls for cls in classes}
 
 
 def load(modules: list[str]) -> list[type]:
