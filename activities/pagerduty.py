@@ -127,7 +127,7 @@ def clients(
     transport: httpx.BaseTransport | None = None,
 ) -> tuple[RestApiV2Client | None, EventsApiV2Client | None]:
     """The two clients, bounded retries; ``transport`` lets tests route https to a local fake."""
-    extra = {"transport": transport} if transport is not None else {}
+    extra: dict[str, Any] = {"transport": transport} if transport is not None else {}
     rest = RestApiV2Client(api_token, default_from=from_email, base_url=api_url, **extra) if api_token else None
     events = EventsApiV2Client(routing_key, base_url=events_url, **extra) if routing_key else None
     for client in (rest, events):
