@@ -224,7 +224,7 @@ class SlackChannel:
         context = (f"gate `{gate.gate_id}` · approvers: {who} · {len(gate.approvals)}/{gate.required_approvals} "
                    f"approvals · deadline {gate.deadline:%Y-%m-%d %H:%M} UTC")
         value = button_value(event.workflow_id, gate.gate_id, gate.binding)
-        blocks = [
+        blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": header}},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
             {
