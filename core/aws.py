@@ -154,7 +154,7 @@ class RdsSnapshotQuery(_Model):
     instance_identifier: str
     region: str
     snapshot_identifier: str | None = Field(None, description="pin this snapshot instead of the newest")
-    kinds: list[Literal["automated", "manual"]] = Field(default_factory=lambda: ["automated", "manual"])
+    kinds: list[Literal["automated", "manual"]] = ["automated", "manual"]  # pydantic copies the default per instance
 
 
 class RdsSnapshot(_Model):
