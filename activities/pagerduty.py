@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 import httpx2 as httpx  # the HTTP client the pagerduty package is built on
 from pagerduty import EventsApiV2Client, RestApiV2Client
