@@ -74,9 +74,11 @@ def calls_in_code() -> set[tuple[str, str, str]]:
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
-        method = node.func.attr
+        method, args = node.func.attr, node.args
+        if method == "partial" and args and isinstance(args[0], ast.Attribute):  # functools.partial(api.call, ...)
+            method, args = args[0].attr, args[1:]
         if method.endswith("_custom_object"):
-            group, plural = (constants[a.id] if isinstance(a, ast.Name) else a.value for a in (node.args[0], node.args[3]))
+            group, plural = (constants[a.id] if isinstance(a, ast.Name) else a.value for a in (args[0], args[3]))
             found.add((group, plural, VERB[method.split("_")[0]]))
             continue
         apis = [api for api in API_GROUP if hasattr(api, method)]
