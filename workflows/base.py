@@ -659,16 +659,8 @@ class RunbookWorkflow:
         return self._stage
 
     @property
-    def run_status(self) -> RunStatus:
-        return self._status
-
-    @property
     def steps(self) -> list[StepRecord]:
         return list(self._steps)
-
-    @property
-    def closed_gates(self) -> list[GateView]:
-        return list(self.gates.closed)
 
     def set_status(self, status: RunStatus, stage: str | None = None) -> None:
         if self._status_before_gates is not None and status not in TERMINAL + ("WaitingForApproval",) and self.gates.open:
@@ -795,9 +787,3 @@ class RunbookWorkflow:
         self._notify_refs.update(result.refs)
         self._notification_failures.extend(f"{kind}: {f}" for f in result.failures)
 
-    async def finish(self, status: RunStatus, summary: str, *, severity: str = "info") -> None:
-        """Record the final status and notify, for runs that end without ``conclude`` (test workflows)."""
-        self.set_status(status, summary)
-        kind: EventKind = "failed" if status == "Failed" else "finished"
-        await self.notify(kind, f"{self.meta.runbook}: {status}", summary, severity=severity, status=status)
-        await workflow.wait_condition(workflow.all_handlers_finished)
