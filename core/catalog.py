@@ -106,6 +106,77 @@ class SlackTrigger(BaseModel):
     users: list[str] = Field(default_factory=list, description="Slack user ids allowed to start it; empty = anyone in the channels")
 
 
+class _Attrs:
+    """Attribute access over a webhook's JSON for trigger templates: ``{incident.service.summary}``."""
+
+    def __init__(self, data: Any) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> "_Attrs":
+        if isinstance(self._data, dict) and name in self._data:
+            return _Attrs(self._data[name])
+        raise ParameterError(f"the incident has no field {name!r}")
+
+    def __getitem__(self, key: Any) -> "_Attrs":
+        try:
+            return _Attrs(self._data[int(key)] if isinstance(self._data, list) else self._data[key])
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ParameterError(f"the incident has no field {key!r}") from None
+
+    def __format__(self, spec: str) -> str:
+        value = self._data
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        return format(value, spec)
+
+
+class _AnyField:
+    """Stands in for any incident field when a template is checked at load: every path exists."""
+
+    def __getattr__(self, name: str) -> "_AnyField":
+        return self
+
+    def __getitem__(self, key: Any) -> "_AnyField":
+        return self
+
+    def __format__(self, spec: str) -> str:
+        return ""
+
+
+TEMPLATE_FIELDS = ("incident", "event")
+_LITERAL_BRACES = 'write a literal brace doubled: "{{region: us-east-1}}" gives {region: us-east-1}'
+
+
+def _render_template(template: str, scope: dict[str, Any]) -> str:
+    try:
+        return string.Formatter().vformat(template, (), scope)
+    except ParameterError:
+        raise
+    except KeyError as err:
+        raise ParameterError(f"{{{err.args[0]}}} is not a field: a template names {{incident.<path>}} or "
+                             f"{{event.<path>}}; {_LITERAL_BRACES}") from None
+    except IndexError:
+        raise ParameterError(f"a positional field {{}} or {{0}} is not a field: a template names {{incident.<path>}} "
+                             f"or {{event.<path>}}; {_LITERAL_BRACES}") from None
+    except (ValueError, AttributeError, TypeError) as err:
+        raise ParameterError(f"not a valid template ({err}); {_LITERAL_BRACES}") from None
+
+
+def render_trigger_parameters(templates: dict[str, str], event: dict) -> dict[str, str]:
+    """A PagerDuty trigger's parameters rendered over the webhook's event (``{incident...}`` is its ``data``).
+    Raises ParameterError naming the parameter, never anything else."""
+    scope = {"incident": _Attrs(event.get("data") or {}), "event": _Attrs(event)}
+    out = {}
+    for name, template in templates.items():
+        try:
+            out[name] = _render_template(template, scope)
+        except ParameterError as err:
+            raise ParameterError(f"trigger parameter {name!r} ({template!r}): {err}") from None
+    return out
+
+
 class PagerDutyTrigger(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -116,6 +187,18 @@ class PagerDutyTrigger(BaseModel):
     parameters: dict[str, str] = Field(
         default_factory=dict, description="parameter templates over the incident, e.g. '{incident.title}'"
     )
+
+    @field_validator("parameters")
+    @classmethod
+    def _templates(cls, parameters: dict[str, str]) -> dict[str, str]:
+        """Every template renders against any incident: fields are {incident...} or {event...}, braces doubled."""
+        scope = {name: _AnyField() for name in TEMPLATE_FIELDS}
+        for name, template in parameters.items():
+            try:
+                _render_template(template, scope)
+            except ParameterError as err:
+                raise ValueError(f"{name}: {template!r}: {err}") from None
+        return parameters
 
 
 class Triggers(BaseModel):
@@ -154,6 +237,17 @@ class RunbookSpec(BaseModel):
             for _, name, _, _ in string.Formatter().parse(getattr(self, attr)):
                 if name is not None and name not in self.parameters:
                     raise ValueError(f"{attr} uses {{{name}}}, which is not a parameter")
+        for index, trigger in enumerate(self.triggers.pagerduty):
+            for name in trigger.parameters:
+                if name not in self.parameters:
+                    known = ", ".join(sorted(self.parameters)) or "none"
+                    raise ValueError(f"triggers.pagerduty.{index}.parameters.{name}: not a parameter of this runbook "
+                                     f"(parameters: {known})")
+            missing = [name for name, p in self.parameters.items()
+                       if p.required and p.default is None and name not in trigger.parameters]
+            if missing:
+                raise ValueError(f"triggers.pagerduty.{index}.parameters: the runbook requires "
+                                 f"{', '.join(map(repr, missing))}, which this trigger does not set: it could never start")
         return self
 
     def policy_for(self, environment: str, groups: dict[str, list[str]], idp_groups: dict[str, list[str]] | None = None,

@@ -23,7 +23,6 @@ import hmac
 import json
 import logging
 import os
-import string
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
@@ -38,7 +37,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
-from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec
+from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec, render_trigger_parameters
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters import launch
@@ -148,37 +147,6 @@ class SeenEvents:
             self._ids.popitem(last=False)
 
 
-class _Attrs:
-    """Attribute access over the incident's JSON for parameter templates: ``{incident.service.summary}``."""
-
-    def __init__(self, data: Any) -> None:
-        self._data = data
-
-    def __getattr__(self, name: str) -> "_Attrs":
-        if isinstance(self._data, dict) and name in self._data:
-            return _Attrs(self._data[name])
-        raise ParameterError(f"the incident has no field {name!r}")
-
-    def __getitem__(self, key: Any) -> "_Attrs":
-        try:
-            return _Attrs(self._data[int(key)] if isinstance(self._data, list) else self._data[key])
-        except (KeyError, IndexError, ValueError, TypeError):
-            raise ParameterError(f"the incident has no field {key!r}") from None
-
-    def __format__(self, spec: str) -> str:
-        value = self._data
-        if value is None:
-            return ""
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, sort_keys=True)
-        return format(value, spec)
-
-
-def render_parameters(templates: dict[str, str], event: dict) -> dict[str, str]:
-    scope = {"incident": _Attrs(event.get("data") or {}), "event": _Attrs(event)}
-    return {name: string.Formatter().vformat(template, (), scope) for name, template in templates.items()}
-
-
 def incident_workflow_id(runbook: str, incident_id: str) -> str:
     return f"{runbook}:incident:{incident_id}"
 
@@ -202,10 +170,14 @@ class PagerDutyWebhooks:
                 break
         return found
 
-    async def handle(self, body: bytes, signature: str | None) -> JSONResponse:
+    async def handle(self, body: bytes, signature: str | None, content_type: str | None = None) -> JSONResponse:
         if not verify_pagerduty_signature(body, signature, self.g.pagerduty_secrets):
             log.warning("pagerduty webhook refused: bad or missing signature")
             return JSONResponse({"error": "invalid signature"}, status_code=401)
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json":  # PagerDuty sends JSON; anything else is not one of its webhooks
+            return JSONResponse({"error": f"unsupported media type {media_type or '(none)'}: send application/json"},
+                                status_code=415)
         try:
             payload = json.loads(body)
             event = payload["event"]
@@ -229,6 +201,9 @@ class PagerDutyWebhooks:
             log.error("pagerduty event %s not handled: Temporal error %s", event_id, err.status)
             return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
         self.seen.add(event_id)
+        if result.get("refused") and not result.get("started") and not result.get("attached"):
+            # every matching runbook refused the incident (a template or parameter problem): say why, with a 4xx
+            return JSONResponse({"status": "refused", "event_id": event_id, **result}, status_code=422)
         return JSONResponse({"status": "ok", "event_id": event_id, **result}, status_code=202)
 
     async def _triggered(self, event: dict, event_type: str, incident: dict) -> dict:
@@ -286,7 +261,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ starting
     def plan(self, spec: RunbookSpec, trigger: PagerDutyTrigger, event: dict, incident_id: str):
-        params = render_parameters(trigger.parameters, event)
+        params = render_trigger_parameters(trigger.parameters, event)
         kwargs = dict(
             requested_by="pagerduty",
             workflows=self.workflows,
@@ -642,7 +617,8 @@ def create_app(
 
     @api.post("/pagerduty/webhook")
     async def pagerduty_webhook(request: Request) -> JSONResponse:
-        return await pagerduty.handle(await request.body(), request.headers.get("x-pagerduty-signature"))
+        return await pagerduty.handle(await request.body(), request.headers.get("x-pagerduty-signature"),
+                                      request.headers.get("content-type"))
 
     app = BodyLimitMiddleware(api, settings.gateway_max_body_bytes)
     app.state = api.state  # type: ignore[attr-defined]
