@@ -6,6 +6,7 @@ handlers and the unit tests all use the same code.
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -218,7 +219,7 @@ def check_approval(
             return f"{who} has already approved this gate"
         if gate.binding is not None and binding != gate.binding:
             if not binding:
-                return (f"this gate approves {gate.binding}: say so with --expect {gate.binding} "
+                return (f"this gate approves {gate.binding}: say so with --expect {shlex.quote(gate.binding)} "
                         f'(in a UI signal, "binding": "{gate.binding}")')
             return f"this gate approves {gate.binding}, not {binding}"
     return None

@@ -67,6 +67,12 @@ def format_duration(value: timedelta) -> str:
     return "".join(out)
 
 
+def format_span(value: timedelta) -> str:
+    """A measured duration for people: rounded to whole seconds (``20s``, never ``20.105965s``), largest units
+    first (``10m40s``)."""
+    return format_duration(timedelta(seconds=max(0, round(value.total_seconds()))))
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),

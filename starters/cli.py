@@ -13,18 +13,16 @@ import dataclasses
 import getpass
 import json
 import os
-import shlex
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Optional
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.panel import Panel
 from rich.table import Table
-from rich.text import Text
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -33,10 +31,11 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.approval import AbortInput, ApproveInput, GateView, RejectInput, audit_line
+from core.approval import AbortInput, ApproveInput, RejectInput
 from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
+from starters.render import approve_hint  # noqa: F401  (the approve command people are shown; re-exported)
 from starters.schedules import ScheduleError
 from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
@@ -403,65 +402,24 @@ def status(
         if as_json:
             _print_json(state.model_dump(mode="json"))
         else:
-            out.print(_render(state))
+            _show(state)
         return EXIT_OK
 
     _run(body)
 
 
-def _render(state: RunbookStatus) -> Group:
-    head = Table.grid(padding=(0, 2))
-    head.add_row("runbook", f"{state.runbook} on {state.target}" + (f" ({state.environment})" if state.environment else ""))
-    head.add_row("status", f"[bold]{state.status}[/bold]: {state.stage}")
-    head.add_row("requested by", state.requested_by)
-    steps = Table("step", "status", "detail", title="steps", expand=False)
-    for step in state.steps:
-        colour = {"done": "green", "failed": "red", "running": "yellow"}.get(step.status, "white")
-        steps.add_row(step.name, f"[{colour}]{step.status}[/{colour}]", step.detail)
-    parts: list[Any] = [head, steps]
-    several = len(state.open_gates) > 1
-    for gate in state.open_gates or ([state.gate] if state.gate else []):
-        text = (
-            f"[bold]{gate.title}[/bold] (gate {gate.gate_id})\n{gate.summary}\n"
-            f"approvers: {', '.join([*gate.eligible, *(f'members of {g}' for g in gate.eligible_groups)])}; "
-            f"{len(gate.approvals)}/{gate.required_approvals} approvals; deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC"
-        )
-        for a in gate.approvals:
-            text += f"\n{audit_line(a)}"
-        parts.append(Panel(text, title="waiting for approval", border_style="yellow"))
-        parts.append(Text(f"approve: {approve_hint(state.workflow_id, gate, several)}", no_wrap=True))
-    for gate in state.gates[-3:]:
-        for a in gate.approvals:
-            parts.append(Text(f"gate {gate.gate_id} {gate.decision}: {audit_line(a)}"))
-    for refused in state.refused[-5:]:
-        parts.append(f"[red]refused[/red] {refused.action} by {refused.who} via {refused.via}: {refused.reason}")
-    for action in state.actions[-5:]:
-        parts.append(f"{action.at:%H:%M:%S} {action.action} by {action.by}: {action.reason}")
-    if state.details:
-        details = Table.grid(padding=(0, 2))
-        for key, value in state.details.items():
-            shown = value if isinstance(value, str) else json.dumps(value, default=str)
-            details.add_row(key, shown if len(shown) <= 120 else shown[:117] + "...")
-        parts.append(Panel(details, title="details (runbook status --json for all)"))
-    return Group(*parts)
+def _show(state: RunbookStatus) -> None:
+    """One run's state, drawn by starters/render.py: Rich on a terminal, complete plain lines elsewhere."""
+    from starters import render
+
+    if out.is_terminal:
+        out.print(render.rich_view(state, _now()))
+    else:
+        sys.stdout.write("".join(line + "\n" for line in render.plain_lines(state, _now())))
 
 
-def _progress_lines(previous: RunbookStatus | None, state: RunbookStatus) -> list[str]:
-    """What changed between two status answers, as plain lines (for watch when output is not a terminal)."""
-    lines = []
-    if previous is None or (previous.status, previous.stage) != (state.status, state.stage):
-        lines.append(f"{state.status}: {state.stage}")
-    before = {(s.name, s.started_at): s.status for s in previous.steps} if previous else {}
-    for step in state.steps:
-        if before.get((step.name, step.started_at)) != step.status:
-            lines.append(f"  step {step.name}: {step.status} {step.detail}".rstrip())
-    seen = {g.gate_id for g in previous.open_gates} if previous else set()
-    several = len(state.open_gates) > 1
-    for gate in state.open_gates:
-        if gate.gate_id not in seen:
-            lines.append(f"  waiting for approval of {gate.title} by {', '.join(gate.eligible)}; "
-                         f"{approve_hint(state.workflow_id, gate, several)}")
-    return lines
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @app.command()
@@ -484,41 +442,35 @@ def watch(
 
 
 async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> None:
-    """A live view on a terminal; elsewhere (a pipe, a log file) one plain line per change, as it happens."""
+    """A Live view on a terminal, redrawn four times a second (bars and time left move between queries); elsewhere
+    (a pipe, a log file) the whole view once, then one plain line per change as it happens."""
+    from starters import render
+
     handle = client.get_workflow_handle(workflow_id)
     state = await _status(client, workflow_id)
-    live = out.is_terminal
+    shown: list[RunbookStatus] = [state]
+    live = (Live(get_renderable=lambda: render.rich_view(shown[0], _now()), console=out, refresh_per_second=4)
+            if out.is_terminal else None)
     previous: RunbookStatus | None = None
-    with Live(_render(state), console=out, refresh_per_second=4) if live else contextlib.nullcontext() as view:
+    with live if live is not None else contextlib.nullcontext():
         while True:
             described = await handle.describe()
             try:
-                state = await _status(client, workflow_id)
+                shown[0] = state = await _status(client, workflow_id)
             except RPCError:
                 pass  # no worker answering right now; keep following
-            if view is not None:
-                view.update(_render(state))
-            else:
-                for line in _progress_lines(previous, state):
-                    out.print(line, highlight=False, markup=False)
+            if live is None:
+                sys.stdout.write("".join(line + "\n" for line in render.change_lines(previous, state, _now())))
+                sys.stdout.flush()
                 previous = state
             if described.status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(interval)
+        if live is not None:
+            live.refresh()
 
 
 # ----------------------------------------------------------------------------- approvals and steering
-def approve_hint(workflow_id: str, gate: GateView, several: bool = False) -> str:
-    """The approve command for a gate, quoted so that it can be pasted into a shell as it is (the approver is whoever
-    is logged in: `runbook login`)."""
-    parts = ["runbook", "approve", workflow_id]
-    if several:
-        parts += ["--gate", gate.gate_id]
-    if gate.binding:
-        parts += ["--expect", gate.binding]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def _approval_identity() -> tuple[str | None, str]:
     """(ID token, who) for one approval: a fresh token of whoever ran `runbook login`; without a login, no token
     and the local user name, which only a worker without OIDC accepts (recorded as unverified)."""

@@ -20,8 +20,10 @@ One way to end (``RunbookWorkflow.conduct``/``conclude``): the procedure returns
 a failed activity is ``RolledBack``, an abort or a cancellation ``Aborted``, a rejected or timed-out cutover gate
 ``Rejected``, an invalid or unknown target ``Refused``. Compensation lives in one place (``_compensate``): before
 the switch it removes the new colour and leaves the live one untouched; after the switch it switches back first,
-then removes the new colour. What it could not undo makes the run ``Failed`` (the only ending that fails the
-workflow). docs/bluegreen.md has the table of what an abort does at each step.
+then removes the new colour; an abort while the old colour is being retired brings it back first. A failure while
+retiring the old colour after a clean bake ends ``Held``: the release stays live, the old colour still runs, and the
+summary says what to do by hand. What compensation could not undo makes the run ``Failed`` (the only ending that
+fails the workflow). docs/bluegreen.md has the table of what an abort does at each step.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         assess,
     )
     from core.approval import GateOutcome
-    from core.duration import Duration, format_duration
+    from core.duration import Duration, format_duration, format_span
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult
     from workflows.base import (
@@ -64,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         until_done,
     )
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
+    from workflows.contract import BlueGreenSteering, ExtendBakeInput, PromoteNowInput
     from workflows.gate import ApprovalGate
 
 COLOURS = ("blue", "green")
@@ -147,17 +150,6 @@ class BlueGreenInput(RunbookInput):
         return self
 
 
-class PromoteNowInput(BaseModel):
-    requested_by: str = Field(min_length=1)
-    reason: str = ""
-
-
-class ExtendBakeInput(BaseModel):
-    requested_by: str = Field(min_length=1)
-    by: Duration
-    reason: str = ""
-
-
 
 class BlueGreenResult(RunbookResult):
     service: str
@@ -176,7 +168,7 @@ class BlueGreenResult(RunbookResult):
 
 # --------------------------------------------------------------------------------------------------- workflow
 @workflow.defn
-class BlueGreenCutover(RunbookWorkflow):
+class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
     @workflow.init
     def __init__(self, input: BlueGreenInput) -> None:
         super().__init__(input.meta, input.carry)
@@ -259,7 +251,16 @@ class BlueGreenCutover(RunbookWorkflow):
             "health_failures": self._probe_failures,
             "bake_verdict": self._verdict.model_dump(mode="json") if self._verdict else None,
             "recent_measurements": [m.model_dump(mode="json") for m in self._measurements[-8:]],
+            "plan": self._plan_steps(),
         }
+
+    def _plan_steps(self) -> list[str]:
+        """The step names this cutover walks, in order (for `runbook watch`)."""
+        i = self._input
+        return ["discover", "bring-up", *(["preview-health"] if i.health_checks else []),
+                *(["preview-smoke"] if i.smoke_checks else []),
+                *(["pre-promotion-analysis"] if i.pre_analysis is not None else []),
+                "approval", "switch", "bake", "scale-down"]
 
     # ------------------------------------------------------------------ run
     @workflow.run
@@ -350,13 +351,15 @@ class BlueGreenCutover(RunbookWorkflow):
             pass
         self.check_abort("scale-down delay")
         self._phase = "retire"
-        self._retired = True  # from here on the old colour is (being) removed: never switch back to it
+        self._retired = True  # from here on the old colour is (being) removed: going back means restoring it first
         try:
             await self.change(router.retire(live), "retire")
         except (ActivityError, ApplicationError) as err:
             self.step_failed(rec, f"retiring {live} failed: {cause_of(err)}")
-            raise Stop("Held", f"{new} is live and baked, but retiring {live} failed: {cause_of(err)}; "
-                               f"scale {live} down by hand", severity="warning") from None
+            self.check_abort("retire")  # asked to stop meanwhile: return to the state as found all the same
+            # A healthy, baked release is not rolled back because the clean-up of the old colour failed.
+            raise Stop("Held", f"{new} is live and baked, but retiring {live} failed: {cause_of(err)}; {live} is "
+                               f"still running: {router.retire_by_hand(live)}", severity="warning") from None
         await self.step_done(rec, f"{live} retired; {new} is live")
         self._phase = "done"
         return f"{input.service} now on {new} ({input.image}); {ended}"
@@ -505,7 +508,7 @@ class BlueGreenCutover(RunbookWorkflow):
                         workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state=self._cursor())}))
                     continue
                 if now >= self._bake_end:
-                    return f"baked {format_duration(now - self._bake_started)} without breach"
+                    return f"baked {format_span(now - self._bake_started)} without breach"
                 wake = min(self._next_tick, self._bake_end)
                 bake_end, waiting = self._bake_end, self._promote_wait
                 try:
@@ -636,14 +639,27 @@ class BlueGreenCutover(RunbookWorkflow):
 
     async def _compensate(self, ending: Ending) -> None:
         """Before the switch: remove the new colour, never touch the live one. After it: switch back first
-        (verified), then remove the new colour. Once the old colour is being retired, nothing is switched back."""
+        (verified), then remove the new colour. While the old colour is being retired: a failure leaves the baked
+        release live (Held, the old colour still up); an abort or a cancel brings the old colour back as it was
+        found (and waits until it is ready), then switches back and removes the new colour."""
         router, live, new = self._router, self._live, self._new
         for step in self.steps:  # the step the run stopped in says so
             if step.status == "running":
                 self.step_failed(step, f"stopped: {ending.summary}")
         if self._retired:
-            ending.summary += f"; {new} stays live ({live} is being retired: nothing to switch back to)"
-            return
+            if not self.aborting or not workflow.patched(UNRETIRE_ON_ABORT):
+                return  # Held: the summary says what to do by hand
+            assert live is not None
+            rec = self.step_started("restore-old-colour", live)
+            try:
+                restored = await router.unretire(live, self._input.progress_deadline)
+            except (ActivityError, ApplicationError) as err:
+                self.step_failed(rec, f"could not bring {live} back: {cause_of(err)}")
+                ending.not_undone.append(f"{live} could not be brought back ({cause_of(err)}): traffic stays on {new}, "
+                                         f"which is kept running")
+                return  # never switch to a colour that cannot serve
+            ending.compensated.append(f"{live} brought back")
+            await self.step_done(rec, restored, notify=False)
         if self._switch_attempted and live is not None:
             rec = self.step_started("switch-back", f"-> {live}")
             try:
@@ -668,6 +684,10 @@ class BlueGreenCutover(RunbookWorkflow):
                 return
             ending.compensated.append(f"{new} removed")
             await self.step_done(rec, f"{new} removed; {live} untouched", notify=False)
+
+
+# An abort while the old colour is being retired brings it back (new commands on a path that used to end there).
+UNRETIRE_ON_ABORT = "bluegreen-unretire-on-abort"
 
 
 def _refusing(err: BaseException) -> bool:

@@ -8,7 +8,11 @@ Workflow-side code (it runs in the workflow sandbox): each method calls activiti
   the new image and the live replicas; switching rewrites the selector (read back by the activity).
 - ``AlbRouter``: one target group per colour; the listener's (or rule's) forward action sends everything to the
   live colour's group. The new colour's targets are registered in its group; switching moves the forward action
-  to the new group (verified by the activity); retiring deregisters the old group's targets. Like the canary's ALB
+  to the new group (verified by the activity); retiring deregisters the old group's targets.
+
+``unretire`` undoes ``retire`` for an abort that arrives while the old colour is being retired (its replicas as
+found / its deregistered targets registered again, then waited for until ready), so that traffic can go back to
+it; ``retire_by_hand`` says what a person does when retiring failed and the run ends Held. Like the canary's ALB
   router, it takes ARNs or names (``load_balancer`` + ``port``, target group names, default
   ``<service>-blue`` / ``<service>-green``): names are resolved once, read-only, through ``alb_find_listener``
   (the answer is in history, so replays are deterministic). Without ``targets`` nothing is registered or
@@ -111,6 +115,8 @@ class Router(Protocol):
     async def switch(self, colour: str) -> bool: ...
     async def remove(self, colour: str) -> None: ...
     async def retire(self, colour: str) -> None: ...
+    async def unretire(self, colour: str, deadline: timedelta) -> str: ...
+    def retire_by_hand(self, colour: str) -> str: ...
 
 
 def _other(colour: str) -> str:
@@ -193,12 +199,12 @@ class KubernetesRouter:
             ),
         )
 
-    async def wait_ready(self, deadline: timedelta) -> None:
-        new = _other(self.selector[self.cfg.colour_label])
+    async def wait_ready(self, deadline: timedelta, colour: str | None = None) -> None:
+        colour = colour or _other(self.selector[self.cfg.colour_label])
         poll = self.cfg.poll_seconds
         await self.call(
             KubernetesActivities.wait_rollout,
-            WaitRolloutInput(ref=self.ref(new), deadline_seconds=deadline.total_seconds(), poll_seconds=poll),
+            WaitRolloutInput(ref=self.ref(colour), deadline_seconds=deadline.total_seconds(), poll_seconds=poll),
             timeout=deadline + timedelta(minutes=2),
             heartbeat=timedelta(seconds=max(30.0, 3 * poll)),
         )
@@ -216,6 +222,19 @@ class KubernetesRouter:
     async def retire(self, colour: str) -> None:
         await self.call(KubernetesActivities.scale_deployment, ScaleInput(ref=self.ref(colour), replicas=0, ignore_missing=True))
 
+    async def unretire(self, colour: str, deadline: timedelta) -> str:
+        assert self.live_state is not None
+        replicas = self.live_state.replicas
+        await self.call(KubernetesActivities.scale_deployment, ScaleInput(ref=self.ref(colour), replicas=replicas))
+        await self.wait_ready(deadline, colour)
+        return f"{self.ref(colour).name} back to {replicas} replica(s), ready"
+
+    def retire_by_hand(self, colour: str) -> str:
+        ref = self.ref(colour)
+        context = f" --context {ref.context}" if ref.context else ""
+        return (f"scale deployment {ref.namespace}/{ref.name} to 0 by hand "
+                f"(kubectl{context} -n {ref.namespace} scale deployment {ref.name} --replicas=0)")
+
 
 class AlbRouter:
     def __init__(self, input: "BlueGreenInput", call: Call) -> None:
@@ -223,6 +242,7 @@ class AlbRouter:
         self.cfg = input.alb
         self.call = call
         self.new: str | None = None
+        self.retired: list[AlbTarget] = []  # the old colour's targets that retire deregistered (unretire's list)
 
     @property
     def traffic(self) -> AlbTrafficRef:
@@ -295,21 +315,23 @@ class AlbRouter:
             AlbTargetsInput(target_group_arn=self.group(self.new), targets=self.cfg.targets, region=self.cfg.region),
         )
 
-    async def wait_ready(self, deadline: timedelta) -> None:
-        """Poll target health with durable timers until every new target is healthy or the deadline passes."""
-        assert self.new is not None
-        wanted = {t.id for t in self.cfg.targets}
+    async def wait_ready(self, deadline: timedelta, colour: str | None = None, targets: list[AlbTarget] | None = None) -> None:
+        """Poll target health with durable timers until every target (default: the new colour's) is healthy or the
+        deadline passes."""
+        colour = colour or self.new
+        assert colour is not None
+        wanted = {t.id for t in (self.cfg.targets if targets is None else targets)}
         ends = workflow.now() + deadline
         while True:
             health = await self.call(
-                ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=self.group(self.new), region=self.cfg.region)
+                ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=self.group(colour), region=self.cfg.region)
             )
             states = {t.id: t.state for t in health.targets if t.id in wanted}
             if len(states) == len(wanted) and all(s == "healthy" for s in states.values()):
                 return
             if workflow.now() >= ends:
                 raise ApplicationError(
-                    f"targets of {self.new} not healthy within {deadline}: {states}",
+                    f"targets of {colour} not healthy within {deadline}: {states}",
                     type=errors.DEADLINE_EXCEEDED,
                     non_retryable=True,
                 )
@@ -336,10 +358,27 @@ class AlbRouter:
         health = await self.call(ElbActivities.alb_target_health, AlbTargetGroupRef(target_group_arn=group, region=self.cfg.region))
         targets = [AlbTarget(id=t.id, port=t.port) for t in health.targets if t.state != "draining"]
         if targets:
+            self.retired = targets
             await self.call(
                 ElbActivities.alb_deregister_targets,
                 AlbTargetsInput(target_group_arn=group, targets=targets, region=self.cfg.region),
             )
+
+    async def unretire(self, colour: str, deadline: timedelta) -> str:
+        if not self.retired:
+            return f"no target of {colour} was deregistered"
+        await self.call(
+            ElbActivities.alb_register_targets,
+            AlbTargetsInput(target_group_arn=self.group(colour), targets=self.retired, region=self.cfg.region),
+        )
+        await self.wait_ready(deadline, colour, self.retired)
+        return f"{len(self.retired)} target(s) of {colour} registered again, healthy"
+
+    def retire_by_hand(self, colour: str) -> str:
+        if not self.cfg.targets:
+            return f"retire {colour}'s capacity where it is managed (its target group is fed elsewhere)"
+        return (f"deregister {colour}'s targets from target group {self.group(colour)} by hand "
+                f"(aws elbv2 deregister-targets --target-group-arn {self.group(colour)} --targets ...)")
 
 
 def make_router(input: "BlueGreenInput", call: Call) -> Router:

@@ -143,6 +143,9 @@ class CanaryRamp(RunbookWorkflow):
         view = self.canary()
         data = view.model_dump(mode="json", exclude={"recent_measurements", "weights"})
         data["recent_measurements"] = [m.model_dump(mode="json") for m in self.recent[-8:]]
+        # for `runbook watch`: the whole plan by its step names, and each metric's success condition
+        data["plan"] = [f"step {i + 1}/{len(self.plan)}: {s.describe()}" for i, s in enumerate(self.plan)]
+        data["thresholds"] = {m.name: str(m.success) for t in self.templates.values() for m in t.metrics}
         return data
 
     # ------------------------------------------------------------------ steering

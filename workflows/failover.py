@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         Route53QueryInput,
         Route53UpsertInput,
     )
-    from core.duration import Duration, format_duration
+    from core.duration import Duration, format_duration, format_span
     from core.http_checks import HttpProbeInput, HttpProbeResult
     from core.kubernetes import DeploymentRef, ScaleInput, WaitRolloutInput
     from core.runbook import RunbookInput, RunbookResult, RunStatus
@@ -340,7 +340,7 @@ class _RegionMove(RunbookWorkflow):
             "held": self.held,
             "evidence": list(self.evidence[-10:]),
             "rto_target": format_duration(self.rto_target),
-            "elapsed": format_duration(workflow.now() - self.started_at),
+            "elapsed": format_span(workflow.now() - self.started_at),
         }
 
     @workflow.update
@@ -748,7 +748,10 @@ class RegionFailover(_RegionMove):
         self.failback_result: RegionMoveResult | None = None
 
     def status_details(self) -> dict[str, Any]:
-        details = {**super().status_details(), "mode": self.mode}
+        drill, dr = self.mode != "real", self.input.dr
+        plan = ["look", *([] if drill else ["confirm"]), "fence", "promote", *(["scale"] if dr.deployment else []),
+                "dns", "verify", *(["failback", "restore"] if drill else [])]
+        details = {**super().status_details(), "mode": self.mode, "plan": plan}
         if self.failback_result is not None:
             details["failback"] = self.failback_result.status
         return details

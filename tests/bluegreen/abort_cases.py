@@ -65,16 +65,15 @@ STEPS = {
 
 def safe_state(step: str, result, fake) -> None:
     """The documented safe state after an abort at ``step`` (docs/bluegreen.md)."""
-    if step == "retire":  # the retire finished: the new colour stays live, nothing to switch back to
-        assert result.live_colour == "green" and selector(fake)["colour"] == "green"
-        assert deployment(fake, "blue")["spec"]["replicas"] == 0 and deployment(fake, "green") is not None
-        return
+    # everything as found: at retire, the retire finished, then blue came back before traffic switched back to it
     assert selector(fake)["colour"] == "blue" and deployment(fake, "blue")["spec"]["replicas"] == 3
     assert deployment(fake, "green") is None
     assert result.live_colour == (None if step == "discover" else "blue") and not result.not_undone
-    after_switch = step in ("switch", "bake", "scale-down delay")
+    after_switch = step in ("switch", "bake", "scale-down delay", "retire")
     assert result.switched_back is after_switch
-    if after_switch:
+    if step == "retire":
+        assert result.compensated == ["blue brought back", "traffic switched back to blue", "green removed"]
+    elif after_switch:
         assert result.compensated == ["traffic switched back to blue", "green removed"]
     elif step != "discover":
         assert result.compensated == ["green removed"]

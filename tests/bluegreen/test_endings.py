@@ -126,6 +126,25 @@ async def test_remove_failure_is_not_undone(ts_env, task_queue, recording, kube,
     assert selector(kube.fake)["colour"] == "blue"
 
 
+# ------------------------------------------------------------------------------------------------ held
+async def test_retire_failure_after_a_clean_bake_holds_the_release(ts_env, task_queue, recording, kube, colours):
+    """Retiring the old colour fails after a clean bake: a healthy release is not rolled back for it. Held: green
+    stays live, blue still runs as found, and the summary says exactly what to do by hand."""
+    kube.fake.fail_next("PATCH", f"deployments/{SERVICE}-blue/scale", 403, times=5)
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, bake="2m", scale_down_delay="1s"))
+        await approve(handle)
+        result = await handle.result()
+        assert await workflow_task_failures(handle) == []
+    assert result.status == "Held", result.summary
+    assert f"kubectl -n {NS} scale deployment {SERVICE}-blue --replicas=0" in result.reason
+    assert result.live_colour == "green" and result.switched and not result.switched_back
+    assert not result.compensated and not result.not_undone
+    assert selector(kube.fake)["colour"] == "green" and deployment(kube.fake, "green") is not None
+    assert deployment(kube.fake, "blue")["spec"]["replicas"] == 3  # still running, as found
+    assert recording[0].events[-1].severity == "warning"
+
+
 # ------------------------------------------------------------------------------------------------ bounded history
 async def test_long_bake_continues_as_new_and_keeps_its_cursor(ts_env, task_queue, recording, kube, colours):
     measurer = Measurer()
