@@ -144,6 +144,8 @@ WAIT_RETRY = RetryPolicy(
 CLEANUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1), maximum_attempts=10,
                             non_retryable_error_types=[errors.INVALID_INPUT, errors.ACCESS_DENIED])
 # What a read-only validation call can say about a target a person named: it is not there, or not ours to read.
+# An abort during a passed drill's report ends it Aborted (a second report write, on a path that used to succeed).
+ABORT_AT_REPORT = "restore-abort-at-report"
 REFUSING_ERRORS = (errors.NOT_FOUND, errors.ACCESS_DENIED, errors.INVALID_INPUT)
 NOTHING_CHANGED = "nothing was changed"
 
@@ -167,6 +169,7 @@ class RestoreDrill(RunbookWorkflow):
         self._clone_started = False
         self._cleaned: tuple[list[str], list[str]] | None = None  # (removed, left behind) once clean-up ran
         self._verdict_failed = False  # the drill ended on its own verdict (checks, RPO, RTO): failures say why
+        self._cancelled_at_report = False
 
     def status_details(self) -> dict[str, Any]:
         r = self.report
@@ -485,24 +488,42 @@ class RestoreDrill(RunbookWorkflow):
     # ------------------------------------------------------------------------------------------------ the report
     async def _report(self, input: RestoreDrillInput, ending: Ending) -> None:
         """Close the report with the ending and write it (not for a refused drill: nothing was done to report).
-        Runs to its end even if the run is cancelled meanwhile: the scratch is already gone, nothing is left to stop."""
+        Runs to its end even if the run is cancelled meanwhile: the scratch is already gone, nothing is left to stop.
+        An abort or a cancel that arrives while a passed drill's report is written ends the run Aborted like an
+        abort at any other step: the write finishes, and the report is written again saying so."""
         r = self.report
-        if ending.status != "Succeeded" and not self._verdict_failed:
-            r.failures.insert(0, ending.summary)
-        r.passed = ending.final_status == "Succeeded" and not r.failures
+        self._close_report(ending)
         if ending.status == "Refused":
             return
         step = self.step_started("report")
-        task = asyncio.ensure_future(self._write_report(input))
-        if await until_done(task):
-            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
-        if task.result():
+        written = await self._write_to_end(input)
+        if ending.status == "Succeeded" and self.aborting and workflow.patched(ABORT_AT_REPORT):
+            stopped = "cancelled at report: treated as an abort" if self._cancelled_at_report \
+                else self.abort_stop("report").ending.summary
+            ending.status, ending.summary = "Aborted", f"{stopped} (the drill itself had passed: {ending.summary})"
+            self._close_report(ending)
+            written = await self._write_to_end(input)
+        if written:
             await self.step_done(step, r.report_uri or "", notify=False)
             return
         self.step_failed(step, r.failures[-1])
         if ending.status == "Succeeded":  # a drill without its evidence has not proved anything
             ending.status = "Failed"
             ending.summary += f"; {r.failures[-1]}"
+
+    def _close_report(self, ending: Ending) -> None:
+        r = self.report
+        if ending.status != "Succeeded" and not self._verdict_failed:
+            r.failures.insert(0, ending.summary)
+        r.passed = ending.final_status == "Succeeded" and not r.failures
+
+    async def _write_to_end(self, input: RestoreDrillInput) -> bool:
+        """Write the report, shielded: a cancellation meanwhile is recorded as an abort (by ``temporal``)."""
+        task = asyncio.ensure_future(self._write_report(input))
+        if await until_done(task):
+            self._cancelled_at_report = True
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        return task.result()
 
     async def _write_report(self, input: RestoreDrillInput) -> bool:
         r = self.report
