@@ -33,6 +33,7 @@ Implementations:
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, Callable, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -66,7 +67,11 @@ ROUTER_RETRY = RetryPolicy(
 ROUTER_TIMEOUT = timedelta(seconds=60)
 
 
-async def _call(method, arg: BaseModel, *, changes: bool = False):  # noqa: ANN001 - an activity method reference
+ArgT = TypeVar("ArgT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
+
+
+async def _call(method: Callable[[Any, ArgT], ResultT], arg: ArgT, *, changes: bool = False) -> ResultT:
     """One router activity. ``changes``: it writes, so a cancellation waits for it to finish (no race with the
     rollback that follows); reads are simply abandoned."""
     return await workflow.execute_activity_method(
@@ -102,6 +107,16 @@ class TrafficRouter:
         raise NotImplementedError
 
 
+def _names(spec: BaseModel, *fields: str) -> list[str]:
+    """The values of the spec's name ``fields``, all of which must be filled (CanaryRampInput fills them from the
+    service)."""
+    values = [getattr(spec, field) for field in fields]
+    missing = [field for field, value in zip(fields, values, strict=True) if not value]
+    if missing:
+        raise ApplicationError(f"router spec is missing {', '.join(missing)}", type=errors.INVALID_INPUT, non_retryable=True)
+    return values
+
+
 def _check(weight: int) -> None:
     if not 0 <= weight <= 100:
         raise ApplicationError(f"canary weight must be 0..100, not {weight}", type=errors.INVALID_INPUT, non_retryable=True)
@@ -111,13 +126,21 @@ class AlbRouter(TrafficRouter):
     kind = "alb"
 
     def __init__(self, spec: AlbRouterSpec) -> None:
-        self.spec = spec
+        _names(spec, "stable_target_group", "canary_target_group")
+        self.spec = spec  # _resolve replaces it with one where names are ARNs
         self._weight: int | None = None  # last weight written and verified by this run
 
     def describe(self) -> str:
         if self.spec.load_balancer and not self.spec.listener_arn:
             return f"ALB {self.spec.load_balancer}:{self.spec.port}"
         return f"ALB {self.spec.rule_arn or self.spec.listener_arn}"
+
+    @property
+    def _groups(self) -> tuple[str, str]:
+        """(stable, canary) target groups, names or ARNs: the constructor refused a spec without both."""
+        stable, canary = self.spec.stable_target_group, self.spec.canary_target_group
+        assert stable and canary
+        return stable, canary
 
     @property
     def ref(self) -> AlbTrafficRef:
@@ -128,8 +151,8 @@ class AlbRouter(TrafficRouter):
         """Turn names into ARNs once (read-only lookup; the answer is in history, so replay is deterministic)."""
         if self.spec.resolved:
             return
-        spec = self.spec
-        names = [tg for tg in (spec.stable_target_group, spec.canary_target_group) if not tg.startswith("arn:")]
+        spec, (stable, canary) = self.spec, self._groups
+        names = [tg for tg in (stable, canary) if not tg.startswith("arn:")]
         if spec.listener_arn and not names:
             return
         if not spec.load_balancer or not spec.port:
@@ -141,7 +164,7 @@ class AlbRouter(TrafficRouter):
         found: AlbLookup = await _call(
             ElbActivities.alb_find_listener,
             AlbLookupInput(load_balancer=spec.load_balancer, port=spec.port, target_groups=names, region=spec.region),
-        )  # type: ignore[assignment]
+        )
         missing = [n for n in names if n not in found.target_groups]
         if missing:
             raise ApplicationError(f"target group(s) not found: {', '.join(missing)}", type=errors.NOT_FOUND, non_retryable=True)
@@ -152,17 +175,17 @@ class AlbRouter(TrafficRouter):
         self.spec = spec.model_copy(
             update={
                 "listener_arn": spec.listener_arn or found.listener_arn,
-                "stable_target_group": arn(spec.stable_target_group),
-                "canary_target_group": arn(spec.canary_target_group),
+                "stable_target_group": arn(stable),
+                "canary_target_group": arn(canary),
             }
         )
 
     async def resolve(self) -> int:
         await self._resolve()
-        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
-        weights, spec = current.weights, self.spec
+        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)
+        weights, (stable, canary) = current.weights, self._groups
         where = self.describe()
-        for role, tg in (("stable", spec.stable_target_group), ("canary", spec.canary_target_group)):
+        for role, tg in (("stable", stable), ("canary", canary)):
             if tg not in weights:
                 raise ApplicationError(
                     f"{where} does not forward to the {role} target group {tg} (it forwards to "
@@ -170,7 +193,7 @@ class AlbRouter(TrafficRouter):
                     type=errors.NOT_FOUND,
                     non_retryable=True,
                 )
-        others = {tg: w for tg, w in weights.items() if tg not in (spec.stable_target_group, spec.canary_target_group) and w > 0}
+        others = {tg: w for tg, w in weights.items() if tg not in (stable, canary) and w > 0}
         if others:
             raise ApplicationError(
                 f"{where} also sends traffic to {', '.join(sorted(others))}: a ramp between stable and canary would take it away",
@@ -181,14 +204,15 @@ class AlbRouter(TrafficRouter):
 
     async def read_weight(self) -> int:
         await self._resolve()
-        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)  # type: ignore[assignment]
+        current: AlbWeights = await _call(ElbActivities.alb_get_weights, self.ref)
         return self._canary_share(current.weights)
 
     async def set_weight(self, weight: int) -> int:
         _check(weight)
         await self._resolve()
-        wanted = {self.spec.stable_target_group: 100 - weight, self.spec.canary_target_group: weight}
-        result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted), changes=True)  # type: ignore[assignment]
+        stable, canary = self._groups
+        wanted = {stable: 100 - weight, canary: weight}
+        result: AlbWeights = await _call(ElbActivities.alb_set_weights, AlbSetWeightsInput(ref=self.ref, weights=wanted), changes=True)
         got = self._canary_share(result.weights)
         if got != weight:
             raise ApplicationError(
@@ -201,7 +225,7 @@ class AlbRouter(TrafficRouter):
 
     def _canary_share(self, weights: dict[str, int]) -> int:
         total = sum(weights.values())
-        return 0 if total == 0 else round(100 * weights.get(self.spec.canary_target_group, 0) / total)
+        return 0 if total == 0 else round(100 * weights.get(self._groups[1], 0) / total)
 
     async def promote(self) -> None:
         if self._weight != 100:  # the plan usually ends with set_weight 100 already
@@ -215,8 +239,11 @@ class HttpRouteRouter(TrafficRouter):
     kind = "httproute"
 
     def __init__(self, spec: HttpRouteRouterSpec) -> None:
+        route, self._stable_service, self._canary_service, self._stable_deployment, self._canary_deployment = _names(
+            spec, "route", "stable_service", "canary_service", "stable_deployment", "canary_deployment"
+        )
         self.spec = spec
-        self.ref = HttpRouteRef(context=spec.context, namespace=spec.namespace, name=spec.route, rule_index=spec.rule_index)
+        self.ref = HttpRouteRef(context=spec.context, namespace=spec.namespace, name=route, rule_index=spec.rule_index)
 
     def describe(self) -> str:
         return f"HTTPRoute {self.spec.namespace}/{self.spec.route}"
@@ -225,7 +252,7 @@ class HttpRouteRouter(TrafficRouter):
         return DeploymentRef(context=self.spec.context, namespace=self.spec.namespace, name=name)
 
     async def _existing(self, role: str, name: str) -> DeploymentState:
-        state: DeploymentState = await _call(KubernetesActivities.get_deployment, self._deployment(name))  # type: ignore[assignment]
+        state: DeploymentState = await _call(KubernetesActivities.get_deployment, self._deployment(name))
         if not state.exists:
             raise ApplicationError(
                 f"{role} Deployment {self.spec.namespace}/{name} not found", type=errors.NOT_FOUND, non_retryable=True
@@ -233,13 +260,13 @@ class HttpRouteRouter(TrafficRouter):
         return state
 
     async def _stable_replicas(self) -> int:
-        return (await self._existing("stable", self.spec.stable_deployment)).replicas
+        return (await self._existing("stable", self._stable_deployment)).replicas
 
     async def resolve(self) -> int:
-        await self._existing("stable", self.spec.stable_deployment)
-        await self._existing("canary", self.spec.canary_deployment)
-        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)  # type: ignore[assignment]
-        missing = [s for s in (self.spec.stable_service, self.spec.canary_service) if s not in current.weights]
+        await self._existing("stable", self._stable_deployment)
+        await self._existing("canary", self._canary_deployment)
+        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)
+        missing = [s for s in (self._stable_service, self._canary_service) if s not in current.weights]
         if missing:
             raise ApplicationError(
                 f"{self.describe()} rule {self.spec.rule_index} has no backendRef {', '.join(missing)} "
@@ -253,10 +280,10 @@ class HttpRouteRouter(TrafficRouter):
         await _call(KubernetesActivities.scale_deployment, ScaleInput(ref=self._deployment(name), replicas=replicas), changes=True)
 
     async def _weights(self, weight: int) -> int:
-        wanted = {self.spec.stable_service: 100 - weight, self.spec.canary_service: weight}
+        wanted = {self._stable_service: 100 - weight, self._canary_service: weight}
         result: HttpRouteWeights = await _call(
             KubernetesActivities.set_httproute_weights, HttpRouteWeightsInput(ref=self.ref, weights=wanted), changes=True
-        )  # type: ignore[assignment]
+        )
         got = self._canary_share(result.weights)
         if got != weight:
             raise ApplicationError(
@@ -268,10 +295,10 @@ class HttpRouteRouter(TrafficRouter):
 
     def _canary_share(self, weights: dict[str, int]) -> int:
         total = sum(weights.values())
-        return 0 if total == 0 else round(100 * weights.get(self.spec.canary_service, 0) / total)
+        return 0 if total == 0 else round(100 * weights.get(self._canary_service, 0) / total)
 
     async def read_weight(self) -> int:
-        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)  # type: ignore[assignment]
+        current: HttpRouteWeights = await _call(KubernetesActivities.get_httproute_weights, self.ref)
         return self._canary_share(current.weights)
 
     async def set_weight(self, weight: int) -> int:
@@ -279,33 +306,23 @@ class HttpRouteRouter(TrafficRouter):
         replicas = canary_replicas(await self._stable_replicas(), weight)
         previous = await self.read_weight()
         if weight >= previous:  # capacity first, then traffic
-            await self._scale(self.spec.canary_deployment, replicas)
+            await self._scale(self._canary_deployment, replicas)
             return await self._weights(weight)
         got = await self._weights(weight)  # traffic first, then capacity
-        await self._scale(self.spec.canary_deployment, replicas)
+        await self._scale(self._canary_deployment, replicas)
         return got
 
     async def promote(self) -> None:
         stable = await self._stable_replicas()
-        await self._scale(self.spec.canary_deployment, max(stable, 1))
+        await self._scale(self._canary_deployment, max(stable, 1))
         await self._weights(100)
-        await self._scale(self.spec.stable_deployment, 0)
+        await self._scale(self._stable_deployment, 0)
 
     async def rollback(self) -> None:
         await self._weights(0)
-        await self._scale(self.spec.canary_deployment, 0)
+        await self._scale(self._canary_deployment, 0)
 
 
 def make_router(spec: AlbRouterSpec | HttpRouteRouterSpec) -> TrafficRouter:
     """The router for ``spec``; every name must be filled (CanaryRampInput fills them from the service)."""
-    if isinstance(spec, AlbRouterSpec):
-        needed = {"stable_target_group": spec.stable_target_group, "canary_target_group": spec.canary_target_group}
-    else:
-        needed = {
-            k: getattr(spec, k)
-            for k in ("route", "stable_service", "canary_service", "stable_deployment", "canary_deployment")
-        }
-    missing = [k for k, v in needed.items() if not v]
-    if missing:
-        raise ApplicationError(f"router spec is missing {', '.join(missing)}", type=errors.INVALID_INPUT, non_retryable=True)
     return AlbRouter(spec) if isinstance(spec, AlbRouterSpec) else HttpRouteRouter(spec)
