@@ -100,7 +100,8 @@ class MetricsActivities:
                 f"{body.get('errorType', 'error')}: {body.get('error', 'no detail')}"
             )
         data = body.get("data") or {}
-        kind, result = data.get("resultType"), data.get("result")
+        kind = data.get("resultType")
+        result: Any = data.get("result")  # JSON; a wrong shape is caught below as malformed
         try:
             if kind == "scalar":
                 return _number(result[1])

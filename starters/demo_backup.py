@@ -39,9 +39,14 @@ def pg_bin(name: str) -> str:
 def manifest(uri: str, backup_time: dt.datetime) -> dict[str, Any]:
     import psycopg
 
+    def scalar(conn: psycopg.Connection, query: str) -> Any:
+        row = conn.execute(query).fetchone()
+        assert row is not None, query  # an aggregate without GROUP BY answers exactly one row
+        return row[0]
+
     with psycopg.connect(uri) as conn:
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("orders", "customers")}  # noqa: S608
-        checksum = conn.execute(CHECKSUM_QUERY).fetchone()[0]
+        counts = {t: scalar(conn, f"SELECT count(*) FROM {t}") for t in ("orders", "customers")}  # noqa: S608
+        checksum = scalar(conn, CHECKSUM_QUERY)
     return {"backup_time": backup_time.isoformat(), "row_counts": counts, "checksums": {"orders_checksum": checksum}}
 
 

