@@ -3,6 +3,7 @@ wire-format fake, the real ELB activities against moto, real HTTP checks against
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -45,6 +46,8 @@ async def test_kubernetes_happy_path(ts_env, task_queue, recording, kube, colour
         handle = await start(client, task_queue, make_input(colours))
         status = await wait_for(handle, lambda s: s.gate is not None)
         assert status.gate.binding == "shop: blue -> green (shop:v2) via kubernetes"
+        assert status.details["plan"] == ["discover", "bring-up", "preview-health", "preview-smoke", "approval", "switch",
+                                          "bake", "scale-down"]  # what `runbook watch` shows ahead of the gate
         assert "health health: ok" in status.gate.summary and "smoke smoke: ok" in status.gate.summary
         assert selector(fake)["colour"] == "blue"  # nothing switched before the approval
         await approve(handle)
@@ -61,6 +64,7 @@ async def test_kubernetes_happy_path(ts_env, task_queue, recording, kube, colour
     assert colours["green"].hits["/healthz"] >= 1 + 3 * 2  # preview + 3 bake ticks x 2 probes
     assert colours["blue"].hits["/healthz"] == 0  # previews and bake hit the new colour only
     assert [s.name for s in result.steps] == ["discover", "bring-up", "preview-health", "preview-smoke", "approval", "switch", "bake", "scale-down"]
+    assert re.fullmatch(r"baked (\d+[hms])+ without breach", step(result, "bake").detail)  # never 3m0.105965s
     assert recording[0].kinds(handle.id)[-1] == "finished"
 
 
