@@ -138,11 +138,12 @@ class AnalysisRun:
             wake = min(self._next_due.values())
             if not held:
                 wake = min(wake, deadline)
+
+            def woken(deadline: datetime = deadline, held: bool = held) -> bool:
+                return self._stop() or self._deadline() != deadline or self._hold() != held
+
             try:
-                await workflow.wait_condition(
-                    lambda deadline=deadline, held=held: self._stop() or self._deadline() != deadline or self._hold() != held,
-                    timeout=max(wake - now, timedelta(milliseconds=1)),
-                )
+                await workflow.wait_condition(woken, timeout=max(wake - now, timedelta(milliseconds=1)))
             except asyncio.TimeoutError:
                 pass
 

@@ -408,11 +408,12 @@ class CanaryRamp(RunbookWorkflow):
             now = workflow.now()
             if now >= end and not self.paused:
                 return None
+
+            def woken(end: datetime = end) -> bool:
+                return self._stopping() or self.step_end != end or self.paused
+
             try:
-                await workflow.wait_condition(
-                    lambda end=end: self._stopping() or self.step_end != end or self.paused,
-                    timeout=None if self.paused else end - now,
-                )
+                await workflow.wait_condition(woken, timeout=None if self.paused else end - now)
             except asyncio.TimeoutError:
                 pass
             if self.paused:

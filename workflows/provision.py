@@ -403,11 +403,13 @@ class ProvisionEnvironment(RunbookWorkflow):
             if self.continue_as_new_due():  # a quiet point: nothing open, no handler running
                 workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state=self._cursor())}))
             wake = remind_at if self._reminded_for != expires else expires
+
+            def woken(expires: datetime = expires) -> bool:
+                return (self._destroy_now is not None or self.aborting or self._expires_at != expires
+                        or self.continue_as_new_due())
+
             try:
-                await workflow.wait_condition(
-                    lambda expires=expires: self._destroy_now is not None or self.aborting or self._expires_at != expires
-                    or self.continue_as_new_due(),
-                    timeout=wake - now)
+                await workflow.wait_condition(woken, timeout=wake - now)
             except asyncio.TimeoutError:
                 pass
 
