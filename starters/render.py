@@ -384,10 +384,10 @@ def rich_view(state: RunbookStatus, now: datetime) -> RenderableType:
         clocks.add_row(Text("canary weight", style="bold"), ProgressBar(total=100, completed=weight, width=30),
                        Text(f"{weight}%"))
     for timer in timers(state, now):
-        style = "yellow" if timer.paused else None
+        left_style = "yellow" if timer.paused else ""  # "": Text's default, no style
         clocks.add_row(Text(timer.label, style="bold"),
                        ProgressBar(total=1000, completed=int(timer.fraction(now) * 1000), width=30, pulse=timer.paused),
-                       Text(f"{timer.fraction(now) * 100:.0f}%  {timer.left(now)}", style=style))
+                       Text(f"{timer.fraction(now) * 100:.0f}%  {timer.left(now)}", style=left_style))
     if clocks.row_count:
         parts.append(clocks)
 
