@@ -191,6 +191,7 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
                             await handle.execute_update("abort", AbortInput(requested_by="matrix", reason="matrix abort"))
                         else:
                             await handle.cancel()
+                            await _cancel_processed(handle)
                     except Exception as err:  # noqa: BLE001 - a refused abort is a finding, not a crash
                         out.problems.append(f"{case.kind} request failed: {type(err).__name__}: {err}")
                     (case_dir / "go").write_text("")
@@ -236,6 +237,23 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
                 pass
         out.wall = time.monotonic() - started
     return out
+
+
+async def _cancel_processed(handle: WorkflowHandle, timeout: float = 15.0) -> None:
+    """Wait until the run has answered the cancel request (a workflow task completed after it), as the abort Update
+    waits for its handler, before the held activity is let go. Otherwise the activity may complete while the
+    workflow task that asks to cancel it is under way: a real server buffers that completion and accepts the
+    cancel command; the time-skipping test server rejects the task (ACTIVITY_UNKNOWN) and never retries it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen = False
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+                seen = True
+            elif seen and event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                                               EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED):
+                return
+        await asyncio.sleep(0.05)
 
 
 async def _lost(env: WorkflowEnvironment, handle: WorkflowHandle, where: dict, case_dir: Path) -> None:

@@ -10,6 +10,9 @@ whose details[0] is the result. Cancel == abort. The expected status per fault:
   run absorbed the fault by design (a probe among several) and made exactly the baseline's changes;
 - abort, cancel (while at step k): Aborted.
 
+A runbook may declare per-step exceptions as data (``Scenario.rules`` in runbooks.py, one ``StepRule`` per step and
+fault kind, documented in the runbook's docs): the outcome and safe state it names replace the general ones.
+
 The infrastructure ends in the safe state: as found at the start for any run that did not succeed (and for a
 successful drill or sandbox, which must be invisible afterwards), as the fault-free run left it for any other
 successful run. The change ledger: a successful kill/chaos run makes exactly the baseline's effective changes; any
@@ -97,14 +100,15 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
     else:
         problems.append(f"ends {out.ending}: the convention is a result with a status, or RunFailed "
                         f"({_short(out.reason, 200)})")
-    allowed = expected_statuses(case.kind, scenario.drill)
+    rule = scenario.rule(case.kind, case.step)
+    allowed = set(rule.outcome) if rule else expected_statuses(case.kind, scenario.drill)
     result = out.result or {}
     admitted = out.status == "Failed" and bool(result.get("not_undone"))
     absorbed = (case.kind == "fail" and out.status == "Succeeded" and baseline is not None
                 and not ledger_problems(out, baseline, True, scenario.safe_key, exact=True))
-    if case.kind == "fail" and admitted:
+    if case.kind == "fail" and admitted and not rule:
         allowed = allowed | {"Failed"}  # the failed step was itself a clean-up: the run says what it left
-    if absorbed:
+    if absorbed and not rule:
         allowed = allowed | {"Succeeded"}  # the step may fail by design (a probe among several): nothing differs
     if out.status not in allowed:
         problems.append(f"outcome {out.status or out.ending!r}, expected {' or '.join(sorted(allowed))}"
@@ -116,7 +120,9 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
     # 3. the safe state
     keep = scenario.safe_key
     succeeded = out.status == "Succeeded"
-    if admitted and case.kind == "fail":
+    if rule and out.status in rule.outcome:
+        expected, what = _rule_state(rule, out, baseline)
+    elif admitted and case.kind == "fail":
         expected, what = out.final, ""  # not safe, and the run says so: nothing more to compare
     elif not succeeded or scenario.success_is_initial:
         expected, what = out.initial, "as found at the start"
@@ -130,6 +136,16 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
     if baseline is not None and case.kind != "baseline":
         problems += ledger_problems(out, baseline, succeeded, keep)
     return problems
+
+
+def _rule_state(rule: Any, out: Outcome, baseline: Outcome | None) -> tuple[dict, str]:
+    """The safe state a step's rule names: as found, or as the fault-free run left it except some keys as found."""
+    if rule.safe == "as found" or baseline is None:
+        return out.initial, "as found at the start"
+    expected = {k: v for k, v in baseline.final.items() if not k.startswith(rule.as_found)}
+    expected.update({k: v for k, v in out.initial.items() if k.startswith(rule.as_found)})
+    kept = f", except {', '.join(rule.as_found)} as found" if rule.as_found else ""
+    return expected, f"as the fault-free run left it{kept}: {rule.why}"
 
 
 def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any = lambda key: True,

@@ -65,6 +65,27 @@ def meta(runbook: str, target: str, **kw: Any) -> RunbookMeta:
                        requested_by="matrix", approval=ApprovalPolicy(required_approvals=0), **kw)
 
 
+@dataclass(frozen=True)
+class StepRule:
+    """A per-step exception to the matrix's general expectation (tests/matrix/judge.py), declared by the runbook's
+    scenario as data and documented in the runbook's own docs: for these fault kinds at a step of this activity type
+    (in the run itself, ``{wf}``, or a child such as ``{wf}-failback``), the run ends with one of ``outcome`` and
+    leaves ``safe``: ``"as found"`` (everything as at the start) or ``"as left"`` (as the fault-free run left it),
+    except the snapshot keys starting with one of ``as_found``, which stay as they were found."""
+
+    kinds: tuple[str, ...]
+    activity: str
+    outcome: tuple[str, ...]
+    safe: str = "as found"
+    as_found: tuple[str, ...] = ()
+    role: str = "{wf}"
+    why: str = ""
+
+    def applies(self, kind: str, step: str | None) -> bool:
+        return (kind in self.kinds and step is not None and step.split("#", 1)[0] == self.role
+                and step.rsplit(":", 1)[-1] == self.activity)
+
+
 class Scenario:
     name: str
     workflow: Any  # the workflow's run method
@@ -73,6 +94,10 @@ class Scenario:
     regions: tuple[str, ...] = (EAST,)
     drill = False  # a drill may end Failed when it proves something unsafe
     success_is_initial = False  # a successful run leaves everything as found (drills, sandboxes)
+    rules: tuple[StepRule, ...] = ()  # per-step exceptions to the general expectation (the runbook's docs say why)
+
+    def rule(self, kind: str, step: str | None) -> StepRule | None:
+        return next((r for r in self.rules if r.applies(kind, step)), None)
 
     def seed(self, ctx: Ctx) -> None: ...
 
@@ -140,6 +165,14 @@ BG_NS, BG_SERVICE = "shop-prod", "shop"
 class BlueGreen(Scenario):
     name = "bluegreen"
     kube_contexts = ("default",)
+    rules = (
+        # docs/bluegreen.md: a failure while retiring the old colour after a clean bake does not roll back a healthy
+        # release: Held, the new colour live and the old one still running (an abort or a cancel there: Aborted,
+        # everything as found, like anywhere else)
+        StepRule(kinds=("fail",), activity="k8s_scale_deployment", outcome=("Held",), safe="as left",
+                 as_found=(f"k8s:default:deployments/{BG_NS}/{BG_SERVICE}-blue",),
+                 why="retiring the old colour failed after a clean bake: the release stands, the old colour still runs"),
+    )
 
     def __init__(self) -> None:
         from workflows.blue_green import BlueGreenCutover
