@@ -23,18 +23,14 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowFailureError,
-    WorkflowUpdateFailedError,
-)
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.approval import AbortInput, ApproveInput, RejectInput
 from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
+from starters.client import RunbookClient, RunbookClientError, Steer, describe_verb, dry_run
 from starters.render import approve_hint  # noqa: F401  (the approve command people are shown; re-exported)
 from starters.schedules import ScheduleError
 from workers.codec import CodecKeyError
@@ -104,7 +100,7 @@ def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, ParameterError, ScheduleError, CodecKeyError) as error:
+    except (UserError, RunbookClientError, ParameterError, ScheduleError, CodecKeyError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except CatalogError as error:
@@ -156,14 +152,12 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
     return params
 
 
+async def _runs(settings: Settings, address: str | None, namespace: str | None) -> RunbookClient:
+    return RunbookClient(await _client(settings, address, namespace), settings.task_queue)
+
+
 async def _status(client: Client, workflow_id: str) -> RunbookStatus:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await handle.query("status", result_type=RunbookStatus)
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            raise UserError(f"no runbook run with id {workflow_id!r}") from None
-        raise
+    return await RunbookClient(client).status(workflow_id)
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -246,10 +240,9 @@ def start(
         )
         if dry_run:
             return _print_plan(plan, as_json)
-        from starters.launch import start_runbook
-
-        client = await _client(settings, address, namespace)
-        outcome = await start_runbook(client, plan, settings.task_queue)
+        runs = await _runs(settings, address, namespace)
+        client = runs.temporal
+        outcome = await runs.start(plan)
         link = plan.meta.ui_url  # built by plan_start from the same UI base and namespace
         if not outcome.started:
             if as_json:
@@ -294,12 +287,7 @@ def start(
 
 
 def _print_plan(plan: StartPlan, as_json: bool) -> int:
-    data = {
-        "workflow_id": plan.workflow_id,
-        "workflow_type": plan.workflow_type,
-        "status": "DryRun",
-        "input": plan.input.model_dump(mode="json"),
-    }
+    data = dry_run(plan)
     if as_json:
         _print_json(data)
     else:
@@ -309,20 +297,7 @@ def _print_plan(plan: StartPlan, as_json: bool) -> int:
 
 
 async def _final(client: Client, workflow_id: str, run_id: str | None) -> tuple[str, Any]:
-    """A finished run's status and result: every runbook completes with a result whose ``status`` says how it
-    ended, except Failed, whose failure (type RunFailed) carries the same result as its details."""
-    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-    try:
-        result = await handle.result(follow_runs=True)
-    except WorkflowFailureError as failure:
-        cause = failure.cause
-        message = getattr(cause, "message", None) or str(cause)
-        details = getattr(cause, "details", None) or ()
-        if details and isinstance(details[0], dict) and details[0].get("status"):
-            return details[0]["status"], details[0]
-        return "Failed", {"status": "Failed", "summary": message, "error": message, "type": getattr(cause, "type", None)}
-    status = result.get("status", "Succeeded") if isinstance(result, dict) else "Succeeded"
-    return status, result
+    return await RunbookClient(client).result(workflow_id, run_id)
 
 
 # ----------------------------------------------------------------------------- list / status / watch
@@ -340,24 +315,9 @@ def list_(
 
     async def body() -> int:
         settings = _settings()
-        client = await _client(settings, address, namespace)
+        runs = await _runs(settings, address, namespace)
         query = visibility_query(runbook=runbook, target=target, status=status)
-        rows = []
-        async for execution in client.list_workflows(query, limit=limit):
-            attrs = execution.search_attributes
-            rows.append(
-                {
-                    "workflow_id": execution.id,
-                    "run_id": execution.run_id,
-                    "runbook": _attr(attrs, "RunbookName"),
-                    "target": _attr(attrs, "RunbookTarget"),
-                    "environment": _attr(attrs, "RunbookEnvironment"),
-                    "requested_by": _attr(attrs, "RunbookRequestedBy"),
-                    "status": _attr(attrs, "RunbookStatus"),
-                    "execution": execution.status.name if execution.status else None,
-                    "started": execution.start_time.isoformat() if execution.start_time else None,
-                }
-            )
+        rows = [row async for row in runs.runs(query, limit=limit)]
         if as_json:
             _print_json(rows)
             return EXIT_OK
@@ -380,11 +340,6 @@ def visibility_query(*, runbook: str | None = None, target: str | None = None, s
             escaped = value.replace("\\", "\\\\").replace('"', '\\"')
             clauses.append(f'{attr} = "{escaped}"')
     return " AND ".join(clauses)
-
-
-def _attr(attrs: dict, name: str) -> str:
-    values = attrs.get(name) or []
-    return str(values[0]) if values else ""
 
 
 @app.command()
@@ -500,19 +455,6 @@ async def _open_gate(client: Client, workflow_id: str, gate: str | None) -> str:
     return state.open_gates[0].gate_id
 
 
-async def _update(client: Client, workflow_id: str, name: str, arg: BaseModel) -> Any:
-    handle = client.get_workflow_handle(workflow_id)
-    try:
-        return await handle.execute_update(name, arg)
-    except WorkflowUpdateFailedError as failure:
-        cause = failure.cause
-        raise UserError(f"refused: {getattr(cause, 'message', None) or cause}") from None
-    except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            raise UserError(f"no running runbook with id {workflow_id!r}") from None
-        raise
-
-
 @app.command()
 def approve(
     workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
@@ -533,14 +475,10 @@ def approve(
             return await _print_signal(client, workflow_id, gate, reason, expect)
         gate_id = await _open_gate(client, workflow_id, gate)
         token, who = _approval_identity()
-        view = await _update(
-            client, workflow_id, "approve",
-            ApproveInput(gate_id=gate_id, approver=who, reason=reason, binding=expect, token=token),
-        )
-        decision = view.get("decision") if isinstance(view, dict) else None
-        count = len(view.get("approvals", [])) if isinstance(view, dict) else 0
-        needed = view.get("required_approvals") if isinstance(view, dict) else "?"
-        out.print(f"approved gate {gate_id} of {workflow_id} ({count}/{needed} approvals; gate {decision})")
+        view = await RunbookClient(client).approve(
+            workflow_id, ApproveInput(gate_id=gate_id, approver=who, reason=reason, binding=expect, token=token))
+        out.print(f"approved gate {gate_id} of {workflow_id} ({len(view.approvals)}/{view.required_approvals} approvals; "
+                  f"gate {view.decision})")
         return EXIT_OK
 
     _run(body)
@@ -581,7 +519,8 @@ def reject(
         client = await _client(_settings(), address, namespace)
         gate_id = await _open_gate(client, workflow_id, gate)
         token, who = _approval_identity()
-        await _update(client, workflow_id, "reject", RejectInput(gate_id=gate_id, approver=who, reason=reason, token=token))
+        await RunbookClient(client).reject(
+            workflow_id, RejectInput(gate_id=gate_id, approver=who, reason=reason, token=token))
         out.print(f"rejected gate {gate_id} of {workflow_id}")
         return EXIT_OK
 
@@ -650,12 +589,71 @@ def abort(
     async def body() -> int:
         if not reason.strip():
             raise UserError("--reason must say why")
-        client = await _client(_settings(), address, namespace)
-        message = await _update(client, workflow_id, "abort", AbortInput(requested_by=_identity(as_user), reason=reason))
-        out.print(str(message))
+        runs = await _runs(_settings(), address, namespace)
+        message = await runs.abort(workflow_id, AbortInput(requested_by=_identity(as_user), reason=reason))
+        out.print(message, highlight=False)
         return EXIT_OK
 
     _run(body)
+
+
+# ----------------------------------------------------------------------------- steering verbs
+AsOpt = Annotated[Optional[str], typer.Option(
+    "--as", help="who steers, recorded as an unverified label [env RUNBOOK_USER]")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="why (recorded on the run)")]
+IdArg = Annotated[str, typer.Argument(help="the run's workflow id")]
+
+
+def _steer(verb: str, workflow_id: str, request: Steer, address: str | None, namespace: str | None) -> None:
+    """Send one steering verb through the RunbookClient; the run's validator accepts it or refuses it (exit 2)."""
+
+    async def body() -> int:
+        runs = await _runs(_settings(), address, namespace)
+        steered = await runs.steer(workflow_id, verb, request)
+        out.print(f"{workflow_id}: {steered.message}", highlight=False)
+        return EXIT_OK
+
+    _run(body)
+
+
+@app.command(help=f"Pause a run: {describe_verb('pause')} (it holds its weight until resumed).")
+def pause(workflow_id: IdArg, reason: ReasonOpt = "", as_user: AsOpt = None, address: AddressOpt = None,
+          namespace: NamespaceOpt = None) -> None:
+    _steer("pause", workflow_id, Steer(_identity(as_user), reason), address, namespace)
+
+
+@app.command(help=f"Resume a run: {describe_verb('resume')}.")
+def resume(workflow_id: IdArg, reason: ReasonOpt = "", as_user: AsOpt = None, address: AddressOpt = None,
+           namespace: NamespaceOpt = None) -> None:
+    _steer("resume", workflow_id, Steer(_identity(as_user), reason), address, namespace)
+
+
+@app.command(help=f"Promote a run: {describe_verb('promote')}.")
+def promote(workflow_id: IdArg, reason: ReasonOpt = "", as_user: AsOpt = None, address: AddressOpt = None,
+            namespace: NamespaceOpt = None) -> None:
+    _steer("promote", workflow_id, Steer(_identity(as_user), reason), address, namespace)
+
+
+@app.command(help=f"Extend a run: {describe_verb('extend')}; DURATION like 10m, 2h, 1d.")
+def extend(workflow_id: IdArg, duration: Annotated[str, typer.Argument(help="how much longer, e.g. 10m")],
+           reason: ReasonOpt = "", as_user: AsOpt = None, address: AddressOpt = None,
+           namespace: NamespaceOpt = None) -> None:
+    _steer("extend", workflow_id, Steer(_identity(as_user), reason, duration), address, namespace)
+
+
+@app.command("destroy-now", help=f"Destroy now: {describe_verb('destroy-now')} (--reason required).")
+def destroy_now(workflow_id: IdArg, reason: Annotated[str, typer.Option("--reason", help="why (required)")],
+                as_user: AsOpt = None, address: AddressOpt = None, namespace: NamespaceOpt = None) -> None:
+    if not reason.strip():
+        err.print("[red]error:[/red] --reason must say why", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    _steer("destroy-now", workflow_id, Steer(_identity(as_user), reason), address, namespace)
+
+
+@app.command(help=f"Re-verify a run: {describe_verb('reverify')}.")
+def reverify(workflow_id: IdArg, reason: ReasonOpt = "", as_user: AsOpt = None, address: AddressOpt = None,
+             namespace: NamespaceOpt = None) -> None:
+    _steer("reverify", workflow_id, Steer(_identity(as_user), reason), address, namespace)
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -40,7 +40,8 @@ from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec, render_trigger_parameters
 from core.config import Settings
 from core.runbook import RunbookStatus
-from starters import launch
+from starters.client import Refused, RunbookClient, RunNotFound
+from workflows.contract import IncidentResolvedInput
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +223,6 @@ class PagerDutyWebhooks:
         return {"started": started, "attached": attached, "refused": refused}
 
     async def _resolved(self, incident: dict) -> dict:
-        from workflows.base import IncidentResolvedInput
-
         incident_id = str(incident["id"])
         signalled = []
         for spec in self.g.catalog.runbooks.values():
@@ -231,13 +230,11 @@ class PagerDutyWebhooks:
             if not any(service in t.service_ids for t in spec.triggers.pagerduty):
                 continue
             workflow_id = incident_workflow_id(spec.name, incident_id)
-            handle = self.g.client.get_workflow_handle(workflow_id)
             try:
-                await handle.signal("incident_resolved", IncidentResolvedInput(incident_id=incident_id))
+                await self.g.runs.incident_resolved(workflow_id, IncidentResolvedInput(incident_id=incident_id))
                 signalled.append(workflow_id)
-            except RPCError as err:
-                if err.status != RPCStatusCode.NOT_FOUND:
-                    raise
+            except RunNotFound:
+                pass
         return {"signalled": signalled}
 
 
@@ -257,6 +254,7 @@ class Gateway:
         self.client = client
         self.catalog = catalog
         self.workflows = workflows
+        self.runs = RunbookClient(client, settings.task_queue)  # every start, query and update goes through it
         self.pagerduty_secrets = [s.get_secret_value() for s in settings.pagerduty_webhook_secrets]
 
     # ------------------------------------------------------------------ starting
@@ -289,7 +287,7 @@ class Gateway:
 
     async def start(self, plan, reuse: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE) -> tuple[str, bool]:
         """Start the planned run (one RPC); (workflow id, False) when a run with that id is already there."""
-        outcome = await launch.start_runbook(self.client, plan, self.settings.task_queue, reuse=reuse)
+        outcome = await self.runs.start(plan, reuse=reuse)
         return outcome.workflow_id, outcome.started
 
     # ------------------------------------------------------------------ Slack permissions
@@ -306,7 +304,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ steering
     async def status(self, workflow_id: str) -> RunbookStatus:
-        return await self.client.get_workflow_handle(workflow_id).query("status", result_type=RunbookStatus)
+        return await self.runs.status(workflow_id)
 
     async def service_token(self) -> str | None:
         """A fresh ID token of the gateway's own service identity (settings), or None when none is configured (a
@@ -329,7 +327,6 @@ class Gateway:
         """Approve or reject a gate with the workflow's Update, as the gateway's service identity vouching for the
         Slack user (``on_behalf_of=slack:<user>``; Bolt has checked Slack's signature). The binding is what the
         person was shown (the button's value, or typed with --expect); it is never filled in from the run."""
-        handle = self.client.get_workflow_handle(workflow_id)
         alias = f"slack:{user}"
         try:
             if gate_id is None:
@@ -348,21 +345,17 @@ class Gateway:
             token = await self.service_token()
             name = self.settings.gateway_vault_username or SERVICE_NAME
             if action == "approve":
-                gate = await handle.execute_update(
-                    "approve", ApproveInput(gate_id=gate_id, approver=name, reason=reason, binding=binding,
-                                            token=token, on_behalf_of=alias),
-                    result_type=GateView,
-                )
+                gate = await self.runs.approve(workflow_id, ApproveInput(
+                    gate_id=gate_id, approver=name, reason=reason, binding=binding, token=token, on_behalf_of=alias))
             else:
-                gate = await handle.execute_update(
-                    "reject", RejectInput(gate_id=gate_id, approver=name, reason=reason, token=token, on_behalf_of=alias),
-                    result_type=GateView,
-                )
+                gate = await self.runs.reject(workflow_id, RejectInput(
+                    gate_id=gate_id, approver=name, reason=reason, token=token, on_behalf_of=alias))
         except GatewayIdentityError as err:
             return False, str(err), None
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            return False, f"refused: {getattr(cause, 'message', None) or cause or err}", None
+        except Refused as err:
+            return False, str(err), None
+        except RunNotFound:
+            return False, f"no run `{workflow_id}` (or it has finished)", None
         except RPCError as err:
             return False, _rpc_text(workflow_id, err), None
         if gate.decision == "pending":
@@ -373,11 +366,9 @@ class Gateway:
 
     async def abort(self, workflow_id: str, user: str, reason: str) -> str:
         try:
-            return await self.client.get_workflow_handle(workflow_id).execute_update(
-                "abort", AbortInput(requested_by=user, reason=reason), result_type=str
-            )
-        except WorkflowUpdateFailedError as err:
-            return f"refused: {getattr(err.cause, 'message', None) or err.cause or err}"
+            return await self.runs.abort(workflow_id, AbortInput(requested_by=user, reason=reason))
+        except Refused as err:
+            return str(err)
 
 
 def _rpc_text(workflow_id: str, err: RPCError) -> str:
@@ -401,6 +392,8 @@ class SlackCommands:
             return f"unknown command `{command}`\n{HELP}"
         try:
             return await handler(args, user, channel)
+        except RunNotFound as err:
+            return f"no run `{err.workflow_id}` (or it has finished)"
         except RPCError as err:
             return _rpc_text(args[0] if args else "?", err)
 

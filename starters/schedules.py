@@ -29,7 +29,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.catalog import StartPlan
-from starters import launch
+from starters.client import search_attributes
 
 
 class ScheduleError(ValueError):
@@ -64,7 +64,7 @@ async def create_schedule(
         raise ScheduleError(f"{cron!r} is not a cron expression (e.g. '0 3 1 * *' for 03:00 UTC on the 1st)")
     meta = plan.meta.model_copy(update={"source": "schedule"})
     workflow_input = plan.input.model_copy(update={"meta": meta})
-    attrs = launch.search_attributes(plan)
+    attrs = search_attributes(plan)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             plan.workflow_type,

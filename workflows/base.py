@@ -33,8 +33,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from activities.notify import NotificationActivities
     from core import errors
     from core.approval import (
@@ -72,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from workflows import search_attributes as sa
+    from workflows.contract import IncidentResolvedInput, Runbook
     from workflows.gate import ApprovalGate, GateRegistry
     from workflows.metrics import RunbookMetrics
 
@@ -105,11 +104,6 @@ END_SEVERITY: dict[str, Severity] = {
     "Held": "critical",
     "Failed": "critical",
 }
-
-
-class IncidentResolvedInput(BaseModel):
-    incident_id: str
-    resolved_by: str = "pagerduty"
 
 
 @dataclass
@@ -184,7 +178,7 @@ def gate_stop(outcome: GateOutcome, what: str) -> Stop:
     return Stop("Rejected", f"{what}: {word}{by}: {outcome.reason}".rstrip(": "))
 
 
-class RunbookWorkflow:
+class RunbookWorkflow(Runbook):
     def __init__(self, meta: RunbookMeta, carry: RunbookCarry | None = None) -> None:
         self.meta = meta
         self.metrics = RunbookMetrics(meta.runbook, meta.target)

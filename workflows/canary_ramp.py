@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import format_duration
     from workflows.analysis import AnalysisRun
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, gate_stop
+    from workflows.contract import CanarySteering
     from workflows.routers import TrafficRouter, make_router
 
 __all__ = [
@@ -85,7 +86,7 @@ def _time(value: str | None) -> datetime | None:
 
 # --------------------------------------------------------------------------------------------------- workflow
 @workflow.defn
-class CanaryRamp(RunbookWorkflow):
+class CanaryRamp(RunbookWorkflow, CanarySteering):
     @workflow.init
     def __init__(self, input: CanaryRampInput) -> None:
         super().__init__(input.meta, input.carry)

@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from core.kubernetes import DeploymentRef, ScaleInput, WaitRolloutInput
     from core.runbook import RunbookInput, RunbookResult, RunStatus
     from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
+    from workflows.contract import RegionMoveSteering, ReverifyInput
 
 # The old primary's region may be down: a fence gets a few quick tries, then is reported as not applied.
 FENCE_RETRY = RetryPolicy(
@@ -278,11 +279,6 @@ class RegionMoveResult(RunbookResult):
     failback: "RegionMoveResult | None" = None
 
 
-class ReverifyInput(BaseModel):
-    requested_by: str
-    reason: str = ""
-
-
 def dns_records(dns: DnsSpec, active: RegionSide, standby: RegionSide) -> list[RecordSet]:
     """The records that send the traffic to ``active`` (pure: the same input always gives the same UPSERT)."""
     base = dict(name=dns.record_name, type=dns.record_type, ttl=dns.ttl)
@@ -303,7 +299,7 @@ def retired(identifier: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- shared steps
-class _RegionMove(RunbookWorkflow):
+class _RegionMove(RunbookWorkflow, RegionMoveSteering):
     """What both directions share: the read-only look, fence / promote / scale / DNS / verify, giving back."""
 
     def _init_move(self, service: str, source: RegionSide, target: RegionSide, rto_target: timedelta) -> None:

@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         input_problems,
     )
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
+    from workflows.contract import ProvisionSteering
 
 NON_RETRYABLE = [*errors.NON_RETRYABLE, PLAN_STALE]
 TERRAFORM_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2,
@@ -83,7 +84,7 @@ Applied = Literal["no", "maybe", "yes"]
 
 
 @workflow.defn(name="ProvisionEnvironment")
-class ProvisionEnvironment(RunbookWorkflow):
+class ProvisionEnvironment(RunbookWorkflow, ProvisionSteering):
     @workflow.init
     def __init__(self, input: ProvisionEnvironmentInput) -> None:
         super().__init__(input.meta, input.carry)

@@ -169,7 +169,7 @@ def test_a_typed_slack_approval_must_name_what_the_gate_approves():
             return gate.model_copy(update={"decision": "approved", "decided_by": "alice"})
 
     class Client:
-        def get_workflow_handle(self, workflow_id):
+        def get_workflow_handle(self, workflow_id, run_id=None):
             return Handle()
 
     gate = GateView(gate_id="apply-1", title="Apply plan", opened_at=NOW, deadline=NOW + timedelta(hours=1),

@@ -1,0 +1,61 @@
+"""The declarations clients call (workflows.contract) are what the workflows implement, name for name and type for
+type; and a client needs no workflow module to call them."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import typing
+
+import pytest
+from temporalio import workflow
+
+from workflows import contract, registry
+
+
+def _declared(cls: type) -> dict[str, tuple[str, object]]:
+    """Handler name -> (kind, function) for every query, update and signal declared on ``cls`` and its bases."""
+    found: dict[str, tuple[str, object]] = {}
+    for _, member in inspect.getmembers(cls):
+        if hasattr(member, "__temporal_query_definition"):
+            found[member.__temporal_query_definition.name] = ("query", member)
+        elif hasattr(member, "__temporal_signal_definition"):
+            found[member.__temporal_signal_definition.name] = ("signal", member)
+        elif isinstance(member, workflow.UpdateMethodMultiParam):
+            found[member._defn.name] = ("update", member._defn.fn)
+    return found
+
+
+def _arg_and_result(fn: object) -> tuple[list[object], object]:
+    hints = typing.get_type_hints(fn)
+    params = [p for p in inspect.signature(fn).parameters if p != "self"]
+    return [hints.get(p) for p in params], hints.get("return")
+
+
+@pytest.mark.parametrize("cls", registry.WORKFLOWS, ids=lambda c: c.__name__)
+def test_every_workflow_implements_its_contract(cls: type) -> None:
+    name = workflow._Definition.must_from_class(cls).name
+    expected = contract.contract_for(name)
+    assert issubclass(cls, expected), f"{name} must inherit {expected.__name__}"
+    have = _declared(cls)
+    for handler, (kind, stub) in _declared(expected).items():
+        assert handler in have, f"{name} does not implement {kind} {handler}"
+        have_kind, fn = have[handler]
+        assert have_kind == kind
+        assert fn is not stub, f"{name}.{handler} is the contract's stub, not an implementation"
+        assert _arg_and_result(fn) == _arg_and_result(stub), f"{name}.{handler}: types differ from the contract"
+
+
+def test_contract_names_only_registered_workflow_types() -> None:
+    names = set(registry.by_name(registry.WORKFLOWS))
+    assert set(contract.CONTRACTS) <= names
+
+
+def test_the_client_imports_no_workflow_module_nor_client_library() -> None:
+    code = ("import sys, starters.client; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('boto3', 'botocore', 'psycopg', 'hvac', 'activities', 'slack_sdk') "
+            "or m.startswith('workflows.') and m not in ('workflows.contract', 'workflows.search_attributes')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
