@@ -13,6 +13,7 @@ import dataclasses
 import getpass
 import json
 import os
+import shlex
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -253,7 +254,7 @@ def start(
             else:
                 err.print(
                     f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.run_id}); "
-                    f"nothing new was started. Follow it: runbook watch {outcome.workflow_id}",
+                    f"nothing new was started. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
                     highlight=False,
                 )
             return EXIT_ALREADY_RUNNING
