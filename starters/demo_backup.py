@@ -1,6 +1,9 @@
 """The local demo's backups: a ``pg_dump -Fc`` of the demo ``orders`` database in moto S3, with its manifest.
 
-Part of the local stack (``runbook dev`` takes one backup at every start), not of the restore drill. Writes
+Part of the local stack, not of the restore drill: ``runbook dev`` takes one backup at every start and then one
+every ``RUNBOOK_DEMO_BACKUP_INTERVAL`` seconds (default 300, ``run_backups``), each right after a new order (the
+demo's live traffic, ``record_order``): the drill measures RPO as the backup's time minus the newest write it holds,
+so a backup of data nobody wrote to for a while would "miss" that while. Writes
 
 - ``s3://demo-backups/orders/<UTC time>.dump``: ``pg_dump -Fc --no-owner`` of the database;
 - ``s3://demo-backups/manifests/orders/<UTC time>.dump.json``: the manifest recorded at backup time, where the
@@ -10,7 +13,7 @@ Part of the local stack (``runbook dev`` takes one backup at every start), not o
 
 To see a drill fail, upload a truncated dump (the first half of the bytes) as the newest backup:
 ``python -m starters.demo_backup --truncated`` (after ``source .state/dev.env``); ``python -m starters.demo_backup``
-uploads a good one again.
+uploads a good one again (both record a new order first).
 """
 
 from __future__ import annotations
@@ -19,15 +22,22 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import subprocess
+import threading
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 BACKUP_BUCKET = "demo-backups"
 BACKUP_PREFIX = "orders/"
 MANIFEST_TEMPLATE = "manifests/{key}.json"
 # the restore-drill catalog's checksum query (runbooks/restore-drill.yaml, check orders_checksum)
 CHECKSUM_QUERY = "SELECT md5(string_agg(id || ':' || amount, ',' ORDER BY id)) FROM orders"
+# the demo's live traffic: one new order (updated_at = now())
+NEW_ORDER = "INSERT INTO orders (id, customer_id, amount) SELECT max(id) + 1, 1 + (max(id) + 1) % 7, 1000 FROM orders"
+BACKUP_INTERVAL_S = 300.0
 
 
 def pg_bin(name: str) -> str:
@@ -69,6 +79,29 @@ def upload_backup(uri: str, session: Any = None, *, truncated: bool = False) -> 
     return key
 
 
+def record_order(uri: str) -> None:
+    """One new order in the demo database, as its live traffic would write."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(NEW_ORDER)
+
+
+def run_backups(stop_event: threading.Event, uri: str, interval: float | None = None) -> None:
+    """The local stack's backup schedule: every ``interval`` seconds (``RUNBOOK_DEMO_BACKUP_INTERVAL``, default 300)
+    a new order, then a backup, until ``stop_event`` is set. A failure (moto restarting) is logged and retried at the
+    next tick."""
+    if interval is None:
+        interval = float(os.environ.get("RUNBOOK_DEMO_BACKUP_INTERVAL", BACKUP_INTERVAL_S))
+    while not stop_event.wait(interval):
+        try:
+            record_order(uri)
+            key = upload_backup(uri)
+            log.info("demo backup: s3://%s/%s", BACKUP_BUCKET, key)
+        except Exception as err:  # noqa: BLE001 - keep the schedule alive; the next tick tries again
+            log.warning("demo backup: refresh failed: %s", err)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--truncated", action="store_true", help="upload only the first half of the dump")
@@ -76,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.uri:
         parser.error("no database: source .state/dev.env (RUNBOOK_DEMO_POSTGRES_URI) or pass --uri")
+    record_order(args.uri)
     key = upload_backup(args.uri, truncated=args.truncated)
     print(f"s3://{BACKUP_BUCKET}/{key}" + (" (truncated)" if args.truncated else ""))
 

