@@ -369,7 +369,9 @@ def _show(state: RunbookStatus) -> None:
     from starters import render
 
     if out.is_terminal:
-        out.print(render.rich_view(state, _now()))
+        out.print(render.rich_view(state, _now(), commands=False))
+        for command in render.approve_commands(state):  # one line each, never wrapped: safe to copy
+            out.print(f"approve: {command}", markup=False, highlight=False, soft_wrap=True)
     else:
         sys.stdout.write("".join(line + "\n" for line in render.plain_lines(state, _now())))
 

@@ -371,8 +371,15 @@ def change_lines(previous: RunbookStatus | None, state: RunbookStatus, now: date
 
 
 # ----------------------------------------------------------------------------------------------- rich
-def rich_view(state: RunbookStatus, now: datetime) -> RenderableType:
-    """The whole view for a terminal."""
+def approve_commands(state: RunbookStatus) -> list[str]:
+    """The shell-quoted approve command of each open gate."""
+    several = len(state.open_gates) > 1
+    return [approve_hint(state.workflow_id, gate, several) for gate in state.open_gates]
+
+
+def rich_view(state: RunbookStatus, now: datetime, *, commands: bool = True) -> RenderableType:
+    """The whole view for a terminal. ``commands=False``: without the approve commands in the gate panels, for a
+    caller that prints them after the view on lines of their own (a panel wraps a long command: bad to copy)."""
     head = Table.grid(padding=(0, 2))
     for key, value in head_rows(state, now):
         head.add_row(Text(key, style="bold"), Text(value))
@@ -420,8 +427,9 @@ def rich_view(state: RunbookStatus, now: datetime) -> RenderableType:
     several = len(state.open_gates) > 1
     for gate in state.open_gates:
         body = Text("\n".join(gate_lines(state, gate, now)))
-        body.append("\napprove: ", style="bold")
-        body.append(approve_hint(state.workflow_id, gate, several))
+        if commands:
+            body.append("\napprove: ", style="bold")
+            body.append(approve_hint(state.workflow_id, gate, several))
         parts.append(Panel(body, title="waiting for approval", title_align="left", border_style="yellow", expand=False))
 
     events = event_lines(state, now)

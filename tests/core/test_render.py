@@ -137,3 +137,17 @@ def test_the_terminal_view_draws_bars_and_the_measurements_table():
     for header in ("metric", "value", "threshold", "verdict"):
         assert header in text
     assert "latency-p95" in text and "< 500" in text and "▶" in text
+
+
+def test_status_on_a_terminal_prints_the_approve_command_on_one_line_of_its_own():
+    from starters import cli
+
+    state = canary_state().model_copy(update={"open_gates": [gate()], "gate": gate()})
+    console = Console(file=io.StringIO(), width=60, force_terminal=True, color_system=None, soft_wrap=True)
+    saved, cli.out = cli.out, console
+    try:
+        cli._show(state)
+    finally:
+        cli.out = saved
+    lines = console.file.getvalue().splitlines()
+    assert "approve: runbook approve canary:checkout --expect 'checkout: blue -> green (v2) via alb'" in lines
