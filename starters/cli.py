@@ -733,6 +733,26 @@ def schedule_delete(
     _run(body)
 
 
+# ----------------------------------------------------------------------------- report
+@app.command()
+def report(
+    workflow_id: Annotated[str, typer.Argument(help="the run's workflow id")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file [default: report-<id>.html]")] = None,
+    address: AddressOpt = None,
+    namespace: NamespaceOpt = None,
+) -> None:
+    """Write a self-contained HTML report of a run (finished or running): charts, steps, audit trail."""
+    from starters.report import write_report  # plotly: only this command pays for importing it
+
+    async def body() -> int:
+        client = await _client(_settings(), address, namespace)
+        path, _ = await write_report(client, workflow_id, str(output) if output else None)
+        out.print(f"report written to {path}", highlight=False)
+        return EXIT_OK
+
+    _run(body)
+
+
 # ----------------------------------------------------------------------------- processes
 @app.command()
 def worker() -> None:
