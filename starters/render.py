@@ -141,15 +141,20 @@ class Timer:
     label: str
     start: datetime
     end: datetime
-    paused: bool = False
+    paused_at: datetime | None = None  # the clock stands still from then until resumed (the end then moves on)
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
     def fraction(self, now: datetime) -> float:
+        now = self.paused_at or now
         total = (self.end - self.start).total_seconds()
         return 1.0 if total <= 0 else min(max((now - self.start).total_seconds() / total, 0.0), 1.0)
 
     def left(self, now: datetime) -> str:
-        if self.paused:
-            return f"paused: the clock stands still with {span(self.end - now)} left"
+        if self.paused_at is not None:
+            return f"paused {moment(self.paused_at, now)}: {span(self.end - self.paused_at)} left once resumed"
         if now >= self.end:
             return f"due {moment(self.end, now)}"
         return f"{span(self.end - now)} left, ends {moment(self.end, now)}"
@@ -192,7 +197,11 @@ def timers(state: RunbookStatus, now: datetime) -> list[Timer]:
         end = _instant(details.get(key))
         if end is None or not running or (label == "bake" and running[-1].name != "bake"):
             continue
-        found.append(Timer(label, _aware(running[-1].started_at), end, paused=bool(details.get("paused"))))
+        paused_at = None
+        if details.get("paused"):
+            pauses = [a.at for a in state.actions if a.action == "pause"]
+            paused_at = _aware(pauses[-1]) if pauses else now
+        found.append(Timer(label, _aware(running[-1].started_at), end, paused_at))
     for gate in state.open_gates:
         found.append(Timer(f"gate {gate.gate_id} deadline", _aware(gate.opened_at), _aware(gate.deadline)))
     return found

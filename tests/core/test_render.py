@@ -151,3 +151,14 @@ def test_status_on_a_terminal_prints_the_approve_command_on_one_line_of_its_own(
         cli.out = saved
     lines = console.file.getvalue().splitlines()
     assert "approve: runbook approve canary:checkout --expect 'checkout: blue -> green (v2) via alb'" in lines
+
+
+def test_a_paused_step_shows_its_clock_standing_still():
+    from core.runbook import ActionRecord
+
+    paused = canary_state(paused=True).model_copy(update={
+        "actions": [ActionRecord(at=NOW - timedelta(minutes=2), action="pause", by="bob", reason="look at logs")]})
+    line = next(line for line in plain_lines(paused, NOW) if line.startswith("this step: "))
+    # 2 of 10 minutes ran before the pause; 8 are left once resumed, however long the pause lasts
+    assert line == "this step: [######------------------------]  20% paused 2m ago (14:26:10 UTC): 8m left once resumed"
+    assert any(line.endswith("pause by bob: look at logs") for line in plain_lines(paused, NOW))
