@@ -296,7 +296,16 @@ def gate_lines(state: RunbookStatus, gate: GateView, now: datetime) -> list[str]
 
 
 def other_details(state: RunbookStatus, now: datetime) -> list[tuple[str, str]]:
-    return [(key, _shown(value, now)) for key, value in state.details.items() if key not in _SHOWN]
+    """The runbook's other details, complete; a number of seconds (``bake_extended_seconds``) as a duration."""
+    rows = []
+    for key, value in state.details.items():
+        if key in _SHOWN:
+            continue
+        if key.endswith("_seconds") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((key.removesuffix("_seconds"), span(value)))
+        else:
+            rows.append((key, _shown(value, now)))
+    return rows
 
 
 def _bar(fraction: float, width: int = 30) -> str:

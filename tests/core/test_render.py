@@ -43,7 +43,8 @@ def canary_state(**details) -> RunbookStatus:
             "step_ends_at": (started + timedelta(minutes=10)).isoformat(), "current_weight": 25, "paused": False,
             "plan": plan, "measurements_total": 12, "recent_measurements": measurements,
             "thresholds": {"error-rate": "< 0.5", "latency-p95": "< 500", "cpu": "< 80"},
-            "plan_hash": "sha256:0123456789abcdef", "router_note": "x" * 150, **details,
+            "plan_hash": "sha256:0123456789abcdef", "router_note": "x" * 150, "bake_extended_seconds": 150.0,
+            **details,
         },
     )
 
@@ -76,6 +77,7 @@ def test_plain_canary_view_has_plan_bars_time_left_and_measurements_and_no_raw_t
     assert "  50s ago (14:27:20 UTC)  latency-p95 = 812.5  threshold < 500  Failed" in lines
     assert "  50s ago (14:27:20 UTC)  cpu = no data (no datapoints in the window)  threshold < 80  Inconclusive" in lines
     assert "  router_note: " + "x" * 150 in lines  # complete, not cut at 80 or 120 columns
+    assert "  bake_extended: 2m30s" in lines
     assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", text), "a raw ISO timestamp"
     assert not re.search(r"\d\.\d{4,}s", text), "a duration with microseconds"
     assert "resolve [<1s]: alb demo-alb:80" in text and "step 1/3: set weight 25% [1s]" in text  # 0.894 s
