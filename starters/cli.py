@@ -407,7 +407,7 @@ async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> Non
     handle = client.get_workflow_handle(workflow_id)
     state = await _status(client, workflow_id)
     shown: list[RunbookStatus] = [state]
-    live = (Live(get_renderable=lambda: render.rich_view(shown[0], _now()), console=out, refresh_per_second=4)
+    live = (Live(get_renderable=lambda: render.rich_view(shown[0], _now(), live=True), console=out, refresh_per_second=4)
             if out.is_terminal else None)
     previous: RunbookStatus | None = None
     with live if live is not None else contextlib.nullcontext():

@@ -38,6 +38,7 @@ _SHOWN = {
     "extended", "max_extension", "plan_hash",
 }
 _VERDICT_STYLE = {"Successful": "green", "Failed": "bold red", "Inconclusive": "yellow", "Error": "red"}
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _STEP_STYLE = {"done": "green", "failed": "red", "running": "bold yellow", "skipped": "dim", "compensated": "magenta"}
 
 
@@ -395,9 +396,11 @@ def approve_commands(state: RunbookStatus) -> list[str]:
     return [approve_hint(state.workflow_id, gate, several) for gate in state.open_gates]
 
 
-def rich_view(state: RunbookStatus, now: datetime, *, commands: bool = True) -> RenderableType:
+def rich_view(state: RunbookStatus, now: datetime, *, commands: bool = True, live: bool = False) -> RenderableType:
     """The whole view for a terminal. ``commands=False``: without the approve commands in the gate panels, for a
-    caller that prints them after the view on lines of their own (a panel wraps a long command: bad to copy)."""
+    caller that prints them after the view on lines of their own (a panel wraps a long command: bad to copy).
+    ``live``: the current step's status turns like a spinner (it moves at every redraw, even through a long step
+    with no clock of its own)."""
     head = Table.grid(padding=(0, 2))
     for key, value in head_rows(state, now):
         head.add_row(Text(key, style="bold"), Text(value))
@@ -426,8 +429,9 @@ def rich_view(state: RunbookStatus, now: datetime, *, commands: bool = True) -> 
         steps.add_column("detail", overflow="fold")
         for row in rows:
             style = "reverse" if row.current else ("dim" if row.status == "next" else None)
+            status = row.status + (f" {_SPINNER[int(now.timestamp() * 4) % len(_SPINNER)]}" if live and row.current else "")
             steps.add_row("▶" if row.current else "", row.name,
-                          Text(row.status, style=_STEP_STYLE.get(row.status, "yellow")), row.took, row.detail, style=style)
+                          Text(status, style=_STEP_STYLE.get(row.status, "yellow")), row.took, row.detail, style=style)
         parts.append(steps)
 
     measured = measurement_rows(state)
