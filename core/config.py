@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     )
     slack_api_url: str = Field("https://slack.com/api/", validation_alias=AliasChoices("SLACK_API_URL", "RUNBOOK_SLACK_API_URL"))
     slack_default_channel: str | None = None
+    slack_vault_path: str | None = Field(
+        None, description="the gateway reads SLACK_BOT_TOKEN / SLACK_SIGNING_SECRET left unset from this KV v2 secret "
+        "(fields bot_token, signing_secret), e.g. secret/runbook/slack"
+    )
 
     # PagerDuty
     pagerduty_api_token: SecretStr | None = Field(
@@ -108,6 +112,10 @@ class Settings(BaseSettings):
         default_factory=list,
         validation_alias=AliasChoices("PAGERDUTY_WEBHOOK_SECRETS", "RUNBOOK_PAGERDUTY_WEBHOOK_SECRETS"),
         description="webhook v3 signing secrets (several during rotation), JSON list",
+    )
+    pagerduty_vault_path: str | None = Field(
+        None, description="the gateway reads PAGERDUTY_WEBHOOK_SECRETS left unset from this KV v2 secret (field "
+        "webhook_secret, or webhook_secrets as a JSON list), e.g. secret/runbook/pagerduty"
     )
     pagerduty_from_email: str = Field("runbooks@example.com", validation_alias=AliasChoices("PAGERDUTY_FROM_EMAIL", "RUNBOOK_PAGERDUTY_FROM_EMAIL"))
     pagerduty_api_url: str = Field("https://api.pagerduty.com", validation_alias=AliasChoices("PAGERDUTY_API_URL", "RUNBOOK_PAGERDUTY_API_URL"))

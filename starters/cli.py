@@ -34,6 +34,7 @@ from core.runbook import RunbookStatus
 from starters.client import RunbookClient, RunbookClientError, Steer, describe_verb, dry_run
 from starters.render import approve_hint  # noqa: F401  (the approve command people are shown; re-exported)
 from starters.schedules import ScheduleError
+from starters.simulate import simulate_app
 from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
 from workflows import registry
@@ -55,6 +56,7 @@ codec_keys_app = typer.Typer(help="The key file of the payload codec (RUNBOOK_CO
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(codec_keys_app, name="codec-keys")
+app.add_typer(simulate_app, name="simulate")  # signed Slack / PagerDuty requests to the gateway
 
 out = Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
 err = Console(stderr=True, soft_wrap=True)

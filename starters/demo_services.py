@@ -8,6 +8,9 @@ a thread (port ``RUNBOOK_DEV_DEMO_PORT``, default 8090; ``dev.env`` exports ``RU
   ``v1``; ``RUNBOOK_DEMO_GREEN_VERSION``, default ``v2``), which the blue-green smoke checks look for.
 - ``/regions/<region>/healthz``: the region's health endpoint for the failover drill: 200 ``ok``; 503 while
   ``<state>/demo/<region>-down`` exists; ``<state>/demo/primary-down`` takes the primary (us-east-1) down.
+- ``POST /slack/api/<method>``: where the local gateway's Slack Web API calls go (``SLACK_API_URL``; there is no
+  Slack here): ``auth.test`` names a demo bot, every other method answers ``ok`` (a message gets a ``ts``), and each
+  call is appended to ``<state>/demo/slack-api.jsonl`` so you can see what would have reached Slack.
 
 The switch files are read on every request, so they work on a running stack (``touch`` to break, ``rm`` to heal).
 
@@ -17,8 +20,10 @@ Run alone: ``python -m starters.demo_services [--state .state] [--port 8090]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -55,6 +60,28 @@ def respond(state_dir: Path, path: str) -> tuple[int, str]:
     return 404, "not found\n"
 
 
+DEMO_BOT = {"url": "https://demo.slack.invalid/", "team": "demo", "user": "runbook", "team_id": "T0DEMO",
+            "user_id": "U0RUNBOOK", "bot_id": "B0RUNBOOK"}
+
+
+def respond_slack(state_dir: Path, path: str, body: bytes) -> tuple[int, dict] | None:
+    """The Slack Web API sink: (status, JSON answer) for ``POST /slack/api/<method>``, None for other paths."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if len(parts) != 3 or parts[:2] != ["slack", "api"]:
+        return None
+    method = parts[2]
+    demo = Path(state_dir) / "demo"
+    demo.mkdir(parents=True, exist_ok=True)
+    with (demo / "slack-api.jsonl").open("a") as out:
+        out.write(json.dumps({"method": method, "body": body.decode(errors="replace")}) + "\n")
+    if method == "auth.test":
+        return 200, {"ok": True, **DEMO_BOT}
+    answer: dict = {"ok": True}
+    if method.startswith("chat."):
+        answer.update(channel="C0OPS", ts=f"{time.time():.6f}")
+    return 200, answer
+
+
 def make_server(state_dir: Path | str, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     state = Path(state_dir)
 
@@ -64,6 +91,16 @@ def make_server(state_dir: Path | str, port: int, host: str = "127.0.0.1") -> Th
             data = body.encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/html" if body.startswith("<html>") else "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            found = respond_slack(state, self.path, body)
+            status, data = (404, b"not found\n") if found is None else (found[0], json.dumps(found[1]).encode())
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain" if found is None else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -74,7 +74,17 @@ DEMO_SECRETS: dict[str, dict[str, str]] = {
     "demo/orders-db": {"username": "orders_app", "password": "orders-demo-password"},
     "demo/terraform": {"db_password": "terraform-demo-password"},
     "demo/slack": {"bot_token": "xoxb-demo-token", "signing_secret": "demo-slack-signing-secret"},
-    "demo/pagerduty": {"api_token": "demo-pagerduty-token", "routing_key": "demo-routing-key"},
+    "demo/pagerduty": {"api_token": "demo-pagerduty-token", "routing_key": "demo-routing-key",
+                       "webhook_secret": "demo-pagerduty-webhook-secret"},
+}
+# The gateway reads its Slack and PagerDuty secrets from these (starters.secret_settings); `runbook simulate` too.
+GATEWAY_SECRET_PATHS = {"RUNBOOK_SLACK_VAULT_PATH": "secret/demo/slack", "RUNBOOK_PAGERDUTY_VAULT_PATH": "secret/demo/pagerduty"}
+# One signed request through each of the gateway's doors (after `source .state/dev.env`); the banner prints them.
+DOOR_COMMANDS: dict[str, str] = {
+    "Slack (/runbook as alice in the demo channel C0OPS; answers go to a listener of the command)":
+        "runbook simulate slack 'list' --user U0ALICE01 --channel C0OPS",
+    "PagerDuty (a P1 incident on PEDGE01 starts region-failover mode=real: a healthy primary ends it, no failover "
+    "needed)": "runbook simulate pagerduty --service PEDGE01 --priority P1",
 }
 VAULT_TOKEN = "root"
 AWS_REGION = "us-east-1"
@@ -499,6 +509,8 @@ class DevStack:
             "VAULT_TOKEN": VAULT_TOKEN,
             "RUNBOOK_EVENTS_FILE": str(self.state_dir / "events.jsonl"),
             "RUNBOOK_CODEC_KEYS_FILE": str(self.codec_keys),  # every client and worker encrypts payloads
+            "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway),  # where `runbook simulate` finds the gateway
+            **GATEWAY_SECRET_PATHS,
             "CHECKPOINT_DISABLE": "1",
         }
         env["RUNBOOK_DEMO_URL"] = f"http://127.0.0.1:{self.ports.demo}"
@@ -654,7 +666,9 @@ class DevStack:
             essential=False,
             env={**self.client_env(), "RUNBOOK_GATEWAY_PORT": str(self.ports.gateway),
                  # the gateway's own service identity, which vouches for Slack users (runbooks/groups.yaml)
-                 "RUNBOOK_GATEWAY_VAULT_USERNAME": "runbook-gateway", "RUNBOOK_GATEWAY_VAULT_PASSWORD": DEMO_PASSWORD},
+                 "RUNBOOK_GATEWAY_VAULT_USERNAME": "runbook-gateway", "RUNBOOK_GATEWAY_VAULT_PASSWORD": DEMO_PASSWORD,
+                 # no Slack here: its Web API calls go to the demo services' sink (<state>/demo/slack-api.jsonl)
+                 "SLACK_API_URL": f"http://127.0.0.1:{self.ports.demo}/slack/api/"},
         )
 
         from starters.demo_backup import run_backups
@@ -747,6 +761,9 @@ class DevStack:
                 "  runbook status <workflow-id>            # stage, steps, the open gate and its --expect value",
                 "",
                 *[line for name, cmds in DEMO_COMMANDS.items() for line in (f"  # {name}", *(f"  {c}" for c in cmds), "")],
+                "  # the gateway's doors: signed as Slack and PagerDuty sign (secrets in OpenBao: secret/demo/slack,",
+                f"  # secret/demo/pagerduty; Slack API calls are recorded in {self.state_dir / 'demo' / 'slack-api.jsonl'})",
+                *[line for name, cmd in DOOR_COMMANDS.items() for line in (f"  # {name}", f"  {cmd}", "")],
                 "  Ctrl-C stops everything.",
             ]
         )

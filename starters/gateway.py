@@ -622,8 +622,14 @@ def serve(settings: Settings) -> None:
     """``runbook gateway``: connect to Temporal, load the catalog, serve the app with uvicorn."""
     import uvicorn
 
+    from starters.secret_settings import SecretSettingsError, with_vault_secrets
     from workers.connection import connect
     from workflows.registry import by_name, load
+
+    try:
+        settings = with_vault_secrets(settings)  # Slack / PagerDuty secrets from Vault when their paths are set
+    except SecretSettingsError as err:
+        raise SystemExit(f"runbook gateway: {err}") from None
 
     async def main() -> None:
         client = await connect(settings)

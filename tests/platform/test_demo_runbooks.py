@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from starters.dev import DEMO_COMMANDS, SCRIPTS
+from starters.dev import DEMO_COMMANDS, DOOR_COMMANDS, SCRIPTS
 from tests.platform.procs import free_dev_ports, start_dev
 
 COMMANDS = list(DEMO_COMMANDS.values())
@@ -121,3 +121,18 @@ def test_demo_commands_run_to_succeeded(stack):
     steps = {s["name"]: s["status"] for s in fo["steps"]}
     assert steps["fence-compute"] == "skipped" and steps["scale"] == "skipped", steps
     print(f"demo_runbooks_wall_s {elapsed:.1f} s")
+
+
+def test_banner_door_examples_pass_the_gateway(stack):
+    """The banner's signed examples reach the gateway with the secrets it read from OpenBao: the Slack one answers
+    in the demo channel (and the gateway's Slack API calls land in the demo sink), the PagerDuty one is accepted."""
+    state, dev = stack
+    slack, pagerduty = DOOR_COMMANDS.values()
+    assert slack in dev.output and pagerduty in dev.output
+    out = sh(state, slack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Runbooks you may start here" in out.stdout and "`restore-drill`" in out.stdout, out.stdout
+    assert "auth.test" in (state / "demo" / "slack-api.jsonl").read_text()
+    # the same webhook as P3 (no trigger matches): a P1 here would start a real failover of the demo database
+    out = sh(state, pagerduty + " --priority P3")
+    assert out.returncode == 0 and out.stdout.startswith("202 "), out.stdout + out.stderr
