@@ -223,7 +223,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         self._bake_end = self._bake_end + req.by
         self._extended += req.by
         self.record_action("extend_bake", req.requested_by, req.reason, note=f"+{format_duration(req.by)}")
-        return f"bake extended by {format_duration(req.by)}, now ends {self._bake_end.isoformat()}"
+        return f"bake extended by {format_duration(req.by)}, now ends {self._bake_end:%Y-%m-%d %H:%M:%S} UTC"
 
     @extend_bake.validator
     def _validate_extend_bake(self, req: ExtendBakeInput) -> None:
