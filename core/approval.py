@@ -175,6 +175,16 @@ class GateView(BaseModel):
     def open(self) -> bool:
         return self.decision == "pending"
 
+    def approve_hint(self, workflow_id: str, several: bool = False) -> str:
+        """The approve command for this gate, shell-quoted so that it can be pasted into a shell as it is (the
+        approver is whoever is logged in: `runbook login`); ``--gate`` when the run has several open gates."""
+        words = ["runbook", "approve", workflow_id]
+        if several:
+            words += ["--gate", self.gate_id]
+        if self.binding:
+            words += ["--expect", self.binding]
+        return shlex.join(words)
+
 
 class GateOutcome(BaseModel):
     gate_id: str

@@ -13,8 +13,10 @@ accepted now; its refusal comes back as ``Refused`` with the run's one-line reas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
+import yaml
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
@@ -34,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.canary import CanaryView, ExtendInput, SteerInput
-from core.duration import parse_duration
+from core.duration import format_duration, parse_duration
 from core.provision import DestroyNowInput, SandboxExpiry
 from core.provision import ExtendInput as ExtendTtlInput
 from core.runbook import RunbookStatus
@@ -109,8 +111,26 @@ def summary(plan: StartPlan) -> str:
 
 
 def details(plan: StartPlan) -> str:
-    rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(plan.params.items()))
-    return f"**Parameters**\n\n| parameter | value |\n|---|---|\n{rows}\n" if rows else "No parameters."
+    """The web UI's static details: the parameters as YAML, as a person writes them in the catalog or --set."""
+    if not plan.params:
+        return "No parameters."
+    return f"**Parameters**\n\n```yaml\n{parameters_yaml(plan.params)}\n```\n"
+
+
+def parameters_yaml(params: dict[str, Any]) -> str:
+    def plain(value: Any) -> Any:  # what YAML can write: durations as 10m, models as their fields
+        if isinstance(value, timedelta):
+            return format_duration(value)
+        if isinstance(value, BaseModel):
+            return plain(value.model_dump(mode="json", exclude_none=True))
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+    return yaml.safe_dump(plain(dict(sorted(params.items()))), sort_keys=False, allow_unicode=True,
+                          default_flow_style=False).strip()
 
 
 def dry_run(plan: StartPlan) -> dict[str, Any]:

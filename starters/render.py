@@ -16,7 +16,6 @@ never raw ISO timestamps or microseconds; every printed command is shell-quoted 
 from __future__ import annotations
 
 import math
-import shlex
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -64,14 +63,8 @@ def moment(at: datetime, now: datetime) -> str:
 
 
 def approve_hint(workflow_id: str, gate: GateView, several: bool = False) -> str:
-    """The approve command for a gate, shell-quoted so that it can be pasted into a shell as it is (the approver is
-    whoever is logged in: `runbook login`)."""
-    words = ["runbook", "approve", workflow_id]
-    if several:
-        words += ["--gate", gate.gate_id]
-    if gate.binding:
-        words += ["--expect", gate.binding]
-    return shlex.join(words)
+    """The approve command for a gate, shell-quoted (the run's UI details show the same: ``GateView.approve_hint``)."""
+    return gate.approve_hint(workflow_id, several)
 
 
 def _aware(at: datetime) -> datetime:

@@ -35,6 +35,7 @@ from temporalio.worker import Worker
 from starters.dev import binary as dev_binary
 from workers.codec import KeyRing, converter_for
 from workflows import search_attributes as sa
+from workflows.summaries import SummaryInterceptor
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 TEST_KEYS = Path(__file__).resolve().parent / "codec_test_keys.json"
@@ -143,7 +144,7 @@ def with_verifier(activities: Sequence[Callable]) -> list[Callable]:
 async def running_worker(
     client: Client, task_queue: str, workflows: Sequence[type], activities: Sequence[Callable]
 ) -> AsyncIterator[Worker]:
-    """A worker like the product's: sync activities on a thread pool. Approvals are checked by the unauthenticated
+    """A worker like the product's: sync activities on a thread pool, activity summaries for the web UI. Approvals are checked by the unauthenticated
     verifier (typed names, marked unverified) unless the test registers its own ``verify_id_token``."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         worker = Worker(
@@ -152,6 +153,7 @@ async def running_worker(
             workflows=list(workflows),
             activities=with_verifier(activities),
             activity_executor=pool,
+            interceptors=[SummaryInterceptor()],
         )
         async with worker:
             yield worker

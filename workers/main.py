@@ -34,6 +34,7 @@ from workers.health import HealthState, serve_health
 from workers.telemetry import configure_logging
 from workflows import metrics as runbook_metrics
 from workflows import registry
+from workflows.summaries import SummaryInterceptor
 
 log = logging.getLogger("runbook.worker")
 
@@ -109,6 +110,7 @@ async def run_worker(
                 max_concurrent_activities=min(settings.max_concurrent_activities, settings.activity_threads),
                 graceful_shutdown_timeout=grace,
                 identity=identity,
+                interceptors=[SummaryInterceptor()],  # a summary on every activity, for the web UI's timeline
             )
             async with worker:
                 health.polling = True

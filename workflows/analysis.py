@@ -142,8 +142,10 @@ class AnalysisRun:
             def woken(deadline: datetime = deadline, held: bool = held) -> bool:
                 return self._stop() or self._deadline() != deadline or self._hold() != held
 
+            what = "analysis ends" if not held and wake == deadline else "next measurement"
             try:
-                await workflow.wait_condition(woken, timeout=max(wake - now, timedelta(milliseconds=1)))
+                await workflow.wait_condition(woken, timeout=max(wake - now, timedelta(milliseconds=1)),
+                                              timeout_summary=f"{self.template.name}: {what} at {wake:%H:%M:%S} UTC")
             except asyncio.TimeoutError:
                 pass
 

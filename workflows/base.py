@@ -24,6 +24,7 @@ its ``@workflow.run``, and may override ``status_details()`` to add its own stat
 from __future__ import annotations
 
 import asyncio
+import shlex
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Awaitable, Callable, Literal, TypeVar
@@ -46,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         RejectInput,
         audit_line,
     )
-    from core.events import EventKind, RunbookEvent
+    from core.events import MAX_NOTIFIED_ACTIONS, EventKind, RunbookEvent
     from core.identity import (
         DEFAULT_GROUPS_CLAIM,
         DEFAULT_USERNAME_CLAIM,
@@ -230,6 +231,7 @@ class RunbookWorkflow(Runbook):
             notification_failures=list(self._notification_failures),
             details=self.status_details(),
             continued=self.continued,
+            notify_refs=dict(self._notify_refs),
         )
 
     def status_details(self) -> dict[str, Any]:
@@ -716,16 +718,31 @@ class RunbookWorkflow(Runbook):
         return record
 
     def _publish_details(self) -> None:
+        """The web UI's Current Details (Markdown): the state, each open gate with what it asks and how to approve
+        it (the CLI command, and the signal for this UI), the latest approvals, refusals and steps."""
         lines = [f"**{self.meta.runbook}** on `{self.meta.target}`: **{self._status}**, {self._stage}"]
-        for gate in self.gates.views():
+        views = self.gates.views()
+        workflow_id = workflow.info().workflow_id
+        for gate in views:
             who = ", ".join(gate.eligible) or "nobody"
             lines.append(
                 f"Waiting for approval of *{gate.title}* (gate `{gate.gate_id}`) by {who} "
                 f"since {gate.opened_at:%Y-%m-%d %H:%M:%S} UTC, deadline {gate.deadline:%Y-%m-%d %H:%M:%S} UTC; "
                 f"{len(gate.approvals)}/{gate.required_approvals} approvals"
             )
+            if gate.summary:
+                lines.append(gate.summary)
             if gate.binding:
                 lines.append(f"Approves: `{gate.binding}`")
+            lines.append(f"To approve: `{gate.approve_hint(workflow_id, several=len(views) > 1)}`")
+            policy = self.gates.open[gate.gate_id].policy
+            if policy.allow_ui_approval:
+                lines.append(
+                    "Or in this UI: More Actions -> Send a Signal, name `approve_signal`, data: the JSON that "
+                    f"`{shlex.join(['runbook', 'approve', workflow_id, '--gate', gate.gate_id, '--print-signal'])}` prints"
+                )
+            else:
+                lines.append("This runbook does not accept approvals from the web UI.")
             lines += [f"- {audit_line(a)}" for a in gate.approvals]
         for gate in self.gates.closed[-3:]:
             lines += [f"- gate `{gate.gate_id}` {gate.decision}: {audit_line(a)}" for a in gate.approvals]
@@ -764,6 +781,7 @@ class RunbookWorkflow(Runbook):
             slack_channel=self.meta.slack_channel,
             ui_url=self.meta.ui_url,
             refs=dict(self._notify_refs),
+            actions=self._actions[-MAX_NOTIFIED_ACTIONS:],
         )
         try:
             result = await workflow.execute_activity_method(

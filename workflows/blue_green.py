@@ -346,7 +346,8 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         self._phase = "scale-down"
         rec = self.step_started("scale-down", f"{live} in {format_duration(input.scale_down_delay)}")
         try:
-            await workflow.wait_condition(lambda: self.aborting, timeout=input.scale_down_delay)
+            await workflow.wait_condition(lambda: self.aborting, timeout=input.scale_down_delay,
+                                          timeout_summary=f"scale down {live} after {format_duration(input.scale_down_delay)}")
         except asyncio.TimeoutError:
             pass
         self.check_abort("scale-down delay")
@@ -458,7 +459,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             verdict = assess(template, measurements)
             if verdict.phase in ("Failed", "Error", "Inconclusive") or workflow.now() + interval > end:
                 return assess(template, measurements, complete=True) if verdict.phase == "Running" else verdict
-            await workflow.sleep(interval)
+            await workflow.sleep(interval, summary=f"{template.name}: next pre-promotion measurement")
 
     # ------------------------------------------------------------------ bake
     def _open_promote_gate(self) -> ApprovalGate:
@@ -518,6 +519,8 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
                         or self._promote_wait is not waiting
                         or (waiting is not None and waiting.done()),
                         timeout=wake - now,
+                        timeout_summary=("bake ends" if wake == bake_end else "next bake probe")
+                        + f" at {wake:%H:%M:%S} UTC",
                     )
                 except asyncio.TimeoutError:
                     pass

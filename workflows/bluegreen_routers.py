@@ -335,7 +335,8 @@ class AlbRouter:
                     type=errors.DEADLINE_EXCEEDED,
                     non_retryable=True,
                 )
-            await workflow.sleep(min(self.cfg.poll_seconds, max((ends - workflow.now()).total_seconds(), 1)))
+            await workflow.sleep(min(self.cfg.poll_seconds, max((ends - workflow.now()).total_seconds(), 1)),
+                                 summary=f"{colour} targets not healthy yet ({len(states)}/{len(wanted)} seen): poll again")
 
     async def switch(self, colour: str) -> bool:
         result = await self.call(

@@ -414,7 +414,9 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
                 return self._stopping() or self.step_end != end or self.paused
 
             try:
-                await workflow.wait_condition(woken, timeout=None if self.paused else end - now)
+                await workflow.wait_condition(woken, timeout=None if self.paused else end - now,
+                                              timeout_summary=f"step {index + 1}: pause at {self.weight} % until "
+                                                              f"{end:%H:%M:%S} UTC")
             except asyncio.TimeoutError:
                 pass
             if self.paused:

@@ -376,7 +376,8 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
     async def pause(self, interval: timedelta) -> None:
         """Sleep between polls; an abort wakes it and stops the run here."""
         try:
-            await workflow.wait_condition(lambda: self.aborting, timeout=interval)
+            await workflow.wait_condition(lambda: self.aborting, timeout=interval,
+                                          timeout_summary=f"{self.stage}: next poll in {format_duration(interval)}")
         except TimeoutError:
             pass
         self.check_abort()
@@ -622,7 +623,8 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
                 severity="critical",
             )
             try:
-                await workflow.wait_condition(lambda: self.reverify_request is not None or self.aborting, timeout=hold)
+                await workflow.wait_condition(lambda: self.reverify_request is not None or self.aborting, timeout=hold,
+                                              timeout_summary=f"held: waiting up to {format_duration(hold)} for reverify or abort")
             except TimeoutError:
                 pass
             if self.reverify_request is None:
@@ -863,7 +865,9 @@ class RegionFailover(_RegionMove):
                         f"{format_duration(input.confirm_window)} (flapping?)")
             try:
                 await workflow.wait_condition(
-                    lambda: self.incident_resolved_at is not None or self.aborting, timeout=input.confirm_interval
+                    lambda: self.incident_resolved_at is not None or self.aborting, timeout=input.confirm_interval,
+                    timeout_summary=f"confirm outage: next probe of {input.primary.region} in "
+                                    f"{format_duration(input.confirm_interval)}",
                 )
             except TimeoutError:
                 pass

@@ -158,8 +158,10 @@ class ApprovalGate:
                 if policy.reminder_interval:  # reminders at fixed offsets from the opening, not drifting
                     wake = min(wake, gate.opened_at + policy.reminder_interval * (reminders_sent + 1))
                 try:
+                    what = "deadline" if wake == gate.deadline else f"reminder {reminders_sent + 1}"
                     await workflow.wait_condition(lambda: not self.open or run.aborting,
-                                                  timeout=max(wake - workflow.now(), timedelta(0)))
+                                                  timeout=max(wake - workflow.now(), timedelta(0)),
+                                                  timeout_summary=f"approval {gate.gate_id}: {what} at {wake:%H:%M:%S} UTC")
                 except asyncio.TimeoutError:
                     if not self.open:
                         break

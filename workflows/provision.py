@@ -410,7 +410,9 @@ class ProvisionEnvironment(RunbookWorkflow, ProvisionSteering):
                         or self.continue_as_new_due())
 
             try:
-                await workflow.wait_condition(woken, timeout=wake - now)
+                what = "expiry reminder" if wake != expires else "sandbox expires"
+                await workflow.wait_condition(woken, timeout=wake - now,
+                                              timeout_summary=f"{what} at {wake:%Y-%m-%d %H:%M} UTC")
             except asyncio.TimeoutError:
                 pass
 
