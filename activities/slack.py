@@ -184,31 +184,7 @@ class SlackChannel:
         return _clip(f"{ICONS.get(event.kind, '•')} {text}")
 
     def _run_message(self, event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
-        head = f"*{event.runbook}* on `{event.target}`"
-        if event.kind in ("finished", "failed"):
-            icon = STATUS_ICONS.get(event.status or "", ICONS[event.kind])
-            state = f"{icon} *{_clip(event.title, 80)}*"
-            if event.text:
-                state += f"\n{_clip(event.text, 600)}"
-        elif event.kind in ("approval_needed", "approval_reminder"):
-            state = ":raised_hand: waiting for approval"
-        else:
-            state = ":arrows_counterclockwise: running"
-        body = "\n".join(lines)
-        while len(body) > SECTION_LIMIT - len(head) - 200 and "\n" in body:
-            body = body.split("\n", 1)[1]
-        blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}: {state}"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": body or "_no steps yet_"}},
-        ]
-        context = [{"type": "mrkdwn", "text": f"workflow `{event.workflow_id}`"}]
-        if event.incident_id:
-            context.append({"type": "mrkdwn", "text": f"incident `{event.incident_id}`"})
-        if event.ui_url:
-            context.append({"type": "mrkdwn", "text": f"<{event.ui_url}|open in the Temporal UI>"})
-        blocks.append({"type": "context", "elements": context})
-        text = f"{event.runbook} on {event.target}: {event.title}"
-        return text, blocks
+        return run_message(event, lines)
 
     # ------------------------------------------------------------------ approval messages
     def _approval_request(self, event: RunbookEvent, channel: str) -> dict[str, str]:
@@ -262,3 +238,56 @@ class SlackChannel:
             blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}},
                     {"type": "context", "elements": [{"type": "mrkdwn", "text": f"gate `{gate.gate_id}` · workflow `{event.workflow_id}`"}]}],
         )
+
+
+STEER_ICONS = {"pause": ":double_vertical_bar:", "resume": ":arrow_forward:", "promote": ":fast_forward:",
+               "extend": ":heavy_plus_sign:", "abort": ":octagonal_sign:", "destroy-now": ":wastebasket:",
+               "reverify": ":mag:"}
+
+
+def steering_lines(actions: list[Any]) -> list[str]:
+    """One line per steering action (``core.runbook.ActionRecord``), oldest first."""
+    lines = []
+    for a in actions:
+        verb = a.action.replace("_", "-")
+        why = f": {a.reason}" if a.reason else ""
+        note = f" ({a.note})" if a.note else ""
+        refused = "" if a.accepted else " (refused)"
+        lines.append(_clip(f"{STEER_ICONS.get(verb, '•')} {verb} by {mention(a.by)}{why}{note}{refused}", 300))
+    return lines
+
+
+def run_message(event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The run's one Slack message (text and blocks): where it is, its steps, its steering, its links. The worker's
+    Slack channel posts and rewrites it; the gateway rewrites it at once when someone steers the run from Slack."""
+    head = f"*{event.runbook}* on `{event.target}`"
+    last_toggle = next((a.action for a in reversed(event.actions) if a.action in ("pause", "resume")), None)
+    if event.kind in ("finished", "failed"):
+        icon = STATUS_ICONS.get(event.status or "", ICONS[event.kind])
+        state = f"{icon} *{_clip(event.title, 80)}*"
+        if event.text:
+            state += f"\n{_clip(event.text, 600)}"
+    elif event.kind in ("approval_needed", "approval_reminder"):
+        state = ":raised_hand: waiting for approval"
+    elif last_toggle == "pause":
+        state = ":double_vertical_bar: paused"
+    else:
+        state = ":arrows_counterclockwise: running"
+    body = "\n".join(lines)
+    while len(body) > SECTION_LIMIT - len(head) - 200 and "\n" in body:
+        body = body.split("\n", 1)[1]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}: {state}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": body or "_no steps yet_"}},
+    ]
+    if event.actions:
+        steering = "\n".join(steering_lines(event.actions))
+        blocks.append({"type": "context", "block_id": "steering", "elements": [{"type": "mrkdwn", "text": steering}]})
+    context = [{"type": "mrkdwn", "text": f"workflow `{event.workflow_id}`"}]
+    if event.incident_id:
+        context.append({"type": "mrkdwn", "text": f"incident `{event.incident_id}`"})
+    if event.ui_url:
+        context.append({"type": "mrkdwn", "text": f"<{event.ui_url}|open in the Temporal UI>"})
+    blocks.append({"type": "context", "elements": context})
+    text = f"{event.runbook} on {event.target}: {event.title}"
+    return text, blocks

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from core.approval import GateView
+from core.runbook import ActionRecord
 
 EventKind = Literal[
     "started",
@@ -20,6 +21,9 @@ EventKind = Literal[
     "finished",
     "failed",
 ]
+
+
+MAX_NOTIFIED_ACTIONS = 5  # a notification carries the run's latest steering actions (the Slack message shows them)
 
 
 class RunbookEvent(BaseModel):
@@ -41,6 +45,9 @@ class RunbookEvent(BaseModel):
     ui_url: str | None = None
     refs: dict[str, str] = Field(
         default_factory=dict, description="references returned by earlier notifications (Slack ts, PD dedup key)"
+    )
+    actions: list[ActionRecord] = Field(
+        default_factory=list, description="the run's latest steering actions (pause, extend ...), shown with its message"
     )
 
 

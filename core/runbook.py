@@ -115,6 +115,9 @@ class RunbookStatus(BaseModel):
     notification_failures: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="runbook-specific state")
     continued: int = Field(0, description="how many times the run has continued as new")
+    notify_refs: dict[str, str] = Field(
+        default_factory=dict, description="where its notifications are (the Slack message's channel and ts, ...)"
+    )
 
 
 class RunbookResult(BaseModel):

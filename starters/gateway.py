@@ -3,8 +3,9 @@ steers runbooks from chat and from incidents.
 
 Routes
 - ``POST /slack/commands``: the ``/runbook`` slash command (``start``, ``status``, ``list``, ``approve``,
-  ``reject``, ``abort``, ``help``). Bolt verifies the signature and timestamp, acks at once, the answer follows
-  through ``response_url``.
+  ``reject``, ``abort``, the steering verbs ``pause``, ``resume``, ``promote``, ``extend``, ``destroy-now``,
+  ``reverify``, and ``help``). Bolt verifies the signature and timestamp, acks at once, the answer follows through
+  ``response_url``; a steered run's Slack message is rewritten at once with its steering.
 - ``POST /slack/interactions``: the Approve / Reject buttons of approval messages and the reject-reason dialog.
 - ``POST /pagerduty/webhook``: PagerDuty webhooks v3 (``incident.triggered`` starts the mapped runbook,
   ``incident.resolved`` tells the running one).
@@ -30,17 +31,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
+from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, SlackChannel, parse_button_value, run_message
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec, render_trigger_parameters
 from core.config import Settings
+from core.events import MAX_NOTIFIED_ACTIONS, RunbookEvent
 from core.runbook import RunbookStatus
-from starters.client import Refused, RunbookClient, RunNotFound
+from starters.client import Refused, RunbookClient, RunbookClientError, RunNotFound, Steer
 from workflows.contract import IncidentResolvedInput
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,10 @@ HELP = """*Usage:* `/runbook <command>`
 • `approve ID [--expect WHAT] [reason]`: approve the run's open gate (WHAT: what its message says it approves)
 • `reject ID reason`: reject the run's open gate
 • `abort ID reason`: stop a run (it cleans up after itself)
+• `pause ID reason` / `resume ID reason`: hold a canary ramp where it is, and let it go on
+• `promote ID reason`: a canary to full weight, or a blue-green bake ended early (both through the approval gate)
+• `extend ID DURATION reason`: more time for a canary step, a blue-green bake or a sandbox (e.g. `extend ID 30m why`)
+• `destroy-now ID reason` / `reverify ID reason`: a sandbox destroyed now; a held failover checked again
 • `help`: this text"""
 
 
@@ -255,6 +262,7 @@ class Gateway:
         self.catalog = catalog
         self.workflows = workflows
         self.runs = RunbookClient(client, settings.task_queue)  # every start, query and update goes through it
+        self.slack_client: AsyncWebClient | None = None  # set when Slack is configured (create_app)
         self.pagerduty_secrets = [s.get_secret_value() for s in settings.pagerduty_webhook_secrets]
 
     # ------------------------------------------------------------------ starting
@@ -370,6 +378,36 @@ class Gateway:
         except Refused as err:
             return str(err)
 
+    def may_steer(self, status: RunbookStatus, user: str, channel: str) -> bool:
+        """Abort and steering from Slack: for those who may start the runbook from this channel, and for the open
+        gate's approvers."""
+        spec = self.catalog.runbooks.get(status.runbook)
+        person = self.catalog.people.person(f"slack:{user}")
+        return spec is not None and (
+            self.slack_refusal(spec, user, channel) is None or person in (status.gate.eligible if status.gate else [])
+        )
+
+    async def refresh_run_message(self, workflow_id: str) -> None:
+        """Rewrite the run's Slack message at once with its steering (the worker rewrites it again at its next
+        event, with the same steering lines). Nothing when the run has no message yet; a Slack error is logged."""
+        if self.slack_client is None:
+            return
+        status = await self.status(workflow_id)
+        refs = status.notify_refs
+        channel, ts = refs.get("slack_channel"), refs.get("slack_ts")
+        if not channel or not ts:
+            return
+        ui = self.settings.ui_url.rstrip("/")
+        event = RunbookEvent(kind="step_done", workflow_id=workflow_id, run_id="", runbook=status.runbook,
+                             target=status.target, title=status.stage, refs=refs,
+                             actions=status.actions[-MAX_NOTIFIED_ACTIONS:],
+                             ui_url=f"{ui}/namespaces/{self.client.namespace}/workflows/{workflow_id}" if ui else None)
+        text, blocks = run_message(event, SlackChannel._log(event))
+        try:
+            await self.slack_client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+        except SlackApiError as err:
+            log.warning("the run message of %s was not updated: %s", workflow_id, err.response.get("error"))
+
 
 def _rpc_text(workflow_id: str, err: RPCError) -> str:
     if err.status == RPCStatusCode.NOT_FOUND:
@@ -387,7 +425,7 @@ class SlackCommands:
         if not words or words[0] == "help":
             return HELP
         command, args = words[0].lower(), words[1:]
-        handler = getattr(self, f"_cmd_{command}", None)
+        handler = getattr(self, f"_cmd_{command.replace('-', '_')}", None)
         if handler is None:
             return f"unknown command `{command}`\n{HELP}"
         try:
@@ -475,15 +513,45 @@ class SlackCommands:
         if len(args) < 2:
             return "usage: `abort ID reason` (a reason is required)"
         workflow_id = args[0]
-        status = await self.g.status(workflow_id)
-        spec = self.g.catalog.runbooks.get(status.runbook)
-        person = self.g.catalog.people.person(f"slack:{user}")
-        allowed = spec is not None and (
-            self.g.slack_refusal(spec, user, channel) is None or person in (status.gate.eligible if status.gate else [])
-        )
-        if not allowed:
+        if not self.g.may_steer(await self.g.status(workflow_id), user, channel):
             return f":no_entry: <@{user}> may not abort `{workflow_id}` from here"
         return f":octagonal_sign: `{workflow_id}`: {await self.g.abort(workflow_id, user, ' '.join(args[1:]))}"
+
+    async def _steer(self, verb: str, args: list[str], user: str, channel: str) -> str:
+        """``VERB ID [DURATION] reason``: the run's own steering update, through the RunbookClient; the run's Slack
+        message shows it at once."""
+        timed = verb == "extend"
+        if len(args) < (3 if timed else 2):
+            return f"usage: `{verb} ID {'DURATION ' if timed else ''}reason` (a reason is required)"
+        workflow_id, duration = args[0], (args[1] if timed else None)
+        reason = " ".join(args[2:] if timed else args[1:])
+        if not self.g.may_steer(await self.g.status(workflow_id), user, channel):
+            return f":no_entry: <@{user}> may not {verb} `{workflow_id}` from here"
+        try:
+            steered = await self.g.runs.steer(workflow_id, verb, Steer(by=f"slack:{user}", reason=reason,
+                                                                       duration=duration))
+        except RunbookClientError as err:
+            return f":no_entry: `{workflow_id}`: {err}"
+        await self.g.refresh_run_message(workflow_id)
+        return f":white_check_mark: `{workflow_id}`: {steered.message}"
+
+    async def _cmd_pause(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("pause", args, user, channel)
+
+    async def _cmd_resume(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("resume", args, user, channel)
+
+    async def _cmd_promote(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("promote", args, user, channel)
+
+    async def _cmd_extend(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("extend", args, user, channel)
+
+    async def _cmd_destroy_now(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("destroy-now", args, user, channel)
+
+    async def _cmd_reverify(self, args: list[str], user: str, channel: str) -> str:
+        return await self._steer("reverify", args, user, channel)
 
 
 # ---------------------------------------------------------------------------- Slack: Bolt app
@@ -588,6 +656,7 @@ def create_app(
         if slack_client is None:
             token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
             slack_client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+        gateway.slack_client = slack_client
         handler = AsyncSlackRequestHandler(build_bolt(gateway, slack_client))
     else:
         log.warning("Slack is off: SLACK_SIGNING_SECRET is not set (/slack/* answer 503)")

@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         RejectInput,
         audit_line,
     )
-    from core.events import EventKind, RunbookEvent
+    from core.events import MAX_NOTIFIED_ACTIONS, EventKind, RunbookEvent
     from core.identity import (
         DEFAULT_GROUPS_CLAIM,
         DEFAULT_USERNAME_CLAIM,
@@ -231,6 +231,7 @@ class RunbookWorkflow(Runbook):
             notification_failures=list(self._notification_failures),
             details=self.status_details(),
             continued=self.continued,
+            notify_refs=dict(self._notify_refs),
         )
 
     def status_details(self) -> dict[str, Any]:
@@ -780,6 +781,7 @@ class RunbookWorkflow(Runbook):
             slack_channel=self.meta.slack_channel,
             ui_url=self.meta.ui_url,
             refs=dict(self._notify_refs),
+            actions=self._actions[-MAX_NOTIFIED_ACTIONS:],
         )
         try:
             result = await workflow.execute_activity_method(
