@@ -20,7 +20,6 @@ import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlencode
 
@@ -70,6 +69,8 @@ class ReplyListener:
     """A one-shot HTTP listener on 127.0.0.1 for a slash command's ``response_url``: keeps the first JSON posted."""
 
     def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # only when a command is simulated
+
         self.reply: dict[str, Any] | None = None
         self._got = threading.Event()
         listener = self
