@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler, RetryState
@@ -136,9 +136,11 @@ class SlackChannel:
 
     name = "slack"
 
-    def __init__(self, client: WebClient, default_channel: str | None = None) -> None:
+    def __init__(self, client: WebClient, default_channel: str | None = None,
+                 report_link: Callable[[str], str] | None = None) -> None:
         self._client = client
         self._default_channel = default_channel
+        self._report_link = report_link  # workflow id -> the run report's address (core.report_links)
 
     # ------------------------------------------------------------------ entry point
     def send(self, event: RunbookEvent) -> dict[str, str]:
@@ -184,7 +186,8 @@ class SlackChannel:
         return _clip(f"{ICONS.get(event.kind, '•')} {text}")
 
     def _run_message(self, event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
-        return run_message(event, lines)
+        ended = event.kind in ("finished", "failed")
+        return run_message(event, lines, self._report_link(event.workflow_id) if ended and self._report_link else None)
 
     # ------------------------------------------------------------------ approval messages
     def _approval_request(self, event: RunbookEvent, channel: str) -> dict[str, str]:
@@ -241,8 +244,8 @@ class SlackChannel:
 
 
 STEER_ICONS = {"pause": ":double_vertical_bar:", "resume": ":arrow_forward:", "promote": ":fast_forward:",
-               "extend": ":heavy_plus_sign:", "abort": ":octagonal_sign:", "destroy-now": ":wastebasket:",
-               "reverify": ":mag:"}
+               "promote-now": ":fast_forward:", "extend": ":heavy_plus_sign:", "extend-bake": ":heavy_plus_sign:",
+               "abort": ":octagonal_sign:", "destroy-now": ":wastebasket:", "reverify": ":mag:"}
 
 
 def steering_lines(actions: list[Any]) -> list[str]:
@@ -257,9 +260,10 @@ def steering_lines(actions: list[Any]) -> list[str]:
     return lines
 
 
-def run_message(event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[str, Any]]]:
-    """The run's one Slack message (text and blocks): where it is, its steps, its steering, its links. The worker's
-    Slack channel posts and rewrites it; the gateway rewrites it at once when someone steers the run from Slack."""
+def run_message(event: RunbookEvent, lines: list[str], report_url: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The run's one Slack message (text and blocks): where it is, its steps, its steering, its links (the run
+    report's once it has ended). The worker's Slack channel posts and rewrites it; the gateway rewrites it at once
+    when someone steers the run from Slack."""
     head = f"*{event.runbook}* on `{event.target}`"
     last_toggle = next((a.action for a in reversed(event.actions) if a.action in ("pause", "resume")), None)
     if event.kind in ("finished", "failed"):
@@ -288,6 +292,8 @@ def run_message(event: RunbookEvent, lines: list[str]) -> tuple[str, list[dict[s
         context.append({"type": "mrkdwn", "text": f"incident `{event.incident_id}`"})
     if event.ui_url:
         context.append({"type": "mrkdwn", "text": f"<{event.ui_url}|open in the Temporal UI>"})
+    if report_url:
+        context.append({"type": "mrkdwn", "text": f"<{report_url}|run report (charts, audit trail)>"})
     blocks.append({"type": "context", "elements": context})
     text = f"{event.runbook} on {event.target}: {event.title}"
     return text, blocks
