@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_max_body_bytes: int = 256 * 1024
+    # Run reports (`runbook report`): the gateway serves them at <report_base_url>/reports/<id>?sig=... and the
+    # worker links a run's last Slack message there; both need the secret that signs the links (core.report_links)
+    report_base_url: str | None = Field(None, description="the gateway's address as people reach it, for links")
+    report_link_secret: SecretStr | None = Field(None, description="signs report links; shared by worker and gateway")
 
     # Terraform (environment provisioning): module copies, local-backend state per workspace and saved plans live
     # under this root. Several workers must share it (or use a remote backend and a shared plan folder).

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -676,6 +676,25 @@ def create_app(
 
     api.add_api_route("/slack/commands", slack, methods=["POST"])
     api.add_api_route("/slack/interactions", slack, methods=["POST"])
+
+    @api.get("/reports/{workflow_id:path}")
+    async def run_report(workflow_id: str, sig: str = "") -> Any:
+        """A run's report (`runbook report`), for the link in its last Slack message: signed by the worker."""
+        from core.report_links import signed
+
+        secret = settings.report_link_secret
+        if secret is None:
+            return PlainTextResponse("reports are not served here (RUNBOOK_REPORT_LINK_SECRET)", status_code=404)
+        if not signed(secret.get_secret_value(), workflow_id, sig):
+            return PlainTextResponse("invalid report link", status_code=403)
+        from starters.report import collect, render  # plotly: loaded on the first report only
+
+        try:
+            return HTMLResponse(render(await collect(client, workflow_id)))
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return PlainTextResponse(f"no run {workflow_id}", status_code=404)
+            raise
 
     @api.post("/pagerduty/webhook")
     async def pagerduty_webhook(request: Request) -> JSONResponse:

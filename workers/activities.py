@@ -32,7 +32,17 @@ def _slack_channel(settings: Settings):
     if settings.slack_bot_token is None:
         raise ValueError("notify_channels names slack but SLACK_BOT_TOKEN is not set")
     client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-    return SlackChannel(client, settings.slack_default_channel)
+    return SlackChannel(client, settings.slack_default_channel, report_link=report_links(settings))
+
+
+def report_links(settings: Settings) -> Callable[[str], str] | None:
+    """workflow id -> the address of its run report at the gateway, when the gateway serves reports."""
+    from core.report_links import report_link
+
+    base, secret = settings.report_base_url, settings.report_link_secret
+    if not base or secret is None:
+        return None
+    return lambda workflow_id: report_link(base, secret.get_secret_value(), workflow_id)
 
 
 def _pagerduty_channel(settings: Settings):
