@@ -46,13 +46,13 @@ from core.aws import (
     AlbWeights,
     AliasTarget,
     RdsCreateReplicaInput,
+    RdsDeleteInput,
     RdsDeleteResult,
     RdsFenceInput,
     RdsFenceResult,
     RdsInstance,
     RdsInstanceRef,
     RdsParameterGroupInput,
-    RdsRenameInput,
     RdsReplicaLag,
     RdsRestoreInput,
     RdsSnapshot,
@@ -797,21 +797,40 @@ class RdsActivities:
 
     # -- lifecycle
     @activity.defn(name="rds_delete_instance")
-    def rds_delete_instance(self, input: RdsInstanceRef) -> RdsDeleteResult:
+    def rds_delete_instance(self, input: RdsDeleteInput) -> RdsDeleteResult:
+        """Delete without a final snapshot; safe to retry (gone or deleting is done). With ``wait_gone_seconds`` it
+        returns only once the identifier is free (cancellable, heartbeats)."""
+        since = self._wait_started_at()
         inst = self._describe(input.identifier, input.region)
         if not inst.exists:
             return RdsDeleteResult(deleted=False, existed=False)
-        if inst.status == "deleting":
-            return RdsDeleteResult(deleted=True, existed=True)
-        try:
-            with aws_errors(f"deleting RDS instance {input.identifier} in {input.region}"):
-                self._rds(input.region).delete_db_instance(
-                    DBInstanceIdentifier=input.identifier, SkipFinalSnapshot=True, DeleteAutomatedBackups=False
+        if inst.status != "deleting":
+            try:
+                with aws_errors(f"deleting RDS instance {input.identifier} in {input.region}"):
+                    self._rds(input.region).delete_db_instance(
+                        DBInstanceIdentifier=input.identifier, SkipFinalSnapshot=True, DeleteAutomatedBackups=False
+                    )
+            except ApplicationError as err:
+                if err.type == errors.NOT_FOUND:  # gone between describe and delete
+                    return RdsDeleteResult(deleted=False, existed=False)
+                raise
+        while input.wait_gone_seconds > 0:
+            gone = self._describe(input.identifier, input.region)
+            _heartbeat({"status": gone.status if gone.exists else "gone", "since": since})
+            if not gone.exists:
+                break
+            elapsed = self._clock() - since
+            if elapsed >= input.wait_gone_seconds:
+                raise ApplicationError(
+                    f"RDS instance {input.identifier} still {gone.status} after {elapsed:.0f}s "
+                    f"(deadline {input.wait_gone_seconds:.0f}s)",
+                    type=errors.DEADLINE_EXCEEDED,
+                    non_retryable=True,
                 )
-        except ApplicationError as err:
-            if err.type == errors.NOT_FOUND:  # gone between describe and delete
-                return RdsDeleteResult(deleted=False, existed=False)
-            raise
+            self._sleep(min(input.poll_seconds, input.wait_gone_seconds - elapsed))
+            with contextlib.suppress(RuntimeError):
+                if activity.is_cancelled():
+                    raise CancelledError("rds_delete_instance cancelled")
         return RdsDeleteResult(deleted=True, existed=True)
 
     @activity.defn(name="rds_promote_replica")
@@ -853,48 +872,6 @@ class RdsActivities:
                 self._rds(input.region).remove_tags_from_resource(ResourceName=inst.arn, TagKeys=[PROMOTED_TAG])
             inst = self._require(input.replica_identifier, input.region)
         return inst
-
-    @activity.defn(name="rds_rename_instance")
-    def rds_rename_instance(self, input: RdsRenameInput) -> RdsInstance:
-        """Rename an instance and wait until the new identifier answers and the old one is free. Safe to retry: an
-        instance already renamed is returned as it is; both identifiers taken is refused (InvalidInput)."""
-        since = self._wait_started_at()
-        old = self._describe(input.identifier, input.region)
-        new = self._describe(input.new_identifier, input.region)
-        if old.exists and new.exists:
-            raise _invalid(
-                f"cannot rename {input.identifier} to {input.new_identifier} in {input.region}: both exist"
-            )
-        if not old.exists and not new.exists:
-            raise ApplicationError(
-                f"RDS instance {input.identifier} does not exist in {input.region} (nor {input.new_identifier})",
-                type=errors.NOT_FOUND,
-                non_retryable=True,
-            )
-        if old.exists:
-            with aws_errors(f"renaming {input.identifier} to {input.new_identifier} in {input.region}"):
-                self._rds(input.region).modify_db_instance(
-                    DBInstanceIdentifier=input.identifier,
-                    NewDBInstanceIdentifier=input.new_identifier,
-                    ApplyImmediately=True,
-                )
-        while True:  # AWS applies a rename after a short while: the new name answers, the old one is free
-            new = self._describe(input.new_identifier, input.region)
-            gone = not self._describe(input.identifier, input.region).exists
-            _heartbeat({"status": new.status if new.exists else "renaming", "since": since})
-            if new.exists and gone and new.status == "available":
-                return new
-            elapsed = self._clock() - since
-            if elapsed >= input.deadline_seconds:
-                raise ApplicationError(
-                    f"rename of {input.identifier} to {input.new_identifier} not done after {elapsed:.0f}s",
-                    type=errors.DEADLINE_EXCEEDED,
-                    non_retryable=True,
-                )
-            self._sleep(min(input.poll_seconds, input.deadline_seconds - elapsed))
-            with contextlib.suppress(RuntimeError):
-                if activity.is_cancelled():
-                    raise CancelledError("rds_rename_instance cancelled")
 
     @activity.defn(name="rds_set_parameter_group")
     def rds_set_parameter_group(self, input: RdsParameterGroupInput) -> RdsInstance:
@@ -1108,7 +1085,6 @@ def all_activities(clients: AwsClients) -> list[Callable]:
         rds.rds_create_replica,
         rds.rds_replica_lag,
         rds.rds_set_writes_blocked,
-        rds.rds_rename_instance,
         rds.rds_set_parameter_group,
         s3.s3_put_json,
         s3.s3_get_json,

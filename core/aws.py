@@ -180,6 +180,14 @@ class RdsWaitInput(_Model):
     poll_seconds: float = 15
 
 
+class RdsDeleteInput(RdsInstanceRef):
+    """Delete an instance; ``wait_gone_seconds`` > 0 also waits until its identifier is free (AWS keeps a deleting
+    instance under its name for minutes: a new instance of the same name must wait for it)."""
+
+    wait_gone_seconds: float = Field(0, ge=0)
+    poll_seconds: float = Field(15, gt=0)
+
+
 class RdsDeleteResult(_Model):
     deleted: bool
     existed: bool
@@ -191,16 +199,6 @@ class RdsCreateReplicaInput(_Model):
     replica_identifier: str
     region: str
     instance_class: str | None = None
-
-
-class RdsRenameInput(_Model):
-    """Give an instance another identifier (``modify_db_instance(NewDBInstanceIdentifier=...)``)."""
-
-    identifier: str
-    new_identifier: str
-    region: str
-    deadline_seconds: float = Field(900, gt=0, description="how long to wait for the new identifier to answer")
-    poll_seconds: float = Field(10, gt=0)
 
 
 class RdsParameterGroupInput(_Model):

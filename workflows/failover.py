@@ -26,12 +26,15 @@ in the other direction, and scale the DR region back to standby.
 One way to end (workflows/base.py ``conduct``/``conclude``); abort and cancel are honoured at every step: between
 steps (``check_abort``), during waits (``interruptible``), and right after a change (``change``). Compensation, one
 block per runbook (``_compensate``): before DNS moved, the run gives back what it changed (a drill: everything, to
-the as-found state); after DNS moved, nothing is ever shifted back automatically: the run ends Held (a failure) or
-Aborted with the state it leaves named in ``left_in_place``. docs/failover.md has the table per step.
+the as-found state); after DNS moved, a failure is never shifted back automatically (Held, the state named in
+``left_in_place``), nor is a real failover's abort (Aborted, the state named), while an aborted drill goes home the
+way it planned to (failback, restore). A drill's way back (failback, restore) is finished whatever arrives meanwhile;
+an abort or cancel then ends it Aborted. docs/failover.md has the table per step.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any, Awaitable, Literal
 
@@ -46,14 +49,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.http_checks import HttpCheckActivities
     from activities.kubernetes import KubernetesActivities
     from core import errors
-    from core.approval import ApprovalPolicy
+    from core.approval import AbortInput, ApprovalPolicy
     from core.aws import (
         RdsCreateReplicaInput,
+        RdsDeleteInput,
         RdsFenceInput,
         RdsInstance,
         RdsInstanceRef,
         RdsParameterGroupInput,
-        RdsRenameInput,
         RdsWaitInput,
         RecordSet,
         Route53QueryInput,
@@ -63,7 +66,16 @@ with workflow.unsafe.imports_passed_through():
     from core.http_checks import HttpProbeInput, HttpProbeResult
     from core.kubernetes import DeploymentRef, ScaleInput, WaitRolloutInput
     from core.runbook import RunbookInput, RunbookResult, RunStatus
-    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
+    from workflows.base import (
+        ACTIVITY_RETRY,
+        Ending,
+        RunbookWorkflow,
+        Stop,
+        cause_of,
+        error_type,
+        gate_stop,
+        until_done,
+    )
     from workflows.contract import RegionMoveSteering, ReverifyInput
 
 # The old primary's region may be down: a fence gets a few quick tries, then is reported as not applied.
@@ -291,11 +303,6 @@ def dns_records(dns: DnsSpec, active: RegionSide, standby: RegionSide) -> list[R
         RecordSet(**base, values=[active.dns_value], set_identifier=active.region, weight=100),
         RecordSet(**base, values=[standby.dns_value], set_identifier=standby.region, weight=0),
     ]
-
-
-def retired(identifier: str) -> str:
-    """The identifier a drill parks a database under while it replaces it (deterministic: retries find it)."""
-    return f"{identifier[:54].rstrip('-')}-retired"
 
 
 # --------------------------------------------------------------------------------------------------- shared steps
@@ -768,8 +775,7 @@ class RegionFailover(_RegionMove):
         real = self.mode == "real"
         dbs = [(p.database, p.region, real), (d.database, d.region, False)]
         if not real:
-            dbs += [(self.failback_db, p.region, False), (retired(p.database), p.region, False),
-                    (retired(d.database), d.region, False)]
+            dbs.append((self.failback_db, p.region, False))
         return dbs
 
     def _sides(self) -> list[tuple[RegionSide, bool]]:
@@ -821,17 +827,30 @@ class RegionFailover(_RegionMove):
                           fields=self.report_fields(), severity="info" if met else "warning")
         if input.mode == "real":
             return summary
-        # ---- drill: fail back, then put everything back as it was found, and prove it
-        self.check_abort("failback")  # an aborted drill never starts the failback
-        back = await self.run_failback(input)
-        if back.status != "Succeeded":
-            status: RunStatus = back.status if back.status in ("Aborted", "Held") else "Failed"  # type: ignore[assignment]
-            raise Stop(status, f"{summary}; automatic failback {back.status}: {back.reason or back.summary}",
-                       severity="critical" if status != "Aborted" else None)
-        ending = Ending("Succeeded", f"{summary}; failed back to {primary.region} (RTO {back.rto_seconds or 0:.0f}s)")
-        await self.restore(ending)
+        # ---- drill: fail back, then put everything back as it was found, and prove it. This is the drill's way
+        # back: once started it is finished whatever arrives meanwhile (an abort or a cancel then ends it Aborted).
+        self.check_abort("failback")  # aborted before the failback: the compensation takes the drill home
+        ending = Ending("Succeeded", summary)
+        task = asyncio.ensure_future(self.go_home(ending))
+        if await until_done(task):  # cancelled meanwhile: treated as an abort, after the way back
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        task.result()
+        if self.aborting:
+            ending.status = "Aborted"
+            ending.summary = (f"{self.abort_stop(self.stage).ending.summary}; {summary}; the drill's way back "
+                              "(failback and restore) was under way and was finished")
         self.outcome = "drill_done" if not ending.not_undone else "drill_not_restored"
         return ending
+
+    async def go_home(self, ending: Ending) -> None:
+        """The drill's way back: the failback (a child workflow), then the restore of the as-found state."""
+        back = self.failback_result or await self.run_failback(self.input)
+        if back.status != "Succeeded":
+            status: RunStatus = back.status if back.status in ("Aborted", "Held") else "Failed"  # type: ignore[assignment]
+            raise Stop(status, f"{ending.summary}; automatic failback {back.status}: {back.reason or back.summary}",
+                       severity="critical" if status != "Aborted" else None)
+        ending.summary += f"; failed back to {self.input.primary.region} (RTO {back.rto_seconds or 0:.0f}s)"
+        await self.restore(ending)
 
     async def confirm_outage(self, input: RegionFailoverInput) -> str | None:
         """Confirm the outage, or say why no failover is needed (a blip never moves a region)."""
@@ -890,7 +909,8 @@ class RegionFailover(_RegionMove):
             self.outcome = "not_approved" if outcome.decision != "aborted" else "aborted"
             raise gate_stop(outcome, f"failover not approved, {NOTHING_CHANGED}")
 
-    # -- the automatic failback of a drill (a child workflow; an abort is forwarded to it)
+    # -- the automatic failback of a drill (a child workflow). It is the drill's way back: an abort of the drill does
+    #    not stop it (the child can still be aborted by its own id)
     async def run_failback(self, input: RegionFailoverInput) -> RegionMoveResult:
         rec = self.step_started("failback", f"{input.dr.region} -> {input.primary.region} (child workflow)")
         child_input = RegionFailbackInput(
@@ -914,7 +934,7 @@ class RegionFailover(_RegionMove):
             RegionFailback.run, child_input, id=f"{workflow.info().workflow_id}-failback"
         )
         self.failback_handle = handle
-        await workflow.wait_condition(lambda: handle.done() or self.aborting)
+        await workflow.wait_condition(handle.done)
         back = await self.failback_outcome()
         if back.status == "Succeeded":
             await self.step_done(rec, back.summary)
@@ -923,11 +943,9 @@ class RegionFailover(_RegionMove):
         return back
 
     async def failback_outcome(self) -> RegionMoveResult:
-        """The child's result; a run that is aborting first forwards the abort (the child compensates by its rules)."""
+        """The child's result, once it has ended (a failed child's result is its failure's details)."""
         handle = self.failback_handle
         assert handle is not None
-        if not handle.done() and self.abort_request is not None:
-            await handle.signal(RegionFailback.abort_signal, self.abort_request)
         try:
             back = await handle
         except ChildWorkflowError as err:
@@ -955,6 +973,12 @@ class RegionFailover(_RegionMove):
         if not self.fence_started:
             return  # nothing was changed
         p, d = self.input.primary, self.input.dr
+        if self.mode == "drill" and ending.status == "Aborted" and self.dns_shifted and self.failback_result is None:
+            # a drill aborted after DNS moved goes home the way it planned to: the failback (the primary region is
+            # healthy in a drill), then the restore; a failure or a hold after DNS moved never shifts back
+            await self.run_failback(self.input)
+            if self.failback_result and self.failback_result.status == "Succeeded":
+                ending.summary += "; the drill went home first (failback, then restore)"
         home = not self.dns_attempted or bool(self.failback_result and self.failback_result.dns_shifted)
         if self.mode == "drill":
             if home:
@@ -971,7 +995,9 @@ class RegionFailover(_RegionMove):
         if self.promote_started:
             dr = await self._read_quietly(d.database, d.region)
             if dr is None or dr.role != "replica":
-                ending.status, ending.severity = "Held", "critical"
+                if ending.status != "Aborted":  # an abort stays Aborted (the convention), with the state named
+                    ending.status = "Held"
+                ending.severity = "critical"
                 ending.summary += (f"; {d.region}/{d.database} is promoted (it cannot become a replica again) and "
                                    f"{p.region} stays fenced: finish the failover or rebuild the replica by hand")
                 await self.name_state(ending)
@@ -1016,17 +1042,19 @@ class RegionFailover(_RegionMove):
     async def restore(self, ending: Ending) -> None:
         """Put back what the drill recorded before it started, and prove it by reading everything again.
 
-        The writable primary is the database that holds the latest writes: the failback database once the failback
-        promoted it (the old primary is stale and is retired), else the original primary (fenced, so unchanged).
-        Real AWS cannot turn a promoted database back into a replica: the DR replica is re-created from the primary
-        under its own identifier (the promoted one is renamed aside and deleted). Renames keep endpoints (they are
-        derived from the identifier), so clients see the same names as before."""
+        The original primary is the authoritative database after a drill: it was fenced (read-only) for the whole
+        drill, and a drill runs against drill resources, so what was written to the DR and failback databases during
+        the drill is discarded with them. The drill's failback database is deleted, the primary gets its recorded
+        parameter group back (writable again), and a DR replica that was promoted (AWS cannot turn it back into a
+        replica) is deleted and re-created from the primary under its own identifier (same endpoint). The restore is
+        not cut short by an abort: it is what an abort would do."""
         p, d, state = self.input.primary, self.input.dr, self.as_found
         assert state is not None
         rec = self.step_started("restore", "the as-found state recorded before the drill")
         self.giving_back = True  # an abort now cannot cut the restore short: it is what an abort would do
         self.set_status("RollingBack", "restore")
         before_p, before_d = state.db(p.region, p.database), state.db(d.region, d.database)
+        assert before_p is not None and before_d is not None
         failed = len(ending.not_undone)
         try:
             now = await self.read_state(self._databases(), self.input.dns, self._sides())
@@ -1036,31 +1064,27 @@ class RegionFailover(_RegionMove):
                     Route53Activities.route53_upsert_records,
                     Route53UpsertInput(zone_id=self.input.dns.zone_id, records=state.records),
                     minutes=10, heartbeat=timedelta(minutes=1)))
-            # the writable primary under its own identifier
-            failback, primary = now.db(p.region, self.failback_db), now.db(p.region, p.database)
-            if failback.role == "primary":
-                if primary.role != "absent":
-                    await self._rename(ending, p.region, p.database, retired(p.database), "stale primary retired")
-                await self._rename(ending, p.region, self.failback_db, p.database,
-                                   "the failback database takes the primary's identifier (and endpoint)")
-                await self._delete(ending, p.region, retired(p.database), "stale primary deleted")
-            elif failback.role != "absent":
-                await self._delete(ending, p.region, self.failback_db, "unpromoted failback replica deleted")
-            await self._parameter_group(ending, p.region, p.database, before_p)
-            # the DR replica: a promoted database cannot be demoted; re-create it from the primary
-            dr = await self.read_db(d.database, d.region)
-            if (dr.role, dr.source) != (before_d.role, before_d.source):
-                if dr.role != "absent":
-                    await self._rename(ending, d.region, d.database, retired(d.database), "promoted DR database set aside")
-                await self.undo(ending, f"{d.region}/{d.database} re-created as a read replica of {p.region}/{p.database}",
-                                self._recreate_replica())
-                await self._delete(ending, d.region, retired(d.database), "promoted DR database deleted")
-            await self._parameter_group(ending, d.region, d.database, before_d)
-            # compute as found
+            # compute as found (the failback's last step, standby, does it: the same order when it could not)
             for side, _ in self._sides():
                 replicas = state.replicas(side.region, side.deployment)
                 if replicas is not None and now.replicas(side.region, side.deployment) != replicas:
                     await self.resize_back(ending, side, replicas)
+            # the drill's failback database goes: the original primary holds the as-found data
+            failback = now.db(p.region, self.failback_db)
+            if failback is not None and failback.role != "absent":
+                await self._delete(ending, p.region, self.failback_db, "the drill's failback database deleted")
+            # the original primary writable again: its recorded parameter group
+            await self._parameter_group(ending, p.region, p.database, before_p, now.db(p.region, p.database))
+            # the DR replica: a promoted database cannot become a replica again; re-create it from the primary
+            dr = now.db(d.region, d.database)
+            assert dr is not None
+            if (dr.role, dr.source) != (before_d.role, before_d.source):
+                if dr.role != "absent":
+                    await self._delete(ending, d.region, d.database, "promoted DR database deleted", wait=True)
+                await self.undo(ending, f"{d.region}/{d.database} re-created as a read replica of {p.region}/{p.database}",
+                                self._recreate_replica())
+                dr = await self.read_db(d.database, d.region)
+            await self._parameter_group(ending, d.region, d.database, before_d, dr)
             self.after = await self.read_state(self._databases(), self.input.dns, self._sides())
         except ActivityError as err:
             ending.not_undone.append(f"restore stopped: {cause_of(err)}")
@@ -1083,22 +1107,27 @@ class RegionFailover(_RegionMove):
             identifier=d.database, region=d.region, deadline_seconds=self.input.timeouts.promote.total_seconds()),
             timeout=self.input.timeouts.promote + timedelta(minutes=2), heartbeat=timedelta(minutes=2))
 
-    async def _rename(self, ending: Ending, region: str, old: str, new: str, why: str) -> None:
-        await self.undo(ending, f"{region}/{old} renamed {new}: {why}", self._act(
-            RdsActivities.rds_rename_instance, RdsRenameInput(identifier=old, new_identifier=new, region=region),
-            minutes=20, heartbeat=timedelta(minutes=2)))
-
-    async def _delete(self, ending: Ending, region: str, identifier: str, why: str) -> None:
-        result = await self._act(RdsActivities.rds_delete_instance, RdsInstanceRef(identifier=identifier, region=region),
-                                 minutes=5)
+    async def _delete(self, ending: Ending, region: str, identifier: str, why: str, *, wait: bool = False) -> None:
+        """Delete a database the drill made or changed beyond repair; ``wait``: until its identifier is free (a new
+        instance of that name follows)."""
+        deadline = self.input.timeouts.promote
+        try:
+            result = await self._act(
+                RdsActivities.rds_delete_instance,
+                RdsDeleteInput(identifier=identifier, region=region,
+                               wait_gone_seconds=deadline.total_seconds() if wait else 0),
+                timeout=deadline + timedelta(minutes=2), heartbeat=timedelta(minutes=2))
+        except ActivityError as err:  # said, and the restore goes on: the comparison names what differs
+            ending.not_undone.append(f"{region}/{identifier} not deleted ({why}): {cause_of(err)}")
+            return
         if result.existed:
             ending.compensated.append(f"{region}/{identifier}: {why}")
 
-    async def _parameter_group(self, ending: Ending, region: str, identifier: str, before: DbState | None) -> None:
-        if before is None or len(before.parameter_groups) != 1:
+    async def _parameter_group(self, ending: Ending, region: str, identifier: str, before: DbState,
+                               now: DbState | None) -> None:
+        if len(before.parameter_groups) != 1 or now is None or now.role == "absent":
             return
-        now = await self.read_db(identifier, region)
-        if now.role != "absent" and now.parameter_groups != before.parameter_groups:
+        if now.parameter_groups != before.parameter_groups:
             group = before.parameter_groups[0]
             await self.undo(ending, f"{region}/{identifier} parameter group back to {group}", self._act(
                 RdsActivities.rds_set_parameter_group,

@@ -99,9 +99,9 @@ class Regions:
 
     def everything(self, databases: tuple[tuple[str, str], ...] = (
         ("orders-east", EAST), ("orders-west", WEST), ("orders-east-failback", EAST),
-        ("orders-east-retired", EAST), ("orders-west-retired", WEST),
     )) -> dict:
-        """A describe of everything a drill touches, straight from moto (not through the runbook's activities)."""
+        """A describe of everything a drill touches, straight from moto (not through the runbook's activities): the
+        raw replica link and the runbook's tags too, so a drill that leaves a promoted database behind shows."""
         dbs = {}
         for identifier, region in databases:
             try:
@@ -109,11 +109,12 @@ class Regions:
             except boto3.client("rds", region_name=region).exceptions.DBInstanceNotFoundFault:
                 dbs[f"{region}/{identifier}"] = None
                 continue
-            promoted = {t["Key"]: t["Value"] for t in raw.get("TagList", [])}.get("runbook:promoted") == "true"
-            source = None if promoted else raw.get("ReadReplicaSourceDBInstanceIdentifier")  # moto keeps the link
+            tags = {t["Key"]: t["Value"] for t in raw.get("TagList", []) if t["Key"].startswith("runbook:")}
+            source = raw.get("ReadReplicaSourceDBInstanceIdentifier")  # raw: moto keeps it after a promotion
             dbs[f"{region}/{identifier}"] = {
-                "writable_primary": source is None,
+                "writable_primary": source is None or tags.get("runbook:promoted") == "true",
                 "source": source,
+                "runbook_tags": tags,
                 "parameter_groups": sorted(g["DBParameterGroupName"] for g in raw["DBParameterGroups"]),
                 "status": raw["DBInstanceStatus"],
                 "endpoint": raw["Endpoint"]["Address"],
@@ -191,7 +192,7 @@ def regions(aws, recording) -> Iterator[Regions]:
         acts = [
             notifier.notify, probes.http_probe,
             rds.rds_describe_instance, rds.rds_promote_replica, rds.rds_wait_available, rds.rds_create_replica,
-            rds.rds_replica_lag, rds.rds_set_writes_blocked, rds.rds_rename_instance, rds.rds_set_parameter_group,
+            rds.rds_replica_lag, rds.rds_set_writes_blocked, rds.rds_set_parameter_group,
             rds.rds_delete_instance, r53.route53_upsert_records, r53.route53_get_records,
             k8s.scale_deployment, k8s.wait_rollout, k8s.get_deployment,
         ]

@@ -71,6 +71,9 @@ STEPS = [
 
 
 async def stop_at(ts_env, task_queue, regions, name, when, stop) -> RegionMoveResult:
+    from tests.failover.conftest import report_lag
+
+    report_lag("orders-east-failback", EAST, 2.0)  # a drill that goes home: its failback replica has caught up
     pause = Pause()
     acts = replace(regions.activities, pause.around(real(regions, name), when))
     async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
@@ -97,18 +100,15 @@ async def test_drill_abort_after_approval_is_honoured_at_every_step(ts_env, task
 
     assert result.status == "Aborted", (where, result.summary)
     assert "dave" in result.reason
-    # an aborted drill never starts the failback
-    assert result.failback is None and "failback" not in [s.name for s in result.steps]
-    assert regions.everything()["databases"][f"{EAST}/orders-east-failback"] is None
-    if not after_dns:  # stopped before the next change and gave everything back, as found
-        assert regions.everything() == before, where
-        assert not result.not_undone and result.differences == []
-        assert result.compensated
-    else:  # DNS moved: never flap back; the state is named
-        assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"
-        assert any("traffic on us-west-2" in x for x in result.left_in_place), result.left_in_place
-        assert result.dns_shifted
-    end = [e for e in recording[0].events if e.kind == "finished"]
+    # stopped before the next change and gave everything back: as found, and proved
+    assert regions.everything() == before, where
+    assert not result.not_undone and result.differences == [] and result.compensated
+    if not after_dns:  # an aborted drill never starts the failback before DNS moved
+        assert result.failback is None and "failback" not in [s.name for s in result.steps]
+    else:  # DNS moved: a drill goes home the way it planned to (the primary region is healthy): failback, restore
+        assert result.dns_shifted and result.failback is not None and result.failback.status == "Succeeded"
+        assert "went home" in result.summary, result.summary
+    end = [e for e in recording[0].events if e.kind == "finished" and not e.workflow_id.endswith("-failback")]
     assert end and end[0].severity == "warning"
 
 
@@ -130,16 +130,49 @@ async def test_cancelling_a_failover_is_an_abort(ts_env, task_queue, regions):
     assert result.failback is None
 
 
-async def test_abort_during_the_drills_failback_is_forwarded_and_never_flaps(ts_env, task_queue, regions):
+async def test_abort_during_the_drills_failback_finishes_the_way_back_and_ends_aborted(ts_env, task_queue, regions):
+    """The failback is the drill's way back (its compensation): an abort there lets it finish, then the restore."""
+    before = regions.everything()
+
     async def abort(handle):
         await handle.execute_update(RegionFailover.abort, AbortInput(requested_by="dave", reason="stop the drill"))
 
     result = await stop_at(ts_env, task_queue, regions, "rds_create_replica", None, abort)
-    assert result.status == "Aborted", result.summary
-    assert result.failback is not None and result.failback.status == "Aborted", result.failback
-    assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"  # DR keeps serving
-    assert any("traffic on us-west-2" in x for x in result.left_in_place)
-    assert any("orders-east-failback left in place" in x for x in result.left_in_place), result.left_in_place
+    assert result.status == "Aborted" and "dave" in result.reason, result.summary
+    assert "way back" in result.reason and "finished" in result.reason, result.reason
+    assert result.failback is not None and result.failback.status == "Succeeded", result.failback
+    assert regions.everything() == before and result.differences == []
+
+
+async def test_cancel_during_the_drills_restore_finishes_it_and_ends_aborted(ts_env, task_queue, regions):
+    before = regions.everything()
+
+    async def cancel(handle):
+        await handle.cancel()
+
+    # the restore's only create_replica is the DR re-creation: the failback's comes first (count 2)
+    pause = Pause()
+    seen = {"n": 0}
+
+    def second(arg) -> bool:
+        seen["n"] += 1
+        return seen["n"] == 2
+
+    from tests.failover.conftest import report_lag
+
+    report_lag("orders-east-failback", EAST, 2.0)
+    acts = replace(regions.activities, pause.around(real(regions, "rds_create_replica"), second))
+    async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
+        handle = await ts_env.client.start_workflow(
+            RegionFailover.run, failover_input(regions), id=f"fo-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
+            execution_timeout=timedelta(days=3),
+        )
+        await pause.wait()
+        await cancel(handle)
+        pause.release.set()
+        result = await handle.result()
+    assert result.status == "Aborted" and "cancelled" in result.reason and "way back" in result.reason, result.summary
+    assert regions.everything() == before and result.differences == [] and not result.not_undone
 
 
 REFUSALS = [
@@ -173,9 +206,9 @@ async def test_drill_that_was_already_failed_over_is_refused(ts_env, task_queue,
     assert result.status == "Refused" and "not a read replica" in result.summary, result.summary
 
 
-@activity.defn(name="rds_rename_instance")
-def rename_fails(input) -> None:
-    raise ApplicationError("rename refused: InvalidDBInstanceState", type=errors.INVALID_INPUT, non_retryable=True)
+@activity.defn(name="rds_delete_instance")
+def delete_fails(input) -> None:
+    raise ApplicationError("delete refused: InvalidDBInstanceState", type=errors.INVALID_INPUT, non_retryable=True)
 
 
 async def test_drill_that_cannot_restore_its_as_found_state_fails(ts_env, task_queue, regions, recording):
@@ -183,13 +216,13 @@ async def test_drill_that_cannot_restore_its_as_found_state_fails(ts_env, task_q
 
     report_lag("orders-east-failback", EAST, 2.0)
     with pytest.raises(WorkflowFailureError) as info:
-        await run(ts_env, task_queue, replace(regions.activities, rename_fails), failover_input(regions))
+        await run(ts_env, task_queue, replace(regions.activities, delete_fails), failover_input(regions))
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == errors.RUN_FAILED
     result = RegionMoveResult.model_validate(cause.details[0])
     assert result.status == "Failed" and result.failback is not None and result.failback.status == "Succeeded"
-    assert any("rename refused" in x for x in result.not_undone), result.not_undone
-    assert any("orders-east" in d for d in result.differences), result.differences
+    assert any("delete refused" in x for x in result.not_undone), result.not_undone
+    assert any("orders-east-failback" in d for d in result.differences), result.differences
     end = [e for e in recording[0].events if e.kind == "failed"]
     assert end and end[0].severity == "critical"
 

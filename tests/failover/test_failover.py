@@ -75,7 +75,10 @@ async def test_drill_fails_over_and_back_and_is_invisible_afterwards(ts_env, tas
     assert east[f"{EAST}/orders-east-failback"] is None
     assert result.as_found is not None and result.after is not None and result.differences == []
     assert result.after.model_dump() == result.as_found.model_dump()
-    assert any("renamed orders-east" in c for c in result.compensated), result.compensated
+    # the original primary, fenced for the whole drill, is the primary again: never a replica, no tag of ours
+    assert east[f"{EAST}/orders-east"]["source"] is None and east[f"{EAST}/orders-east"]["runbook_tags"] == {}
+    assert any("failback database deleted" in c for c in result.compensated), result.compensated
+    assert any("orders-west re-created" in c for c in result.compensated), result.compensated
     assert regions.replicas(EAST) == 4 and regions.replicas(WEST) == 0
     assert not alerts(recording)
 
@@ -292,9 +295,9 @@ async def test_drill_on_the_local_stack_seed_leaves_it_as_it_found_it(ts_env, ta
         for identifier, region in (("orders-db", EAST), ("orders-db-replica", WEST), ("orders-db-failback", EAST)):
             found = boto3.client("rds", region_name=region).describe_db_instances()["DBInstances"]
             raw = next((d for d in found if d["DBInstanceIdentifier"] == identifier), None)
-            if raw is not None:
-                promoted = {t["Key"]: t["Value"] for t in raw.get("TagList", [])}.get("runbook:promoted") == "true"
-                raw = (None if promoted else raw.get("ReadReplicaSourceDBInstanceIdentifier"),
+            if raw is not None:  # raw: the replica link and our tags as moto shows them
+                tags = sorted(t["Key"] for t in raw.get("TagList", []) if t["Key"].startswith("runbook:"))
+                raw = (raw.get("ReadReplicaSourceDBInstanceIdentifier"), tags,
                        [g["DBParameterGroupName"] for g in raw["DBParameterGroups"]], raw["Endpoint"]["Address"])
             dbs[identifier] = raw
         sets = boto3.client("route53").list_resource_record_sets(HostedZoneId=demo["hosted_zone_id"])["ResourceRecordSets"]

@@ -1,5 +1,5 @@
-"""The RDS activities a failover drill restores with: rename (retries safe), parameter group, the describe's groups,
-and a new replica that is never reported as promoted."""
+"""The RDS activities a failover drill restores with: delete and wait until the identifier is free (retries safe),
+parameter group, the describe's groups, and a new replica that is never reported as promoted."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws import RdsActivities
 from core import errors
-from core.aws import RdsCreateReplicaInput, RdsInstanceRef, RdsParameterGroupInput, RdsRenameInput
+from core.aws import (
+    RdsCreateReplicaInput,
+    RdsDeleteInput,
+    RdsDeleteResult,
+    RdsInstanceRef,
+    RdsParameterGroupInput,
+)
 
 EAST, WEST = "us-east-1", "us-west-2"
 
@@ -52,26 +58,26 @@ def test_set_parameter_group_is_exact_and_idempotent(rds, run, primary):
     assert err.value.type == errors.NOT_FOUND
 
 
-def test_rename_keeps_the_instance_and_a_retry_is_a_no_op(rds, run, primary):
-    req = RdsRenameInput(identifier="orders-db", new_identifier="orders-db-retired", region=EAST)
-    renamed = run(rds.rds_rename_instance, req)
-    assert renamed.identifier == "orders-db-retired" and renamed.status == "available"
-    assert renamed.endpoint.startswith("orders-db-retired.")
+def test_delete_waits_until_the_identifier_is_free_and_a_retry_is_a_no_op(rds, run, primary):
+    req = RdsDeleteInput(identifier="orders-db", region=EAST, wait_gone_seconds=60, poll_seconds=0.01)
+    assert run(rds.rds_delete_instance, req) == RdsDeleteResult(deleted=True, existed=True)
     assert not run(rds.rds_describe_instance, RdsInstanceRef(identifier="orders-db", region=EAST)).exists
-    assert run(rds.rds_rename_instance, req).identifier == "orders-db-retired"  # retried after it landed
+    assert run(rds.rds_delete_instance, req) == RdsDeleteResult(deleted=False, existed=False)  # retried after it landed
 
 
-def test_rename_refuses_when_both_names_are_taken_or_neither_exists(rds, run, primary, clients):
-    clients.client("rds", EAST).create_db_instance(
-        DBInstanceIdentifier="other", DBInstanceClass="db.t3.micro", Engine="postgres", AllocatedStorage=20,
-        MasterUsername="u", MasterUserPassword="password123",
-    )
-    with pytest.raises(ApplicationError) as both:
-        run(rds.rds_rename_instance, RdsRenameInput(identifier="orders-db", new_identifier="other", region=EAST))
-    assert both.value.type == errors.INVALID_INPUT
-    with pytest.raises(ApplicationError) as neither:
-        run(rds.rds_rename_instance, RdsRenameInput(identifier="a", new_identifier="b", region=EAST))
-    assert neither.value.type == errors.NOT_FOUND
+def test_delete_that_does_not_free_the_identifier_in_time_is_a_deadline(clients, run, primary):
+    """AWS keeps a deleting instance under its name for minutes: the wait reports it rather than returning early."""
+    real = RdsActivities(clients)
+
+    def deleting(identifier, region):
+        inst = real.rds_describe_instance(RdsInstanceRef(identifier=identifier, region=region))
+        return inst.model_copy(update={"exists": True, "status": "deleting"})
+
+    clock = iter(range(0, 1000, 50))
+    rds = RdsActivities(clients, describe=deleting, sleep=lambda s: None, clock=lambda: float(next(clock)))
+    with pytest.raises(ApplicationError) as err:
+        run(rds.rds_delete_instance, RdsDeleteInput(identifier="orders-db", region=EAST, wait_gone_seconds=120))
+    assert err.value.type == errors.DEADLINE_EXCEEDED and "still deleting" in str(err.value)
 
 
 def test_a_new_replica_of_a_promoted_source_is_not_promoted(rds, run, primary):
