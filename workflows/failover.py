@@ -587,7 +587,7 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
             self.step_failed(rec, cause_of(err))
             self.outcome = "dns_failed"
             raise Stop("Held", f"DNS shift to {active.region} failed: {cause_of(err)}", severity="critical") from None
-        except Stop:  # aborted right after the shift: it is done, and stays
+        except (Stop, asyncio.CancelledError):  # aborted or cancelled right after the shift: it is done
             self.dns_shifted = True
             self.step_failed(rec, f"{dns.record_name} points at {active.dns_value}; then aborted", "done")
             raise

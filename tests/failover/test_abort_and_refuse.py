@@ -130,6 +130,19 @@ async def test_cancelling_a_failover_is_an_abort(ts_env, task_queue, regions):
     assert result.failback is None
 
 
+async def test_cancel_right_after_the_dns_change_takes_the_drill_home(ts_env, task_queue, regions):
+    """The DNS change under way when the cancel arrives is finished, known as done, and the drill goes home."""
+    before = regions.everything()
+
+    async def cancel(handle):
+        await handle.cancel()
+
+    result = await stop_at(ts_env, task_queue, regions, "route53_upsert_records", None, cancel)
+    assert result.status == "Aborted" and "cancelled" in result.reason and "went home" in result.summary, result.summary
+    assert result.dns_shifted and result.failback is not None and result.failback.status == "Succeeded"
+    assert regions.everything() == before and result.differences == []
+
+
 async def test_abort_during_the_drills_failback_finishes_the_way_back_and_ends_aborted(ts_env, task_queue, regions):
     """The failback is the drill's way back (its compensation): an abort there lets it finish, then the restore."""
     before = regions.everything()
