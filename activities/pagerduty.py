@@ -3,10 +3,14 @@
 - Notes (REST API v2, ``RestApiV2Client`` with a ``From`` header): every progress and result event of a run
   started from an incident becomes a note on that incident, so responders read the runbook's progress where they
   already are.
-- Alerts (Events API v2, ``EventsApiV2Client``): ``rolled_back``, ``alert`` and ``failed`` events trigger an alert
-  whose dedup key is derived from the workflow id alone (``runbook:<workflow id>``), so a retried activity or a
-  second alert for the same run updates one alert instead of opening several. ``recovered``, and a ``finished``
-  run that succeeded, resolve it. Severity comes from the event (``failed`` is at least ``error``).
+- Alerts (Events API v2, ``EventsApiV2Client``): an event the run's routing table (core.routing) sends to
+  ``pagerduty`` triggers an alert. Its dedup key is deterministic, so a retried activity or a second alert updates
+  one alert instead of opening several: per gate (``runbook:<workflow id>:gate:<gate id>``) for an escalated
+  approval, per run (``runbook:<workflow id>``) for anything else. Resolving follows the run, whatever the table
+  says: a gate's alert when that gate closes (``approval_decided``), or at the run's end whatever closed it; the
+  run's alert when the run reports ``recovered`` or ends cleanly (``CLEAN_ENDS``: Succeeded, Aborted, Rejected,
+  Refused; a RolledBack, Held or Failed run keeps it open for a person). Severity comes from the event
+  (``failed`` is at least ``error``).
 
 Both clients are built by the worker (``workers.activities``, through ``clients``); tests hand in clients whose httpx transport
 carries the requests to a fake. Failures raise and are reported by the notification activity, never raised
@@ -26,19 +30,23 @@ from core.events import RunbookEvent
 
 log = logging.getLogger(__name__)
 
-NOTE_KINDS = {"started", "step_done", "approval_needed", "approval_decided", "rolled_back", "alert", "recovered",
-              "finished", "failed"}
-ALERT_KINDS = {"rolled_back", "alert", "failed"}
+NOTE_KINDS = {"started", "step_done", "approval_needed", "approval_escalated", "approval_decided", "rolled_back",
+              "alert", "recovered", "finished", "failed"}
 SEVERITY_ORDER = ["info", "warning", "error", "critical"]
 DEDUP_REF = "pagerduty_dedup_key"
+GATE_REF = "pagerduty_gate:"  # + gate id: that gate's open alert
+# The endings that resolve a run's alert: it did what it was asked, or a person stopped it and it undid its changes,
+# or it changed nothing. RolledBack, Held and Failed keep it open: something failed and a person should look.
+CLEAN_ENDS = {"Succeeded", "Aborted", "Rejected", "Refused"}
 MAX_NOTE_CHARS = 2000
 
 
-def dedup_key(workflow_id: str) -> str:
-    """Deterministic per run (and under PagerDuty's 255-character limit)."""
-    key = f"runbook:{workflow_id}"
+def dedup_key(workflow_id: str, gate_id: str | None = None) -> str:
+    """Deterministic per run, or per gate of a run (and under PagerDuty's 255-character limit)."""
+    name = workflow_id if gate_id is None else f"{workflow_id}:gate:{gate_id}"
+    key = f"runbook:{name}"
     if len(key) > 255:
-        key = "runbook:" + hashlib.sha256(workflow_id.encode()).hexdigest()
+        key = "runbook:" + hashlib.sha256(name.encode()).hexdigest()
     return key
 
 
@@ -78,24 +86,34 @@ class PagerDutyChannel:
 
     def _alert(self, event: RunbookEvent) -> dict[str, str]:
         assert self._events is not None
-        key = dedup_key(event.workflow_id)
-        if event.kind in ALERT_KINDS:
+        refs: dict[str, str] = {}
+        per_gate = event.gate is not None and event.kind.startswith("approval_")
+        if "pagerduty" in (event.channels or []) and event.kind not in ("approval_decided", "recovered"):
+            key = dedup_key(event.workflow_id, event.gate.gate_id if per_gate and event.gate else None)
+            details = {"workflow_id": event.workflow_id, "runbook": event.runbook, "text": event.text, **event.fields}
+            if per_gate and event.gate is not None:
+                details |= {"gate": event.gate.gate_id, "approvers": ", ".join(event.gate.eligible),
+                            "deadline": f"{event.gate.deadline:%Y-%m-%d %H:%M} UTC"}
             self._events.trigger(
                 summary=f"{event.runbook} on {event.target}: {event.title}"[:1024],
                 source=event.target or event.runbook,
                 dedup_key=key,
                 severity=self._severity(event),
-                custom_details={"workflow_id": event.workflow_id, "runbook": event.runbook,
-                                "text": event.text, **event.fields},
+                custom_details=details,
                 links=[{"href": event.ui_url, "text": "Runbook in the Temporal UI"}] if event.ui_url else None,
             )
-            return {DEDUP_REF: key}
-        if event.refs.get(DEDUP_REF) and (
-            event.kind == "recovered" or (event.kind == "finished" and event.status == "Succeeded")
-        ):
-            self._events.resolve(event.refs[DEDUP_REF])
-            return {DEDUP_REF: ""}  # resolved: a later success does not resolve again
-        return {}
+            refs[GATE_REF + event.gate.gate_id if per_gate and event.gate else DEDUP_REF] = key
+        ended = event.kind in ("finished", "failed")
+        for ref, key in event.refs.items():  # what is open and now over: resolved (a retry resolves again: harmless)
+            if not key or ref in refs:
+                continue
+            gate_over = ref.startswith(GATE_REF) and (ended or (
+                event.kind == "approval_decided" and event.gate is not None and ref == GATE_REF + event.gate.gate_id))
+            run_over = ref == DEDUP_REF and (event.kind == "recovered" or (ended and event.status in CLEAN_ENDS))
+            if gate_over or run_over:
+                self._events.resolve(key)
+                refs[ref] = ""  # resolved: not resolved again by a later event
+        return refs
 
     @staticmethod
     def _severity(event: RunbookEvent) -> str:

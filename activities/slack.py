@@ -7,7 +7,9 @@
   so an update is an absolute rewrite (retry-safe) and the channel needs no state of its own and no read scope.
 - ``approval_needed`` posts a separate message with Approve / Reject buttons; each button's value carries the
   workflow id, gate id and the gate's binding, which the gateway turns into the workflow's approve/reject Update.
-  ``approval_decided`` replaces the buttons with the verdict.
+  A reminder refreshes it and says so in its thread; an escalation refreshes it with the widened approvers and the
+  new deadline and says so in its thread too; ``approval_decided`` replaces the buttons with the verdict.
+- Only events the run's routing table (core.routing) sends to ``slack`` are shown.
 - ``finished`` / ``failed`` rewrite the message with the final summary and a link to the run in the web UI.
 
 Rate limits: the WebClient is given a retry handler that honours 429 ``Retry-After`` a bounded number of times
@@ -31,6 +33,7 @@ from core.events import RunbookEvent
 
 log = logging.getLogger(__name__)
 
+GATE_REQUESTS = ("approval_needed", "approval_reminder", "approval_escalated")  # refresh the gate's message
 APPROVE_ACTION = "runbook_approve"
 REJECT_ACTION = "runbook_reject"
 REJECT_VIEW = "runbook_reject_reason"
@@ -44,6 +47,7 @@ ICONS = {
     "step_done": ":white_check_mark:",
     "approval_needed": ":raised_hand:",
     "approval_reminder": ":hourglass:",
+    "approval_escalated": ":rotating_light:",
     "approval_decided": ":ballot_box_with_check:",
     "rolled_back": ":rewind:",
     "alert": ":rotating_light:",
@@ -145,8 +149,8 @@ class SlackChannel:
     # ------------------------------------------------------------------ entry point
     def send(self, event: RunbookEvent) -> dict[str, str]:
         channel = event.refs.get("slack_channel") or event.slack_channel or self._default_channel
-        if not channel:
-            return {}  # no channel configured for this run: nothing to tell
+        if not channel or "slack" not in (event.channels or []):
+            return {}  # no channel configured for this run, or the routing table keeps this event from Slack
         refs: dict[str, str] = {}
         lines = self._log(event)
         line = self._line(event)
@@ -154,7 +158,7 @@ class SlackChannel:
             lines = (lines + [line])[-MAX_LOG_LINES:]
         refs["slack_log"] = json.dumps(lines, ensure_ascii=False)
 
-        if event.kind in ("approval_needed", "approval_reminder") and event.gate is not None:
+        if event.kind in GATE_REQUESTS and event.gate is not None:
             refs.update(self._approval_request(event, channel))
         elif event.kind == "approval_decided" and event.gate is not None:
             self._approval_verdict(event, channel)
@@ -222,6 +226,9 @@ class SlackChannel:
             self._client.chat_update(channel=channel, ts=existing, text=text, blocks=blocks)
             if event.kind == "approval_reminder":
                 self._client.chat_postMessage(channel=channel, thread_ts=existing, text=f"Reminder: {who}, {event.title}")
+            elif event.kind == "approval_escalated":
+                self._client.chat_postMessage(channel=channel, thread_ts=existing,
+                                              text=f":rotating_light: {event.title}: {_clip(event.text, 500)}. Approvers: {who}")
             return {}
         response = self._client.chat_postMessage(channel=channel, text=text, blocks=blocks)
         return {key: response["ts"]}
@@ -271,7 +278,7 @@ def run_message(event: RunbookEvent, lines: list[str], report_url: str | None = 
         state = f"{icon} *{_clip(event.title, 80)}*"
         if event.text:
             state += f"\n{_clip(event.text, 600)}"
-    elif event.kind in ("approval_needed", "approval_reminder"):
+    elif event.kind in GATE_REQUESTS:
         state = ":raised_hand: waiting for approval"
     elif last_toggle == "pause":
         state = ":double_vertical_bar: paused"

@@ -31,9 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from core.approval import ApprovalPolicy
 from core.duration import Duration, parse_duration
 from core.identity import People
+from core.routing import DEFAULT_ROUTES, Route, route_problems
 from core.runbook import RunbookMeta
 
 GROUPS_FILE = "groups.yaml"
+ROUTING_FILE = "routing.yaml"  # the catalog's routing table (core.routing), replacing the stock one
 NAME_RE = r"^[a-z][a-z0-9-]*$"
 
 
@@ -221,6 +223,9 @@ class RunbookSpec(BaseModel):
     approval: CatalogApproval = Field(default_factory=CatalogApproval)
     approval_by_environment: dict[str, CatalogApproval] = Field(default_factory=dict)
     triggers: Triggers = Field(default_factory=Triggers)
+    routing: list[Route] = Field(
+        default_factory=list, description="routes of this runbook's events, before the catalog's table (core.routing)"
+    )
 
     @field_validator("target", "environment", "concurrency_key")
     @classmethod
@@ -316,8 +321,10 @@ class ParameterError(ValueError):
 
 class Catalog:
     def __init__(self, runbooks: dict[str, RunbookSpec], groups: dict[str, list[str]], files: dict[str, Path],
-                 idp_groups: dict[str, list[str]] | None = None, people: People | None = None):
+                 idp_groups: dict[str, list[str]] | None = None, people: People | None = None,
+                 routing: list[Route] | None = None):
         self.runbooks = runbooks
+        self.routing = list(DEFAULT_ROUTES) if routing is None else routing  # the catalog-level routing table
         self.groups = groups  # approver group -> named people
         self.idp_groups = idp_groups or {}  # approver group -> identity-provider groups
         self.people = people or People()
@@ -341,12 +348,13 @@ class Catalog:
                     problems += _explain(groups_path, err, lines)
                 else:
                     groups, idp_groups, people = parsed.resolved()
+        routing = _load_routing(directory / ROUTING_FILE, problems)
         runbooks: dict[str, RunbookSpec] = {}
         files: dict[str, Path] = {}
         if not directory.is_dir():
             raise CatalogError([f"{directory}: catalog folder not found"])
         for path in sorted(directory.glob("*.y*ml")):
-            if path.name == GROUPS_FILE:
+            if path.name in (GROUPS_FILE, ROUTING_FILE):
                 continue
             spec = _load_spec(path, groups, problems, workflows, idp_groups, people)
             if spec is None:
@@ -358,7 +366,7 @@ class Catalog:
             files[spec.name] = path
         if problems:
             raise CatalogError(problems)
-        return cls(runbooks, groups, files, idp_groups, people)
+        return cls(runbooks, groups, files, idp_groups, people, routing)
 
     def get(self, name: str) -> RunbookSpec:
         try:
@@ -422,6 +430,7 @@ class Catalog:
             slack_channel=slack_channel,
             ui_url=ui_url,
             source=source,
+            routing=[*spec.routing, *self.routing],
         )
         model = input_model(workflow_class)
         try:
@@ -533,9 +542,36 @@ def _load_spec(
             loc = tuple(env_name.split("."))
             message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
             problems.append(f"{path}:{_line_for(lines, loc)}: {env_name}: {message}")
+    for index, message in route_problems(spec.routing, complete=False):
+        problems.append(f"{path}:{_line_for(lines, ('routing', index or 0))}: routing.{index}: {message}")
     if workflows is not None:
         _check_against_workflow(path, spec, lines, workflows, problems)
     return spec
+
+
+class _RoutingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    routes: list[Route] = Field(min_length=1, description="first match wins (core.routing)")
+
+
+def _load_routing(path: Path, problems: list[str]) -> list[Route] | None:
+    """The catalog's routing table (routing.yaml), or None for the stock one when there is no such file. It must
+    route every kind of event at every severity, and each route must be able to match."""
+    if not path.exists():
+        return None
+    data, lines = _read_yaml(path, problems)
+    if data is None:
+        return None
+    try:
+        routes = _RoutingFile.model_validate(data).routes
+    except ValidationError as err:
+        problems += _explain(path, err, lines)
+        return None
+    for index, message in route_problems(routes, complete=True):
+        where = ("routes", index) if index is not None else ("routes",)
+        name = f"routes.{index}" if index is not None else "routes"
+        problems.append(f"{path}:{_line_for(lines, where)}: {name}: {message}")
+    return routes
 
 
 def _check_against_workflow(

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from core.approval import GateView
+from core.routing import DEFAULT_ROUTES, Channel, EventKind, Severity, route
 from core.runbook import ActionRecord
-
-EventKind = Literal[
-    "started",
-    "step_done",
-    "approval_needed",
-    "approval_reminder",
-    "approval_decided",
-    "rolled_back",
-    "alert",
-    "recovered",
-    "finished",
-    "failed",
-]
-
 
 MAX_NOTIFIED_ACTIONS = 5  # a notification carries the run's latest steering actions (the Slack message shows them)
 
@@ -35,7 +20,7 @@ class RunbookEvent(BaseModel):
     title: str
     text: str = ""
     fields: dict[str, str] = Field(default_factory=dict)
-    severity: Literal["info", "warning", "error", "critical"] = "info"
+    severity: Severity = "info"
     gate: GateView | None = None
     status: str | None = Field(
         None, description="on the run's last event (finished/failed): how it ended, one of core.runbook.TERMINAL"
@@ -49,6 +34,15 @@ class RunbookEvent(BaseModel):
     actions: list[ActionRecord] = Field(
         default_factory=list, description="the run's latest steering actions (pause, extend ...), shown with its message"
     )
+    channels: list[Channel] | None = Field(
+        None, description="where it goes (core.routing, the run's table); unset: the stock table decides"
+    )
+
+    @model_validator(mode="after")
+    def _routed(self) -> "RunbookEvent":
+        if self.channels is None:
+            self.channels = route(DEFAULT_ROUTES, self.kind, self.severity)
+        return self
 
 
 class NotifyResult(BaseModel):

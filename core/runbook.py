@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.approval import AbortInput, ApprovalPolicy, GateView, RefusedAttempt
+from core.routing import DEFAULT_ROUTES, Route
 
 RunStatus = Literal[
     "Running",
@@ -40,6 +41,10 @@ class RunbookMeta(BaseModel):
     slack_channel: str | None = None
     ui_url: str | None = Field(None, description="link to this workflow in the web UI, for notifications")
     source: Literal["cli", "slack", "pagerduty", "schedule", "api"] = "cli"
+    routing: list[Route] = Field(
+        default_factory=lambda: list(DEFAULT_ROUTES),
+        description="where the run's events go (core.routing): the runbook's routes, then the catalog's table",
+    )
     history_limit: int = Field(
         10_000, ge=100, description="events after which a long run continues as new (Temporal's own suggestion too)"
     )

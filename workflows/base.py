@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         unverified_claims,
         unverified_identity,
     )
+    from core.routing import route
     from core.runbook import (
         TERMINAL,
         ActionRecord,
@@ -782,6 +783,7 @@ class RunbookWorkflow(Runbook):
             ui_url=self.meta.ui_url,
             refs=dict(self._notify_refs),
             actions=self._actions[-MAX_NOTIFIED_ACTIONS:],
+            channels=route(self.meta.routing, kind, severity),
         )
         try:
             result = await workflow.execute_activity_method(

@@ -203,4 +203,11 @@ class ApprovalGate:
         gate.eligible = sorted(policy.eligible(policy.escalate_to, requested_by=self._run.meta.requested_by))
         gate.deadline = workflow.now() + policy.timeout
         self.policy = policy.model_copy(update={"approvers": sorted(set(policy.approvers) | set(policy.escalate_to))})
-        await self._run.notify("approval_needed", f"Escalated: {gate.title}", gate.summary, gate=gate, severity="error")
+        # pages (the stock routing table sends an escalation to PagerDuty, one alert per gate, resolved when the
+        # gate closes) and refreshes the Slack request with the widened approvers and the new deadline
+        waited = format_duration(policy.timeout)
+        await self._run.notify(
+            "approval_escalated", f"Escalated: {gate.title}",
+            f"no decision within {waited}; now also for {', '.join(policy.escalate_to)}, until {gate.deadline:%Y-%m-%d %H:%M} UTC",
+            gate=gate, severity="critical", fields={"escalated to": ", ".join(policy.escalate_to), "gate": gate.gate_id},
+        )

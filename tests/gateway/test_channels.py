@@ -98,14 +98,14 @@ def test_pagerduty_alert_triggered_then_resolved_with_deterministic_dedup_key(fa
     notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
     refs: dict[str, str] = {}
     for _ in range(2):  # a retried activity updates the same alert
-        result = notify(event("rolled_back", "canary rolled back", refs, severity="error"))
+        result = notify(event("alert", "replica lag critical", refs, severity="critical"))
         assert result.failures == []
     refs.update(result.refs)
     key = dedup_key("restore-drill:orders")
     assert refs["pagerduty_dedup_key"] == key
     assert list(fake_pd.alerts) == [key]
-    assert fake_pd.alerts[key]["payload"]["severity"] == "error"
-    result = notify(event("recovered", "canary healthy again", refs))
+    assert fake_pd.alerts[key]["payload"]["severity"] == "critical"
+    result = notify(event("recovered", "replica caught up", refs))
     assert result.failures == []
     assert fake_pd.alerts[key]["status"] == "resolved"
     assert [e["event_action"] for e in fake_pd.events] == ["trigger", "trigger", "resolve"]
@@ -124,7 +124,7 @@ def test_pagerduty_alert_resolved_only_by_a_run_that_ends_succeeded(fake_pd, pd_
 
 def test_failed_run_alerts_at_least_error(fake_pd, pd_clients):
     notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
-    notify(event("failed", "restore-drill failed", severity="info"))
+    notify(event("failed", "restore-drill failed", severity="info", channels=["pagerduty"]))
     [alert] = fake_pd.alerts.values()
     assert alert["payload"]["severity"] == "error"
 
@@ -188,3 +188,64 @@ def test_a_typed_slack_approval_must_name_what_the_gate_approves():
     assert "approved by <@U0ALICE01>" in accepted
     assert (sent[0].binding, sent[0].on_behalf_of, sent[0].reason, sent[0].token) == (
         "sha256:abc", "slack:U0ALICE01", "looks fine", None)
+
+
+def test_stock_routing_a_warning_goes_to_slack_and_does_not_page(fake_slack, slack_client, fake_pd, pd_clients):
+    """The sandbox TTL reminder (a warning alert) and a rollback that worked (error) are Slack's; a critical alert,
+    a failed drill's alert (error) and a run that ends Failed page."""
+    notify = NotificationActivities([SlackChannel(slack_client), PagerDutyChannel(*pd_clients)]).notify
+    refs: dict[str, str] = {}
+    for kind, title, severity in [("alert", "Sandbox dev-1 expires in 1h", "warning"),
+                                  ("rolled_back", "canary rolled back", "error"),
+                                  ("approval_reminder", "Still waiting", "info")]:
+        result = notify(event(kind, title, refs, severity=severity))
+        assert result.failures == []
+        refs.update(result.refs)
+    assert fake_pd.events == []
+    assert "Sandbox dev-1 expires in 1h" in fake_slack.channel_messages("C0OPS")[0].all_text()
+    notify(event("alert", "Restore drill FAILED: orders", refs, severity="error"))
+    assert [e["event_action"] for e in fake_pd.events] == ["trigger"]
+
+
+def test_routing_keeps_an_event_from_slack_when_the_table_says_so(fake_slack, slack_client):
+    result = NotificationActivities([SlackChannel(slack_client)]).notify(event("started", "started", channels=[]))
+    assert result.refs == {} and fake_slack.calls == []
+
+
+def test_escalation_pages_per_gate_and_the_gate_closing_resolves_it(fake_slack, slack_client, fake_pd, pd_clients):
+    notify = NotificationActivities([SlackChannel(slack_client), PagerDutyChannel(*pd_clients)]).notify
+    gate = GateView(gate_id="apply-1", title="Apply plan", opened_at=NOW, deadline=NOW + timedelta(hours=1),
+                    eligible=["bob"])
+    refs = dict(notify(event("started", "started")).refs)
+    refs.update(notify(event("approval_needed", "Apply plan", refs, gate=gate, severity="warning")).refs)
+    assert fake_pd.events == []  # asking is not paging
+    escalated = gate.model_copy(update={"eligible": ["bob", "carol"], "escalated": True,
+                                        "deadline": NOW + timedelta(hours=2)})
+    for _ in range(2):  # a retried activity pages once: the same alert
+        result = notify(event("approval_escalated", "Escalated: Apply plan", refs, gate=escalated,
+                              severity="critical", text="no decision within 1h; now also for carol"))
+        assert result.failures == []
+    refs.update(result.refs)
+    key = dedup_key("restore-drill:orders", "apply-1")
+    assert key == "runbook:restore-drill:orders:gate:apply-1" and refs["pagerduty_gate:apply-1"] == key
+    assert list(fake_pd.alerts) == [key] and fake_pd.alerts[key]["payload"]["severity"] == "critical"
+    assert fake_pd.alerts[key]["payload"]["custom_details"]["approvers"] == "bob, carol"
+    [request] = [m for m in fake_slack.channel_messages("C0OPS") if m.ts == refs["slack_gate:apply-1"]]
+    assert "carol" in request.all_text()  # the request shows the widened approvers
+    thread = [text for name, body in fake_slack.calls if name == "chat.postMessage" and body.get("thread_ts")
+              for text in [body.get("text", "")]]
+    assert any("Escalated: Apply plan" in t for t in thread)
+    decided = escalated.model_copy(update={"decision": "approved", "decided_by": "carol"})
+    refs.update(notify(event("approval_decided", "Apply plan: approved", refs, gate=decided)).refs)
+    assert fake_pd.alerts[key]["status"] == "resolved" and refs["pagerduty_gate:apply-1"] == ""
+    notify(event("finished", "restore-drill: Succeeded", refs, status="Succeeded"))
+    assert [e["event_action"] for e in fake_pd.events] == ["trigger", "trigger", "resolve"]  # resolved once
+
+
+def test_a_gate_alert_still_open_at_the_end_of_the_run_is_resolved(fake_pd, pd_clients):
+    """A gate closed without a decision event (the workflow cancelled while waiting) is over with the run."""
+    notify = NotificationActivities([PagerDutyChannel(*pd_clients)]).notify
+    gate = GateView(gate_id="apply-1", title="Apply plan", opened_at=NOW, deadline=NOW, eligible=["bob"])
+    refs = notify(event("approval_escalated", "Escalated: Apply plan", gate=gate, severity="critical")).refs
+    notify(event("finished", "restore-drill: Aborted", refs, status="Aborted"))
+    assert fake_pd.alerts[dedup_key("restore-drill:orders", "apply-1")]["status"] == "resolved"
