@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +92,18 @@ def free_dev_ports() -> dict[str, int]:
     from tests import harness
 
     return {name: harness.free_port() for name in DevPorts.ENV}
+
+
+@contextlib.contextmanager
+def short_state_dir() -> Iterator[Path]:
+    """A state folder for `runbook dev` with a short path: PostgreSQL's Unix socket lives in it, and a socket path
+    may not exceed 107 bytes (pytest's tmp_path under xdist, /tmp/pytest-of-USER/pytest-N/popen-gwN/<test>/, is
+    too long)."""
+    root = Path(tempfile.mkdtemp(prefix="dev-", dir="/tmp"))
+    try:
+        yield root / "state"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def start_dev(state: Path, ports: dict[str, int], **env: str) -> LoggedProcess:

@@ -15,15 +15,19 @@ import boto3
 import pytest
 
 from starters.dev import DEMO_COMMANDS, DOOR_COMMANDS, SCRIPTS
-from tests.platform.procs import free_dev_ports, start_dev
+from tests.platform.procs import free_dev_ports, short_state_dir, start_dev
 
 COMMANDS = list(DEMO_COMMANDS.values())
 BLUEGREEN, FAILOVER, RESTORE = COMMANDS[0], COMMANDS[1], COMMANDS[2]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    state = tmp_path_factory.mktemp("demo") / "state"
+def stack():
+    with short_state_dir() as state:
+        yield from _stack(state)
+
+
+def _stack(state: Path):
     dev = start_dev(state, free_dev_ports(), RUNBOOK_DEMO_METRICS_INTERVAL="1")
     try:
         dev.wait_for("local stack ready", timeout=90)

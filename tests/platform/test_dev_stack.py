@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Iterator
 
 import boto3
 import httpx
@@ -19,7 +20,7 @@ import hvac
 import pytest
 import yaml
 
-from tests.platform.procs import free_dev_ports, start_dev
+from tests.platform.procs import free_dev_ports, short_state_dir, start_dev
 
 READY = "local stack ready"
 
@@ -91,9 +92,14 @@ def wait_for(check, timeout: float, what: str):
         time.sleep(0.2)
 
 
+@pytest.fixture
+def state() -> Iterator[Path]:
+    with short_state_dir() as path:
+        yield path
+
+
 @pytest.mark.timeout(360)  # two starts of the whole stack; on a loaded 2-core machine each can take a minute
-def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(tmp_path, ports):
-    state = tmp_path / "state"
+def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(state, ports):
     dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="2", RUNBOOK_DEMO_METRICS_INTERVAL="1")
     try:
         dev.wait_for(READY, timeout=120)
