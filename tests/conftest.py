@@ -120,3 +120,20 @@ def task_queue() -> str:
 def recording() -> tuple[RecordingChannel, NotificationActivities]:
     channel = RecordingChannel()
     return channel, NotificationActivities([channel])
+
+
+# pytest-xdist (make test): the failure matrix runs in one worker; its summary comes back with that worker's output
+# (tests/matrix/conftest.py) and is printed here, by the controller.
+_MATRIX_SUMMARY: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    _MATRIX_SUMMARY.extend(getattr(node, "workeroutput", {}).get("matrix_summary", []))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _MATRIX_SUMMARY:
+        terminalreporter.section("failure matrix")
+        for line in _MATRIX_SUMMARY:
+            terminalreporter.write_line(line)

@@ -79,22 +79,38 @@ async def matrix(request: pytest.FixtureRequest, postgres: str, openbao: tuple[s
     return Matrix(baselines, outcomes, recorded)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def _summary() -> list[str]:
+    """The failing cases (one line each, their first problem) then matrix_cases / matrix_failures / matrix_wall_s;
+    writes every problem of every failing case to REPORT. Empty when no case ran in this process."""
     verdicts = _STATE["verdicts"]
     if not verdicts:
-        return
+        return []
     failures = {cid: v for cid, v in verdicts.items() if v[1]}
     wall = (_STATE["ended"] or time.monotonic()) - (_STATE["started"] or time.monotonic())
     lines = [f"matrix_cases {len(verdicts)}", f"matrix_failures {len(failures)}", f"matrix_wall_s {wall:.1f}"]
     table = [f"{cid}: {problems[0][:220]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
              for cid, (_, problems) in sorted(failures.items())]
-    terminalreporter.section("failure matrix")
-    for line in table:
-        terminalreporter.write_line(line)
-    for line in lines:
-        terminalreporter.write_line(line)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines + [""] + [
         f"{cid}\n" + "\n".join(f"    {p}" for p in problems) + f"\n    (run dir {out.dir})"
         for cid, (out, problems) in sorted(failures.items())
     ]) + "\n")
+    return table + lines
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist (make test) the matrix runs in one worker, whose terminal is not shown: hand the summary to
+    # the controller, which prints it (tests/conftest.py).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["matrix_summary"] = _summary()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if hasattr(terminalreporter.config, "workeroutput"):
+        return
+    lines = _summary()
+    if lines:
+        terminalreporter.section("failure matrix")
+        for line in lines:
+            terminalreporter.write_line(line)
