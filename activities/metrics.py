@@ -2,8 +2,11 @@
 
 - Prometheus: an instant query (``GET /api/v1/query``) over httpx; the query is templated with the analysis
   arguments (``{{service}}``, ``{{version}}``...). One series or a scalar is expected.
-- CloudWatch: ``get_metric_statistics`` over boto3 with the metric's statistic (Average/Maximum...); the most
-  recent datapoint in the window is the value. Latency percentiles are their own metrics (``LatencyP95``).
+- CloudWatch: ``GetMetricData`` over boto3: one metric with a basic or extended statistic (``p95``, ``p99``), or a
+  metric-math expression over several (``100 * errors / requests``); the most recent value in the window is the
+  value, the window's values are the samples.
+- A compared metric (``compare``) also reads the stable version (the same query with ``baseline_args`` swapped in)
+  and is judged by ``core.analysis.judge_measurement`` on both sides' samples (Prometheus: a range query).
 
 The activity never raises for a provider problem: an unreachable provider, an HTTP or API error, a malformed
 answer or a bad template is a measurement with phase ``Error``; no data (empty result, no datapoint, NaN) is
@@ -26,8 +29,10 @@ from core.analysis import (
     MeasureBatchInput,
     MeasureInput,
     Measurement,
+    MetricQuery,
     PrometheusQuery,
-    classify,
+    baseline_args,
+    judge_measurement,
     render,
 )
 
@@ -57,25 +62,40 @@ class MetricsActivities:
     def measure_metric(self, req: MeasureInput) -> Measurement:
         spec = req.metric
         now = self._clock()
-        query = spec.query
+        rendered = ""
         try:
-            if isinstance(query, PrometheusQuery):
-                rendered = render(query.query, req.args)
-                value = self._prometheus(query, rendered)
-            else:
-                dims = {k: render(v, req.args) for k, v in query.dimensions.items()}
-                rendered = f"{query.namespace}/{query.metric_name} {query.statistic} " + ",".join(
-                    f"{k}={v}" for k, v in sorted(dims.items())
-                )
-                value = self._cloudwatch_value(query, dims, now)
+            rendered, canary = self._samples(spec.query, req.args, now, series=spec.compare is not None)
+            stable: list[float | None] = []
+            if spec.compare is not None:
+                stable_query, stable = self._samples(spec.query, baseline_args(spec.compare, req.args), now, series=True)
+                rendered = f"canary: {rendered}; stable: {stable_query}"
         except KeyError as err:  # a template names an argument the analysis does not have
-            return Measurement(metric=spec.name, phase="Error", at=now, message=str(err.args[0]))
+            return Measurement(metric=spec.name, phase="Error", at=now, query=rendered, message=str(err.args[0]))
         except ProviderError as err:
             log.warning("metric %s: provider error: %s", spec.name, err)
             return Measurement(metric=spec.name, phase="Error", at=now, query=rendered, message=str(err))
-        phase = classify(spec.success, value)
-        message = "no data" if phase == "Inconclusive" else f"{value:g} {spec.success}: {phase.lower()}"
-        return Measurement(metric=spec.name, phase=phase, value=value, at=now, query=rendered, message=message)
+        judged = judge_measurement(spec, canary, stable)
+        return Measurement(
+            metric=spec.name,
+            phase=judged.phase,
+            value=judged.canary,
+            baseline=judged.stable,
+            at=now,
+            query=rendered,
+            message=judged.message,
+            samples=[v for v in canary if v is not None] if spec.compare else [],
+            baseline_samples=[v for v in stable if v is not None],
+        )
+
+    def _samples(self, query: MetricQuery, args: dict[str, str], now: datetime, *, series: bool) -> tuple[str, list[float | None]]:
+        """The rendered query and its values, oldest first: one value (instant), or the window's samples."""
+        if isinstance(query, PrometheusQuery):
+            promql = render(query.query, args)
+            if series:
+                return promql, self._prometheus_range(query, promql, now)
+            value = self._prometheus(query, promql)
+            return promql, [] if value is None else [value]
+        return self._cloudwatch_samples(query, args, now)
 
     @activity.defn(name="measure_metrics")
     def measure_metrics(self, req: MeasureBatchInput) -> list[Measurement]:
@@ -90,15 +110,7 @@ class MetricsActivities:
             response = self._http.get(f"{base}/api/v1/query", params={"query": promql})
         except httpx.HTTPError as err:
             raise ProviderError(f"Prometheus at {base} unreachable: {type(err).__name__}: {err}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            raise ProviderError(f"Prometheus at {base} answered HTTP {response.status_code} with a non-JSON body") from None
-        if response.status_code != 200 or body.get("status") != "success":
-            raise ProviderError(
-                f"Prometheus at {base} answered HTTP {response.status_code}: "
-                f"{body.get('errorType', 'error')}: {body.get('error', 'no detail')}"
-            )
+        body = self._prometheus_body(base, response)
         data = body.get("data") or {}
         kind = data.get("resultType")
         result: Any = data.get("result")  # JSON; a wrong shape is caught below as malformed
@@ -117,26 +129,97 @@ class MetricsActivities:
             raise ProviderError(f"Prometheus answered a malformed {kind} result: {result!r:.200}") from None
         raise ProviderError(f"query returned a {kind!r} result; an instant query must return a vector or a scalar")
 
+    @staticmethod
+    def _prometheus_body(base: str, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ProviderError(f"Prometheus at {base} answered HTTP {response.status_code} with a non-JSON body") from None
+        if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            detail = body if isinstance(body, dict) else {}
+            raise ProviderError(
+                f"Prometheus at {base} answered HTTP {response.status_code}: "
+                f"{detail.get('errorType', 'error')}: {detail.get('error', 'no detail')}"
+            )
+        return body
+
+    def _prometheus_range(self, query: PrometheusQuery, promql: str, now: datetime) -> list[float | None]:
+        base = (query.address or self._prometheus_url).rstrip("/")
+        params = {
+            "query": promql,
+            "start": f"{(now - query.window).timestamp():.3f}",
+            "end": f"{now.timestamp():.3f}",
+            "step": f"{query.step.total_seconds():g}",
+        }
+        try:
+            response = self._http.get(f"{base}/api/v1/query_range", params=params)
+        except httpx.HTTPError as err:
+            raise ProviderError(f"Prometheus at {base} unreachable: {type(err).__name__}: {err}") from None
+        body = self._prometheus_body(base, response)
+        data = body.get("data") or {}
+        result: Any = data.get("result")
+        if data.get("resultType") != "matrix":
+            raise ProviderError(f"range query returned a {data.get('resultType')!r} result, not a matrix")
+        try:
+            if not result:
+                return []
+            if len(result) > 1:
+                raise ProviderError(f"query returned {len(result)} series; aggregate it to one (e.g. sum(...) or max(...))")
+            return [_number(v) for _, v in result[0]["values"]]
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise ProviderError(f"Prometheus answered a malformed matrix: {result!r:.200}") from None
+
     # ----------------------------------------------------------------------------------------- CloudWatch
-    def _cloudwatch_value(self, query: CloudWatchQuery, dims: dict[str, str], now: datetime) -> float | None:
+    def _cloudwatch_samples(self, query: CloudWatchQuery, args: dict[str, str], now: datetime) -> tuple[str, list[float | None]]:
+        """GetMetricData: one MetricStat (basic or extended statistic), or a metric-math expression over MetricStats
+        (returned with ReturnData false). The values of the window, oldest first."""
+
+        def stat(metric: Any) -> dict[str, Any]:
+            dims = {k: render(v, args) for k, v in metric.dimensions.items()}
+            return {
+                "Metric": {
+                    "Namespace": metric.namespace,
+                    "MetricName": metric.metric_name,
+                    "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(dims.items())],
+                },
+                "Period": query.period_seconds,
+                "Stat": metric.statistic,
+            }
+
+        def shown(metric: Any) -> str:
+            dims = ",".join(f"{k}={render(v, args)}" for k, v in sorted(metric.dimensions.items()))
+            return f"{metric.namespace}/{metric.metric_name} {metric.statistic} {dims}".rstrip()
+
+        if query.expression is None:
+            queries = [{"Id": "m", "MetricStat": stat(query), "ReturnData": True}]
+            rendered = shown(query)
+        else:
+            expression = render(query.expression, args)
+            queries = [{"Id": i, "MetricStat": stat(m), "ReturnData": False} for i, m in sorted(query.metrics.items())]
+            queries.append({"Id": "result", "Expression": expression, "Label": "result", "ReturnData": True})
+            rendered = f"{expression} where " + "; ".join(f"{i} = {shown(m)}" for i, m in sorted(query.metrics.items()))
         try:
             client = self._cloudwatch(query.region)
-            answer = client.get_metric_statistics(
-                Namespace=query.namespace,
-                MetricName=query.metric_name,
-                Dimensions=[{"Name": k, "Value": v} for k, v in sorted(dims.items())],
+            answer = client.get_metric_data(
+                MetricDataQueries=queries,
                 StartTime=now - query.window,
                 EndTime=now + timedelta(seconds=1),
-                Period=query.period_seconds,
-                Statistics=[query.statistic],
+                ScanBy="TimestampAscending",
             )
         except Exception as err:  # botocore ClientError, endpoint/connection errors, missing credentials
-            raise ProviderError(f"CloudWatch get_metric_statistics failed: {type(err).__name__}: {err}") from None
-        points = [p for p in answer.get("Datapoints", []) if query.statistic in p]
-        if not points:
-            return None
-        latest = max(points, key=lambda p: p["Timestamp"])
-        return _number(latest[query.statistic])
+            raise ProviderError(f"CloudWatch get_metric_data failed: {type(err).__name__}: {err}") from None
+        results = [r for r in answer.get("MetricDataResults", []) if r.get("Id") == queries[-1]["Id"]]
+        if not results:
+            raise ProviderError(f"CloudWatch get_metric_data answered no result for {queries[-1]['Id']!r}")
+        result = results[0]
+        if result.get("StatusCode") == "InternalError":
+            messages = "; ".join(m.get("Value", "") for m in answer.get("Messages", []) + result.get("Messages", []))
+            raise ProviderError(f"CloudWatch could not compute {rendered}: {messages or 'InternalError'}")
+        try:
+            pairs = sorted(zip(result.get("Timestamps", []), result.get("Values", []), strict=True), key=lambda p: p[0])
+            return rendered, [_number(v) for _, v in pairs]
+        except (TypeError, ValueError):
+            raise ProviderError(f"CloudWatch answered a malformed result: {result!r:.200}") from None
 
 
 def _number(raw: Any) -> float | None:

@@ -13,7 +13,9 @@ Usage, inside a workflow::
         verdict = await run.run()      # and carry on until the (possibly moved) deadline
 
 Semantics:
-- every metric is measured on its own interval, first one interval after the run starts, through the
+- every metric is measured on its own interval, first ``initial_delay`` + one interval after the run starts (a
+  metric with a ``count`` stops after that many measurements; when every metric has taken its count the run
+  ends, as Argo's does), through the
   ``measure_metrics`` activity (all metrics due at a tick in one local activity; ``measure_metric`` per metric,
   in parallel, for remote activities). A tick due at the deadline is still taken,
   so a 10-minute analysis at 1 minute takes 10 measurements per metric and ends exactly at the deadline;
@@ -87,10 +89,12 @@ class AnalysisRun:
         self.measurements: list[Measurement] = []
         self._counted_from = 0
         start = workflow.now()
-        self._next_due: dict[str, datetime] = {m.name: start + m.interval for m in template.metrics}
+        self._next_due: dict[str, datetime] = {m.name: start + m.initial_delay + m.interval for m in template.metrics}
+        self._taken: dict[str, int] = {}  # measurements taken per metric with a ``count``
         self.verdict = AnalysisVerdict(phase="Running", reason=f"{template.name}: not measured yet")
         if resume:
             self.measurements = [Measurement.model_validate(m) for m in resume.get("measurements", [])]
+            self._taken = dict(resume.get("taken") or {})
             for name, due in (resume.get("next_due") or {}).items():
                 if name in self._next_due:
                     self._next_due[name] = datetime.fromisoformat(due)
@@ -106,10 +110,17 @@ class AnalysisRun:
                 if m.phase in ("Failed", "Inconclusive") or i == last_ok or (m.phase == "Error" and i > last_ok)
             ]
         keep.sort(key=lambda m: m.at)
-        return {
+        state = {
             "measurements": [m.model_dump(mode="json") for m in keep],
             "next_due": {name: due.isoformat() for name, due in self._next_due.items()},
         }
+        if self._taken:
+            state["taken"] = dict(self._taken)
+        return state
+
+    def _measuring(self) -> list[MetricSpec]:
+        """The metrics still to be measured: all but those that took their ``count``."""
+        return [m for m in self.template.metrics if m.count is None or self._taken.get(m.name, 0) < m.count]
 
     def acknowledge(self) -> None:
         """A person decided to continue: count limits afresh from here; measurements are kept."""
@@ -124,7 +135,8 @@ class AnalysisRun:
             if self._stop() or self._quiet_stop():
                 return self.verdict
             now = workflow.now()
-            due = [m for m in self.template.metrics if self._next_due[m.name] <= now]
+            measuring = self._measuring()
+            due = [m for m in measuring if self._next_due[m.name] <= now]
             if due:
                 await self._tick(due)
                 self.verdict = assess(self.template, self.counted(), complete=False)
@@ -132,16 +144,19 @@ class AnalysisRun:
                     return self.verdict
                 continue
             deadline, held = self._deadline(), self._hold()
-            if now >= deadline and not held:
+            if (now >= deadline or not measuring) and not held:  # every metric took its count: done (Argo)
                 self.verdict = assess(self.template, self.counted(), complete=True)
                 return self.verdict
-            wake = min(self._next_due.values())
+            wake = min((self._next_due[m.name] for m in measuring), default=deadline)
             if not held:
                 wake = min(wake, deadline)
 
             def woken(deadline: datetime = deadline, held: bool = held) -> bool:
                 return self._stop() or self._deadline() != deadline or self._hold() != held
 
+            if held and not measuring:  # every metric took its count, and a person holds the run: wait for them
+                await workflow.wait_condition(woken)
+                continue
             what = "analysis ends" if not held and wake == deadline else "next measurement"
             try:
                 await workflow.wait_condition(woken, timeout=max(wake - now, timedelta(milliseconds=1)),
@@ -161,6 +176,8 @@ class AnalysisRun:
             # after a long hold (a person deciding) do not burst through the missed ticks
             self._next_due[spec.name] = following if following > started else started + spec.interval
             self.measurements.append(measurement)
+            if spec.count is not None:
+                self._taken[spec.name] = self._taken.get(spec.name, 0) + 1
             if self._on_measurement is not None:
                 self._on_measurement(measurement)
 

@@ -37,7 +37,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from core.analysis import AnalysisVerdict, Measurement
+    from core.analysis import AnalysisVerdict, Measurement, alb_args
     from core.approval import ApprovalPolicy, GateOutcome
     from core.canary import (  # re-exported: the workflow's own types
         RECENT_MEASUREMENTS,
@@ -146,7 +146,7 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
         data["recent_measurements"] = [m.model_dump(mode="json") for m in self.recent[-8:]]
         # for `runbook watch`: the whole plan by its step names, and each metric's success condition
         data["plan"] = [f"step {i + 1}/{len(self.plan)}: {s.describe()}" for i, s in enumerate(self.plan)]
-        data["thresholds"] = {m.name: str(m.success) for t in self.templates.values() for m in t.metrics}
+        data["thresholds"] = {m.name: m.criterion() for t in self.templates.values() for m in t.metrics}
         return data
 
     # ------------------------------------------------------------------ steering
@@ -434,6 +434,13 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
             return await self._consider_promotion()
         return None
 
+    def _alb_args(self) -> dict[str, str]:
+        """An ALB router's CloudWatch dimension values (``alb_template()``'s arguments), from its resolved ARNs."""
+        spec = getattr(self.router, "spec", None)
+        if getattr(spec, "listener_arn", None) is None:
+            return {}
+        return alb_args(spec.listener_arn, spec.stable_target_group, spec.canary_target_group)
+
     async def _analysis_step(self, spec: AnalysisStepSpec, index: int) -> str | None:
         if self.step_end is None:
             self.step_end = workflow.now() + spec.duration
@@ -444,6 +451,7 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
                 "version": self.input.version,
                 "stable_version": self.input.stable_version,
                 "environment": self.meta.environment,
+                **self._alb_args(),
                 **self.input.args,
             },
             deadline=lambda: self.step_end,  # type: ignore[arg-type,return-value]
