@@ -718,3 +718,15 @@ def alb_template(name: str = "alb", *, compare: bool = False, region: str | None
             MetricSpec(name="latency-p99", query=latency("p99"), compare=slower, unit="s"),
         ]
     return AnalysisTemplate(name=name, metrics=metrics)
+
+
+def stock_templates() -> dict[str, AnalysisTemplate]:
+    """Templates a plan may name without declaring them: ``alb`` (the ALB's own metrics against the policy's
+    thresholds), ``alb-vs-stable`` (the same metrics judged against the stable target group) and ``prometheus``
+    (the policy's criteria over http_requests_total and the latency histogram). ``default`` is the canary input's
+    own default (the demo's CloudWatch namespace: moto, the local AWS, computes neither percentiles nor ALB metrics)."""
+    return {
+        "alb": alb_template("alb"),
+        "alb-vs-stable": alb_template("alb-vs-stable", compare=True),
+        "prometheus": prometheus_template("prometheus"),
+    }

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, default_template
+from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, default_template, stock_templates
 from core.duration import Duration, format_duration
 from core.runbook import RunbookInput, RunbookResult
 
@@ -182,9 +182,17 @@ class CanaryRampInput(RunbookInput):
     @model_validator(mode="after")
     def _templates_exist(self) -> "CanaryRampInput":
         names = {t.name for t in self.templates}
-        missing = sorted({s.analysis.template for s in self.plan if s.analysis and s.analysis.template not in names})
+        wanted = sorted({s.analysis.template for s in self.plan if s.analysis and s.analysis.template not in names})
+        if not wanted:
+            return self
+        stock = stock_templates()
+        self.templates += [stock[n] for n in wanted if n in stock]  # named stock templates join the input
+        missing = [n for n in wanted if n not in stock]
         if missing:
-            raise ValueError(f"plan uses unknown analysis template(s) {', '.join(missing)} (have {', '.join(sorted(names))})")
+            raise ValueError(
+                f"plan uses unknown analysis template(s) {', '.join(missing)} (have {', '.join(sorted(names))}; "
+                f"stock: {', '.join(sorted(stock))})"
+            )
         return self
 
 

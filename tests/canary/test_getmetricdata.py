@@ -5,15 +5,24 @@ the comparative judge on the demo's Version dimension) against moto."""
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import boto3
+import pytest
 from botocore.config import Config
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.aws import AwsClients, ElbActivities
 from activities.metrics import MetricsActivities
-from core.analysis import CloudWatchQuery, Comparison, MeasureInput, MetricSpec, alb_template
+from core.analysis import CloudWatchQuery, Comparison, MeasureInput, MetricSpec, alb_args, alb_template
+from starters.demo_aws import seed_alb
+from tests import harness
+from tests.canary.standins import Recorder
+from tests.canary.test_end_to_end import M, meta
 from tests.fakes.cloudwatch import CloudWatchFake, cloudwatch_fake
+from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, PlanStep
+from workflows.routers import AlbRouterSpec
 
 LB = "app/demo-alb/50dc6c495c0c9188"
 CANARY_TG, STABLE_TG = "targetgroup/checkout-canary/943f017f100becff", "targetgroup/checkout-stable/73e2d6bc24d8a067"
@@ -22,14 +31,14 @@ ARGS = {"service": "checkout", "version": "v2", "stable_version": "stable", "loa
 NOW = datetime(2026, 12, 1, 12, 0, 30, tzinfo=timezone.utc)
 
 
-def acts_for(fake: CloudWatchFake) -> MetricsActivities:
+def acts_for(fake: CloudWatchFake, clock=lambda: NOW) -> MetricsActivities:
     cfg = Config(retries={"max_attempts": 1})
 
     def client(region: str | None):
         return boto3.client("cloudwatch", region_name=region or "us-east-1", endpoint_url=fake.url, config=cfg,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    return MetricsActivities(cloudwatch=client, clock=lambda: NOW)
+    return MetricsActivities(cloudwatch=client, clock=clock)
 
 
 def measure(acts: MetricsActivities, spec: MetricSpec, args: dict | None = None):
@@ -172,3 +181,41 @@ def test_comparative_judge_against_moto_swaps_the_version_dimension(aws: str) ->
         _put(cw, "v3", now - timedelta(minutes=minute), 4.0)
     worse = ActivityEnvironment().run(acts.measure_metric, MeasureInput(metric=spec, args={**args, "version": "v3"}))
     assert worse.phase == "Failed" and math.isclose(worse.value or 0, 4.0)
+
+
+# --------------------------------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("canary_errors,expected", [(10, "Succeeded"), (40, "RolledBack")])
+async def test_canary_judged_against_stable_with_alb_metrics(
+    aws: str, ts_env: WorkflowEnvironment, task_queue: str, canary_errors: int, expected: str
+) -> None:
+    """The ALB in moto, its metrics in the CloudWatch fake: a plan naming the stock template ``alb-vs-stable`` gets
+    the ALB's dimension values from the resolved ARNs; both versions at 2-3 % errors (a bad hour) promotes, a
+    canary at 4x stable's error rate (still under 0.5 %) rolls back."""
+    demo = seed_alb()
+    tgs = demo["target_groups"]
+    dims = alb_args(demo["listener_canary_arn"], tgs["checkout-stable"], tgs["checkout-canary"])
+    now = datetime.now(timezone.utc)
+    with cloudwatch_fake() as fake:
+        for minute in range(6):
+            at = now - timedelta(minutes=minute, seconds=1)
+            for tg, requests, errors in ((dims["stable_target_group"], 100_000, 100), (dims["target_group"], 10_000, canary_errors)):
+                d = {"LoadBalancer": dims["load_balancer"], "TargetGroup": tg}
+                fake.put("AWS/ApplicationELB", "RequestCount", d, at, [float(requests)])
+                fake.put("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", d, at, [float(errors)])
+                fake.put("AWS/ApplicationELB", "TargetResponseTime", d, at, [0.3 + 0.001 * i for i in range(50)])
+        metrics = acts_for(fake, clock=lambda: datetime.now(timezone.utc))
+        elb = ElbActivities(AwsClients())
+        router = AlbRouterSpec(load_balancer="demo-alb", port=8080)
+        plan = [PlanStep(set_weight=10), PlanStep(analysis=AnalysisStepSpec(template="alb-vs-stable", duration=3 * M)), PlanStep(set_weight=100)]
+        inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=plan)
+        assert [t.name for t in inp.templates] == ["default", "alb-vs-stable"]
+        acts = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, metrics.measure_metrics, Recorder([]).notify]
+        async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
+            result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
+    assert result.status == expected, result.reason
+    if expected == "RolledBack":
+        assert result.failed_criterion == "error-rate canary <= 1.5 x stable + 0.1"
+        assert result.measured_values == [pytest.approx(0.4), pytest.approx(0.4)]
+        assert "stable: [0.1, 0.1]" in result.reason
+    else:
+        assert [w.weight for w in result.weights] == [10, 100]
