@@ -219,3 +219,34 @@ async def test_canary_judged_against_stable_with_alb_metrics(
         assert "stable: [0.1, 0.1]" in result.reason
     else:
         assert [w.weight for w in result.weights] == [10, 100]
+
+
+def test_prometheus_comparison_reads_both_versions_with_range_queries() -> None:
+    from core.analysis import prometheus_template
+    from tests.fakes.prometheus import prometheus_fake
+
+    error_rate = prometheus_template().metrics[0].model_copy(
+        update={"success": None, "compare": Comparison.model_validate({"bound": "<= 1.5 x stable + 0.1"})}
+    )
+    latency = prometheus_template().metrics[1].model_copy(update={"compare": Comparison(mode="mann-whitney", tolerance=0.1)})
+    args = {"service": "checkout", "version": "v2", "stable_version": "v1"}
+    with prometheus_fake() as fake:
+        acts = MetricsActivities(prometheus_url=fake.url, clock=lambda: NOW)
+        fake.set_matrix('version="v1",code', [2.4, 2.9, 3.1, 2.7, 3.4])  # a bad five minutes for both
+        fake.set_matrix('version="v2",code', [2.6, 3.2, 2.9, 3.0, "NaN"])
+        judged = measure(acts, error_rate, args)
+        assert judged.phase == "Successful", judged.message
+        assert judged.samples == [2.6, 3.2, 2.9, 3.0] and judged.baseline_samples == [2.4, 2.9, 3.1, 2.7, 3.4]
+        canary_q, stable_q = fake.queries[-2:]
+        assert 'version="v2"' in canary_q and 'version="v1"' in stable_q and 'version="v2"' not in stable_q
+        assert fake.ranges[-1]["step"] == "60" and float(fake.ranges[-1]["end"]) - float(fake.ranges[-1]["start"]) == 300
+        fake.set_matrix('version="v1",code', [0.08, 0.11, 0.09, 0.12, 0.07])
+        fake.set_matrix('version="v2",code', [0.31, 0.38, 0.42, 0.35, 0.44])  # under 0.5 %, 4x stable
+        assert measure(acts, error_rate, args).phase == "Failed"
+        # the latency histogram: a canary with only two samples is Inconclusive
+        fake.set_matrix('version="v1"}', [0.41, 0.44, 0.39, 0.43])
+        fake.set_matrix('version="v2"}', [0.42, 0.40])
+        short = measure(acts, latency, args)
+        assert short.phase == "Inconclusive" and "too few samples: canary 2, stable 4" in short.message
+        fake.unavailable = True
+        assert measure(acts, error_rate, args).phase == "Error"

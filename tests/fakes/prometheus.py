@@ -8,7 +8,10 @@
 - ``400 {"status":"error","errorType":"bad_data","error":"..."}`` when the query does not parse (unbalanced braces
   or parentheses, as Prometheus's parser would refuse);
 - ``503 {"status":"error","errorType":"unavailable",...}`` while ``unavailable`` is True.
-Every query received is kept in ``queries``.
+``GET|POST /api/v1/query_range?query=&start=&end=&step=`` answers ``{"resultType":"matrix","result":[{"metric":{...},
+"values":[[<ts>,"<v>"],...]}]}`` for a query containing a key given to ``set_matrix`` (its values spread one
+``step`` apart, ending at ``end``), an empty matrix otherwise; ``400 bad_data`` without start/end/step.
+Every query received is kept in ``queries`` (range queries with their parameters in ``ranges``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ class PrometheusFake:
     def __init__(self) -> None:
         self.vectors: dict[str, list[tuple[dict[str, str], str]]] = {}
         self.scalars: dict[str, str] = {}
+        self.matrices: dict[str, list[float | str]] = {}
         self.queries: list[str] = []
+        self.ranges: list[dict[str, str]] = []
         self.unavailable = False
         self.server = FakeServer(self.handle)
         self.url = self.server.url
@@ -35,7 +40,12 @@ class PrometheusFake:
     def set_scalar(self, key: str, value: float | str) -> None:
         self.scalars[key] = str(value)
 
+    def set_matrix(self, key: str, values: list[float | str]) -> None:
+        self.matrices[key] = list(values)
+
     def handle(self, req: Request) -> Response:
+        if req.path == "/api/v1/query_range":
+            return self._range(req)
         if req.path != "/api/v1/query":
             return Response(404, b"404 page not found\n")
         query = (req.query.get("query") or [req.form.get("query", "")])[-1]
@@ -53,6 +63,24 @@ class PrometheusFake:
         series = next((s for key, s in self.vectors.items() if key in query), [])
         result = [{"metric": labels, "value": [now, value]} for labels, value in series]
         return Response(200, {"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+    def _range(self, req: Request) -> Response:
+        params = {k: (req.query.get(k) or [req.form.get(k, "")])[-1] for k in ("query", "start", "end", "step")}
+        self.queries.append(params["query"])
+        self.ranges.append(params)
+        if self.unavailable:
+            return Response(503, {"status": "error", "errorType": "unavailable", "error": "TSDB not ready"})
+        try:
+            end, step = float(params["end"]), float(params["step"])
+            float(params["start"])
+        except ValueError:
+            return Response(400, {"status": "error", "errorType": "bad_data", "error": "invalid parameter: start, end and step are required"})
+        values = next((v for key, v in self.matrices.items() if key in params["query"]), None)
+        if values is None:
+            return Response(200, {"status": "success", "data": {"resultType": "matrix", "result": []}})
+        points = [[end - step * (len(values) - 1 - i), str(v)] for i, v in enumerate(values)]
+        return Response(200, {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": points}]}})
 
 
 @contextlib.contextmanager
