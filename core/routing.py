@@ -90,6 +90,6 @@ def route_problems(routes: list[Route] | tuple[Route, ...], *, complete: bool) -
         missing = [(k, s) for k in KINDS for s in SEVERITIES if (k, s) not in taken]
         if missing:
             shown = ", ".join(f"{k} at {s}" for k, s in missing[:4]) + (" ..." if len(missing) > 4 else "")
-            problems.append((None, f"no route for {shown}: end the table with a route without kinds and "
-                                   "severities (channels: [slack], say)"))
+            problems.append((None, f"no route for {shown}: end the table with a route that names no kinds and no "
+                                   "severities (every other event to slack, say)"))
     return problems
