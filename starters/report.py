@@ -266,6 +266,9 @@ def metric_figures(data: RunData) -> list[tuple[str, go.Figure]]:
         fig = go.Figure()
         fig.add_trace(go.Scatter(x=[m["at"] for m in samples], y=[m.get("value") for m in samples], name=name,
                                  mode="lines+markers", text=[m.get("message", "") for m in samples]))
+        if any(m.get("baseline") is not None for m in samples):  # a compared metric: stable over the same windows
+            fig.add_trace(go.Scatter(x=[m["at"] for m in samples], y=[m.get("baseline") for m in samples], name="stable",
+                                     mode="lines+markers", line=dict(color="#2ca02c")))
         bad = [m for m in samples if m.get("phase") in FAILED_PHASES]
         if bad:
             fig.add_trace(go.Scatter(x=[m["at"] for m in bad], y=[m.get("value") if m.get("value") is not None else 0

@@ -227,3 +227,18 @@ def test_a_failed_comparison_names_both_sides() -> None:
     verdict = assess(t, failed)
     assert verdict.phase == "Failed" and verdict.condition == "canary <= 1.5 x stable + 0.1"
     assert "values: [0.38, 0.41]; stable: [0.1, 0.09]" in verdict.reason
+
+
+def test_the_run_report_draws_stable_beside_a_compared_canary() -> None:
+    from starters.report import Call, RunData, metric_figures
+
+    t0 = T0
+    results = [
+        {"metric": "error-rate", "phase": p, "value": v, "baseline": b, "at": (t0 + timedelta(minutes=i)).isoformat()}
+        for i, (p, v, b) in enumerate([("Successful", 0.12, 0.1), ("Failed", 0.38, 0.1)])
+    ]
+    calls = [Call(activity="measure_metrics", result=[r], finished_at=t0 + timedelta(minutes=i)) for i, r in enumerate(results)]
+    data = RunData(workflow_id="w", run_id="r", workflow_type="CanaryRamp", started_at=t0, calls=calls)
+    (name, fig), = metric_figures(data)
+    traces = {trace.name: list(trace.y) for trace in fig.data}
+    assert name == "error-rate" and traces["stable"] == [0.1, 0.1] and traces["error-rate"] == [0.12, 0.38]
