@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -407,7 +407,7 @@ def _exact_counts(n1: int, n2: int) -> list[int]:
     return table[n1, n2]
 
 
-def mann_whitney_u(x: list[float], y: list[float]) -> MannWhitney:
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> MannWhitney:
     """Mann-Whitney U test (Wilcoxon rank-sum) of x against y, without scipy.
 
     Exact null distribution when there are no ties and both samples have at most 20 values (as scipy's ``auto``);
@@ -418,7 +418,7 @@ def mann_whitney_u(x: list[float], y: list[float]) -> MannWhitney:
     if n1 == 0 or n2 == 0:
         raise ValueError("Mann-Whitney U needs at least one value on each side")
     u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
-    pooled = x + y
+    pooled = [*x, *y]
     ties = [pooled.count(v) for v in set(pooled)]
     if all(t == 1 for t in ties) and n1 <= 20 and n2 <= 20:
         counts = _exact_counts(n1, n2)
@@ -448,11 +448,11 @@ class ComparisonResult(BaseModel):
     message: str
 
 
-def _clean(values: list[float | None]) -> list[float]:
+def _clean(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and not math.isnan(float(v))]
 
 
-def compare_samples(compare: Comparison, canary: list[float | None], stable: list[float | None]) -> ComparisonResult:
+def compare_samples(compare: Comparison, canary: Sequence[float | None], stable: Sequence[float | None]) -> ComparisonResult:
     """The comparative judge (pure): the canary's samples against the stable version's over the same window."""
     c, s = _clean(canary), _clean(stable)
     c_mean = math.fsum(c) / len(c) if c else None
@@ -484,7 +484,9 @@ def compare_samples(compare: Comparison, canary: list[float | None], stable: lis
     )
 
 
-def judge_measurement(spec: MetricSpec, canary: list[float | None], stable: list[float | None] | None = None) -> ComparisonResult:
+def judge_measurement(
+    spec: MetricSpec, canary: Sequence[float | None], stable: Sequence[float | None] | None = None
+) -> ComparisonResult:
     """One measurement's phase from its samples (oldest first): the absolute condition on the latest canary value
     and, for a compared metric, the comparison with the stable samples. A failed absolute condition fails."""
     latest = next((v for v in reversed(canary) if v is not None and not math.isnan(float(v))), None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -209,7 +210,7 @@ async def test_canary_judged_against_stable_with_alb_metrics(
         plan = [PlanStep(set_weight=10), PlanStep(analysis=AnalysisStepSpec(template="alb-vs-stable", duration=3 * M)), PlanStep(set_weight=100)]
         inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=plan)
         assert [t.name for t in inp.templates] == ["default", "alb-vs-stable"]
-        acts = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, metrics.measure_metrics, Recorder([]).notify]
+        acts: list[Callable[..., Any]] = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_set_weights, metrics.measure_metric, metrics.measure_metrics, Recorder([]).notify]
         async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
             result = await ts_env.client.execute_workflow(CanaryRamp.run, inp, id=f"canary-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
     assert result.status == expected, result.reason

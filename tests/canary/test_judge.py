@@ -189,7 +189,7 @@ def metric(name: str, **kw) -> MetricSpec:
 
 
 def ms(name: str, *phases: str) -> list[Measurement]:
-    return [Measurement(metric=name, phase=p, value=0.5, at=T0 + timedelta(minutes=i)) for i, p in enumerate(phases)]  # type: ignore[arg-type]
+    return [Measurement(metric=name, phase=p, value=0.5, at=T0 + timedelta(minutes=i)) for i, p in enumerate(phases)]
 
 
 def test_dry_run_metrics_are_shown_but_never_decide() -> None:
