@@ -17,9 +17,12 @@ and then start the workflow themselves.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import string
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +35,7 @@ from core.approval import ApprovalPolicy
 from core.duration import Duration, parse_duration
 from core.identity import People
 from core.routing import DEFAULT_ROUTES, Route, route_problems
-from core.runbook import RunbookMeta
+from core.runbook import RunbookInput, RunbookMeta
 
 GROUPS_FILE = "groups.yaml"
 ROUTING_FILE = "routing.yaml"  # the catalog's routing table (core.routing), replacing the stock one
@@ -331,7 +334,7 @@ class Catalog:
         self.files = files
 
     @classmethod
-    def load(cls, directory: Path | str, *, workflows: dict[str, type] | None = None) -> "Catalog":
+    def load(cls, directory: Path | str, *, workflows: Mapping[str, type] | None = None) -> "Catalog":
         """Load and validate every runbook file; raise CatalogError listing every problem found."""
         directory = Path(directory)
         problems: list[str] = []
@@ -381,7 +384,7 @@ class Catalog:
         params: dict[str, Any],
         *,
         requested_by: str,
-        workflows: dict[str, type],
+        workflows: Mapping[str, type],
         source: str = "cli",
         incident_id: str | None = None,
         slack_channel: str | None = None,
@@ -390,8 +393,6 @@ class Catalog:
         workflow_id: str | None = None,
         approval: ApprovalPolicy | None = None,
     ) -> StartPlan:
-        from workflows.registry import input_model  # the input model is the workflow's own
-
         spec = self.get(name)
         if not requested_by:
             raise ParameterError("the requester's identity is missing (use --as USER)")
@@ -522,7 +523,7 @@ def _template_text(value: Any) -> str:
 
 
 def _load_spec(
-    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: dict[str, type] | None,
+    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: Mapping[str, type] | None,
     idp_groups: dict[str, list[str]] | None = None, people: People | None = None,
 ) -> RunbookSpec | None:
     data, lines = _read_yaml(path, problems)
@@ -574,11 +575,20 @@ def _load_routing(path: Path, problems: list[str]) -> list[Route] | None:
     return routes
 
 
-def _check_against_workflow(
-    path: Path, spec: RunbookSpec, lines: dict, workflows: dict[str, type], problems: list[str]
-) -> None:
-    from workflows.registry import input_model
+def input_model(workflow_class: type) -> type[RunbookInput]:
+    """The input model of a runbook workflow class: the RunbookInput (meta, carry and ``problems()``) its ``run``
+    method takes, read from the method's type hints (no workflow module is imported here: the class is given)."""
+    run = getattr(workflow_class, "run", None)
+    params = [p for p in inspect.signature(run).parameters if p != "self"] if callable(run) else []
+    model = typing.get_type_hints(run).get(params[0]) if len(params) == 1 else None
+    if not (isinstance(model, type) and issubclass(model, RunbookInput)):
+        raise TypeError(f"{workflow_class.__name__}: a runbook's run method takes exactly one RunbookInput model")
+    return model
 
+
+def _check_against_workflow(
+    path: Path, spec: RunbookSpec, lines: dict, workflows: Mapping[str, type], problems: list[str]
+) -> None:
     cls = workflows.get(spec.workflow)
     if cls is None:
         known = ", ".join(sorted(workflows)) or "none"

@@ -15,29 +15,32 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Awaitable, Callable, Optional
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.approval import AbortInput, ApproveInput, RejectInput
-from core.catalog import Catalog, CatalogError, ParameterError, StartPlan
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters.client import RunbookClient, RunbookClientError, Steer, describe_verb, dry_run
-from starters.render import approve_hint  # noqa: F401  (the approve command people are shown; re-exported)
-from starters.schedules import ScheduleError
 from starters.simulate import simulate_app
 from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
-from workflows import registry
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.catalog import Catalog, StartPlan
+
+# Commands import only what they use: `runbook status --json` needs neither Rich, the catalog nor any workflow
+# module (bench/cli_speed.py measures it), so those are imported inside the commands that draw or plan.
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNSUCCESSFUL, EXIT_ALREADY_RUNNING, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4, 5
 
@@ -58,8 +61,45 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(codec_keys_app, name="codec-keys")
 app.add_typer(simulate_app, name="simulate")  # signed Slack / PagerDuty requests to the gateway
 
-out = Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
-err = Console(stderr=True, soft_wrap=True)
+class _Console:
+    """A Rich console made on first use (importing Rich costs a JSON-only command a third of its time)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def rich(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich(), name)
+
+
+out: Any = _Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
+err: Any = _Console(stderr=True, soft_wrap=True)
+
+
+def _rich(console: Any) -> Console:
+    """The Rich console itself, for what needs the real object (Live uses it as a context manager)."""
+    return console.rich() if isinstance(console, _Console) else console
+
+
+def _table(*columns: str, **options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*columns, **options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "approve_hint":  # the approve command people are shown (starters.render), as it was exported here
+        from starters.render import approve_hint
+
+        return approve_hint
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UserError(Exception):
@@ -88,25 +128,42 @@ def _settings(catalog: Path | None = None) -> Settings:
     return Settings(**overrides)
 
 
-def _workflows(settings: Settings) -> dict[str, type]:
+def _workflows(settings: Settings) -> Mapping[str, type]:
+    """Workflow type -> class, each workflow module imported only when a command needs its class."""
+    from workflows import registry
+
     try:
-        return registry.by_name(registry.load(settings.workflow_modules))
+        return registry.workflows(settings.workflow_modules)
     except ImportError as error:
         raise UserError(f"RUNBOOK_WORKFLOW_MODULES: {error}") from None
 
 
 def _load_catalog(settings: Settings) -> Catalog:
+    from core.catalog import Catalog
+
     return Catalog.load(settings.catalog_dir, workflows=_workflows(settings))
+
+
+def _loaded_errors(*names: str) -> tuple[Any, ...]:
+    """The error classes ("module:Class") of the modules this command has imported: one it never imported cannot
+    have raised them, and importing it only to name the class would cost every command its import."""
+    found = []
+    for name in names:
+        module, _, attr = name.partition(":")
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], attr))
+    return tuple(found)
 
 
 def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, RunbookClientError, ParameterError, ScheduleError, CodecKeyError) as error:
+    except (UserError, RunbookClientError, CodecKeyError, *_loaded_errors("core.catalog:ParameterError",
+                                                                         "starters.schedules:ScheduleError")) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
-    except CatalogError as error:
+    except _loaded_errors("core.catalog:CatalogError") as error:
         for problem in error.problems:
             err.print(f"[red]error:[/red] {problem}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -172,6 +229,7 @@ def catalog_list(
 ) -> None:
     """List the runbooks of the catalog."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = catalog  # `runbook catalog --catalog DIR validate` validates DIR
         return
 
     async def body() -> int:
@@ -179,31 +237,46 @@ def catalog_list(
         if as_json:
             _print_json({name: spec.model_dump(mode="json") for name, spec in sorted(cat.runbooks.items())})
             return EXIT_OK
-        table = Table(title="Runbook catalog")
+        table = _table(title="Runbook catalog")
         table.add_column("runbook", no_wrap=True)
         table.add_column("workflow", no_wrap=True)
         table.add_column("target", no_wrap=True)
         table.add_column("approval")
         table.add_column("description", min_width=20)
         for name, spec in sorted(cat.runbooks.items()):
-            approval = spec.approval
-            who = ", ".join([*approval.groups, *approval.approvers]) or "-"
-            gate = "none" if approval.required_approvals == 0 else f"{approval.required_approvals} of {who}"
-            table.add_row(name, spec.workflow, spec.target, gate, spec.description.strip().splitlines()[0])
+            table.add_row(name, spec.workflow, spec.target, approval_rules(spec), spec.description.strip().splitlines()[0])
         out.print(table)
         return EXIT_OK
 
     _run(body)
 
 
+def approval_rules(spec: Any) -> str:
+    """A runbook's approval rules, one line each: the default, then each environment's own (a runbook whose policy
+    depends on the environment shows them all, not only the default)."""
+
+    def rule(approval: Any) -> str:
+        if approval.required_approvals == 0:
+            return "none"
+        who = ", ".join([*approval.groups, *approval.approvers]) or "-"
+        text = f"{approval.required_approvals} of {who}"
+        return text + (f" (each of {', '.join(approval.required_groups)})" if approval.required_groups else "")
+
+    if not spec.approval_by_environment:
+        return rule(spec.approval)
+    lines = [f"{env}: {rule(approval)}" for env, approval in spec.approval_by_environment.items()]
+    return "\n".join([*lines, f"other: {rule(spec.approval)}"])
+
+
 @catalog_app.command("validate")
 def catalog_validate(
-    path: Annotated[Optional[Path], typer.Argument(help="catalog folder [default: the configured catalog]")] = None,
+    ctx: typer.Context,
+    path: Annotated[Optional[Path], typer.Argument(help="catalog folder [default: --catalog, or the configured catalog]")] = None,
 ) -> None:
     """Check every runbook file: YAML, fields, approval groups, parameters against the workflow's input."""
 
     async def body() -> int:
-        settings = _settings(path)
+        settings = _settings(path or ctx.obj)
         cat = _load_catalog(settings)
         out.print(f"[green]ok[/green]: {len(cat.runbooks)} runbooks in {settings.catalog_dir}")
         return EXIT_OK
@@ -230,6 +303,8 @@ def start(
     async def body() -> int:
         settings = _settings(catalog)
         workflows = _workflows(settings)
+        from core.catalog import Catalog
+
         cat = Catalog.load(settings.catalog_dir, workflows=workflows)
         ns = namespace or connect_config(settings)["namespace"]
         plan = cat.plan_start(
@@ -324,7 +399,7 @@ def list_(
         if as_json:
             _print_json(rows)
             return EXIT_OK
-        table = Table()
+        table = _table()
         for name in ("workflow id", "runbook", "target", "status", "requested by", "started"):
             table.add_column(name, no_wrap=True)
         for row in rows:
@@ -404,12 +479,14 @@ def watch(
 async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> None:
     """A Live view on a terminal, redrawn four times a second (bars and time left move between queries); elsewhere
     (a pipe, a log file) the whole view once, then one plain line per change as it happens."""
+    from rich.live import Live
+
     from starters import render
 
     handle = client.get_workflow_handle(workflow_id)
     state = await _status(client, workflow_id)
     shown: list[RunbookStatus] = [state]
-    live = (Live(get_renderable=lambda: render.rich_view(shown[0], _now(), live=True), console=out, refresh_per_second=4)
+    live = (Live(get_renderable=lambda: render.rich_view(shown[0], _now(), live=True), console=_rich(out), refresh_per_second=4)
             if out.is_terminal else None)
     previous: RunbookStatus | None = None
     with live if live is not None else contextlib.nullcontext():
@@ -680,6 +757,8 @@ def schedule_create(
 
         settings = _settings(catalog)
         workflows = _workflows(settings)
+        from core.catalog import Catalog
+
         cat = Catalog.load(settings.catalog_dir, workflows=workflows)
         plan = cat.plan_start(
             name, _parse_sets(set_), requested_by=_identity(as_user), workflows=workflows, source="schedule",
@@ -706,7 +785,7 @@ def schedule_list(as_json: JsonOpt = False, address: AddressOpt = None, namespac
         if as_json:
             _print_json([_dump(r) for r in rows])
             return EXIT_OK
-        table = Table("schedule", "runbook", "cron", "next run", "paused")
+        table = _table("schedule", "runbook", "cron", "next run", "paused")
         for row in rows:
             next_run = f"{row.next_runs[0]:%Y-%m-%d %H:%M} UTC" if row.next_runs else "-"
             table.add_row(row.schedule_id, row.runbook, row.cron, next_run, "yes" if row.paused else "")

@@ -12,11 +12,11 @@ accepted now; its refusal comes back as ``Refused`` with the run's one-line reas
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
@@ -35,26 +35,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
-from core.canary import CanaryView, ExtendInput, SteerInput
 from core.duration import format_duration, parse_duration
-from core.provision import DestroyNowInput, SandboxExpiry
-from core.provision import ExtendInput as ExtendTtlInput
 from core.runbook import RunbookStatus
 from workflows import search_attributes as sa
-from workflows.contract import (
-    BlueGreenSteering,
-    CanarySteering,
-    ExtendBakeInput,
-    IncidentResolvedInput,
-    PromoteNowInput,
-    ProvisionSteering,
-    RegionMoveSteering,
-    ReverifyInput,
-    Runbook,
-    contract_for,
-)
+from workflows.contract import IncidentResolvedInput, Runbook
 
+# Each runbook's steering (workflows.steering: the canary's and the provisioning's models) and YAML are imported
+# where they are used: reading a run's status needs neither (bench/cli_speed.py measures `runbook status`).
 if TYPE_CHECKING:
+    from core.canary import CanaryView
     from core.catalog import StartPlan
     from core.config import Settings
 
@@ -129,6 +118,8 @@ def parameters_yaml(params: dict[str, Any]) -> str:
             return [plain(v) for v in value]
         return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
+    import yaml
+
     return yaml.safe_dump(plain(dict(sorted(params.items()))), sort_keys=False, allow_unicode=True,
                           default_flow_style=False).strip()
 
@@ -161,34 +152,47 @@ class Steered:
     result: Any  # the update's typed answer (CanaryView, SandboxExpiry, str)
 
 
-# verb -> {contract: (update by method reference, its input)}. A runbook supports a verb when its contract is listed.
 _Build = Callable[[Steer], tuple[Any, BaseModel]]
-STEERING: dict[str, dict[type[Runbook], _Build]] = {
-    "pause": {
-        CanarySteering: lambda s: (CanarySteering.pause, SteerInput(by=s.by, reason=s.reason)),
-    },
-    "resume": {
-        CanarySteering: lambda s: (CanarySteering.resume, SteerInput(by=s.by, reason=s.reason)),
-    },
-    "promote": {
-        CanarySteering: lambda s: (CanarySteering.promote, SteerInput(by=s.by, reason=s.reason)),
-        BlueGreenSteering: lambda s: (BlueGreenSteering.promote_now, PromoteNowInput(requested_by=s.by, reason=s.reason)),
-    },
-    "extend": {
-        CanarySteering: lambda s: (CanarySteering.extend, ExtendInput(by=s.by, reason=s.reason, duration=s.duration)),
-        BlueGreenSteering: lambda s: (
-            BlueGreenSteering.extend_bake, ExtendBakeInput(requested_by=s.by, by=s.duration, reason=s.reason)),
-        ProvisionSteering: lambda s: (
-            ProvisionSteering.extend, ExtendTtlInput(requested_by=s.by, by=s.duration, reason=s.reason)),
-    },
-    "destroy-now": {
-        ProvisionSteering: lambda s: (ProvisionSteering.destroy_now, DestroyNowInput(requested_by=s.by, reason=s.reason)),
-    },
-    "reverify": {
-        RegionMoveSteering: lambda s: (RegionMoveSteering.reverify, ReverifyInput(requested_by=s.by, reason=s.reason)),
-    },
-}
-VERBS = tuple(STEERING)
+
+
+@functools.cache
+def steering() -> dict[str, dict[type[Runbook], _Build]]:
+    """verb -> {contract: (its update by method reference, its input)}: a runbook supports a verb when its contract
+    is listed."""
+    from core.canary import ExtendInput, SteerInput
+    from core.provision import DestroyNowInput
+    from core.provision import ExtendInput as ExtendTtlInput
+    from workflows.contract import ExtendBakeInput, PromoteNowInput, ReverifyInput
+    from workflows.steering import BlueGreenSteering, CanarySteering, ProvisionSteering, RegionMoveSteering
+
+    return {
+        "pause": {
+            CanarySteering: lambda s: (CanarySteering.pause, SteerInput(by=s.by, reason=s.reason)),
+        },
+        "resume": {
+            CanarySteering: lambda s: (CanarySteering.resume, SteerInput(by=s.by, reason=s.reason)),
+        },
+        "promote": {
+            CanarySteering: lambda s: (CanarySteering.promote, SteerInput(by=s.by, reason=s.reason)),
+            BlueGreenSteering: lambda s: (BlueGreenSteering.promote_now, PromoteNowInput(requested_by=s.by, reason=s.reason)),
+        },
+        "extend": {
+            CanarySteering: lambda s: (CanarySteering.extend, ExtendInput(by=s.by, reason=s.reason, duration=s.duration)),
+            BlueGreenSteering: lambda s: (
+                BlueGreenSteering.extend_bake, ExtendBakeInput(requested_by=s.by, by=s.duration, reason=s.reason)),
+            ProvisionSteering: lambda s: (
+                ProvisionSteering.extend, ExtendTtlInput(requested_by=s.by, by=s.duration, reason=s.reason)),
+        },
+        "destroy-now": {
+            ProvisionSteering: lambda s: (ProvisionSteering.destroy_now, DestroyNowInput(requested_by=s.by, reason=s.reason)),
+        },
+        "reverify": {
+            RegionMoveSteering: lambda s: (RegionMoveSteering.reverify, ReverifyInput(requested_by=s.by, reason=s.reason)),
+        },
+    }
+
+
+VERBS = ("pause", "resume", "promote", "extend", "destroy-now", "reverify")
 _WHAT = {
     "pause": "pauses a canary ramp",
     "resume": "resumes a paused canary ramp",
@@ -201,8 +205,10 @@ _WHAT = {
 
 def verbs_for(workflow_type: str) -> list[str]:
     """The steering verbs a run of ``workflow_type`` supports."""
+    from workflows.steering import contract_for
+
     contract = contract_for(workflow_type)
-    return [verb for verb, table in STEERING.items() if any(issubclass(contract, c) for c in table)]
+    return [verb for verb, table in steering().items() if any(issubclass(contract, c) for c in table)]
 
 
 def describe_verb(verb: str) -> str:
@@ -211,6 +217,9 @@ def describe_verb(verb: str) -> str:
 
 def steered_message(verb: str, result: Any) -> str:
     """One line for a person about an accepted steering request."""
+    from core.canary import CanaryView
+    from core.provision import SandboxExpiry
+
     if isinstance(result, CanaryView):
         where = f"step {result.step_index + 1}/{result.steps} ({result.step}), weight {result.current_weight}%"
         return f"{verb}: accepted; the canary is {result.phase.lower()} at {where}"
@@ -274,6 +283,8 @@ class RunbookClient:
         return await self._call(workflow_id, lambda h: h.query(Runbook.status))
 
     async def canary(self, workflow_id: str) -> CanaryView:
+        from workflows.steering import CanarySteering
+
         return await self._call(workflow_id, lambda h: h.query(CanarySteering.canary))
 
     async def workflow_type(self, workflow_id: str) -> str:
@@ -333,7 +344,7 @@ class RunbookClient:
     async def steer(self, workflow_id: str, verb: str, request: Steer, *, workflow_type: str | None = None) -> Steered:
         """Send one steering verb (``VERBS``) to a run, as its runbook spells it (canary ``promote``, blue-green
         ``promote_now``); ``NotSupported`` when its runbook has no such verb, ``Refused`` when the run says no now."""
-        table = STEERING.get(verb)
+        table = steering().get(verb)
         if table is None:
             raise NotSupported(f"unknown steering verb {verb!r} (known: {', '.join(VERBS)})")
         if verb == "extend":
@@ -343,6 +354,8 @@ class RunbookClient:
                 parse_duration(request.duration)
             except ValueError as err:
                 raise RunbookClientError(f"extend: duration {request.duration!r}: {err}") from None
+        from workflows.steering import contract_for
+
         kind = workflow_type or await self.workflow_type(workflow_id)
         contract = contract_for(kind)
         build = next((b for c, b in table.items() if issubclass(contract, c)), None)

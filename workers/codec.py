@@ -33,8 +33,6 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
@@ -166,6 +164,8 @@ class EncryptionCodec(PayloadCodec):
     """AES-256-GCM over whole payloads, keyed by id (see the module's docstring)."""
 
     def __init__(self, keyring: KeyRing) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # only a client with keys pays for it
+
         self.keyring = keyring
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
 
@@ -188,6 +188,8 @@ class EncryptionCodec(PayloadCodec):
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise UnknownCodecKey(key_id, self._ciphers)
+        from cryptography.exceptions import InvalidTag
+
         try:
             clear = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:

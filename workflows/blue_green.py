@@ -66,8 +66,9 @@ with workflow.unsafe.imports_passed_through():
         until_done,
     )
     from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
-    from workflows.contract import BlueGreenSteering, ExtendBakeInput, PromoteNowInput
+    from workflows.contract import ExtendBakeInput, PromoteNowInput
     from workflows.gate import ApprovalGate
+    from workflows.steering import BlueGreenSteering
 
 COLOURS = ("blue", "green")
 HEALTH_FAILURE_LIMIT_PERCENT = 5.0

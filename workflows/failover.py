@@ -76,7 +76,8 @@ with workflow.unsafe.imports_passed_through():
         gate_stop,
         until_done,
     )
-    from workflows.contract import RegionMoveSteering, ReverifyInput
+    from workflows.contract import ReverifyInput
+    from workflows.steering import RegionMoveSteering
 
 # The old primary's region may be down: a fence gets a few quick tries, then is reported as not applied.
 FENCE_RETRY = RetryPolicy(

@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
         input_problems,
     )
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, error_type, gate_stop
-    from workflows.contract import ProvisionSteering
+    from workflows.steering import ProvisionSteering
 
 NON_RETRYABLE = [*errors.NON_RETRYABLE, PLAN_STALE]
 TERRAFORM_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), backoff_coefficient=2,

@@ -1,62 +1,77 @@
 """Every runbook workflow of the product, for the worker to register and the starters to validate input against.
 
-Append a runbook's workflow class to ``WORKFLOWS``; its input model is read from its run method.
+``RUNBOOK_WORKFLOWS`` maps each workflow type name to where its class lives ("module:Class"); a class is imported
+only when something asks for it, so a command that starts one runbook imports one workflow module, and one that
+only reads runs (``runbook status``, ``runbook list``) imports none (each pulls in boto3, psycopg or hvac through
+its activities). Add a runbook with one line here; its input model is read from its run method
+(``core.catalog.input_model``).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, Mapping
 
-from temporalio import workflow
+RUNBOOK_WORKFLOWS: dict[str, str] = {
+    "BlueGreenCutover": "workflows.blue_green:BlueGreenCutover",
+    "ProvisionEnvironment": "workflows.provision:ProvisionEnvironment",
+    "RegionFailover": "workflows.failover:RegionFailover",
+    "RegionFailback": "workflows.failover:RegionFailback",
+    "CanaryRamp": "workflows.canary_ramp:CanaryRamp",
+    "RestoreDrill": "workflows.restore_drill:RestoreDrill",
+}
 
-from core.runbook import RunbookInput
 
-WORKFLOWS: list[type] = []
+class Workflows(Mapping[str, type]):
+    """Workflow type name -> class, each class imported on first use."""
+
+    def __init__(self, where: Mapping[str, str], loaded: Mapping[str, type] | None = None) -> None:
+        self._where = dict(where)
+        self._loaded: dict[str, type] = dict(loaded or {})
+
+    def __getitem__(self, name: str) -> type:
+        if name not in self._loaded:
+            module, _, attr = self._where[name].partition(":")  # KeyError: not a known workflow type
+            self._loaded[name] = getattr(importlib.import_module(module), attr)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._where, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(set(self._where) | set(self._loaded))
 
 
-def input_model(workflow_class: type) -> type[RunbookInput]:
-    """The input model of a runbook workflow's run method: a RunbookInput (meta, carry and ``problems()``)."""
-    definition = workflow._Definition.must_from_class(workflow_class)
-    arg_types = definition.arg_types or []
-    if len(arg_types) != 1 or not (isinstance(arg_types[0], type) and issubclass(arg_types[0], RunbookInput)):
-        raise TypeError(f"{definition.name}: a runbook's run method takes exactly one RunbookInput model")
-    return arg_types[0]
+def workflows(modules: list[str] | tuple[str, ...] = ()) -> Workflows:
+    """The product's workflows (imported when used) plus those exported as ``WORKFLOWS`` by each of ``modules``
+    (a team's own runbooks; imported now, named by their workflow type)."""
+    return Workflows(RUNBOOK_WORKFLOWS, by_name(_exported(modules)))
+
+
+def load(modules: list[str] | tuple[str, ...] = ()) -> list[type]:
+    """Every workflow class, imported: the product's and those of ``modules`` (what a worker registers)."""
+    return list(dict.fromkeys(workflows(modules).values()))
 
 
 def by_name(classes: list[type]) -> dict[str, type]:
-    """Workflow type name -> class."""
+    """Workflow type name -> class, for classes given as a list (a team's ``WORKFLOWS``, a test's workflows)."""
+    from temporalio import workflow
+
     return {workflow._Definition.must_from_class(cls).name or cls.__name__: cls for cls in classes}
 
 
-def load(modules: list[str]) -> list[type]:
-    """The product's workflows plus those exported as ``WORKFLOWS`` by each of ``modules``."""
-    extra: list[type] = []
+def _exported(modules: list[str] | tuple[str, ...]) -> list[type]:
+    found: list[type] = []
     for name in modules:
         module = importlib.import_module(name)
-        found = getattr(module, "WORKFLOWS", None)
-        if not isinstance(found, list):
+        exported = getattr(module, "WORKFLOWS", None)
+        if not isinstance(exported, list):
             raise ImportError(f"workflow module {name} has no WORKFLOWS list")
-        extra.extend(found)
-    return [*WORKFLOWS, *[cls for cls in extra if cls not in WORKFLOWS]]
+        found.extend(exported)
+    return found
 
 
-# ---- runbook workflows (each team appends its own line)
-from workflows.blue_green import BlueGreenCutover  # noqa: E402
-
-WORKFLOWS.append(BlueGreenCutover)
-
-from workflows.provision import ProvisionEnvironment  # noqa: E402
-
-WORKFLOWS.append(ProvisionEnvironment)
-
-from workflows.failover import RegionFailback, RegionFailover  # noqa: E402
-
-WORKFLOWS.extend([RegionFailover, RegionFailback])
-
-from workflows.canary_ramp import CanaryRamp  # noqa: E402
-
-WORKFLOWS.append(CanaryRamp)
-
-from workflows.restore_drill import RestoreDrill  # noqa: E402
-
-WORKFLOWS.append(RestoreDrill)
+def __getattr__(name: str) -> list[type]:
+    if name == "WORKFLOWS":  # every product workflow class, imported (tests and the failure matrix's worker)
+        return load()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

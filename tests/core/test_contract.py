@@ -11,7 +11,7 @@ import typing
 import pytest
 from temporalio import workflow
 
-from workflows import contract, registry
+from workflows import registry, steering
 
 
 def _declared(cls: type) -> dict[str, tuple[str, object]]:
@@ -36,7 +36,7 @@ def _arg_and_result(fn: object) -> tuple[list[object], object]:
 @pytest.mark.parametrize("cls", registry.WORKFLOWS, ids=lambda c: c.__name__)
 def test_every_workflow_implements_its_contract(cls: type) -> None:
     name = workflow._Definition.must_from_class(cls).name
-    expected = contract.contract_for(name)
+    expected = steering.contract_for(name)
     assert issubclass(cls, expected), f"{name} must inherit {expected.__name__}"
     have = _declared(cls)
     for handler, (kind, stub) in _declared(expected).items():
@@ -49,13 +49,18 @@ def test_every_workflow_implements_its_contract(cls: type) -> None:
 
 def test_contract_names_only_registered_workflow_types() -> None:
     names = set(registry.by_name(registry.WORKFLOWS))
-    assert set(contract.CONTRACTS) <= names
+    assert set(steering.CONTRACTS) <= names
 
 
-def test_the_client_imports_no_workflow_module_nor_client_library() -> None:
-    code = ("import sys, starters.client; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('boto3', 'botocore', 'psycopg', 'hvac', 'activities', 'slack_sdk') "
+HEAVY = ("boto3", "botocore", "psycopg", "hvac", "activities", "slack_sdk", "rich", "yaml", "cryptography", "httpx",
+         "core.catalog", "core.canary", "core.provision", "workflows.steering", "workflows.registry")
+
+
+@pytest.mark.parametrize("module", ["starters.client", "starters.cli"])
+def test_reading_a_run_imports_no_workflow_module_nor_what_it_does_not_use(module: str) -> None:
+    """`runbook status` and `runbook list` (bench/cli_speed.py) load the client and the CLI and nothing of this."""
+    code = (f"import sys, {module}; "
+            f"print(sorted(m for m in sys.modules if m.startswith({HEAVY!r}) "
             "or m.startswith('workflows.') and m not in ('workflows.contract', 'workflows.search_attributes')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

