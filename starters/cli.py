@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Coroutine, Optional
 
 import typer
 from pydantic import BaseModel
@@ -155,7 +155,7 @@ def _loaded_errors(*names: str) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def _run(coro_factory: Callable[[], Awaitable[int | None]]) -> None:
+def _run(coro_factory: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
@@ -197,7 +197,7 @@ def _print_json(data: Any) -> None:
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return json.loads(json.dumps(dataclasses.asdict(value), default=str))
     return value
 

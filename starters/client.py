@@ -27,6 +27,7 @@ from temporalio.client import (
 )
 from temporalio.common import (
     SearchAttributePair,
+    SearchAttributes,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -407,7 +408,7 @@ class RunbookClient:
             raise
 
 
-def _attr(attrs: dict, name: str) -> str:
+def _attr(attrs: SearchAttributes, name: str) -> str:
     values = attrs.get(name) or []
     return str(values[0]) if values else ""
 

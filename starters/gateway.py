@@ -216,7 +216,9 @@ class PagerDutyWebhooks:
 
     async def _triggered(self, event: dict, event_type: str, incident: dict) -> dict:
         incident_id = str(incident["id"])
-        started, attached, refused = [], [], []
+        started: list[str] = []
+        attached: list[str] = []
+        refused: list[dict[str, str]] = []
         for spec, trigger in self.matches(event_type, incident):
             try:
                 plan = self.g.plan(spec, trigger, event, incident_id)
@@ -268,7 +270,9 @@ class Gateway:
     # ------------------------------------------------------------------ starting
     def plan(self, spec: RunbookSpec, trigger: PagerDutyTrigger, event: dict, incident_id: str):
         params = render_trigger_parameters(trigger.parameters, event)
-        kwargs = dict(
+        plan = self.catalog.plan_start(
+            spec.name,
+            params,
             requested_by="pagerduty",
             workflows=self.workflows,
             source="pagerduty",
@@ -278,7 +282,6 @@ class Gateway:
             namespace=self.client.namespace,
             workflow_id=incident_workflow_id(spec.name, incident_id),
         )
-        plan = self.catalog.plan_start(spec.name, params, **kwargs)
         if trigger.auto_approve:  # the catalog's policy for this environment, with no gate
             policy = plan.meta.approval.model_copy(update={"required_approvals": 0, "required_groups": []})
             plan.meta = plan.meta.model_copy(update={"approval": policy})
