@@ -10,7 +10,7 @@ boto3, psycopg and hvac.
 This module imports only the Temporal SDK's workflow definitions and pydantic models from ``core``.
 """
 
-from __future__ import annotations
+from typing import Self
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
@@ -50,6 +50,12 @@ class ReverifyInput(BaseModel):
     reason: str = ""
 
 
+# Updates declare ``self: Self`` (typing.Self itself: this module does not turn annotations into strings). The
+# SDK's ``workflow.update`` types the method it decorates with ``self`` as an ordinary parameter, so an implementation
+# in a workflow class (``self: CanaryRamp``) would never match a declaration with a plain ``self`` (mypy: incompatible
+# override); with ``Self`` it does, and its input and result types are checked. The SDK leaves a ``self`` annotated
+# ``typing.Self`` out of the update's argument types, as it does a plain one (a string "Self" it would not).
+
 # ------------------------------------------------------------------------------------------- every runbook
 class Runbook:
     """Every runbook run: its status, its approval gates, abort, and the PagerDuty incident's resolution."""
@@ -59,11 +65,11 @@ class Runbook:
         raise NotImplementedError
 
     @workflow.update
-    async def approve(self, req: ApproveInput) -> GateView:
+    async def approve(self: Self, req: ApproveInput) -> GateView:
         raise NotImplementedError
 
     @workflow.update
-    async def reject(self, req: RejectInput) -> GateView:
+    async def reject(self: Self, req: RejectInput) -> GateView:
         raise NotImplementedError
 
     @workflow.signal
@@ -75,7 +81,7 @@ class Runbook:
         raise NotImplementedError
 
     @workflow.update
-    def abort(self, req: AbortInput) -> str:
+    def abort(self: Self, req: AbortInput) -> str:
         raise NotImplementedError
 
     @workflow.signal
