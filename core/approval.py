@@ -18,6 +18,7 @@ from core.identity import People
 # How an approval reached the run: cli / slack / api by Update, ui by Signal ("update" and "signal" are the names
 # recorded before approvals were tied to identities; they still load).
 ApprovalVia = Literal["cli", "slack", "ui", "api", "update", "signal"]
+ApprovalAction = Literal["approve", "reject"]
 
 
 class ApprovalPolicy(BaseModel):
@@ -144,7 +145,7 @@ class RefusedAttempt(BaseModel):
     at: datetime
     gate_id: str
     who: str
-    action: Literal["approve", "reject"]
+    action: ApprovalAction
     via: ApprovalVia
     reason: str
     subject: str = ""
@@ -205,7 +206,7 @@ def check_approval(
     gate_id: str,
     who: str,
     requested_by: str,
-    action: Literal["approve", "reject"],
+    action: ApprovalAction,
     via: ApprovalVia,
     binding: str | None = None,
     groups: list[str] | tuple[str, ...] = (),

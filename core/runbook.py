@@ -62,7 +62,7 @@ class RunbookCarry(BaseModel):
     notify_refs: dict[str, str] = Field(default_factory=dict)
     notification_failures: list[str] = Field(default_factory=list)
     abort_request: AbortInput | None = None
-    status: str = "Running"
+    status: RunStatus = "Running"
     stage: str = "starting"
     continued: int = Field(0, description="how many times this run has continued as new")
     state: dict[str, Any] = Field(default_factory=dict, description="the runbook's own cursor and state")
@@ -82,9 +82,12 @@ class RunbookInput(BaseModel):
         return []
 
 
+StepStatus = Literal["running", "done", "failed", "skipped", "compensated"]
+
+
 class StepRecord(BaseModel):
     name: str
-    status: Literal["running", "done", "failed", "skipped", "compensated"] = "running"
+    status: StepStatus = "running"
     started_at: datetime
     finished_at: datetime | None = None
     detail: str = ""

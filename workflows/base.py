@@ -39,7 +39,9 @@ with workflow.unsafe.imports_passed_through():
     from core.approval import (
         AbortInput,
         Approval,
+        ApprovalAction,
         ApprovalPolicy,
+        ApprovalVia,
         ApproveInput,
         GateOutcome,
         GateView,
@@ -70,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         RunbookStatus,
         RunStatus,
         StepRecord,
+        StepStatus,
     )
     from workflows import search_attributes as sa
     from workflows.contract import IncidentResolvedInput, Runbook
@@ -207,7 +210,7 @@ class RunbookWorkflow(Runbook):
             self._notify_refs = dict(carry.notify_refs)
             self._notification_failures = list(carry.notification_failures)
             self.abort_request = carry.abort_request
-            self._status, self._stage = carry.status, carry.stage  # type: ignore[assignment]
+            self._status, self._stage = carry.status, carry.stage
             self.continued = carry.continued
             self.carried_state = dict(carry.state)
 
@@ -246,7 +249,7 @@ class RunbookWorkflow(Runbook):
     # The policy (core.approval.check_approval) then judges the verified PERSON and groups; a token counts once per
     # run. Validators pre-check with the token's unverified claims, so most refusals never reach the history;
     # refusals in the handlers (a bad token, a replay, a policy refusal) are recorded in ``refused``.
-    def _refusal(self, gate_id: str, who: str, action: str, via: str, binding: str | None = None,
+    def _refusal(self, gate_id: str, who: str, action: ApprovalAction, via: ApprovalVia, binding: str | None = None,
                  groups: list[str] | tuple[str, ...] = ()) -> str | None:
         refusal = self.gates.refusal(gate_id)
         if refusal is not None:
@@ -261,7 +264,7 @@ class RunbookWorkflow(Runbook):
             return "slack" if req.on_behalf_of.startswith("slack:") else "api"
         return "cli"
 
-    def _precheck(self, req: ApproveInput | RejectInput, action: str, via: Via) -> str | None:
+    def _precheck(self, req: ApproveInput | RejectInput, action: ApprovalAction, via: Via) -> str | None:
         """The validator's cheap refusal, from what the request claims (nothing here is trusted: the handler
         verifies). With a token, its unverified claims: expiry at the run's clock, replay, and the policy for the
         standard user-name and groups claims when present."""
@@ -311,7 +314,7 @@ class RunbookWorkflow(Runbook):
                           f"{workflow.info().workflow_id}`")
             return reason
 
-    async def _decide(self, req: ApproveInput | RejectInput, action: str, signal: bool) -> GateView | None:
+    async def _decide(self, req: ApproveInput | RejectInput, action: ApprovalAction, signal: bool) -> GateView | None:
         """Verify, apply the policy to the verified person, and approve/reject; a refusal is recorded and raised
         (Update) or only recorded (Signal)."""
         via = self._via(req, signal)
@@ -707,8 +710,8 @@ class RunbookWorkflow(Runbook):
         if notify:
             await self.notify("step_done", f"{record.name}: done", record.detail)
 
-    def step_failed(self, record: StepRecord, detail: str, status: str = "failed") -> None:
-        record.status = status  # type: ignore[assignment]
+    def step_failed(self, record: StepRecord, detail: str, status: StepStatus = "failed") -> None:
+        record.status = status
         record.finished_at = workflow.now()
         record.detail = detail
         self._publish_details()

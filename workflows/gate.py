@@ -20,7 +20,9 @@ with workflow.unsafe.imports_passed_through():
     from core.approval import (
         AbortInput,
         Approval,
+        ApprovalAction,
         ApprovalPolicy,
+        ApprovalVia,
         GateDecision,
         GateOutcome,
         GateView,
@@ -99,7 +101,7 @@ class ApprovalGate:
         return self.view.open
 
     # ----------------------------------------------------------------- decisions (called by the run's handlers)
-    def refusal(self, who: str, action: str, via: str, binding: str | None = None,
+    def refusal(self, who: str, action: ApprovalAction, via: ApprovalVia, binding: str | None = None,
                 groups: list[str] | tuple[str, ...] = ()) -> str | None:
         """Why the person ``who`` (with the identity provider's ``groups``) may not decide this gate now."""
         return check_approval(
@@ -108,8 +110,8 @@ class ApprovalGate:
             gate_id=self.id,
             who=who,
             requested_by=self._run.meta.requested_by,
-            action=action,  # type: ignore[arg-type]
-            via=via,  # type: ignore[arg-type]
+            action=action,
+            via=via,
             binding=binding,
             groups=groups,
         )
