@@ -436,10 +436,15 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
 
     def _alb_args(self) -> dict[str, str]:
         """An ALB router's CloudWatch dimension values (``alb_template()``'s arguments), from its resolved ARNs."""
-        spec = getattr(self.router, "spec", None)
-        if getattr(spec, "listener_arn", None) is None:
+        spec = self.router.spec
+        if not isinstance(spec, AlbRouterSpec) or spec.listener_arn is None:
             return {}
         return alb_args(spec.listener_arn, spec.stable_target_group, spec.canary_target_group)
+
+    def _step_deadline(self) -> datetime:
+        """The running step's end, which pause and extend move (set when the step begins, cleared after it)."""
+        assert self.step_end is not None
+        return self.step_end
 
     async def _analysis_step(self, spec: AnalysisStepSpec, index: int) -> str | None:
         if self.step_end is None:
@@ -454,7 +459,7 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
                 **self._alb_args(),
                 **self.input.args,
             },
-            deadline=lambda: self.step_end,  # type: ignore[arg-type,return-value]
+            deadline=self._step_deadline,
             hold=lambda: self.paused,
             stop=self._stopping,
             quiet_stop=self.continue_as_new_due,
@@ -581,7 +586,7 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
         state = {
             "resolved": self.resolved,
             "touched": self.touched,
-            "router": self.router.spec.model_dump(mode="json"),  # type: ignore[attr-defined]
+            "router": self.router.spec.model_dump(mode="json"),
             "cursor": self.cursor,
             "in_step": self.in_step,
             "weight": self.weight,

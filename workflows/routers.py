@@ -87,6 +87,7 @@ class TrafficRouter:
     """The interface (see the module docstring)."""
 
     kind: str = ""
+    spec: AlbRouterSpec | HttpRouteRouterSpec  # what it routes, as given (an ALB router's names become ARNs)
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -124,6 +125,7 @@ def _check(weight: int) -> None:
 
 class AlbRouter(TrafficRouter):
     kind = "alb"
+    spec: AlbRouterSpec
 
     def __init__(self, spec: AlbRouterSpec) -> None:
         _names(spec, "stable_target_group", "canary_target_group")
@@ -237,6 +239,7 @@ class AlbRouter(TrafficRouter):
 
 class HttpRouteRouter(TrafficRouter):
     kind = "httproute"
+    spec: HttpRouteRouterSpec
 
     def __init__(self, spec: HttpRouteRouterSpec) -> None:
         route, self._stable_service, self._canary_service, self._stable_deployment, self._canary_deployment = _names(
