@@ -264,10 +264,10 @@ def compare_as_found(before: AsFound, after: AsFound) -> list[str]:
     for sid in sorted(set(wanted) | set(got), key=str):
         if wanted.get(sid) != got.get(sid):
             diffs.append(f"DNS record {sid}: {got.get(sid) or 'absent'} (was {wanted.get(sid) or 'absent'})")
-    for was in before.compute:
-        now_replicas = after.replicas(was.region, was.deployment)
-        if was.replicas != now_replicas:
-            diffs.append(f"compute {was.key}: {now_replicas} replicas (was {was.replicas})")
+    for compute in before.compute:
+        now_replicas = after.replicas(compute.region, compute.deployment)
+        if compute.replicas != now_replicas:
+            diffs.append(f"compute {compute.key}: {now_replicas} replicas (was {compute.replicas})")
     return diffs
 
 
@@ -613,11 +613,11 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
             except Stop:
                 self.step_failed(rec, "aborted while verifying")
                 raise
+            assert last is not None  # attempts >= 1 (the input says so)
             if streak >= passes:
                 self.verified_at = workflow.now()
                 await self.step_done(rec, f"{passes} consecutive passing probes ({last.status}, {last.latency_ms:.0f} ms)")
                 return
-            assert last is not None
             self.step_failed(rec, f"failed: {last.error}")
             self.held = True
             self.reverify_request = None
@@ -787,6 +787,7 @@ class RegionFailover(_RegionMove):
         p, d, state = self.input.primary, self.input.dr, self.as_found
         assert state is not None
         primary, dr = state.db(p.region, p.database), state.db(d.region, d.database)
+        assert primary is not None and dr is not None  # look() records every database it was given, read or not
         problems: list[str] = []
         if primary.role == "absent":
             problems.append(f"primary database {primary.key} does not exist")
@@ -820,6 +821,7 @@ class RegionFailover(_RegionMove):
         await self.verify(dr, input.verify_passes, input.verify_attempts, input.verify_interval,
                           input.probe_timeout_seconds, input.timeouts.hold)
         self.outcome = "failed_over"
+        assert self.verified_at is not None  # verify() returned: it passed
         rto = (self.verified_at - self.started_at).total_seconds()
         met = rto <= input.rto_target.total_seconds()
         summary = (f"{input.service} serves from {dr.region}; RTO {rto:.0f}s "
@@ -847,7 +849,7 @@ class RegionFailover(_RegionMove):
         """The drill's way back: the failback (a child workflow), then the restore of the as-found state."""
         back = self.failback_result or await self.run_failback(self.input)
         if back.status != "Succeeded":
-            status: RunStatus = back.status if back.status in ("Aborted", "Held") else "Failed"  # type: ignore[assignment]
+            status: RunStatus = back.status if back.status in ("Aborted", "Held") else "Failed"
             raise Stop(status, f"{ending.summary}; automatic failback {back.status}: {back.reason or back.summary}",
                        severity="critical" if status != "Aborted" else None)
         ending.summary += f"; failed back to {self.input.primary.region} (RTO {back.rto_seconds or 0:.0f}s)"
@@ -1167,6 +1169,7 @@ class RegionFailback(_RegionMove):
         else:
             await self._look_and_create(input, back, current)
         await self._rest(input, back, current)
+        assert self.verified_at is not None  # _rest() returned: verify passed
         rto = (self.verified_at - self.started_at).total_seconds()
         return f"{input.service} serves from {back.region} again; RTO {rto:.0f}s"
 
