@@ -864,6 +864,8 @@ class RdsActivities:
             params["SourceRegion"] = input.source_region
         if input.instance_class:
             params["DBInstanceClass"] = input.instance_class
+        if input.parameter_group:
+            params["DBParameterGroupName"] = input.parameter_group
         with aws_errors(f"creating replica {input.replica_identifier} of {source_id} in {input.region}"):
             raw = self._rds(input.region).create_db_instance_read_replica(**params)["DBInstance"]
         inst = self._to_instance(raw, input.region)

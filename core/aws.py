@@ -199,6 +199,7 @@ class RdsCreateReplicaInput(_Model):
     replica_identifier: str
     region: str
     instance_class: str | None = None
+    parameter_group: str | None = Field(None, description="the replica's DB parameter group (None: the default)")
 
 
 class RdsParameterGroupInput(_Model):

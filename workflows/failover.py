@@ -1085,7 +1085,7 @@ class RegionFailover(_RegionMove):
                 if dr.role != "absent":
                     await self._delete(ending, d.region, d.database, "promoted DR database deleted", wait=True)
                 await self.undo(ending, f"{d.region}/{d.database} re-created as a read replica of {p.region}/{p.database}",
-                                self._recreate_replica())
+                                self._recreate_replica(before_d))
                 dr = await self.read_db(d.database, d.region)
             await self._parameter_group(ending, d.region, d.database, before_d, dr)
             self.after = await self.read_state(self._databases(), self.input.dns, self._sides())
@@ -1101,11 +1101,12 @@ class RegionFailover(_RegionMove):
                 [db.key for db in state.databases] + [f"{len(state.records)} DNS record sets"]
                 + [c.key for c in state.compute]), notify=False)
 
-    async def _recreate_replica(self) -> None:
+    async def _recreate_replica(self, before: DbState) -> None:
         p, d = self.input.primary, self.input.dr
+        group = before.parameter_groups[0] if len(before.parameter_groups) == 1 else None  # as found, from the start
         await self._act(RdsActivities.rds_create_replica, RdsCreateReplicaInput(
-            source_arn_or_id=p.database, source_region=p.region, replica_identifier=d.database, region=d.region),
-            minutes=5)
+            source_arn_or_id=p.database, source_region=p.region, replica_identifier=d.database, region=d.region,
+            parameter_group=group), minutes=5)
         await self._act(RdsActivities.rds_wait_available, RdsWaitInput(
             identifier=d.database, region=d.region, deadline_seconds=self.input.timeouts.promote.total_seconds()),
             timeout=self.input.timeouts.promote + timedelta(minutes=2), heartbeat=timedelta(minutes=2))

@@ -89,3 +89,13 @@ def test_a_new_replica_of_a_promoted_source_is_not_promoted(rds, run, primary):
     back = run(rds.rds_create_replica, RdsCreateReplicaInput(source_arn_or_id="orders-dr", source_region=WEST,
                                                              replica_identifier="orders-back", region=EAST))
     assert not back.promoted and back.read_replica_source.endswith(":db:orders-dr")
+
+
+def test_a_replica_gets_the_parameter_group_asked_for_not_its_sources(rds, run, primary):
+    """A drill re-creates its DR replica from a primary that may still be fenced (read-only group): as found at once."""
+    run(rds.rds_set_parameter_group, RdsParameterGroupInput(identifier="orders-db", region=EAST, parameter_group="read-only"))
+    default = sorted(g["DBParameterGroupName"] for g in primary["DBParameterGroups"])[0]
+    made = run(rds.rds_create_replica, RdsCreateReplicaInput(source_arn_or_id="orders-db", source_region=EAST,
+                                                             replica_identifier="orders-dr", region=WEST,
+                                                             parameter_group=default))
+    assert made.parameter_groups == [default]

@@ -17,7 +17,8 @@ The infrastructure ends in the safe state: as found at the start for any run tha
 successful drill or sandbox, which must be invisible afterwards), as the fault-free run left it for any other
 successful run. The change ledger: a successful kill/chaos run makes exactly the baseline's effective changes; any
 other run makes a prefix of them, then only changes that the baseline makes later (in the baseline's order) or
-that put a resource back as it was found.
+that put a resource back as it was found, or as it was before the run's latest change of it (the compensation of
+a later stage, e.g. a drill's failback giving the DR database its writes back).
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
     succeeded = out.status == "Succeeded"
     if rule and out.status in rule.outcome:
         expected, what = _rule_state(rule, out, baseline)
+        if rule.safe == "named" and not result.get("left_in_place"):
+            problems.append(f"{out.status} must name the state it leaves for a person (left_in_place): it names none")
     elif admitted and case.kind == "fail":
         expected, what = out.final, ""  # not safe, and the run says so: nothing more to compare
     elif not succeeded or scenario.success_is_initial:
@@ -140,6 +143,8 @@ def judge(out: Outcome, baseline: Outcome | None) -> list[str]:
 
 def _rule_state(rule: Any, out: Outcome, baseline: Outcome | None) -> tuple[dict, str]:
     """The safe state a step's rule names: as found, or as the fault-free run left it except some keys as found."""
+    if rule.safe == "named":  # left for a person, and named by the run (checked above): nothing to compare
+        return out.final, ""
     if rule.safe == "as found" or baseline is None:
         return out.initial, "as found at the start"
     expected = {k: v for k, v in baseline.final.items() if not k.startswith(rule.as_found)}
@@ -167,10 +172,16 @@ def ledger_problems(out: Outcome, baseline: Outcome, succeeded: bool, keep: Any 
     while j < len(got) and j < len(base) and got[j] == base[j]:
         j += 1
     p = j
-    for entry in got[j:]:
+    values: dict[str, list[str]] = {}  # per resource, the values this run gave it (as found first)
+    for n, entry in enumerate(got):
         key, value = entry
-        if value == initial.get(key, "None"):
-            continue  # compensation: the resource put back as it was found
+        seen = values.setdefault(key, [initial.get(key, "None")])
+        undo = len(seen) >= 2 and value == seen[-2]
+        seen.append(value)
+        if n < j:
+            continue
+        if value == initial.get(key, "None") or undo:
+            continue  # compensation: the resource put back as it was found, or as it was before its latest change
         later = [i for i in range(p, len(base)) if base[i] == entry]
         if later:
             p = later[0] + 1  # a change of the baseline's path (going on, or its own way back), in order

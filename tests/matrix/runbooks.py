@@ -71,7 +71,8 @@ class StepRule:
     scenario as data and documented in the runbook's own docs: for these fault kinds at a step of this activity type
     (in the run itself, ``{wf}``, or a child such as ``{wf}-failback``), the run ends with one of ``outcome`` and
     leaves ``safe``: ``"as found"`` (everything as at the start) or ``"as left"`` (as the fault-free run left it),
-    except the snapshot keys starting with one of ``as_found``, which stay as they were found."""
+    except the snapshot keys starting with one of ``as_found``, which stay as they were found; or ``"named"``: a
+    state left for a person (Held) that the result names in ``left_in_place`` (the state is then not compared)."""
 
     kinds: tuple[str, ...]
     activity: str
@@ -210,6 +211,19 @@ class Failover(Scenario):
     regions = (EAST, WEST)
     drill = True
     success_is_initial = True
+    rules = (
+        # docs/failover.md ("How a run ends", "Abort and cancel at every step"). The matrix plays a drill; an abort
+        # or a cancel anywhere ends Aborted with everything as found (the general rule), also after DNS moved (the
+        # drill goes home: failback, restore) and during the failback or the restore (finished, then Aborted).
+        StepRule(kinds=("fail",), activity="rds_set_writes_blocked", outcome=("Rejected",),
+                 why="a fence that cannot be applied needs an explicit approval; nobody approves: Rejected, given back"),
+        StepRule(kinds=("fail",), activity="k8s_scale_deployment", outcome=("Rejected", "RolledBack"),
+                 why="fence compute (as above: Rejected) or the DR scale-up (RolledBack), both before DNS moved"),
+        StepRule(kinds=("fail",), activity="route53_upsert_records", outcome=("Held",), safe="named",
+                 why="a DNS change that failed is never shifted back automatically: held, paged, the state named"),
+        StepRule(kinds=("fail",), activity="route53_upsert_records", role="{wf}-failback", outcome=("Held",),
+                 safe="named", why="the failback's DNS change failed: held with traffic on DR, the state named"),
+    )
 
     def __init__(self) -> None:
         from workflows.failover import RegionFailover
