@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import typing
+from datetime import timedelta
 
 import pytest
 from temporalio import workflow
@@ -64,3 +65,26 @@ def test_reading_a_run_imports_no_workflow_module_nor_what_it_does_not_use(modul
             "or m.startswith('workflows.') and m not in ('workflows.contract', 'workflows.search_attributes')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_each_steering_verb_reaches_the_update_its_runbook_spells() -> None:
+    """The CLI's and Slack's verbs, per runbook: which update each sends and with what input."""
+    from starters.client import Steer, steering, verbs_for
+
+    assert verbs_for("CanaryRamp") == ["pause", "resume", "promote", "extend"]
+    assert verbs_for("BlueGreenCutover") == ["promote", "extend"]
+    assert verbs_for("ProvisionEnvironment") == ["extend", "destroy-now"]
+    assert verbs_for("RegionFailover") == verbs_for("RegionFailback") == ["reverify"]
+    assert verbs_for("RestoreDrill") == []
+    request = Steer(by="dave", reason="why", duration="15m")
+    sent = {(verb, contract.__name__): build(request) for verb, table in steering().items()
+            for contract, build in table.items()}
+    names = {key: update._defn.name for key, (update, _) in sent.items()}
+    assert names[("promote", "BlueGreenSteering")] == "promote_now"
+    assert names[("extend", "BlueGreenSteering")] == "extend_bake"
+    assert names[("destroy-now", "ProvisionSteering")] == "destroy_now"
+    _, bake = sent[("extend", "BlueGreenSteering")]
+    _, ttl = sent[("extend", "ProvisionSteering")]
+    _, step = sent[("extend", "CanarySteering")]
+    assert bake.by == ttl.by == step.duration == timedelta(minutes=15)
+    assert (bake.requested_by, ttl.requested_by, step.by) == ("dave", "dave", "dave")
