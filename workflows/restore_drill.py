@@ -75,6 +75,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, until_done
 
 
+SnapshotKind = Literal["automated", "manual"]
+
+
+def _every_snapshot_kind() -> list[SnapshotKind]:
+    return ["automated", "manual"]
+
+
 class RestoreDrillInput(RunbookInput):
     database: str = Field(description="the logical database the backups are of (reports, alerts, target)")
     environment: str = Field("production", description="the environment the backups come from (reports, alerts)")
@@ -98,7 +105,7 @@ class RestoreDrillInput(RunbookInput):
     source_instance: str | None = None
     region: str = "us-east-1"
     snapshot_identifier: str | None = None
-    snapshot_kinds: list[Literal["automated", "manual"]] = Field(default_factory=lambda: ["automated", "manual"])
+    snapshot_kinds: list[SnapshotKind] = Field(default_factory=_every_snapshot_kind)
     instance_class: str | None = None
     rds_vault_path: str | None = Field(None, description="credentials of the restored instance (Vault KV path)")
     rds_database: str = "postgres"
@@ -231,7 +238,7 @@ class RestoreDrill(RunbookWorkflow):
     async def _validate(self, input: RestoreDrillInput) -> None:
         """Read-only: every target a person named exists, before anything is restored."""
         step = self.step_started("validate")
-        named = {"database": input.database, "report_bucket": input.report_bucket}
+        named: dict[str, str | None] = {"database": input.database, "report_bucket": input.report_bucket}
         if input.kind == "pg_dump":
             named["dump_bucket"] = input.dump_bucket
         elif not input.snapshot_identifier:
@@ -257,14 +264,14 @@ class RestoreDrill(RunbookWorkflow):
         else:
             instance = input.source_instance or ""
             try:
-                found = await self._stoppable("validate", lambda: workflow.execute_activity_method(
+                source = await self._stoppable("validate", lambda: workflow.execute_activity_method(
                     RdsActivities.rds_describe_instance, RdsInstanceRef(identifier=instance, region=input.region),
                     start_to_close_timeout=timedelta(minutes=1), retry_policy=LOCATE_RETRY,
                 ))
             except ActivityError as err:
                 self._refuse_on(step, err, f"cannot describe RDS instance {instance} in {input.region}")
                 raise
-            if not found.exists:
+            if not source.exists:
                 self._refuse(step, f"source RDS instance {instance} does not exist in {input.region}")
             detail = f"source instance {instance} exists"
         await self.step_done(step, detail, notify=False)
@@ -320,8 +327,9 @@ class RestoreDrill(RunbookWorkflow):
         raise Stop("Failed", f"no backup found: {why}", severity="error")
 
     async def _restore_dump(self, input: RestoreDrillInput) -> PgDatabaseRef:
-        assert input.restore_server is not None and self.report.backup is not None
-        key = self.report.backup.identifier.split("/", 3)[3]
+        backup = self.report.backup
+        assert input.restore_server is not None and backup is not None
+        key = backup.identifier.split("/", 3)[3]
         step = self.step_started("restore", f"into scratch database {self._scratch_db}")
         self.check_abort("restore")
         self.report.scratch = self._scratch_db
@@ -333,7 +341,7 @@ class RestoreDrill(RunbookWorkflow):
             DatabaseActivities.pg_restore_dump,
             PgRestoreDumpInput(
                 server=input.restore_server, database=self._scratch_db, bucket=input.dump_bucket or "", key=key,
-                version_id=self.report.backup.version_id,
+                version_id=backup.version_id,
                 manifest_key=input.manifest_key_template.format(key=key) if input.manifest_key_template else None,
                 jobs_timeout_seconds=input.restore_timeout.total_seconds(),
             ),
@@ -357,8 +365,9 @@ class RestoreDrill(RunbookWorkflow):
         return PgDatabaseRef(server=input.restore_server, database=self._scratch_db)
 
     async def _restore_snapshot(self, input: RestoreDrillInput) -> PgDatabaseRef:
-        assert self.report.backup is not None
-        step = self.step_started("restore", f"snapshot {self.report.backup.identifier} to {self._scratch_rds}")
+        backup = self.report.backup
+        assert backup is not None
+        step = self.step_started("restore", f"snapshot {backup.identifier} to {self._scratch_rds}")
         self.check_abort("restore")
         self.report.scratch = self._scratch_rds
         self.report.restore_started_at = workflow.now()
@@ -366,7 +375,7 @@ class RestoreDrill(RunbookWorkflow):
         # The restore call is a change: once started it finishes (compensation then deletes the instance).
         await self._finished("restore", lambda: workflow.execute_activity_method(
             RdsActivities.rds_restore_snapshot,
-            RdsRestoreInput(snapshot_identifier=self.report.backup.identifier, target_identifier=self._scratch_rds,
+            RdsRestoreInput(snapshot_identifier=backup.identifier, target_identifier=self._scratch_rds,
                             region=input.region, instance_class=input.instance_class),
             start_to_close_timeout=timedelta(minutes=5), retry_policy=RESTORE_RETRY,
         ))
