@@ -1,8 +1,9 @@
-"""The `runbook` command line: start, follow, approve and abort runbooks; run the worker and the local stack.
+"""The `runbook` command line: start, follow, approve, steer and abort runbooks; run the worker and the local stack.
 
 Exit codes: 0 done; 1 Temporal unreachable or an unexpected server error; 2 a problem the user can fix (unknown
-runbook, bad parameter, refused approval, unknown workflow); 3 a run followed with --wait ended without
-succeeding (rolled back, failed, aborted); 4 a run for the same target is already running (nothing started).
+runbook, bad parameter, refused approval or steering, a steering verb the run's runbook lacks, unknown run); 3 a
+run followed with --wait ended without succeeding (rolled back, failed, aborted); 4 a run for the same target is
+already running (nothing started).
 """
 
 from __future__ import annotations
