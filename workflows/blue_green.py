@@ -513,12 +513,14 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
                     return f"baked {format_span(now - self._bake_started)} without breach"
                 wake = min(self._next_tick, self._bake_end)
                 bake_end, waiting = self._bake_end, self._promote_wait
+
+                def woken(bake_end: datetime = bake_end, waiting: asyncio.Task[GateOutcome] | None = waiting) -> bool:
+                    return (self.aborting or self._bake_end != bake_end or self._promote_wait is not waiting
+                            or (waiting is not None and waiting.done()))
+
                 try:
                     await workflow.wait_condition(
-                        lambda bake_end=bake_end, waiting=waiting: self.aborting
-                        or self._bake_end != bake_end
-                        or self._promote_wait is not waiting
-                        or (waiting is not None and waiting.done()),
+                        woken,
                         timeout=wake - now,
                         timeout_summary=("bake ends" if wake == bake_end else "next bake probe")
                         + f" at {wake:%H:%M:%S} UTC",
