@@ -125,9 +125,11 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     versions = served_versions(canaries)
     cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     replicas = [
-        tuple(item.strip().split(":", 1))
-        for item in os.environ.get("RUNBOOK_DEMO_REPLICAS", DEMO_REPLICAS).split(",")
-        if ":" in item
+        (region, identifier)
+        for region, sep, identifier in (
+            item.strip().partition(":") for item in os.environ.get("RUNBOOK_DEMO_REPLICAS", DEMO_REPLICAS).split(",")
+        )
+        if sep
     ]
     session = boto3.Session()
     rng = random.Random()
@@ -135,7 +137,7 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     while not stop_event.is_set():
         try:
             publish_once(cloudwatch, state_dir, versions, rng, bad_versions=canaries)
-            publish_replica_lag(session, replicas)  # type: ignore[arg-type]
+            publish_replica_lag(session, replicas)
             bad = canary_bad(state_dir)
             if bad != was_bad:
                 log.warning("demo metrics: canary %s is %s", ",".join(canaries), "BAD" if bad else "healthy")

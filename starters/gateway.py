@@ -704,9 +704,7 @@ def create_app(
         return await pagerduty.handle(await request.body(), request.headers.get("x-pagerduty-signature"),
                                       request.headers.get("content-type"))
 
-    app = BodyLimitMiddleware(api, settings.gateway_max_body_bytes)
-    app.state = api.state  # type: ignore[attr-defined]
-    return app
+    return BodyLimitMiddleware(api, settings.gateway_max_body_bytes)
 
 
 def serve(settings: Settings) -> None:
