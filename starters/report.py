@@ -232,7 +232,8 @@ def timeline(data: RunData) -> list[dict[str, Any]]:
         rows.append({"name": f"gate {gate['gate_id']}", "started_at": gate.get("opened_at"),
                      "finished_at": gate.get("decided_at"), "detail": gate.get("title", ""),
                      "status": "done" if decision == "approved" else ("running" if decision == "waiting" else "failed")})
-    return sorted((r for r in rows if _time(r.get("started_at"))), key=lambda r: _time(r["started_at"]))  # type: ignore[arg-type, return-value]
+    started = [(at, r) for r in rows if (at := _time(r.get("started_at"))) is not None]
+    return [r for _, r in sorted(started, key=lambda pair: pair[0])]
 
 
 # ----------------------------------------------------------------------------- figures
