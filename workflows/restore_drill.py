@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from core import errors
     from core.approval import AbortInput
     from core.aws import (
+        RdsDeleteInput,
         RdsInstanceRef,
         RdsRestoreInput,
         RdsSnapshotQuery,
@@ -470,7 +471,7 @@ class RestoreDrill(RunbookWorkflow):
                          PgScratchInput(server=input.restore_server, database=self._scratch_db)))
         if input.kind == "rds_snapshot":
             jobs.append((f"scratch RDS instance {self._scratch_rds} in {input.region}", RdsActivities.rds_delete_instance,
-                         RdsInstanceRef(identifier=self._scratch_rds, region=input.region)))
+                         RdsDeleteInput(identifier=self._scratch_rds, region=input.region)))
             if self._clone_started and input.check_endpoint_override is not None:
                 jobs.append((f"scratch database {self._scratch_db} on {input.check_endpoint_override.server.host}",
                              DatabaseActivities.pg_drop_database,
