@@ -62,6 +62,16 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(codec_keys_app, name="codec-keys")
 app.add_typer(simulate_app, name="simulate")  # signed Slack / PagerDuty requests to the gateway
 
+PIPE_WIDTH = 1000  # the width Rich lays tables out in when the output is not a terminal
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or bare stream
+        return False
+
+
 class _Console:
     """A Rich console made on first use (importing Rich costs a JSON-only command a third of its time)."""
 
@@ -73,7 +83,12 @@ class _Console:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(**self._options)
+            options = dict(self._options)
+            stream = sys.stderr if options.get("stderr") else sys.stdout
+            if "width" not in options and not _isatty(stream):
+                # a pipe or a file gets complete lines: tables are never cut at $COLUMNS (80 in many shells and CI)
+                options["width"] = PIPE_WIDTH
+            self._console = Console(**options)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -82,6 +97,13 @@ class _Console:
 
 out: Any = _Console(soft_wrap=True)  # ids, links and hashes must stay copyable: never wrap printed lines
 err: Any = _Console(stderr=True, soft_wrap=True)
+
+
+def _error(message: str) -> None:
+    """``error: <message>`` on stderr; the message is text, not Rich markup (a validation error's ``[...]`` stays)."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
 
 
 def _rich(console: Any) -> Console:
@@ -162,23 +184,23 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
         code = asyncio.run(coro_factory())
     except (UserError, RunbookClientError, CodecKeyError, *_loaded_errors("core.catalog:ParameterError",
                                                                          "starters.schedules:ScheduleError")) as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
+        _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
     except _loaded_errors("core.catalog:CatalogError") as error:
         for problem in error.problems:
-            err.print(f"[red]error:[/red] {problem}", highlight=False)
+            _error(f"{problem}")
         raise typer.Exit(EXIT_USAGE) from None
     except TemporalUnreachable as error:
-        err.print(f"[red]error:[/red] cannot reach Temporal at {error.address} (set TEMPORAL_ADDRESS or --address)")
+        _error(f"cannot reach Temporal at {error.address} (set TEMPORAL_ADDRESS or --address)")
         raise typer.Exit(EXIT_UNREACHABLE) from None
     except RPCError as error:
         if error.status == RPCStatusCode.NOT_FOUND:
-            err.print(f"[red]error:[/red] {error.message}", highlight=False)
+            _error(f"{error.message}")
             raise typer.Exit(EXIT_USAGE) from None
         if error.status == RPCStatusCode.UNAVAILABLE:
-            err.print(f"[red]error:[/red] Temporal unavailable: {error.message}", highlight=False)
+            _error(f"Temporal unavailable: {error.message}")
             raise typer.Exit(EXIT_UNREACHABLE) from None
-        err.print(f"[red]error:[/red] Temporal refused the request: {error.message}", highlight=False)
+        _error(f"Temporal refused the request: {error.message}")
         raise typer.Exit(EXIT_UNREACHABLE) from None
     raise typer.Exit(code or EXIT_OK)
 
@@ -639,7 +661,7 @@ def login(
                 raise auth.LoginError("no password given")
             done = auth.login_vault(vault_addr, name, password, role or _settings().oidc_vault_role)
     except auth.LoginError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
+        _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
     until = f" until {_utc(done.expires_at)}" if done.expires_at else ""
     out.print(f"logged in as {done.user} ({done.kind}){until}; approvals now carry your ID token", highlight=False)
@@ -728,7 +750,7 @@ def extend(workflow_id: IdArg, duration: Annotated[str, typer.Argument(help="how
 def destroy_now(workflow_id: IdArg, reason: Annotated[str, typer.Option("--reason", help="why (required)")],
                 as_user: AsOpt = None, address: AddressOpt = None, namespace: NamespaceOpt = None) -> None:
     if not reason.strip():
-        err.print("[red]error:[/red] --reason must say why", highlight=False)
+        _error("--reason must say why")
         raise typer.Exit(EXIT_USAGE)
     _steer("destroy-now", workflow_id, Steer(_identity(as_user), reason), address, namespace)
 
@@ -860,7 +882,7 @@ def codec_server() -> None:
     try:
         serve(Settings())
     except (CodecKeyError, ValueError) as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
+        _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -873,7 +895,7 @@ def codec_keys_init(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id"
     from workers.codec import KeyRing
 
     if path.exists():
-        err.print(f"[red]error:[/red] {path} exists: rotate it instead", highlight=False)
+        _error(f"{path} exists: rotate it instead")
         raise typer.Exit(EXIT_USAGE)
     KeyRing.generate(key_id).write(path)
     out.print(f"{path}: key {key_id} (newest)")
@@ -888,7 +910,7 @@ def codec_keys_rotate(path: KeyFileArg, key_id: Annotated[str, typer.Option("--i
     try:
         ring = KeyRing.from_file(path).rotated(key_id)
     except CodecKeyError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
+        _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
     ring.write(path)
     out.print(f"{path}: keys {', '.join(ring.keys)}; newest {ring.newest}")

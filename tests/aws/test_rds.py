@@ -10,6 +10,7 @@ from activities.aws import RdsActivities
 from core import errors
 from core.aws import (
     RdsCreateReplicaInput,
+    RdsDeleteInput,
     RdsFenceInput,
     RdsInstance,
     RdsInstanceRef,
@@ -154,9 +155,10 @@ def test_wait_available_against_moto(rds, run, primary):
 
 def test_delete_is_idempotent(rds, run, primary, clients):
     ref = RdsInstanceRef(identifier="orders-db", region=EAST)
-    assert run(rds.rds_delete_instance, ref).model_dump() == {"deleted": True, "existed": True}
+    delete = RdsDeleteInput(identifier="orders-db", region=EAST)
+    assert run(rds.rds_delete_instance, delete).model_dump() == {"deleted": True, "existed": True}
     assert not run(rds.rds_describe_instance, ref).exists
-    assert run(rds.rds_delete_instance, ref).model_dump() == {"deleted": False, "existed": False}
+    assert run(rds.rds_delete_instance, delete).model_dump() == {"deleted": False, "existed": False}
 
 
 def test_create_replica_promote_and_lag(rds, run, primary, clients):

@@ -34,6 +34,15 @@ CHANGE = """
 """
 
 
+@pytest.fixture(autouse=True)
+def fresh_consoles(monkeypatch) -> None:
+    """The CLI makes its consoles on first use, once per process: each test gets its own, as a command would."""
+    from starters import cli
+
+    monkeypatch.setattr(cli.out, "_console", None)
+    monkeypatch.setattr(cli.err, "_console", None)
+
+
 @pytest.fixture
 def catalogs(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     good, bad = tmp_path / "good", tmp_path / "bad"
@@ -47,8 +56,8 @@ def catalogs(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     return good, bad
 
 
-def runbook(*args: str):
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+def runbook(*args: str, columns: str = "200"):
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": columns})
 
 
 def test_validate_checks_the_folder_given_with_catalog_option(catalogs):
@@ -69,3 +78,25 @@ def test_catalog_lists_every_environments_approval_rule(catalogs):
     assert "production: 2 of platform, security (each of platform, security)" in listed.stdout
     assert "development: none" in listed.stdout
     assert "other: 1 of sre" in listed.stdout
+
+
+def test_an_error_is_printed_as_text_not_markup(monkeypatch):
+    """The console took `[...]` in an error for Rich markup and swallowed it (seen with a routing table's errors)."""
+    import io
+
+    from rich.console import Console
+
+    from starters import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buf, width=200, color_system=None))
+    cli._error("routing.yaml:3: routes[0].kinds: [approval_needed] listed twice [type=value_error]")
+    assert buf.getvalue() == "error: routing.yaml:3: routes[0].kinds: [approval_needed] listed twice [type=value_error]\n"
+
+
+def test_piped_catalog_table_is_complete_whatever_COLUMNS_says(catalogs):
+    """Piped output is never cut at $COLUMNS (80 in CI and in pytest-xdist's workers)."""
+    good, _ = catalogs
+    listed = runbook("catalog", "--catalog", str(good), columns="80")
+    assert listed.exit_code == 0 and "production: 2 of platform, security (each of platform, security)" in listed.stdout, \
+        listed.stdout

@@ -47,7 +47,10 @@ def canary_input() -> CanaryRampInput:
 
 
 def cli_env(client) -> dict[str, str]:
-    return {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host, "TERM": "xterm-256color",
+    """The CLI's environment: the terminal's own size decides, not COLUMNS/LINES (pytest-xdist's workers set 80x24,
+    which Rich would take over the pseudo-terminal's size)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return {**env, "TEMPORAL_ADDRESS": client.service_client.config.target_host, "TERM": "xterm-256color",
             "PYTHONPATH": str(ROOT)}
 
 
