@@ -18,14 +18,12 @@ the page (no CDN, no network), so the file opens anywhere, offline, and can be a
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 import plotly.graph_objects as go
 import plotly.io as pio
-import yaml
 from plotly.offline import get_plotlyjs
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
@@ -33,6 +31,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from core.duration import format_duration, parse_duration
+from starters.client import parameters_yaml as yaml_of
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 FAILED_PHASES = ("Failed", "Error", "Inconclusive")
@@ -401,9 +400,9 @@ def figures(data: RunData) -> list[tuple[str, go.Figure]]:
 
 # ----------------------------------------------------------------------------- the page
 def parameters_yaml(data: RunData) -> str:
-    """The run's parameters as YAML (the input without the runbook plumbing)."""
+    """The run's parameters as YAML (the input without the runbook plumbing), written as the web UI's details are."""
     params = {k: v for k, v in data.input.items() if k not in ("meta", "carry") and v is not None}
-    return yaml.safe_dump(json.loads(json.dumps(params, default=str)), sort_keys=False, allow_unicode=True).strip()
+    return yaml_of(params)
 
 
 def audit_trail(data: RunData) -> list[tuple[str, str, str]]:
