@@ -48,10 +48,11 @@ def with_vault_secrets(settings: Settings, read: Callable[[str], dict[str, str]]
         if data.get("webhook_secrets"):
             try:
                 listed = json.loads(data["webhook_secrets"])
-                assert isinstance(listed, list) and all(isinstance(v, str) and v for v in listed)
-            except (ValueError, AssertionError):
+            except ValueError:
+                listed = None
+            if not (isinstance(listed, list) and all(isinstance(v, str) and v for v in listed)):
                 raise SecretSettingsError(f"Vault secret {settings.pagerduty_vault_path}: webhook_secrets must be a "
-                                          "JSON list of strings") from None
+                                          "JSON list of strings")
             update["pagerduty_webhook_secrets"] = [SecretStr(v) for v in listed]
         elif data.get("webhook_secret"):
             update["pagerduty_webhook_secrets"] = [SecretStr(data["webhook_secret"])]
