@@ -142,4 +142,8 @@ def main() -> None:
         asyncio.run(run_worker(Settings()))
     except TemporalUnreachable as err:
         print(f"runbook worker: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        # Exit now, not through interpreter finalization: the SDK runtime's threads may still call into Python while
+        # it finalizes ("PyGILState_Release ... must be current", SIGABRT), seen under load. Nothing is left to flush.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(1)
