@@ -233,7 +233,10 @@ async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, re
         async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill],
                                           activities_for(db_activities, recording, **replace)):
             handle = await ts_env.client.start_workflow(
-                RestoreDrill.run, rds_input(pg_server, rds_source, heartbeat_timeout="2s"), id=wf_id, task_queue=task_queue)
+                # the instance wait's heartbeat timeout is poll_interval + heartbeat_timeout and its cancellation
+                # arrives with a heartbeat (throttled to 80 % of it): 1 s + 2 s, not 15 s + 2 s, of real time
+                RestoreDrill.run, rds_input(pg_server, rds_source, heartbeat_timeout="2s", poll_interval="1s"),
+                id=wf_id, task_queue=task_queue)
             result = await stop_at(held, how, handle)
     finally:
         held.release.set()
