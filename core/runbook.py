@@ -39,6 +39,10 @@ class RunbookMeta(BaseModel):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     incident_id: str | None = None
     slack_channel: str | None = None
+    approval_by_environment: dict[str, ApprovalPolicy] = Field(
+        default_factory=dict,
+        description="the catalog's policy per environment, for a run whose stages cross environments (release)",
+    )
     ui_url: str | None = Field(None, description="link to this workflow in the web UI, for notifications")
     source: Literal["cli", "slack", "pagerduty", "schedule", "api"] = "cli"
     routing: list[Route] = Field(

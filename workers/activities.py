@@ -134,6 +134,16 @@ def database_activities(settings: Settings, vault) -> list[Callable]:
     return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks]
 
 
+# ---------------------------------------------------------------------------- PostgreSQL (the release ledger)
+def release_ledger_activities(settings: Settings) -> list[Callable]:
+    """The release runbook's last-known-good ledger at RUNBOOK_RELEASE_LEDGER_DSN (connected per call)."""
+    from activities.release_ledger import ReleaseLedgerActivities
+
+    dsn = settings.release_ledger_dsn
+    ledger = ReleaseLedgerActivities(dsn.get_secret_value() if dsn else None)
+    return [ledger.ledger_read, ledger.ledger_record]
+
+
 # ---------------------------------------------------------------------------- approver identity (OIDC)
 def oidc_config(settings: Settings):
     """The approvers' identity provider from settings, or None when no issuer is configured."""
@@ -172,3 +182,4 @@ def build_activities(settings: Settings) -> list[Callable]:
         *metrics_activities(settings),
         *database_activities(settings, vault),
     ]
+        *release_ledger_activities(settings),

@@ -130,6 +130,10 @@ class BlueGreenInput(RunbookInput):
     scale_down_delay: Duration = timedelta(seconds=30)
     progress_deadline: Duration = timedelta(minutes=10)
     max_bake_extension: Duration = timedelta(hours=24)
+    preapproved: str | None = Field(
+        None, description="the cutover was approved outside this run (a release's stage gate, or its stop-the-line "
+        "rollback): who and where; the cutover gate is then not opened (the bake's own gates still are)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "BlueGreenInput":
@@ -316,17 +320,20 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             rec = self.step_started("approval")
             switch = f"{input.service}: {live} -> {new} ({input.image}) via {input.router}"
             preview = "; ".join(f"{p['kind']} {p['name']}: {'ok' if p['passed'] else 'FAILED'}" for p in self._preview)
-            outcome = await self.request_approval(
-                "cutover",
-                f"Switch {input.service} to {new}",
-                f"Switch {switch}. Preview: {preview or 'no checks'}.",
-                binding=switch,
-                fields={"from": live, "to": new, "image": input.image, "router": input.router},
-            )
-            if not outcome.approved:
-                self.step_failed(rec, f"{outcome.decision.replace('_', ' ')}: {outcome.reason}")
-                raise gate_stop(outcome, f"cutover of {input.service} to {new}")
-            await self.step_done(rec, f"approved by {', '.join(a.approver for a in outcome.approvals) or 'policy'}")
+            if input.preapproved:
+                await self.step_done(rec, f"approved outside this run: {input.preapproved}")
+            else:
+                outcome = await self.request_approval(
+                    "cutover",
+                    f"Switch {input.service} to {new}",
+                    f"Switch {switch}. Preview: {preview or 'no checks'}.",
+                    binding=switch,
+                    fields={"from": live, "to": new, "image": input.image, "router": input.router},
+                )
+                if not outcome.approved:
+                    self.step_failed(rec, f"{outcome.decision.replace('_', ' ')}: {outcome.reason}")
+                    raise gate_stop(outcome, f"cutover of {input.service} to {new}")
+                await self.step_done(rec, f"approved by {', '.join(a.approver for a in outcome.approvals) or 'policy'}")
 
             # 5. switch, verified by reading it back: finished once started, then an abort switches back
             self.check_abort("switch")

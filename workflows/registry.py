@@ -19,6 +19,7 @@ RUNBOOK_WORKFLOWS: dict[str, str] = {
     "RegionFailback": "workflows.failover:RegionFailback",
     "CanaryRamp": "workflows.canary_ramp:CanaryRamp",
     "RestoreDrill": "workflows.restore_drill:RestoreDrill",
+    "Release": "workflows.release:Release",
 }
 
 

@@ -1,0 +1,225 @@
+"""The release runbook's data: stages, waves, checks, the error budget, the last-known-good ledger, and the view.
+
+A release takes one version of a service through stages (development -> staging -> production); each stage runs
+a child runbook already in the product (``canary`` = canary-ramp, ``blue-green`` = blue-green) once, or once per
+**wave** (a region or cluster with its own router and metrics) with a bake between waves. Pure parts live here:
+the error budget (``error_budget``), the ledger's reading (``ledger_view``) and the types the workflow, its
+activities and the starters share. No client library is imported.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.analysis import CloudWatchQuery, MetricQuery
+from core.duration import Duration
+
+Strategy = Literal["canary", "blue-green"]
+# strategy -> (the child's runbook name, its workflow type)
+STRATEGIES: dict[str, tuple[str, str]] = {
+    "canary": ("canary-ramp", "CanaryRamp"),
+    "blue-green": ("blue-green", "BlueGreenCutover"),
+}
+NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class CheckSpec(BaseModel):
+    """A check step: an HTTP smoke request after a stage or a wave (``kind: http``; the only kind so far)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["http"] = "http"
+    name: str = Field(min_length=1)
+    url: str = Field(min_length=1, description="absolute URL; {version}, {service}, {stage} and {wave} expand")
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_body: str | None = Field(None, description="text the body must contain; the same fields expand")
+    attempts: int = Field(3, ge=1, le=50)
+    interval: Duration = timedelta(seconds=5)
+    timeout_seconds: float = Field(5, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _absolute(self) -> "CheckSpec":
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an absolute http(s) URL, not {self.url!r}")
+        return self
+
+
+class WaveSpec(BaseModel):
+    """One production wave: a region or cluster, its own router (and metrics arguments), promoted on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME)
+    router: dict[str, Any] = Field(
+        description="the wave's router: canary {kind: alb | httproute, ...}; blue-green {kind: alb | kubernetes, ...}"
+    )
+    parameters: dict[str, Any] = Field(default_factory=dict, description="the child's parameters for this wave only")
+    args: dict[str, str] = Field(default_factory=dict, description="metric query arguments of this wave (region...)")
+    checks: list[CheckSpec] = Field(default_factory=list, description="after the wave is promoted")
+
+    @model_validator(mode="after")
+    def _router(self) -> "WaveSpec":
+        if not self.router:
+            raise ValueError("router is empty: each wave needs its own router")
+        if "kind" not in self.router:
+            raise ValueError("router.kind is missing (alb, httproute or kubernetes)")
+        return self
+
+
+class StageSpec(BaseModel):
+    """One environment of the release."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME)
+    environment: str = Field("", description="chooses the approval policy; default: the stage's name")
+    strategy: Strategy
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="the child runbook's parameters (not service, version or image)"
+    )
+    waves: list[WaveSpec] = Field(default_factory=list, description="empty: one run with the stage's parameters")
+    bake: Duration = Field(timedelta(0), description="wait between two waves (the promoted wave keeps serving)")
+    checks: list[CheckSpec] = Field(default_factory=list, description="after the stage's last wave")
+    error_budget: bool = Field(False, description="gate the stage and each of its waves on the error budget")
+    rollback_promoted: bool = Field(
+        True, description="stop the line: a wave that rolls back (or an abort) also rolls back the promoted waves"
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "StageSpec":
+        if not self.environment:
+            self.environment = self.name
+        names = [w.name for w in self.waves]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"waves: names must be unique ({', '.join(twice)} given twice)")
+        for key in ("service", "version", "image", "meta"):
+            if key in self.parameters:
+                raise ValueError(f"parameters.{key}: set by the release itself, not per stage")
+        return self
+
+
+def default_availability() -> CloudWatchQuery:
+    return CloudWatchQuery(
+        namespace="Demo/Service", metric_name="Availability", dimensions={"Service": "{{service}}"},
+        statistic="Average", period_seconds=86400, window=timedelta(days=30),
+    )
+
+
+class SloSpec(BaseModel):
+    """The service's availability objective (the platform's: 99.9 % over 30 days, 43.2 minutes a month)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    objective: float = Field(99.9, gt=0, lt=100, description="percent")
+    window: Duration = timedelta(days=30)
+    availability: MetricQuery = Field(
+        default_factory=default_availability,
+        description="a query whose value is the availability in percent over the window ({{service}}, "
+        "{{environment}}, {{wave}} and the wave's args expand)",
+    )
+
+
+class BudgetCheck(BaseModel):
+    """One error-budget gate: what was measured, what it left, and whether it blocked (and who broke the glass)."""
+
+    where: str
+    at: datetime
+    objective: float
+    window_seconds: float
+    availability: float | None = None
+    remaining_percent: float | None = Field(None, description="the budget left, percent of the window's budget")
+    blocked: bool
+    reason: str
+    break_glass: list[str] = Field(default_factory=list, description="who approved going on with a spent budget")
+    gate_id: str | None = None
+
+
+def error_budget(availability: float | None, objective: float) -> tuple[float | None, bool, str]:
+    """(budget remaining in percent, blocked, why). A spent budget (or none measured) blocks the release.
+
+    The budget is the unavailability the objective allows (100 - objective percent of the window); what the
+    window's availability leaves of it is ``1 - (100 - availability) / (100 - objective)``."""
+    if availability is None:
+        return None, True, "availability could not be measured: the budget cannot be told, so it blocks"
+    allowed = 100.0 - objective
+    remaining = 100.0 * (1.0 - (100.0 - availability) / allowed)
+    if remaining <= 0:
+        return remaining, True, (f"error budget spent: availability {availability:.3f} % < objective {objective} % "
+                                 f"({-remaining:.0f} % over budget)")
+    return remaining, False, f"availability {availability:.3f} %, {remaining:.0f} % of the error budget left"
+
+
+# ------------------------------------------------------------------------------------------ the ledger
+Verdict = Literal["good", "bad"]
+
+
+class LedgerEntry(BaseModel):
+    """One verdict on a version in an environment, written once per (release run, environment, verdict)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    environment: str
+    version: str
+    verdict: Verdict
+    workflow_id: str = Field(description="the release run that judged it (the idempotency key with the rest)")
+    reason: str = ""
+
+
+class LedgerRow(LedgerEntry):
+    at: datetime
+
+
+class LedgerQuery(BaseModel):
+    service: str
+
+
+class LedgerView(BaseModel):
+    """Per environment the last version that finished healthy (never one marked bad), and the versions marked bad."""
+
+    service: str
+    last_good: dict[str, str] = Field(default_factory=dict, description="environment -> version")
+    bad: dict[str, str] = Field(default_factory=dict, description="version -> why, and by which run")
+
+
+def ledger_view(service: str, rows: list[LedgerRow]) -> LedgerView:
+    """The ledger read: a version marked bad anywhere is never anyone's last known good."""
+    ordered = sorted(rows, key=lambda r: r.at)
+    bad = {r.version: f"{r.reason or 'marked bad'} ({r.environment}, {r.workflow_id})" for r in ordered
+           if r.verdict == "bad"}
+    last_good: dict[str, str] = {}
+    for row in ordered:
+        if row.verdict == "good" and row.version not in bad:
+            last_good[row.environment] = row.version
+    return LedgerView(service=service, last_good=last_good, bad=bad)
+
+
+# ------------------------------------------------------------------------------------------ the view
+WavePhase = Literal["pending", "budget", "running", "promoted", "failed", "rolled-back", "restoring", "restored",
+                    "not-restored"]
+
+
+class WaveView(BaseModel):
+    stage: str
+    wave: str
+    phase: WavePhase = "pending"
+    child_workflow_id: str | None = None
+    child_status: str | None = None
+    summary: str = ""
+    restore_workflow_id: str | None = Field(None, description="the run that took this wave back to last known good")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class StageView(BaseModel):
+    name: str
+    environment: str
+    strategy: Strategy
+    phase: Literal["pending", "approval", "running", "checks", "done", "failed", "skipped"] = "pending"
+    waves: list[WaveView] = Field(default_factory=list)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+    gate_id: str | None = None
