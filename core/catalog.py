@@ -427,6 +427,10 @@ class Catalog:
             environment=environment,
             requested_by=requested_by,
             approval=policy,
+            approval_by_environment={
+                env: entry.to_policy(self.groups, self.idp_groups, self.people)
+                for env, entry in spec.approval_by_environment.items()
+            },
             incident_id=incident_id,
             slack_channel=slack_channel,
             ui_url=ui_url,
@@ -441,10 +445,6 @@ class Catalog:
             where = ".".join(str(p) for p in first["loc"])
             message = first["msg"].removeprefix("Value error, ")
             if not where:  # a rule across several parameters
-            approval_by_environment={
-                env: entry.to_policy(self.groups, self.idp_groups, self.people)
-                for env, entry in spec.approval_by_environment.items()
-            },
                 raise ParameterError(f"{name}: {message}") from None
             raise ParameterError(f"{name}: parameter {where!r}: {message}") from None
         problems = workflow_input.problems()

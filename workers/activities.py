@@ -181,5 +181,5 @@ def build_activities(settings: Settings) -> list[Callable]:
         *aws_activities(),
         *metrics_activities(settings),
         *database_activities(settings, vault),
-    ]
         *release_ledger_activities(settings),
+    ]
