@@ -238,6 +238,17 @@ class TerraformAdapter:
             env=env, tick=tick, ok=(0, 2))
         return rc == 2
 
+    def plan_unlocked(self, out_file: str, variables: Mapping[str, Any], *, destroy: bool = False,
+                      env: Mapping[str, str] | None = None, tick: Callable[[], None] | None = None) -> bool:
+        """``plan`` without taking the state lock (a dry run's scratch copy: nothing else uses its state)."""
+        rc, _, _ = self._run(
+            "plan",
+            lambda: self.tf.plan(out=out_file, var=dict(variables) or None, detailed_exitcode=IsFlagged,
+                                 destroy=IsFlagged if destroy else None, no_color=IsFlagged, input=False,
+                                 lock=False),
+            env=env, tick=tick, ok=(0, 2))
+        return rc == 2
+
     def show_plan(self, plan_file: str) -> dict[str, Any]:
         _, out, _ = self._run("show", lambda: self.tf.cmd("show", plan_file, json=IsFlagged, no_color=IsFlagged),
                               env=None, tick=None)
@@ -425,6 +436,54 @@ class TerraformActivities:
                 return self._plan(input.target, env, destroy=input.destroy)
             except TerraformFailed as err:
                 raise classify(err, env) from None
+
+    @activity.defn(name="terraform_plan_preview")
+    def plan_preview(self, input: PlanInput) -> PlanSummary:
+        """Read-only (a dry run): what a plan of ``input.target`` would do, changing nothing: no workspace is
+        created, no state written or locked, the working dir of real runs only read (its state pulled). The module
+        is planned in a scratch copy with a local backend holding a copy of the workspace's current state (none
+        when the workspace does not exist yet); the scratch copy is removed."""
+        target = input.target
+        env = self._secret_env(target)
+        source = Path(target.module)
+        if not source.is_dir() or not any(source.glob("*.tf")):
+            raise ApplicationError(f"Terraform module {target.module!r} not found (no *.tf files) from {Path.cwd()}",
+                                   type=errors.INVALID_INPUT, non_retryable=True)
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        scratch = self._root / f".dry-run-{target.environment}-{os.getpid()}-{threading.get_ident()}"
+        try:
+            with self._lock(target):
+                prior = self._pull_state(target)
+            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.copytree(source, scratch, ignore=_DONT_COPY)
+            scratch.chmod(0o700)
+            (scratch / "zz_dry_run_override.tf").write_text(
+                'terraform {\n  backend "local" {\n    path = "dry-run.tfstate"\n  }\n}\n')
+            if prior:
+                (scratch / "dry-run.tfstate").write_text(json.dumps(prior))
+            tf = TerraformAdapter(scratch, terraform_bin=self._bin)
+            tf.init(env=env)
+            plan_file = str(scratch / "dry-run.tfplan")
+            has_changes = tf.plan_unlocked(plan_file, target.variables, destroy=input.destroy, env=env,
+                                           tick=self._tick("plan preview"))
+            summary = summarize(tf.show_plan(plan_file), target.workspace, has_changes)
+            summary.prior_lineage, summary.prior_serial = str(prior.get("lineage", "")), int(prior.get("serial", 0))
+            summary.prior_empty = not prior
+            return summary
+        except TerraformFailed as err:
+            raise classify(err, env) from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _pull_state(self, target: TerraformTarget) -> dict[str, Any]:
+        """The workspace's current state from the real runs' working dir ({} when there is none); reads only."""
+        if not (self._workdir(target) / ".terraform").is_dir():
+            return {}
+        tf = TerraformAdapter(self._workdir(target), terraform_bin=self._bin)
+        if target.workspace not in tf.workspaces():
+            return {}
+        tf.select_workspace(target.workspace, create=False)
+        return tf.state()
 
     @activity.defn(name="terraform_apply")
     def apply(self, input: ApplyInput) -> ApplyResult:

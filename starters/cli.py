@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.approval import AbortInput, ApproveInput, RejectInput
 from core.config import Settings
 from core.runbook import RunbookStatus
-from starters.client import RunbookClient, RunbookClientError, Steer, describe_verb, dry_run
+from starters.client import DryRunFailed, DryRunOutcome, RunbookClient, RunbookClientError, Steer, describe_verb
 from starters.simulate import simulate_app
 from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
@@ -314,7 +314,8 @@ def start(
     set_: Annotated[list[str], typer.Option("--set", help="parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
     as_user: Annotated[Optional[str], typer.Option(
         "--as", help="who requests the run, recorded as an unverified label [env RUNBOOK_USER]")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show what would start; start nothing")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="show what the run would change, read from the systems it would change; change nothing")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="follow the run until it ends")] = False,
     as_json: JsonOpt = False,
     catalog: CatalogOpt = None,
@@ -339,9 +340,9 @@ def start(
             ui_base=settings.ui_url,
             namespace=ns,
         )
-        if dry_run:
-            return _print_plan(plan, as_json)
         runs = await _runs(settings, address, namespace)
+        if dry_run:
+            return await _dry_run(runs, plan, as_json)
         client = runs.temporal
         outcome = await runs.start(plan)
         link = plan.meta.ui_url  # built by plan_start from the same UI base and namespace
@@ -387,14 +388,50 @@ def start(
     _run(body)
 
 
-def _print_plan(plan: StartPlan, as_json: bool) -> int:
-    data = dry_run(plan)
+async def _dry_run(runs: RunbookClient, plan: StartPlan, as_json: bool) -> int:
+    """``start --dry-run``: the worker's read-only plan of the run as a table (or JSON). Exit 0 a plan; 3 the run
+    would be refused; 4 a run for the same key is already going (as a real start); 1 a system could not be read."""
+    try:
+        outcome = await runs.dry_run(plan)
+    except DryRunFailed as failed:
+        _error(f"{failed}")
+        return EXIT_UNREACHABLE
     if as_json:
-        _print_json(data)
+        _print_json(outcome.as_json())
+    elif outcome.status == "AlreadyRunning":
+        err.print(f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.running_run_id}); a start "
+                  f"would start nothing. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
+                  highlight=False)
     else:
-        out.print(f"would start [bold]{plan.workflow_type}[/bold] as {plan.workflow_id} (dry run: nothing started)")
-        out.print_json(json.dumps(data["input"]))
-    return EXIT_OK
+        _print_dry_run(outcome)
+    if outcome.status == "AlreadyRunning":
+        return EXIT_ALREADY_RUNNING
+    return EXIT_UNSUCCESSFUL if outcome.plan.outcome == "WouldRefuse" else EXIT_OK
+
+
+def _print_dry_run(outcome: DryRunOutcome) -> None:
+    from rich.markup import escape
+
+    p = outcome.plan
+    out.print(f"[bold]dry run[/bold] of {p.runbook} ({p.workflow_type}) as {p.workflow_id}: nothing was changed, "
+              "nothing started", highlight=False)
+    out.print(f"{p.outcome}: {escape(p.summary)}", highlight=False)
+    if p.reads:
+        table = _table("system", "read now", "value", title="As found")
+        for r in p.reads:
+            table.add_row(r.system, escape(r.what), escape(r.value))
+        out.print(table)
+    if p.changes:
+        table = _table("#", "step", "system", "target", "before", "after", title="Would change, in order")
+        for i, c in enumerate(p.changes, start=1):
+            table.add_row(str(i), c.step, c.system, escape(c.target), escape(c.before), escape(c.after))
+        out.print(table)
+    for title, lines in (("Procedure", p.procedure), ("Rollback", p.rollback), ("Approval", p.approval),
+                         ("Freeze", [p.freeze.text()])):
+        if lines:
+            out.print(f"[bold]{title}[/bold]")
+            for line in lines:
+                out.print(f"  {escape(line)}", highlight=False)
 
 
 async def _final(client: Client, workflow_id: str, run_id: str | None) -> tuple[str, Any]:

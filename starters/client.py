@@ -32,6 +32,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -125,14 +126,24 @@ def parameters_yaml(params: dict[str, Any]) -> str:
                           default_flow_style=False).strip()
 
 
-def dry_run(plan: StartPlan) -> dict[str, Any]:
-    """What ``start`` would start, as one JSON-ready object (status DryRun); nothing is sent to Temporal."""
-    return {
-        "workflow_id": plan.workflow_id,
-        "workflow_type": plan.workflow_type,
-        "status": "DryRun",
-        "input": plan.input.model_dump(mode="json"),
-    }
+DRY_RUN_TIMEOUT = timedelta(minutes=2)  # a dry run only reads: longer means no worker, or a system that hangs
+
+
+class DryRunFailed(RunbookClientError):
+    """The dry run could not compute a plan (a system it must read could not be read); nothing was started."""
+
+
+@dataclass
+class DryRunOutcome:
+    workflow_id: str  # the id the real run would have
+    status: str  # "DryRun", or "AlreadyRunning" (a run for the same key is going: nothing was computed)
+    plan: Any = None  # core.dry_run.DryRunPlan when status is DryRun
+    running_run_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"workflow_id": self.workflow_id, "status": self.status, "started": False,
+                "running_run_id": self.running_run_id,
+                "plan": self.plan.model_dump(mode="json") if self.plan is not None else None}
 
 
 # ------------------------------------------------------------------------------------------- steering
@@ -277,7 +288,42 @@ class RunbookClient:
             return StartOutcome(plan.workflow_id, err.run_id, False, existing)
         return StartOutcome(plan.workflow_id, handle.first_execution_run_id, True, handle)
 
-    dry_run = staticmethod(dry_run)
+    async def dry_run(self, plan: StartPlan) -> DryRunOutcome:
+        """What ``start(plan)`` would change, computed by the worker's read-only ``RunbookDryRun`` workflow (the
+        worker's credentials; nothing changed, no runbook run started). A run already going for the same key is
+        reported as ``AlreadyRunning`` (as ``start`` would), without computing a plan."""
+        import uuid
+
+        from core.dry_run import DRY_RUN_UNREADABLE, DryRunInput, DryRunPlan
+
+        try:
+            described = await self.handle(plan.workflow_id).describe()
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+        else:
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                return DryRunOutcome(plan.workflow_id, "AlreadyRunning", running_run_id=described.run_id)
+        try:
+            result = await self.temporal.execute_workflow(
+                "RunbookDryRun",
+                DryRunInput(workflow_type=plan.workflow_type, workflow_id=plan.workflow_id,
+                            input=plan.input.model_dump(mode="json")),
+                id=f"dry-run:{plan.workflow_id}:{uuid.uuid4().hex[:12]}",
+                task_queue=self.task_queue,
+                result_type=DryRunPlan,
+                execution_timeout=DRY_RUN_TIMEOUT,
+                static_summary=f"dry run of {summary(plan)}",
+            )
+        except WorkflowFailureError as failure:
+            cause = failure.cause
+            if isinstance(cause, TemporalTimeout):
+                raise DryRunFailed(f"no worker answered on task queue {self.task_queue!r} within "
+                                   f"{format_duration(DRY_RUN_TIMEOUT)}; nothing was started") from None
+            message = getattr(cause, "message", None) or str(cause)
+            prefix = "" if getattr(cause, "type", None) == DRY_RUN_UNREADABLE else "dry run failed: "
+            raise DryRunFailed(f"{prefix}{message}; nothing was started") from None
+        return DryRunOutcome(plan.workflow_id, "DryRun", plan=result)
 
     # ----------------------------------------------------------------- reading
     async def status(self, workflow_id: str) -> RunbookStatus:
@@ -420,11 +466,12 @@ __all__ = [
     "RunNotFound",
     "RunbookClient",
     "RunbookClientError",
+    "DryRunFailed",
+    "DryRunOutcome",
     "StartOutcome",
     "Steer",
     "Steered",
     "describe_verb",
-    "dry_run",
     "search_attributes",
     "verbs_for",
 ]

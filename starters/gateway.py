@@ -43,13 +43,13 @@ from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec,
 from core.config import Settings
 from core.events import MAX_NOTIFIED_ACTIONS, RunbookEvent
 from core.runbook import RunbookStatus
-from starters.client import Refused, RunbookClient, RunbookClientError, RunNotFound, Steer
+from starters.client import DryRunFailed, Refused, RunbookClient, RunbookClientError, RunNotFound, Steer
 from workflows.contract import IncidentResolvedInput
 
 log = logging.getLogger(__name__)
 
 HELP = """*Usage:* `/runbook <command>`
-• `start NAME key=value ...`: start a runbook (you become its requester)
+• `start NAME key=value ... [--dry-run]`: start a runbook (you become its requester); with --dry-run, show what it would change
 • `status ID`: where a run is
 • `list`: runbooks you may start here, and runs in progress
 • `approve ID [--expect WHAT] [reason]`: approve the run's open gate (WHAT: what its message says it approves)
@@ -439,8 +439,10 @@ class SlackCommands:
             return _rpc_text(args[0] if args else "?", err)
 
     async def _cmd_start(self, args: list[str], user: str, channel: str) -> str:
+        dry = "--dry-run" in args
+        args = [a for a in args if a != "--dry-run"]
         if not args:
-            return "usage: `start NAME key=value ...`"
+            return "usage: `start NAME key=value ... [--dry-run]`"
         name, params = args[0], {}
         for item in args[1:]:
             key, sep, value = item.partition("=")
@@ -462,11 +464,33 @@ class SlackCommands:
             )
         except ParameterError as err:
             return f":warning: {err}"
+        if dry:
+            return await self._dry_run(plan)
         workflow_id, started = await self.g.start(plan)
         if not started:
             return f":information_source: `{workflow_id}` is already running; nothing new was started"
         link = f" (<{plan.meta.ui_url}|web UI>)" if plan.meta.ui_url else ""
         return f":rocket: started `{workflow_id}`{link}"
+
+    async def _dry_run(self, plan) -> str:
+        """``start ... --dry-run``: the worker's read-only plan as text; nothing changed, nothing started."""
+        try:
+            outcome = await self.g.runs.dry_run(plan)
+        except DryRunFailed as err:
+            return f":warning: {err}"
+        if outcome.status == "AlreadyRunning":
+            return f":information_source: `{outcome.workflow_id}` is already running; a start would start nothing"
+        p = outcome.plan
+        lines = [f":mag: *dry run* of {p.runbook} as `{p.workflow_id}` (nothing changed): *{p.outcome}*: {p.summary}"]
+        if p.reads:
+            lines += ["*As found*", *(f"• {r.system} {r.what}: {r.value}" for r in p.reads)]
+        if p.changes:
+            lines += ["*Would change, in order*",
+                      *(f"{i}. [{c.step}] {c.system} {c.target}: {c.before} → {c.after}" for i, c in enumerate(p.changes, 1))]
+        for title, items in (("Rollback", p.rollback), ("Approval", p.approval), ("Freeze", [p.freeze.text()])):
+            if items:
+                lines += [f"*{title}*", *(f"• {x}" for x in items)]
+        return "\n".join(lines)
 
     async def _cmd_status(self, args: list[str], user: str, channel: str) -> str:
         if len(args) != 1:

@@ -97,7 +97,7 @@ def terraform_activities(settings: Settings, vault) -> list[Callable]:
     from activities.terraform import TerraformActivities
 
     tf = TerraformActivities(vault, settings.terraform_root)
-    return [tf.plan, tf.apply, tf.outputs, tf.destroy, tf.check_module, tf.state_version]
+    return [tf.plan, tf.plan_preview, tf.apply, tf.outputs, tf.destroy, tf.check_module, tf.state_version]
 
 
 # ---------------------------------------------------------------------------- AWS (ELBv2, Route53, RDS, S3)

@@ -43,6 +43,12 @@ class Workflows(Mapping[str, type]):
         return len(set(self._where) | set(self._loaded))
 
 
+# Workflows a worker runs that are not runbooks (no catalog entry, no steering contract): the dry run.
+HELPER_WORKFLOWS: dict[str, str] = {
+    "RunbookDryRun": "workflows.dry_run:RunbookDryRun",
+}
+
+
 def workflows(modules: list[str] | tuple[str, ...] = ()) -> Workflows:
     """The product's workflows (imported when used) plus those exported as ``WORKFLOWS`` by each of ``modules``
     (a team's own runbooks; imported now, named by their workflow type)."""
@@ -50,8 +56,9 @@ def workflows(modules: list[str] | tuple[str, ...] = ()) -> Workflows:
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> list[type]:
-    """Every workflow class, imported: the product's and those of ``modules`` (what a worker registers)."""
-    return list(dict.fromkeys(workflows(modules).values()))
+    """Every workflow class, imported: the product's runbooks, its helpers (the dry run) and those of ``modules``
+    (what a worker registers)."""
+    return list(dict.fromkeys([*workflows(modules).values(), *Workflows(HELPER_WORKFLOWS).values()]))
 
 
 def by_name(classes: list[type]) -> dict[str, type]:
@@ -73,6 +80,6 @@ def _exported(modules: list[str] | tuple[str, ...]) -> list[type]:
 
 
 def __getattr__(name: str) -> list[type]:
-    if name == "WORKFLOWS":  # every product workflow class, imported (tests and the failure matrix's worker)
-        return load()
+    if name == "WORKFLOWS":  # every product runbook workflow class, imported (tests and the failure matrix's worker)
+        return list(dict.fromkeys(workflows().values()))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

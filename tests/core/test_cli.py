@@ -241,11 +241,25 @@ async def test_user_errors_exit_2_with_one_line(cli_env, args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-async def test_dry_run_starts_nothing_and_unreachable_temporal_exits_1(cli_env, monkeypatch):
+async def test_dry_run_starts_nothing_and_unreachable_temporal_exits_1(cli_env, dev_env, monkeypatch):
+    from workflows.dry_run import RunbookDryRun
+
     service = _service()
-    dry = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run", "--json")
-    assert dry.exit_code == 0 and _json(dry)["input"]["meta"]["approval"]["approvers"] == ["bob"]
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [RunbookDryRun], []):
+        dry = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run", "--json")
+        table = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    plan = _json(dry)["plan"]  # GatedChange has no plan phase: who approves and the freeze, all the same
+    assert _json(dry)["status"] == "DryRun" and plan["outcome"] == "NotPlanned"
+    assert plan["approval"] == ["1 approval(s) from group sre, bob; no self-approval; timeout 1h -> reject"]
+    assert table.exit_code == 0 and "nothing started" in table.stdout and "group sre, bob" in table.stdout
     assert _json(await runbook("list", "--target", service, "--json")) == []
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [RunbookDryRun, GatedChange], [_notify()]):
+        started = await runbook("start", "gated-change", "--set", f"service={service}")  # it waits at its gate
+        again = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run", "--json")
+        await runbook("abort", f"change:{service}", "--reason", "test over")
+    assert started.exit_code == 0, started.output
+    assert again.exit_code == 4 and _json(again)["status"] == "AlreadyRunning" and _json(again)["plan"] is None
 
     port = harness.free_port()
     monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{port}")

@@ -122,7 +122,9 @@ async def gw(dev_env, tmp_path: Path, fake_slack, fake_pd, slack_client, pd_clie
     notifier = NotificationActivities([SlackChannel(slack_client), PagerDutyChannel(*pd_clients)])
     app = create_app(settings, dev_env.client, catalog, workflows,
                      slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
-    async with harness.running_worker(dev_env.client, task_queue, [GatewayDrill], [notifier.notify]):
+    from workflows.dry_run import RunbookDryRun
+
+    async with harness.running_worker(dev_env.client, task_queue, [GatewayDrill, RunbookDryRun], [notifier.notify]):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
             yield {"http": http, "client": dev_env.client, "slack": fake_slack, "pd": fake_pd}
 
@@ -247,8 +249,12 @@ async def test_slash_command_start_status_and_approval_rules(gw):
         assert response.status_code == 200
         return await eventually(lambda: next((b["text"] for k, b in slack.responses if k == key), None))
 
+    dry = await command(f"start orders-drill service={service} --dry-run", "U0REQ")
+    assert f"*dry run* of orders-drill as `{workflow_id}` (nothing changed)" in dry and "*Approval*" in dry
+    assert not await exists(client, workflow_id)
     assert f"started `{workflow_id}`" in await command(f"start orders-drill service={service}", "U0REQ")
     assert "already running" in await command(f"start orders-drill service={service}", "U0REQ")
+    assert "a start would start nothing" in await command(f"start orders-drill service={service} --dry-run", "U0REQ")
     assert "unknown parameter 'colour'" in await command("start orders-drill colour=red", "U0REQ")
 
     async def waiting() -> bool:
