@@ -573,7 +573,7 @@ async def freeze_check(inp: RunbookInput) -> FreezeCheck:
             CalendarActivities.check_freeze,
             FreezeQuery(runbook=meta.runbook, environment=meta.environment, kind=kind, at=workflow.now()),
             start_to_close_timeout=timedelta(seconds=30), retry_policy=READ_RETRY)
-    except ActivityError as err:
+    except (ActivityError, ApplicationError) as err:
         raise Unreadable("change calendar", "runbooks/calendar.yaml", cause_of(err)) from None
     freeze = state.freeze
     if freeze is None:

@@ -171,6 +171,61 @@ async def test_canary_alb_shows_every_weight_and_the_rendered_queries(ts_env, aw
     assert plan.rollback == ["ALB web-alb:80: canary weight to 0% (stable 100%)"]
 
 
+async def test_canary_httproute_shows_weights_and_the_canary_replicas(ts_env) -> None:
+    from tests.canary.test_end_to_end import NS as SHOP
+    from tests.canary.test_end_to_end import seed_kube
+
+    with kube_fake() as kube:
+        router = seed_kube(kube.fake)
+        inp = CanaryRampInput(meta=meta("canary-ramp", "checkout"), service="checkout", version="v2",
+                              router=router.model_dump(), plan=[{"set_weight": 25}, {"pause": {}}, {"set_weight": 100}])
+        before = kube.fake.state()
+        async with dry_runner(ts_env, read_only_activities(lambda context: kube.api)) as dry:
+            outcome = await dry("CanaryRamp", inp)
+        assert kube.fake.ledger == [] and kube.fake.state() == before
+    plan = outcome.plan
+    assert reads(plan)[f"stable Deployment {SHOP}/checkout-stable"] == "4 replicas, image checkout:v1"
+    assert changes(plan) == [
+        ("step 1/3", f"Deployment {SHOP}/checkout-canary", "0 replicas", "1 replicas"),
+        ("step 1/3", f"HTTPRoute {SHOP}/checkout", "canary 0% / stable 100%", "canary 25% / stable 75%"),
+        ("step 3/3", f"Deployment {SHOP}/checkout-canary", "1 replicas", "4 replicas"),
+        ("step 3/3", f"HTTPRoute {SHOP}/checkout", "canary 25% / stable 75%", "canary 100% / stable 0%"),
+        ("promote", f"Deployment {SHOP}/checkout-stable", "4 replicas", "0 replicas"),
+    ]
+    assert "gate: continue at step 2/3 (pause until approved; rejected or timed out rolls back)" in plan.approval
+
+
+async def test_a_freeze_in_force_is_shown_with_its_window(ts_env, tmp_path) -> None:
+    from activities.calendar import CalendarActivities
+
+    stock = Path(__file__).parents[2] / "runbooks"
+    (tmp_path / "groups.yaml").write_text((stock / "groups.yaml").read_text())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "calendar.yaml").write_text("windows:\n  - {name: w, start: 2020-01-01T00:00, end: 2019-01-01T00:00}\n")
+    (tmp_path / "calendar.yaml").write_text(
+        "timezone: UTC\nbreak_glass: {groups: [sre], required_approvals: 1, timeout: 4h}\nwindows:\n"
+        "  - {name: long-freeze, start: 2020-01-01T00:00, end: 2040-01-01T00:00, environments: [prod],"
+        " runbooks: [blue-green]}\n")
+    with kube_fake() as kube:
+        seed_kubernetes(kube.fake)
+        acts = [*read_only_activities(lambda context: kube.api), CalendarActivities(broken).check_freeze]
+        async with dry_runner(ts_env, acts) as dry:
+            with pytest.raises(DryRunFailed, match=r"^change calendar: could not read runbooks/calendar.yaml: "):
+                await dry("BlueGreenCutover", make_input(COLOURS))
+        (tmp_path / "blue-green.yaml").write_text((stock / "blue-green.yaml").read_text())
+        acts = [*read_only_activities(lambda context: kube.api), CalendarActivities(tmp_path).check_freeze]
+        async with dry_runner(ts_env, acts) as dry:
+            frozen = (await dry("BlueGreenCutover", make_input(COLOURS))).plan
+            other = make_input(COLOURS, meta=meta("blue-green", "shop", environment="staging"))
+            open_ = (await dry("BlueGreenCutover", other)).plan
+        assert kube.fake.ledger == []
+    assert frozen.freeze.frozen and frozen.freeze.window == "long-freeze"
+    assert frozen.freeze.ends_at is not None and frozen.freeze.ends_at.year == 2040
+    assert "the run would wait until it ends (or a break-glass approval)" in frozen.freeze.text()
+    assert open_.freeze.checked and not open_.freeze.frozen
+
+
 async def test_canary_that_the_run_would_refuse_says_why_and_exits_3(ts_env, aws) -> None:
     seed_canary_alb()
     inp = CanaryRampInput(meta=meta("canary-ramp", "web"), service="web", version="v2",
