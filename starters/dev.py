@@ -659,6 +659,8 @@ class DevStack:
         wait_until("codec server", http_ok(f"{self.codec_url}/healthz"), 30)
 
         worker_env = {**self.client_env(), "RUNBOOK_METRICS_PORT": str(self.ports.metrics)}
+        if self.postgres is not None:  # the release runbook's last-known-good ledger, in the embedded PostgreSQL
+            worker_env["RUNBOOK_RELEASE_LEDGER_DSN"] = self.postgres.get_uri()
         worker = self.spawn("worker", [*self.runbook_command(), "worker"], essential=False, env=worker_env)
         self.spawn(
             "gateway",

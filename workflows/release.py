@@ -352,6 +352,9 @@ class Release(RunbookWorkflow):
             raise Stop("Rejected", f"{where}: {child_id} was rejected: {result.reason or result.summary}")
         if result.status == "Aborted":
             raise Stop("Aborted", f"{where}: {child_id} was aborted: {result.reason or result.summary}")
+        if result.status == "Held":
+            raise Stop("Held", f"stop the line: {where} is held ({result.reason or result.summary}): a person must "
+                               "look before anything else changes", severity="critical")
         self.line_stopped = result.status in ("RolledBack", "Failed")
         raise Stop("RolledBack", f"stop the line: {where} ended {result.status} ({result.reason or result.summary})",
                    severity="error")

@@ -284,3 +284,13 @@ def test_bad_input_is_refused_naming_the_field() -> None:
     assert "stages: names must be unique" in refusal([single("dev"), single("dev")])
 
 
+
+
+def test_the_catalog_hands_the_run_every_environments_policy() -> None:
+    plan = CATALOG.plan_start("release", {"service": "shop", "version": "v2"}, requested_by="dave",
+                              workflows=workflows())
+    assert plan.workflow_id == "release:shop"  # single flight per service
+    production = plan.meta.approval_by_environment["production"]
+    assert production.required_approvals == 2 and production.required_groups == ["platform-team", "security-team"]
+    assert plan.meta.approval_by_environment["development"].required_approvals == 0
+    assert [s.name for s in plan.input.stages] == ["development", "staging", "production"]
