@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, Union
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from core.analysis import AnalysisTemplate, AnalysisVerdict, Measurement, default_template, stock_templates
 from core.duration import Duration, format_duration
 from core.runbook import RunbookInput, RunbookResult
+from core.traffic import AlbRouterSpec, HttpRouteRouterSpec, RouterSpec, canary_replicas  # noqa: F401 (re-exported)
 
 RECENT_MEASUREMENTS = 40
 DEFAULT_MAX_EXTENSION = timedelta(hours=24)
@@ -27,68 +27,6 @@ ServiceName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=25, pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
 ]
 NonBlank = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-# --------------------------------------------------------------------------------------------------- routers
-class AlbRouterSpec(BaseModel):
-    """An ALB listener (or one of its rules) forwarding to the stable and canary target groups.
-
-    Name it by ARNs (``listener_arn``, target group ARNs), or by names (``load_balancer`` + ``port``, target group
-    names): names are looked up once, read-only, through the ``alb_find_listener`` activity.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["alb"] = "alb"
-    listener_arn: str | None = None
-    load_balancer: str | None = Field(None, description="load balancer name, with port, instead of listener_arn")
-    port: int | None = None
-    rule_arn: str | None = None
-    region: str | None = None
-    stable_target_group: str | None = Field(None, description="ARN or name; default <service>-stable")
-    canary_target_group: str | None = Field(None, description="ARN or name; default <service>-canary")
-
-    @model_validator(mode="after")
-    def _where(self) -> "AlbRouterSpec":
-        if not self.listener_arn and not (self.load_balancer and self.port):
-            raise ValueError("an ALB router needs listener_arn, or load_balancer and port")
-        if self.stable_target_group and self.stable_target_group == self.canary_target_group:
-            raise ValueError("stable and canary target groups must differ")
-        return self
-
-    @property
-    def resolved(self) -> bool:
-        return bool(self.listener_arn) and all(
-            (tg or "").startswith("arn:") for tg in (self.stable_target_group, self.canary_target_group)
-        )
-
-
-class HttpRouteRouterSpec(BaseModel):
-    """A Gateway API HTTPRoute rule splitting traffic between two Services, and the two Deployments behind them.
-    Names default to the service's: route <service>, Services and Deployments <service>-stable / <service>-canary."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["httproute"] = "httproute"
-    context: str | None = None
-    namespace: str = "default"
-    route: str | None = Field(None, description="HTTPRoute name")
-    rule_index: int = Field(0, ge=0)
-    stable_service: str | None = None
-    canary_service: str | None = None
-    stable_deployment: str | None = None
-    canary_deployment: str | None = None
-
-
-RouterSpec = Annotated[Union[AlbRouterSpec, HttpRouteRouterSpec], Field(discriminator="kind")]
-
-
-def canary_replicas(stable_replicas: int, weight: int) -> int:
-    """Replicas the canary needs to take ``weight`` % of the stable's load: ceil, at least 1 while weight > 0."""
-    if weight <= 0:
-        return 0
-    return max(1, math.ceil(stable_replicas * weight / 100))
-
 
 
 # --------------------------------------------------------------------------------------------------- the plan

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import Duration, format_duration, format_span
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult
+    from core.traffic import COLOURS, AlbRouterConfig, Discovery, KubernetesRouterConfig
     from workflows.base import (
         ACTIVITY_RETRY,
         Ending,
@@ -65,12 +66,11 @@ with workflow.unsafe.imports_passed_through():
         gate_stop,
         until_done,
     )
-    from workflows.bluegreen_routers import AlbRouterConfig, KubernetesRouterConfig, Router, make_router
     from workflows.contract import ExtendBakeInput, PromoteNowInput
     from workflows.gate import ApprovalGate
     from workflows.steering import BlueGreenSteering
+    from workflows.traffic import TrafficRouter, make_router
 
-COLOURS = ("blue", "green")
 HEALTH_FAILURE_LIMIT_PERCENT = 5.0
 # failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
@@ -137,8 +137,12 @@ class BlueGreenInput(RunbookInput):
 
     @model_validator(mode="after")
     def _consistent(self) -> "BlueGreenInput":
-        if self.router == "kubernetes" and self.kubernetes is None:
-            self.kubernetes = KubernetesRouterConfig()
+        if self.router == "kubernetes":
+            k8s = self.kubernetes or KubernetesRouterConfig()
+            self.kubernetes = k8s.model_copy(update={
+                "service_name": self.service if k8s.service_name is None else k8s.service_name,
+                "deployments": self.service if k8s.deployments is None else k8s.deployments,
+            })
         if self.router == "alb":
             if self.alb is None:
                 raise ValueError("router alb needs the alb section (listener and the target group of each colour)")
@@ -178,7 +182,9 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
     def __init__(self, input: BlueGreenInput) -> None:
         super().__init__(input.meta, input.carry)
         self._input = input
-        self._router: Router = make_router(input, self._call)
+        config = input.kubernetes if input.router == "kubernetes" else input.alb
+        assert config is not None  # BlueGreenInput fills the chosen router's section or refuses
+        self._router: TrafficRouter = make_router(config)
         state = self.carried_state  # the cursor of a run that continued as new (during the bake), else {}
         self._phase: str = state.get("phase", "discover")
         self._live: str | None = state.get("live")
@@ -294,7 +300,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             self._phase = "bring-up"
             rec = self.step_started("bring-up", f"{new} with {input.image}")
             self._brought_up = True
-            await self.change(router.bring_up(), "bring-up")
+            await self.change(router.bring_up(input.image), "bring-up")
             self._phase = "wait-ready"
             await self.interruptible(router.wait_ready(input.progress_deadline), "wait-ready")
             await self.step_done(rec, f"{new} is ready")
@@ -373,7 +379,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         self._phase = "done"
         return f"{input.service} now on {new} ({input.image}); {ended}"
 
-    async def _discover(self, input: BlueGreenInput, rec: Any) -> Any:
+    async def _discover(self, input: BlueGreenInput, rec: Any) -> Discovery:
         """Read-only: the live colour and every target; a target that is blank, unknown or wrong is Refused."""
         blank = [f"preview_urls.{c}" for c in COLOURS if not input.preview_urls[c].strip()]
         if not input.image.strip() or input.image != input.image.strip():
@@ -381,7 +387,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         try:
             if blank:
                 raise ApplicationError(f"blank or padded: {', '.join(blank)}", type=errors.INVALID_INPUT)
-            return await self.interruptible(self._router.discover(), "discover")
+            return await self.interruptible(self._router.discover(input.image), "discover")
         except (ActivityError, ApplicationError) as err:
             if not _refusing(err):
                 raise
@@ -408,17 +414,6 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             await self.step_done(rec, suite.summary())
 
     # ------------------------------------------------------------------ activities
-    async def _call(self, method: Any, arg: Any, *, timeout: timedelta = timedelta(seconds=60),
-                    heartbeat: timedelta | None = None) -> Any:
-        """Every router activity goes through here: one retry policy, typed failures non-retryable."""
-        return await workflow.execute_activity_method(
-            method,
-            arg,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat,
-            retry_policy=ACTIVITY_RETRY,
-        )
-
     async def _run_checks(self, checks: list[PreviewCheck], colour: str, attempts: int, interval: timedelta) -> HttpSuiteResult:
         suite = HttpSuiteInput(
             checks=[self._http_check(c, colour) for c in checks],

@@ -58,8 +58,8 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import format_duration
     from workflows.analysis import AnalysisRun
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, gate_stop
-    from workflows.routers import TrafficRouter, make_router
     from workflows.steering import CanarySteering
+    from workflows.traffic import TrafficRouter, make_router
 
 __all__ = [
     "AnalysisStepSpec",

@@ -15,13 +15,13 @@ from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities
 from core.analysis import prometheus_template
 from core.approval import ApprovalPolicy
+from core.canary import AlbRouterSpec, HttpRouteRouterSpec
 from core.runbook import RunbookMeta
 from starters.demo_aws import seed_alb
 from tests import harness
 from tests.canary.standins import CANARY, STABLE, FakeTraffic, Recorder
 from tests.fakes.kubernetes import kube_fake
 from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, PlanStep
-from workflows.routers import AlbRouterSpec, HttpRouteRouterSpec
 
 NS = "shop"
 M = timedelta(minutes=1)

@@ -17,13 +17,13 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.aws import AwsClients, ElbActivities
 from activities.metrics import MetricsActivities
 from core.analysis import CloudWatchQuery, Comparison, MeasureInput, MetricSpec, alb_args, alb_template
+from core.canary import AlbRouterSpec
 from starters.demo_aws import seed_alb
 from tests import harness
 from tests.canary.standins import Recorder
 from tests.canary.test_end_to_end import M, meta
 from tests.fakes.cloudwatch import CloudWatchFake, cloudwatch_fake
 from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, PlanStep
-from workflows.routers import AlbRouterSpec
 
 LB = "app/demo-alb/50dc6c495c0c9188"
 CANARY_TG, STABLE_TG = "targetgroup/checkout-canary/943f017f100becff", "targetgroup/checkout-stable/73e2d6bc24d8a067"

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from core.approval import AbortInput, ApprovalPolicy, ApproveInput
+from core.canary import AlbRouterSpec
 from core.runbook import RunbookMeta
 from tests import harness
 from tests.canary.standins import CANARY, HEALTHY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
@@ -24,7 +25,6 @@ from workflows.canary_ramp import (
     PlanStep,
     SteerInput,
 )
-from workflows.routers import AlbRouterSpec
 
 M = timedelta(minutes=1)
 

@@ -14,13 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from core.approval import ApprovalPolicy
-from core.canary import AnalysisStepSpec, CanaryRampInput, PlanStep
+from core.canary import AlbRouterSpec, AnalysisStepSpec, CanaryRampInput, PlanStep
 from core.runbook import RunbookMeta
 from starters.cli import app
 from tests import harness
 from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
 from workflows.canary_ramp import CanaryRamp
-from workflows.routers import AlbRouterSpec
 
 
 @pytest.fixture

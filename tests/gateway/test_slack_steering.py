@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from activities.notify import NotificationActivities
 from activities.slack import SlackChannel
 from core.approval import ApprovalPolicy
-from core.canary import AnalysisStepSpec, CanaryRampInput, PlanStep
+from core.canary import AlbRouterSpec, AnalysisStepSpec, CanaryRampInput, PlanStep
 from core.catalog import Catalog
 from core.config import Settings
 from core.runbook import RunbookMeta
@@ -29,7 +29,6 @@ from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, heal
 from tests.gateway.test_gateway_e2e import eventually, slack_signed, slash
 from workflows.canary_ramp import CanaryRamp
 from workflows.registry import by_name, load
-from workflows.routers import AlbRouterSpec
 
 STOCK = Path(__file__).resolve().parents[2] / "runbooks"
 SECRET = "slack-secret-for-steering"

@@ -129,8 +129,8 @@ class Canary(Scenario):
         publish_metrics(ctx, "checkout", "v2")
 
     def input(self, ctx: Ctx) -> Any:
+        from core.canary import AlbRouterSpec
         from workflows.canary_ramp import AnalysisStepSpec, CanaryRampInput, PlanStep
-        from workflows.routers import AlbRouterSpec
 
         plan = [PlanStep(set_weight=20), PlanStep(analysis=AnalysisStepSpec(duration=timedelta(minutes=2))),
                 PlanStep(set_weight=100)]
