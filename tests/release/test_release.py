@@ -158,6 +158,7 @@ async def test_release_through_three_environments_with_two_production_waves(rele
     assert sorted(a.approver for a in gate_view.approvals) == ["bob", "carol"]
     view = run.ledger.ledger_read(LedgerQuery(service=result.service))
     assert view.last_good == {"development": "v2", "staging": "v2", "production": "v2"}
+    await harness.save_history(run.handle, "release-three_environments_two_production_waves")
 
 
 async def test_a_wave_that_rolls_back_stops_the_line_and_restores_the_promoted_wave(release: Releases) -> None:
@@ -179,6 +180,7 @@ async def test_a_wave_that_rolls_back_stops_the_line_and_restores_the_promoted_w
     view = run.ledger.ledger_read(LedgerQuery(service=service))
     assert "v2" in view.bad and view.last_good == {"production": "v1"}
     assert release.fleet.canary_weight("us") == 0  # the failing wave's own child rolled it back
+    await harness.save_history(run.handle, "release-wave_rolls_back_stops_the_line")
 
 
 async def test_a_version_marked_bad_is_refused_and_an_approved_override_releases_it(release: Releases) -> None:
@@ -215,6 +217,7 @@ async def test_a_spent_error_budget_blocks_production_until_the_glass_is_broken(
     assert result.budget[0].blocked and result.budget[0].break_glass == ["alice", "carol"]
     assert result.budget[0].remaining_percent == pytest.approx(-400.0)
     assert not result.budget[1].blocked
+    await harness.save_history(run.handle, "release-spent_budget_break_glass")
 
 
 async def test_a_spent_error_budget_with_the_glass_not_broken_rejects_the_release(release: Releases) -> None:
@@ -246,6 +249,7 @@ async def test_abort_mid_wave_aborts_the_child_and_restores_the_promoted_wave(re
     assert eu.phase == "restored"
     assert not result.marked_bad  # an abort says nothing about the version
     assert "v2" not in run.ledger.ledger_read(LedgerQuery(service=service)).bad
+    await harness.save_history(run.handle, "release-abort_mid_wave_restores_promoted_wave")
 
 
 async def test_a_release_with_no_last_known_good_cannot_restore_and_fails(release: Releases) -> None:
