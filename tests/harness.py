@@ -34,6 +34,7 @@ from temporalio.worker import Worker
 
 from starters.dev import binary as dev_binary
 from workers.codec import KeyRing, converter_for
+from workers.sandbox import workflow_runner
 from workflows import search_attributes as sa
 from workflows.summaries import SummaryInterceptor
 
@@ -151,6 +152,7 @@ async def running_worker(
             client,
             task_queue=task_queue,
             workflows=list(workflows),
+            workflow_runner=workflow_runner(workflows),
             activities=with_verifier(activities),
             activity_executor=pool,
             interceptors=[SummaryInterceptor()],

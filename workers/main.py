@@ -31,6 +31,7 @@ from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
 from workers.health import HealthState, serve_health
+from workers.sandbox import workflow_runner
 from workers.telemetry import configure_logging
 from workflows import metrics as runbook_metrics
 from workflows import registry
@@ -104,6 +105,7 @@ async def run_worker(
                 client,
                 task_queue=settings.task_queue,
                 workflows=workflows,
+                workflow_runner=workflow_runner(workflows),  # workflow modules compiled once, contracts passed through
                 activities=activities,
                 activity_executor=pool,
                 # more concurrent activities than threads would only queue inside the process
