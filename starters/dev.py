@@ -93,7 +93,7 @@ BACKUP_PREFIX = "orders/"
 DEMO_DATABASE = "orders"
 
 # One pasteable command per runbook (after `source .state/dev.env`), printed by the banner and run by
-# tests/platform/test_demo_runbooks.py; README's "Launching" section lists the same. Approvals are a second command.
+# tests/platform/test_dev_stack.py; README's "Launching" section lists the same. Approvals are a second command.
 DEMO_COMMANDS: dict[str, list[str]] = {
     "blue-green (ALB demo-alb:80, checkout blue -> green; approve, 20 s bake)": [
         "runbook start blue-green --set service=checkout --set image=v2 --set router=alb"

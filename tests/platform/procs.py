@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -112,3 +114,64 @@ def start_dev(state: Path, ports: dict[str, int], **env: str) -> LoggedProcess:
 
     port_env = {DevPorts.ENV[name]: str(port) for name, port in ports.items()}
     return LoggedProcess([sys.executable, "-m", "starters.dev", str(state)], {**port_env, **env})
+
+
+OK = (0,)  # the CLI exits through os._exit after flushing, so SDK threads can no longer crash its exit
+
+
+def sh(state: Path, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``source <state>/dev.env; <command>`` in bash, with this venv's `runbook` first on PATH."""
+    from starters.dev import SCRIPTS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TEMPORAL_", "RUNBOOK_", "VAULT_"))}
+    env["PATH"] = f"{SCRIPTS}:{env.get('PATH', '')}"
+    env["XDG_CACHE_HOME"] = str(state / "cache")  # `runbook login` caches there, not in the real home
+    return subprocess.run(
+        ["bash", "-c", f"source {state / 'dev.env'} && {command}"],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+def status_json(state: Path, workflow_id: str) -> dict:
+    """`runbook status ID --json` through the real CLI."""
+    out = sh(state, f"runbook status {workflow_id} --json")
+    assert out.returncode in OK, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
+def wait_status(state: Path, workflow_id: str, wanted: str, timeout: float = 30) -> dict:
+    """Poll the run's status in-process (RunbookClient, the CLI's own query, with the stack's codec keys): a `runbook`
+    process per poll costs about a second of CPU for its imports. Tests run the CLI's `status` for real
+    (``status_json``) where a user reads it."""
+    from temporalio.client import Client
+
+    from core.config import Settings
+    from starters.client import RunbookClient
+    from workers.codec import data_converter
+
+    env = dev_env(state)
+
+    async def poll() -> dict:
+        settings = Settings(codec_keys_file=Path(env["RUNBOOK_CODEC_KEYS_FILE"]))
+        client = await Client.connect(env["TEMPORAL_ADDRESS"], namespace=env.get("TEMPORAL_NAMESPACE", "default"),
+                                      data_converter=data_converter(settings))
+        runs = RunbookClient(client)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = (await runs.status(workflow_id)).model_dump(mode="json")
+            if found.get("status") == wanted:
+                return found
+            assert time.monotonic() < deadline, f"{workflow_id} not {wanted} in {timeout}s: {found}"
+            await asyncio.sleep(0.25)
+
+    return asyncio.run(poll())
+
+
+def dev_env(state: Path) -> dict[str, str]:
+    """The variables `runbook dev` wrote to <state>/dev.env."""
+    env = {}
+    for line in (state / "dev.env").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = value.strip("'")
+    return env

@@ -1,7 +1,14 @@
-"""`runbook dev` (starters.dev.run_dev) as a user runs it: start, everything seeded and polling, Ctrl-C stops every
-child, and a start after the parent was SIGKILLed cleans up what it left behind. Every door works: a dead worker is
-restarted, a restarted stack has the same AWS ids (the stock catalog's and a run in flight's), the demo backup
-refreshes on its schedule after a new order, and metrics flow for every version the demo serves."""
+"""`runbook dev` (starters.dev.run_dev) as a user runs it, on one stack started for the module (a start of the
+whole stack costs tens of seconds of CPU, so the tests share it and run in file order):
+
+- the demo commands, as a new user pastes them: source its dev.env and run the banner's commands
+  (starters.dev.DEMO_COMMANDS) through the real `runbook` CLI in a shell: blue-green with its approval, the failover
+  drill with its approval, the restore drill, each to Succeeded, with their effects checked in moto; and the
+  banner's signed examples through the gateway's doors;
+- then its life: everything seeded and polling, a dead worker is restarted, a start after the parent was SIGKILLed
+  cleans up what it left behind and has the same AWS ids (the stock catalog's and a run in flight's), the demo
+  backup refreshes on its schedule after a new order, metrics flow for every version the demo serves, and Ctrl-C
+  stops every child."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +28,8 @@ import hvac
 import pytest
 import yaml
 
-from tests.platform.procs import free_dev_ports, short_state_dir, start_dev
+from starters.dev import DEMO_COMMANDS, DOOR_COMMANDS
+from tests.platform.procs import OK, dev_env, free_dev_ports, sh, short_state_dir, start_dev, status_json, wait_status
 
 READY = "local stack ready"
 
@@ -92,108 +101,193 @@ def wait_for(check, timeout: float, what: str):
         time.sleep(0.2)
 
 
-@pytest.fixture
-def state() -> Iterator[Path]:
-    with short_state_dir() as path:
-        yield path
+COMMANDS = list(DEMO_COMMANDS.values())
+BLUEGREEN, FAILOVER, RESTORE = COMMANDS[0], COMMANDS[1], COMMANDS[2]
 
 
-@pytest.mark.timeout(360)  # two starts of the whole stack; on a loaded 2-core machine each can take a minute
-def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(state, ports):
-    dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="2", RUNBOOK_DEMO_METRICS_INTERVAL="1")
-    try:
-        dev.wait_for(READY, timeout=120)
-
-        # the UI answers
-        assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
-        # moto: the demo infrastructure and the PostgreSQL backup
-        aws = dict(
-            endpoint_url=f"http://127.0.0.1:{ports['moto']}",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        if (Path(__file__).resolve().parents[2] / "starters" / "demo_aws.py").exists():
-            albs = boto3.client("elbv2", **aws).describe_load_balancers()["LoadBalancers"]
-            assert albs, "no demo ALB seeded"
-        objects = boto3.client("s3", **aws).list_objects_v2(Bucket="demo-backups", Prefix="orders/").get("Contents", [])
-        assert objects and objects[0]["Size"] > 0 and objects[0]["Key"].endswith(".dump")
-        # OpenBao: the demo secrets
-        vault = hvac.Client(url=f"http://127.0.0.1:{ports['vault']}", token="root")
-        secret = vault.secrets.kv.v2.read_secret_version(path="demo/orders-db", mount_point="secret", raise_on_deleted_version=True)
-        assert set(secret["data"]["data"]) == {"username", "password"}
-        # the env file points at the stand-ins
-        env_file = (state / "dev.env").read_text()
-        assert f"export TEMPORAL_ADDRESS=127.0.0.1:{ports['temporal']}" in env_file
-        assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{ports['moto']}" in env_file
-        # the worker polls (run_dev waits for pollers before READY) and serves metrics
-        assert httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
-        for name in ("temporal", "moto", "openbao", "worker"):
-            assert (state / "logs" / f"{name}.log").exists()
-
-        # moto was seeded with a fixed seed: the zone the stock PagerDuty trigger names is the seeded one
-        ids = demo_ids(aws)
-        assert ids["zone"] == stock_trigger_zone_id(), ids
-        assert f"export RUNBOOK_DEMO_ZONE_ID={ids['zone']}" in env_file
-
-        # a worker that dies is restarted (after a back-off, logged) and polls again
-        dead = recorded_pids(state, {"worker"})["worker"]
-        os.kill(dead, signal.SIGKILL)
-        dev.wait_for("worker restarted", timeout=30)
-        assert "worker died (-9)" in dev.output and "restarting it in 1s" in dev.output
-        restarted = recorded_pids(state, {"worker"})["worker"]
-        assert restarted != dead and alive(restarted)
-        def serves_metrics() -> bool:
+@pytest.fixture(scope="module")
+def stack() -> Iterator[tuple[Path, dict[str, int], list]]:
+    """The module's stack: (state folder, ports, [the running `runbook dev`]); the last test replaces the process."""
+    with short_state_dir() as state:
+        ports = free_dev_ports()
+        devs = [start_dev(state, ports, RUNBOOK_DEMO_METRICS_INTERVAL="1")]
+        try:
+            devs[-1].wait_for(READY, timeout=120)
+            devs[-1].wait_for("Ctrl-C stops everything", timeout=10)
+            yield state, ports, devs
+        finally:
+            dev = devs[-1]
+            dev.proc.send_signal(signal.SIGINT)
             try:
-                return httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_for(serves_metrics, 60, "the restarted worker serves no metrics")
+                dev.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                dev.stop()
+            dev.stop()
+            for pid in recorded_pids(state).values():
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
-        # the demo backup refreshes on its schedule (2 s here), each time after a new order
-        taken = wait_for(lambda: (lambda found: found if len(found) >= 3 else None)(backups(aws)), 30,
-                         "the demo backup was not refreshed")
-        assert taken[-1]["row_counts"]["orders"] > taken[0]["row_counts"]["orders"], taken
 
-        # metrics for every version the demo serves: stable, blue's v1 (going back), green's and the canary's v2
-        cloudwatch = boto3.client("cloudwatch", **aws)
-        now = time.time()
-        for version in ("stable", "v1", "v2"):
-            points = cloudwatch.get_metric_statistics(
-                Namespace="Demo/Service", MetricName="ErrorRate", Statistics=["Average"], Period=60,
-                StartTime=now - 600, EndTime=now + 60,
-                Dimensions=[{"Name": "Service", "Value": "checkout"}, {"Name": "Version", "Value": version}],
-            )["Datapoints"]
-            assert points, f"no metrics for version {version}"
+@pytest.mark.timeout(180)  # the first test: the module's stack starts in its setup
+def test_banner_lists_one_command_per_runbook(stack):
+    _, _, devs = stack
+    dev = devs[-1]
+    for name in ("blue-green", "region-failover", "restore-drill", "provision-environment", "canary-ramp"):
+        assert f"runbook start {name} " in dev.output
 
-        first = recorded_pids(state, CORE)
-        assert set(first) == CORE
-        assert all(alive(pid) for pid in first.values())
 
-        # an unclean stop: SIGKILL the parent; the children live on
-        dev.proc.kill()
-        dev.proc.wait(10)
-        assert all(alive(pid) for pid in first.values())
+def test_demo_commands_run_to_succeeded(stack):
+    state, _, _ = stack
+    env = dev_env(state)
+    elb = boto3.client("elbv2", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    started = time.monotonic()
 
-        # the next start stops them (their command lines still match) and comes up on the same ports
-        dev = start_dev(state, ports)
-        dev.wait_for(READY, timeout=120)
-        assert "left over from an earlier run" in dev.output
-        assert demo_ids(aws) == ids  # a fresh moto, the same ARNs and zone id: a run in flight finds its listener
-        assert wait_gone(list(first.values())) == []
-        second = recorded_pids(state, CORE)
-        assert set(second) == CORE and not set(second.values()) & set(first.values())
+    # blue-green and the failover drill start and wait at their gates; the restore drill runs meanwhile
+    for command in (BLUEGREEN[0], FAILOVER[0]):
+        out = sh(state, command)
+        assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
+    restore = sh(state, RESTORE[0], timeout=60)
+    assert restore.returncode in OK, restore.stdout + restore.stderr
+    assert "PASSED" in restore.stdout and "checks 6/6" in restore.stdout.replace("\n", " "), restore.stdout
 
-        # Ctrl-C: every child stops, PID files are removed, exit status 0
-        dev.proc.send_signal(signal.SIGINT)
-        assert dev.proc.wait(30) == 0, dev.output
-        assert wait_gone(list(second.values())) == [], dev.output
-        assert recorded_pids(state) == {}
-    finally:
-        dev.stop()
-        for pid in recorded_pids(state).values():
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    gate = wait_status(state, "bluegreen:checkout", "WaitingForApproval")
+    assert gate["gate"]["binding"] in BLUEGREEN[1], gate["gate"]
+    wait_status(state, "region-move-orders", "WaitingForApproval")
+    for command in (BLUEGREEN[1], FAILOVER[1]):
+        out = sh(state, command)
+        assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
+
+    wait_status(state, "bluegreen:checkout", "Succeeded", timeout=60)
+    wait_status(state, "region-move-orders", "Succeeded", timeout=60)
+    elapsed = time.monotonic() - started
+    # what a user reads: `runbook status ID --json` through the real CLI
+    bg, fo = status_json(state, "bluegreen:checkout"), status_json(state, "region-move-orders")
+    assert bg["status"] == fo["status"] == "Succeeded", (bg["status"], fo["status"])
+
+    # the ALB's default action now forwards everything to green
+    lb = elb.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]
+    listener = next(lst for lst in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if lst["Port"] == 80)
+    green = elb.describe_target_groups(Names=["checkout-green"])["TargetGroups"][0]["TargetGroupArn"]
+    weights = {t["TargetGroupArn"]: t["Weight"] for t in listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
+    assert weights[green] > 0 and all(w == 0 for arn, w in weights.items() if arn != green), weights
+    assert [s["name"] for s in bg["steps"]][-2:] == ["bake", "scale-down"]
+
+    # the drill skipped compute (none on the local stack) and failed back
+    steps = {s["name"]: s["status"] for s in fo["steps"]}
+    assert steps["fence-compute"] == "skipped" and steps["scale"] == "skipped", steps
+    print(f"demo_runbooks_wall_s {elapsed:.1f} s")
+
+
+def test_banner_door_examples_pass_the_gateway(stack):
+    """The banner's signed examples reach the gateway with the secrets it read from OpenBao: the Slack one answers
+    in the demo channel (and the gateway's Slack API calls land in the demo sink), the PagerDuty one is accepted."""
+    state, _, devs = stack
+    dev = devs[-1]
+    slack, pagerduty = DOOR_COMMANDS.values()
+    assert slack in dev.output and pagerduty in dev.output
+    out = sh(state, slack)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Runbooks you may start here" in out.stdout and "`restore-drill`" in out.stdout, out.stdout
+    assert "auth.test" in (state / "demo" / "slack-api.jsonl").read_text()
+    # the same webhook as P3 (no trigger matches): a P1 here would start a real failover of the demo database
+    out = sh(state, pagerduty + " --priority P3")
+    assert out.returncode == 0 and out.stdout.startswith("202 "), out.stdout + out.stderr
+
+
+@pytest.mark.timeout(360)  # a second start of the whole stack; on a loaded 2-core machine it can take a minute
+def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stack):
+    """Runs after the demo tests, on their stack (the fixture stops whatever is left)."""
+    state, ports, devs = stack
+    dev = devs[-1]
+
+    # the UI answers
+    assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
+    # moto: the demo infrastructure and the PostgreSQL backup
+    aws = dict(
+        endpoint_url=f"http://127.0.0.1:{ports['moto']}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    if (Path(__file__).resolve().parents[2] / "starters" / "demo_aws.py").exists():
+        albs = boto3.client("elbv2", **aws).describe_load_balancers()["LoadBalancers"]
+        assert albs, "no demo ALB seeded"
+    objects = boto3.client("s3", **aws).list_objects_v2(Bucket="demo-backups", Prefix="orders/").get("Contents", [])
+    assert objects and objects[0]["Size"] > 0 and objects[0]["Key"].endswith(".dump")
+    # OpenBao: the demo secrets
+    vault = hvac.Client(url=f"http://127.0.0.1:{ports['vault']}", token="root")
+    secret = vault.secrets.kv.v2.read_secret_version(path="demo/orders-db", mount_point="secret", raise_on_deleted_version=True)
+    assert set(secret["data"]["data"]) == {"username", "password"}
+    # the env file points at the stand-ins
+    env_file = (state / "dev.env").read_text()
+    assert f"export TEMPORAL_ADDRESS=127.0.0.1:{ports['temporal']}" in env_file
+    assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{ports['moto']}" in env_file
+    # the worker polls (run_dev waits for pollers before READY) and serves metrics
+    assert httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
+    for name in ("temporal", "moto", "openbao", "worker"):
+        assert (state / "logs" / f"{name}.log").exists()
+
+    # moto was seeded with a fixed seed: the zone the stock PagerDuty trigger names is the seeded one
+    ids = demo_ids(aws)
+    assert ids["zone"] == stock_trigger_zone_id(), ids
+    assert f"export RUNBOOK_DEMO_ZONE_ID={ids['zone']}" in env_file
+
+    # a worker that dies is restarted (after a back-off, logged) and polls again
+    dead = recorded_pids(state, {"worker"})["worker"]
+    os.kill(dead, signal.SIGKILL)
+    dev.wait_for("worker restarted", timeout=30)
+    assert "worker died (-9)" in dev.output and "restarting it in 1s" in dev.output
+    restarted = recorded_pids(state, {"worker"})["worker"]
+    assert restarted != dead and alive(restarted)
+    def serves_metrics() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+    wait_for(serves_metrics, 60, "the restarted worker serves no metrics")
+
+    # metrics for every version the demo serves: stable, blue's v1 (going back), green's and the canary's v2
+    cloudwatch = boto3.client("cloudwatch", **aws)
+    now = time.time()
+    for version in ("stable", "v1", "v2"):
+        points = cloudwatch.get_metric_statistics(
+            Namespace="Demo/Service", MetricName="ErrorRate", Statistics=["Average"], Period=60,
+            StartTime=now - 600, EndTime=now + 60,
+            Dimensions=[{"Name": "Service", "Value": "checkout"}, {"Name": "Version", "Value": version}],
+        )["Datapoints"]
+        assert points, f"no metrics for version {version}"
+
+    first = recorded_pids(state, CORE)
+    assert set(first) == CORE
+    assert all(alive(pid) for pid in first.values())
+
+    # an unclean stop: SIGKILL the parent; the children live on
+    dev.proc.kill()
+    dev.proc.wait(10)
+    assert all(alive(pid) for pid in first.values())
+
+    # the next start stops them (their command lines still match) and comes up on the same ports
+    # (every 2 s from here: a refresh during the demo tests' restore drill would change the backup it reads)
+    dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="2", RUNBOOK_DEMO_METRICS_INTERVAL="1")
+    devs.append(dev)
+    dev.wait_for(READY, timeout=120)
+    assert "left over from an earlier run" in dev.output
+    assert demo_ids(aws) == ids  # a fresh moto, the same ARNs and zone id: a run in flight finds its listener
+    assert wait_gone(list(first.values())) == []
+    second = recorded_pids(state, CORE)
+    assert set(second) == CORE and not set(second.values()) & set(first.values())
+
+    # the demo backup refreshes on its schedule (2 s on this start), each time after a new order
+    taken = wait_for(lambda: (lambda found: found if len(found) >= 3 else None)(backups(aws)), 30,
+                     "the demo backup was not refreshed")
+    assert taken[-1]["row_counts"]["orders"] > taken[0]["row_counts"]["orders"], taken
+
+    # Ctrl-C: every child stops, PID files are removed, exit status 0
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(30) == 0, dev.output
+    assert wait_gone(list(second.values())) == [], dev.output
+    assert recorded_pids(state) == {}
 
 
 def test_a_port_held_by_another_process_fails_fast_naming_it(tmp_path, ports):
