@@ -21,7 +21,7 @@ MATRIX_CONCURRENCY ?= 3
 test: $(STAMP)
 	MATRIX_CONCURRENCY=$(MATRIX_CONCURRENCY) $(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_JOBS) --dist loadfile
 
-# The whole failure matrix (every step x every fault; MATRIX_SCOPE=quick for one fault per distinct activity): prints matrix_cases, matrix_failures and
+# The whole failure matrix (every step x every fault; MATRIX_SCOPE=quick for make test's scope): prints matrix_cases, matrix_failures and
 # matrix_wall_s, one line per failing case, and writes them to .state/matrix-report.txt.
 chaos: $(STAMP)
 	MATRIX_SCOPE=full $(BIN)/pytest $(PYTEST_FLAGS) -m matrix tests/matrix

@@ -48,10 +48,34 @@ def scope() -> str:
 
     - ``full`` (make chaos): every step x kill, fail, abort, cancel, and three chaos seeds per runbook;
     - ``steps``: every step with one fault kind, the kinds taking turns along the path, and one chaos seed;
-    - ``quick`` (the default, what make test runs): like ``steps`` but each distinct activity of the main path (per
-      workflow and activity type) once, at its first occurrence, the kinds taking turns.
+    - ``quick`` (the default, what make test runs): every fault kind at least twice per runbook, where its path
+      allows (QUICK_PER_RUNBOOK steps: distinct activities of the main path, per workflow and activity type at their
+      first occurrence, spread evenly from its first to its last), the kinds taking turns, and one chaos seed.
     Every scope adds the cases issue 11 names (NAMED) and the fault-free runs."""
     return os.environ.get("MATRIX_SCOPE", "quick")
+
+
+QUICK_PER_RUNBOOK = 2 * len(KINDS)
+
+
+def quick_steps(steps: list[str], count: int = QUICK_PER_RUNBOOK) -> list[str]:
+    """``count`` steps of a main path for the quick scope, in path order: its distinct activities (first occurrence of
+    each workflow role and activity type) spread evenly from the first to the last; when there are fewer distinct
+    activities than fault kinds, repeated activities fill up, so every kind still gets a step."""
+    seen: set[str] = set()
+    distinct: list[str] = []
+    for step in steps:
+        activity = step.split("#")[0] + ":" + step.split(":")[-1]
+        if activity not in seen:
+            seen.add(activity)
+            distinct.append(step)
+    if len(distinct) < len(KINDS):
+        distinct += [s for s in steps if s not in distinct][: len(KINDS) - len(distinct)]
+        distinct.sort(key=steps.index)
+    if len(distinct) <= count:
+        return distinct
+    picked = sorted({round(i * (len(distinct) - 1) / (count - 1)) for i in range(count)})
+    return [distinct[i] for i in picked]
 
 
 # Cases issue 11 names, in every scope: (runbook, fault, the first step of this activity type on the main path).
@@ -84,15 +108,12 @@ def cases_from(baselines: dict, which: str | None = None) -> list[Case]:
         steps = recorded.get("steps", [])
         cases.append(Case(runbook, "baseline"))
         named = named_steps(runbook, steps)
-        seen: set[str] = set()
+        quick = set(quick_steps(steps)) if which == "quick" else set()
         turn = 0
         for step in steps:
-            activity = step.split("#")[0] + ":" + step.split(":")[-1]
-            first = activity not in seen
-            seen.add(activity)
             if which == "full":
                 kinds: tuple[str, ...] = KINDS
-            elif which == "steps" or first:
+            elif which == "steps" or step in quick:
                 kinds = (KINDS[turn % len(KINDS)],)
                 turn += 1
             else:
