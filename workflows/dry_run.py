@@ -79,6 +79,8 @@ with workflow.unsafe.imports_passed_through():
         RegionSide,
         db_state,
         dns_records,
+        failback_problems,
+        failover_problems,
     )
     from workflows.provision import MANAGED_BY
     from workflows.restore_drill import RestoreDrillInput
@@ -371,20 +373,9 @@ async def plan_failover(inp: RegionFailoverInput, plan: DryRunPlan) -> None:
         plan.reads.append(Reading(system="RDS", what=f"database {db.key}", value=_db_text(db)))
     plan.reads.append(Reading(system="RDS", what=f"replica lag of {dr.key}", value=await _lag(dr)))
     records, compute = await _read_sides(plan, inp, [p, d])
-    problems = []
-    if primary.role == "absent":
-        problems.append(f"primary database {primary.key} does not exist")
-    if dr.role == "absent":
-        problems.append(f"DR database {dr.key} does not exist")
-    elif dr.role != "replica":
-        problems.append(f"DR database {dr.key} is not a read replica (already failed over?)")
-    elif inp.mode == "drill" and primary.role == "primary" and dr.source != primary.key:
-        problems.append(f"DR database {dr.key} replicates {dr.source}, not {primary.key}")
     failback_db = inp.failback_replica or f"{p.database}-failback"
-    if inp.mode == "drill":
-        extra = await _db(failback_db, p.region)
-        if extra.role != "absent":
-            problems.append(f"{extra.key} already exists (a drill creates and removes it)")
+    extras = [await _db(failback_db, p.region)] if inp.mode == "drill" else []
+    problems = failover_problems(primary, dr, inp.mode, extras)
     if problems:
         raise WouldRefuse("; ".join(problems))
     if inp.mode == "real":
@@ -419,13 +410,7 @@ async def plan_failback(inp: RegionFailbackInput, plan: DryRunPlan) -> None:
     if replica.role == "replica":
         plan.reads.append(Reading(system="RDS", what=f"replica lag of {replica.key}", value=await _lag(replica)))
     records, compute = await _read_sides(plan, inp, [back, current])
-    problems = []
-    if serving.role == "absent":
-        problems.append(f"database {serving.key} does not exist")
-    elif serving.role != "primary":
-        problems.append(f"database {serving.key} is a replica of {serving.source}, not the writable primary")
-    if replica.role != "absent" and (replica.role != "replica" or replica.source != serving.key):
-        problems.append(f"{replica.key} exists and is not a read replica of {serving.key}")
+    problems = failback_problems(serving, replica)
     if problems:
         raise WouldRefuse("; ".join(problems))
     if replica.role == "absent":

@@ -271,6 +271,35 @@ def compare_as_found(before: AsFound, after: AsFound) -> list[str]:
     return diffs
 
 
+def failover_problems(primary: DbState, dr: DbState, mode: str, extras: list[DbState]) -> list[str]:
+    """What makes a failover's databases unusable, as read (empty: go on); ``extras``: what a drill creates (pure:
+    the run's look and the dry run judge alike)."""
+    problems: list[str] = []
+    if primary.role == "absent":
+        problems.append(f"primary database {primary.key} does not exist")
+    if dr.role == "absent":
+        problems.append(f"DR database {dr.key} does not exist")
+    elif dr.role != "replica":
+        problems.append(f"DR database {dr.key} is not a read replica (already failed over?)")
+    if mode == "drill":
+        if primary.role == "primary" and dr.role == "replica" and dr.source != primary.key:
+            problems.append(f"DR database {dr.key} replicates {dr.source}, not {primary.key}")
+        problems += [f"{e.key} already exists (a drill creates and removes it)" for e in extras if e.role != "absent"]
+    return problems
+
+
+def failback_problems(serving: DbState, replica: DbState) -> list[str]:
+    """What makes a failback's databases unusable, as read (empty: go on)."""
+    problems: list[str] = []
+    if serving.role == "absent":
+        problems.append(f"database {serving.key} does not exist")
+    elif serving.role != "primary":
+        problems.append(f"database {serving.key} is a replica of {serving.source}, not the writable primary")
+    if replica.role != "absent" and (replica.role != "replica" or replica.source != serving.key):
+        problems.append(f"{replica.key} exists and is not a read replica of {serving.key}")
+    return problems
+
+
 # --------------------------------------------------------------------------------------------------- results
 class RegionMoveResult(RunbookResult):
     outcome: str = Field(description="what happened, one word: failed_over, failed_back, no_failover_needed, ...")
@@ -788,21 +817,8 @@ class RegionFailover(_RegionMove):
         assert state is not None
         primary, dr = state.db(p.region, p.database), state.db(d.region, d.database)
         assert primary is not None and dr is not None  # look() records every database it was given, read or not
-        problems: list[str] = []
-        if primary.role == "absent":
-            problems.append(f"primary database {primary.key} does not exist")
-        if dr.role == "absent":
-            problems.append(f"DR database {dr.key} does not exist")
-        elif dr.role != "replica":
-            problems.append(f"DR database {dr.key} is not a read replica (already failed over?)")
-        if self.mode == "drill":
-            if primary.role == "primary" and dr.role == "replica" and dr.source != primary.key:
-                problems.append(f"DR database {dr.key} replicates {dr.source}, not {primary.key}")
-            for identifier, region, _ in self._databases()[2:]:
-                extra = state.db(region, identifier)
-                if extra is not None and extra.role != "absent":
-                    problems.append(f"{region}/{identifier} already exists (a drill creates and removes it)")
-        return problems
+        extras = [state.db(region, identifier) for identifier, region, _ in self._databases()[2:]]
+        return failover_problems(primary, dr, self.mode, [e for e in extras if e is not None])
 
     async def _failover(self, input: RegionFailoverInput) -> str | Ending:
         primary, dr = input.primary, input.dr
@@ -1181,14 +1197,7 @@ class RegionFailback(_RegionMove):
             input.dns, [(back, False), (current, False)],
         )
         serving, replica = self.as_found.databases
-        problems = []
-        if serving.role == "absent":
-            problems.append(f"database {serving.key} does not exist")
-        elif serving.role != "primary":
-            problems.append(f"database {serving.key} is a replica of {serving.source}, not the writable primary")
-        if replica.role != "absent" and (replica.role != "replica" or replica.source != serving.key):
-            problems.append(f"{replica.key} exists and is not a read replica of {serving.key}")
-        self.refuse(problems)
+        self.refuse(failback_problems(serving, replica))
         await self.catch_up(input, back)
 
     async def _rest(self, input: RegionFailbackInput, back: RegionSide, current: RegionSide) -> None:

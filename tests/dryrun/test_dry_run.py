@@ -285,6 +285,21 @@ async def test_failover_drill_lists_the_ordered_changes_with_before_and_after(ts
     assert plan.freeze.checked
 
 
+async def test_failover_drill_that_would_be_refused_says_why(ts_env, aws) -> None:
+    async with two_regions() as (zone, health, east, west):
+        boto3.client("rds", region_name=EAST).create_db_instance(
+            DBInstanceIdentifier="orders-east-failback", DBInstanceClass="db.t3.micro", Engine="postgres",
+            MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20)
+        inp = RegionFailoverInput(meta=meta("region-failover", "shop"), service="shop", mode="drill",
+                                  primary=side(EAST, health), dr=side(WEST, health),
+                                  dns=DnsSpec(zone_id=zone, record_name="shop.example.com."))
+        apis = {"east": east.api, "west": west.api}
+        async with dry_runner(ts_env, read_only_activities(lambda context: apis[context])) as dry:
+            outcome = await dry("RegionFailover", inp)
+    assert outcome.plan.outcome == "WouldRefuse" and outcome.plan.changes == []
+    assert outcome.plan.refusal == f"{EAST}/orders-east-failback already exists (a drill creates and removes it)"
+
+
 async def test_failback_plans_the_replica_it_would_create(ts_env, aws, moto) -> None:
     async with two_regions() as (zone, health, east, west):
         inp = RegionFailbackInput(meta=meta("region-failback", "shop"), service="shop",
