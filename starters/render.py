@@ -34,7 +34,7 @@ from core.runbook import RunbookStatus
 _SHOWN = {
     "plan", "step_index", "steps", "step", "step_ends_at", "current_weight", "recent_measurements", "last_verdict",
     "bake_ends_at", "bake_verdict", "thresholds", "measurements_total", "phase", "paused", "promote_requested",
-    "extended", "max_extension", "plan_hash",
+    "extended", "max_extension", "plan_hash", "stages",
 }
 _VERDICT_STYLE = {"Successful": "green", "Failed": "bold red", "Inconclusive": "yellow", "Error": "red"}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -289,6 +289,24 @@ def gate_lines(state: RunbookStatus, gate: GateView, now: datetime) -> list[str]
     return lines
 
 
+def stage_lines(details: dict[str, Any]) -> list[str]:
+    """A release's stages and waves (``details.stages``): each stage's phase, each wave's phase, child run and its
+    ending; empty for other runbooks."""
+    lines = []
+    for stage in details.get("stages") or []:
+        if not isinstance(stage, dict):
+            continue
+        gate = f", gate {stage['gate_id']}" if stage.get("gate_id") else ""
+        lines.append(f"{stage.get('name')} ({stage.get('environment')}, {stage.get('strategy')}): "
+                     f"{stage.get('phase')}{gate}")
+        for wave in stage.get("waves") or []:
+            child = wave.get("child_workflow_id") or "-"
+            ending = f" {wave['child_status']}" if wave.get("child_status") else ""
+            restore = f", restore {wave['restore_workflow_id']}" if wave.get("restore_workflow_id") else ""
+            lines.append(f"  {wave.get('wave')}: {wave.get('phase')}  {child}{ending}{restore}")
+    return lines
+
+
 def other_details(state: RunbookStatus, now: datetime) -> list[tuple[str, str]]:
     """The runbook's other details, complete; a number of seconds (``bake_extended_seconds``) as a duration."""
     rows = []
@@ -340,6 +358,10 @@ def plain_lines(state: RunbookStatus, now: datetime) -> list[str]:
         lines += [f"  {e}" for e in events[-10:]]
     for failure in state.notification_failures[-3:]:
         lines.append(f"notification failed: {failure}")
+    stages = stage_lines(state.details)
+    if stages:
+        lines.append("stages:")
+        lines += [f"  {line}" for line in stages]
     extra = other_details(state, now)
     if extra:
         lines.append("details:")
@@ -453,6 +475,9 @@ def rich_view(state: RunbookStatus, now: datetime, *, commands: bool = True, liv
         parts += [Text("  " + e, overflow="fold") for e in events[-8:]]
     for failure in state.notification_failures[-3:]:
         parts.append(Text(f"notification failed: {failure}", style="red"))
+    stages = stage_lines(state.details)
+    if stages:
+        parts.append(Panel(Text("\n".join(stages), overflow="fold"), title="stages", title_align="left", expand=False))
     extra = other_details(state, now)
     if extra:
         grid = Table.grid(padding=(0, 2))

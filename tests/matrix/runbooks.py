@@ -383,8 +383,60 @@ class Restore(Scenario):
         return "s3:drill-reports-" not in key
 
 
+# ------------------------------------------------------------------------------------------------------ release
+class Release(Scenario):
+    """One production stage of one wave (a canary on the demo ALB), gated on the error budget, with the real ledger
+    (the session's PostgreSQL). Each case releases its own service name, so one case's verdicts (a version marked
+    bad) never meet another's."""
+
+    name = "release"
+    aws_services = ("elbv2",)
+    rules = (
+        # docs/release.md: the budget cannot be told (the provider failed) -> blocked; this policy names nobody who
+        # may break the glass, so the release is Rejected before its first change
+        StepRule(kinds=("fail",), activity="measure_metric", outcome=("Rejected",),
+                 why="the error budget could not be measured: blocked, and no break-glass approver under this policy"),
+        # the final verdict's write failing is reported (details.ledger_failures), never a reason to undo a release
+        StepRule(kinds=("fail",), activity="ledger_record", outcome=("Succeeded",), safe="as left",
+                 why="the ledger write after the last wave is reported, not undone"),
+        # an abort or a cancel that arrives while the last wave's verdict is written: the release is complete
+        StepRule(kinds=("abort", "cancel"), activity="ledger_record", outcome=("Succeeded",), safe="as left",
+                 why="every wave was promoted and checked: nothing is left to abort"),
+    )
+
+    def __init__(self) -> None:
+        from workflows.release import Release as ReleaseWorkflow
+
+        self.workflow = ReleaseWorkflow.run
+
+    def service(self, ctx: Ctx) -> str:
+        return f"checkout-{ctx.account[-6:]}"
+
+    def seed(self, ctx: Ctx) -> None:
+        from starters.demo_aws import seed_alb
+
+        ctx.data["alb"] = seed_alb(_CaseSession(ctx))
+        publish_metrics(ctx, self.service(ctx), "v2")
+        ctx.client("cloudwatch").put_metric_data(Namespace="Demo/Service", MetricData=[
+            {"MetricName": "Availability", "Dimensions": [{"Name": "Service", "Value": self.service(ctx)}],
+             "Timestamp": datetime.now(timezone.utc), "Value": 99.99}])
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.release import StageSpec, WaveSpec
+        from workflows.release import ReleaseInput
+
+        plan = [{"set_weight": 20}, {"analysis": {"duration": "2m"}}, {"set_weight": 100}]
+        wave = WaveSpec(name="east", router={"kind": "alb", "load_balancer": "demo-alb", "port": 8080,
+                                            "stable_target_group": "checkout-stable",
+                                            "canary_target_group": "checkout-canary"})
+        return ReleaseInput(meta=meta("release", self.service(ctx)), service=self.service(ctx), version="v2",
+                            stages=[StageSpec(name="production", strategy="canary", error_budget=True,
+                                              parameters={"plan": plan}, waves=[wave])])
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "canary": Canary, "bluegreen": BlueGreen, "failover": Failover, "provision": Provision, "restore": Restore,
+    "release": Release,
 }
 
 

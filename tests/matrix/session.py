@@ -167,7 +167,8 @@ async def open_runtime(pg_uri: str | None = None, vault: tuple[str, str] | None 
             pg_server = PgServer(host=info["host"], port=int(info.get("port", 5432)), vault_path=VAULT_PATH)
             source = await asyncio.get_running_loop().run_in_executor(None, seed_source, pg_uri, default_pg_bin_dir())
             shared = {"pg_uri": pg_uri, "pg_server": pg_server, "source": source,
-                      "env": {"VAULT_ADDR": addr, "VAULT_TOKEN": token, "CHECKPOINT_DISABLE": "1"}}
+                      "env": {"VAULT_ADDR": addr, "VAULT_TOKEN": token, "CHECKPOINT_DISABLE": "1",
+                              "RUNBOOK_RELEASE_LEDGER_DSN": pg_uri}}
             yield Runtime(moto_url, zygote, root, shared)
         finally:
             for proc in (zygote, moto):

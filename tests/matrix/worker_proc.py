@@ -34,6 +34,7 @@ from activities.http_checks import HttpCheckActivities
 from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities
 from activities.notify import NotificationActivities, RecordingChannel
+from activities.release_ledger import ReleaseLedgerActivities
 from activities.terraform import TerraformActivities
 from activities.vault import VaultReader
 from tests.harness import DATA_CONVERTER
@@ -96,6 +97,7 @@ def build_activities(config: dict) -> list[Callable]:
         TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
         MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region)),
         DatabaseActivities(clients.client("s3"), vault, default_pg_bin_dir()),
+        ReleaseLedgerActivities(os.environ.get("RUNBOOK_RELEASE_LEDGER_DSN")),
         *(cls(clients) for cls in (ElbActivities, Route53Activities, RdsActivities, S3Activities)),
     ]
     return [method for obj in instances for method in activity_methods(obj)]

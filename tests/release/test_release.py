@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -23,6 +23,7 @@ from core.approval import ApproveInput, RejectInput
 from core.catalog import Catalog
 from core.release import LedgerEntry, LedgerQuery, Verdict
 from core.runbook import TERMINAL, RunbookStatus
+from starters.render import plain_lines
 from tests import harness
 from tests.release.stand_ins import Fleet, Smoke, router
 from workflows.canary_ramp import CanaryRamp
@@ -138,6 +139,11 @@ async def test_release_through_three_environments_with_two_production_waves(rele
         assert stages["development"]["phase"] == stages["staging"]["phase"] == "done"
         assert stages["development"]["waves"][0]["child_workflow_id"] == f"{run.handle.id}.development.all"
         assert run.fleet.budget_reads == []  # no wave of production has started
+        shown = plain_lines(status, datetime.now(timezone.utc))  # `runbook status` / `watch` on a pipe
+        at = shown.index("stages:")
+        assert shown[at + 1:at + 3] == ["  development (development, canary): done, gate promote-development-1",
+                                        f"    all: promoted  {run.handle.id}.development.all Succeeded"]
+        assert f"  production (production, canary): approval, gate {gate}" in shown
         await run.approve(gate, "bob", "carol")
         result = await run.result()
     finally:
