@@ -596,6 +596,9 @@ class RunbookDryRun:
         if plan.outcome == "WouldChange" and not plan.changes:
             plan.outcome = "NothingToChange"
         plan.freeze = await self._freeze(inp)
+        if plan.freeze.frozen and meta.freeze == "refuse" and plan.outcome == "WouldChange":
+            plan.outcome, plan.refusal = "WouldRefuse", plan.freeze.text()
+            plan.summary = f"the run would be refused: {plan.refusal}"
         return plan
 
     @staticmethod

@@ -219,11 +219,16 @@ async def test_a_freeze_in_force_is_shown_with_its_window(ts_env, tmp_path) -> N
             frozen = (await dry("BlueGreenCutover", make_input(COLOURS))).plan
             other = make_input(COLOURS, meta=meta("blue-green", "shop", environment="staging"))
             open_ = (await dry("BlueGreenCutover", other)).plan
+            refusing = make_input(COLOURS, meta=meta("blue-green", "shop").model_copy(update={"freeze": "refuse"}))
+            refused = (await dry("BlueGreenCutover", refusing)).plan
         assert kube.fake.ledger == []
     assert frozen.freeze.frozen and frozen.freeze.window == "long-freeze"
     assert frozen.freeze.ends_at is not None and frozen.freeze.ends_at.year == 2040
     assert "the run would wait until it ends (or a break-glass approval)" in frozen.freeze.text()
-    assert open_.freeze.checked and not open_.freeze.frozen
+    assert open_.freeze.checked and not open_.freeze.frozen and open_.outcome == "WouldChange"
+    assert frozen.outcome == "WouldChange"  # it would wait: its changes are listed
+    assert refused.outcome == "WouldRefuse" and refused.refusal == refused.freeze.text()
+    assert "the run would be refused" in refused.freeze.text()
 
 
 async def test_canary_that_the_run_would_refuse_says_why_and_exits_3(ts_env, aws) -> None:
