@@ -13,7 +13,8 @@ Usage, inside a workflow::
         verdict = await run.run()      # and carry on until the (possibly moved) deadline
 
 Semantics:
-- every metric is measured on its own interval, first ``initial_delay`` + one interval after the run starts (a
+- every metric is measured on its own interval, first ``initial_delay`` + one interval after the run starts
+  (``measure_at_start``: right after ``initial_delay``, as Argo does; blue-green's pre-promotion analysis) (a
   metric with a ``count`` stops after that many measurements; when every metric has taken its count the run
   ends, as Argo's does), through the
   ``measure_metrics`` activity (all metrics due at a tick in one local activity; ``measure_metric`` per metric,
@@ -57,8 +58,10 @@ with workflow.unsafe.imports_passed_through():
 
 MEASURE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
 MEASURE_TIMEOUT = timedelta(seconds=30)
-# Local analysis measures a tick's metrics in one activity (``measure_metrics``); runs recorded before that replay
-# through the per-metric path.
+# Local analysis measures a tick's metrics in one activity (``measure_metrics``). The patch that introduced it
+# (2026-11-22) is deprecated: no recorded history and no run still open predates it, so the per-metric local
+# path is gone. Its marker stays in histories recorded with it, which this call accepts; remove the call once
+# none of those remain (tests/replay re-recorded without it).
 BATCH_PATCH = "measure-metrics-batch"
 
 
@@ -76,6 +79,7 @@ class AnalysisRun:
         local: bool = True,
         resume: dict | None = None,
         quiet_stop: Callable[[], bool] = lambda: False,
+        measure_at_start: bool = False,
     ) -> None:
         self.template = template
         self.args = dict(args)
@@ -89,7 +93,10 @@ class AnalysisRun:
         self.measurements: list[Measurement] = []
         self._counted_from = 0
         start = workflow.now()
-        self._next_due: dict[str, datetime] = {m.name: start + m.initial_delay + m.interval for m in template.metrics}
+        first = timedelta(0) if measure_at_start else None  # Argo's way: the first measurement after initial_delay
+        self._next_due: dict[str, datetime] = {
+            m.name: start + m.initial_delay + (m.interval if first is None else first) for m in template.metrics
+        }
         self._taken: dict[str, int] = {}  # measurements taken per metric with a ``count``
         self.verdict = AnalysisVerdict(phase="Running", reason=f"{template.name}: not measured yet")
         if resume:
@@ -166,9 +173,10 @@ class AnalysisRun:
 
     async def _tick(self, due: list[MetricSpec]) -> None:
         started = workflow.now()
-        if self._local and workflow.patched(BATCH_PATCH):
+        if self._local:
+            workflow.deprecate_patch(BATCH_PATCH)
             results = await self._measure_batch(due)
-        else:  # remote activities, and runs recorded before the batch activity existed
+        else:  # remote activities
             results = await asyncio.gather(*(self._measure(spec) for spec in due))
         # the batch activity answers one measurement per metric; a short answer must not fail the workflow task
         for spec, measurement in zip(due, results, strict=False):
@@ -197,22 +205,15 @@ class AnalysisRun:
         return [result.model_copy(update={"at": now}) for result in results]
 
     async def _measure(self, spec: MetricSpec) -> Measurement:
+        """One metric through a remote activity (on ``task_queue``), measured in parallel with the others due."""
         try:
-            if self._local:
-                result = await workflow.execute_local_activity_method(
-                    MetricsActivities.measure_metric,
-                    MeasureInput(metric=spec, args=self.args),
-                    start_to_close_timeout=MEASURE_TIMEOUT,
-                    retry_policy=MEASURE_RETRY,
-                )
-            else:
-                result = await workflow.execute_activity_method(
-                    MetricsActivities.measure_metric,
-                    MeasureInput(metric=spec, args=self.args),
-                    start_to_close_timeout=MEASURE_TIMEOUT,
-                    retry_policy=MEASURE_RETRY,
-                    task_queue=self._task_queue,
-                )
+            result = await workflow.execute_activity_method(
+                MetricsActivities.measure_metric,
+                MeasureInput(metric=spec, args=self.args),
+                start_to_close_timeout=MEASURE_TIMEOUT,
+                retry_policy=MEASURE_RETRY,
+                task_queue=self._task_queue,
+            )
         except ActivityError as err:
             cause = err.cause or err
             return Measurement(metric=spec.name, phase="Error", at=workflow.now(), message=f"measurement failed: {cause}")
