@@ -58,6 +58,10 @@ def real(regions, name: str):
     return next(a for a in regions.activities if a.__temporal_activity_definition.name == name)
 
 
+# Time skips only while a test awaits a result: until the run reaches the paused activity its timers take real time,
+# and verify waits verify_interval between its passes (in the drill and again in its failback): 1 s, not 30 s.
+REAL_TIME_VERIFY = timedelta(seconds=1)
+
 STEPS = [
     # (where, activity paused in, when, DNS already moved)
     ("fence compute", "k8s_scale_deployment", lambda a: a.replicas == 0, False),
@@ -78,8 +82,8 @@ async def stop_at(ts_env, task_queue, regions, name, when, stop) -> RegionMoveRe
     acts = replace(regions.activities, pause.around(real(regions, name), when))
     async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
         handle = await ts_env.client.start_workflow(
-            RegionFailover.run, failover_input(regions), id=f"fo-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
-            execution_timeout=timedelta(days=3),
+            RegionFailover.run, failover_input(regions, verify_interval=REAL_TIME_VERIFY), id=f"fo-{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue, execution_timeout=timedelta(days=3),
         )
         await pause.wait()
         await stop(handle)
@@ -177,8 +181,8 @@ async def test_cancel_during_the_drills_restore_finishes_it_and_ends_aborted(ts_
     acts = replace(regions.activities, pause.around(real(regions, "rds_create_replica"), second))
     async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
         handle = await ts_env.client.start_workflow(
-            RegionFailover.run, failover_input(regions), id=f"fo-{uuid.uuid4().hex[:6]}", task_queue=task_queue,
-            execution_timeout=timedelta(days=3),
+            RegionFailover.run, failover_input(regions, verify_interval=REAL_TIME_VERIFY), id=f"fo-{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue, execution_timeout=timedelta(days=3),
         )
         await pause.wait()
         await cancel(handle)
