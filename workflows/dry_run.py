@@ -83,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         failover_problems,
     )
     from workflows.provision import MANAGED_BY
+    from workflows.release import ReleaseInput, child_input, waves_of
     from workflows.restore_drill import RestoreDrillInput
     from workflows.traffic import AlbRouter, KubernetesRouter, make_router
 
@@ -536,6 +537,60 @@ async def plan_restore(inp: RestoreDrillInput, plan: DryRunPlan) -> None:
     plan.summary = f"restore drill of {inp.database} ({inp.kind}) into scratch {scratch}"
 
 
+async def plan_release(inp: ReleaseInput, plan: DryRunPlan) -> None:
+    """The release: the ledger (a version marked bad would be refused), then each stage's and wave's child run
+    planned by that child's own planner (its reads and changes, named by stage and wave)."""
+    from activities.release_ledger import ReleaseLedgerActivities
+    from core.release import LedgerQuery
+
+    problems = inp.problems()
+    if problems:
+        raise WouldRefuse("; ".join(problems))
+    view = await read("PostgreSQL", "the release ledger", ReleaseLedgerActivities.ledger_read,
+                      LedgerQuery(service=inp.service))
+    known = ", ".join(f"{env} {v}" for env, v in sorted(view.last_good.items())) or "none yet"
+    plan.reads.append(Reading(system="PostgreSQL", what="last known good", value=known))
+    why = view.bad.get(inp.version)
+    if why is not None and not inp.override_bad_version:
+        raise WouldRefuse(f"version: {inp.version} is marked bad ({why})")
+    gates = [f"override-bad-version ({why})"] if why is not None else []
+    plan.procedure = ["validate", "change-calendar", "last-known-good"]
+    for stage in inp.stages:
+        policy = inp.meta.approval_by_environment.get(stage.environment, inp.meta.approval)
+        if policy.required_approvals:
+            gates.append(f"promote-{stage.name}: " + approval_lines(policy, [])[0])
+        plan.procedure.append(f"{stage.name}: approval")
+        for n, wave in enumerate(waves_of(stage)):
+            where = f"{stage.name}/{wave.name if wave else 'all'}"
+            if n and stage.bake:
+                plan.procedure.append(f"{where}: bake {format_duration(stage.bake)}")
+            if stage.error_budget:
+                plan.procedure.append(f"{where}: error budget (objective {inp.slo.objective} % over "
+                                      f"{format_duration(inp.slo.window)}; spent: a break-glass approval)")
+            child = child_input(inp, stage, wave, inp.version, inp.meta, policy, preapproved="the stage's gate")
+            sub = DryRunPlan(runbook=child.meta.runbook, workflow_type=stage.strategy, workflow_id=where,
+                             target=inp.service, environment=stage.environment)
+            if isinstance(child, CanaryRampInput):
+                await plan_canary(child, sub)
+            else:
+                assert isinstance(child, BlueGreenInput)
+                await plan_blue_green(child, sub)
+            plan.reads += [r.model_copy(update={"what": f"{where}: {r.what}"}) for r in sub.reads]
+            plan.changes += [c.model_copy(update={"step": f"{where}: {c.step}"}) for c in sub.changes]
+            plan.procedure.append(f"{where}: {stage.strategy} ({sub.summary})" if sub.summary else
+                                  f"{where}: {stage.strategy}")
+        if stage.checks:
+            plan.procedure.append(f"{stage.name}: checks " + ", ".join(c.name for c in stage.checks))
+    plan.approval = approval_lines(inp.meta.approval, []) if not gates else [f"gate {g}" for g in gates]
+    plan.rollback = [
+        "a wave's child undoes its own wave when it rolls back or is aborted",
+        "stop the line: the version is marked bad; the stage's promoted waves go back to "
+        + (f"the last known good ({known})" if view.last_good else "the last known good, of which there is none: "
+           "they would stay on the new version (Failed)"),
+    ]
+    plan.summary = f"release {inp.service} {inp.version} through " + " -> ".join(s.name for s in inp.stages)
+
+
 # ----------------------------------------------------------------------------------------------- the workflow
 Planner = Callable[[Any, DryRunPlan], Awaitable[None]]
 PLANNERS: dict[str, tuple[type[RunbookInput], Planner]] = {
@@ -545,6 +600,7 @@ PLANNERS: dict[str, tuple[type[RunbookInput], Planner]] = {
     "RegionFailback": (RegionFailbackInput, plan_failback),
     "ProvisionEnvironment": (ProvisionEnvironmentInput, plan_provision),
     "RestoreDrill": (RestoreDrillInput, plan_restore),
+    "Release": (ReleaseInput, plan_release),
 }
 
 

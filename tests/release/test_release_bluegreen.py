@@ -119,3 +119,39 @@ async def test_a_failing_blue_green_wave_stops_the_line_and_cuts_the_promoted_wa
         assert restore["status"] == "Succeeded" and restore["image"] == f"shop:v1-{tag}"
         view = ReleaseLedgerActivities(postgres).ledger_read(LedgerQuery(service=SERVICE))
         assert f"shop:v2-{tag}" in view.bad and view.last_good["production"] == f"shop:v1-{tag}"
+
+
+async def test_the_dry_run_plans_every_wave_through_its_childs_planner_and_changes_nothing(
+        ts_env, aws, postgres: str) -> None:
+    from tests.dryrun.test_dry_run import dry_runner, read_only_activities
+
+    tag = uuid.uuid4().hex[:6]
+    ledger = ReleaseLedgerActivities(postgres)
+    ledger.ledger_record(LedgerEntry(service=SERVICE, environment="production", version=f"shop:v1-{tag}",
+                                     verdict="good", workflow_id=f"seed-{tag}"))
+    ledger.ledger_record(LedgerEntry(service=SERVICE, environment="production", version=f"shop:v9-{tag}",
+                                     verdict="bad", workflow_id=f"seed-{tag}", reason="rolled back"))
+    stage = {"name": "production", "strategy": "blue-green", "bake": "10m", "error_budget": True,
+             "parameters": {"preview_urls": {"blue": "http://127.0.0.1:1/blue", "green": "http://127.0.0.1:1/green"}},
+             "waves": [{"name": wave, "router": {"kind": "kubernetes", "namespace": wave}} for wave in WAVES]}
+    with kube_fake() as kube:
+        seed_waves(kube.fake)
+        before = kube.fake.state()
+        acts = [*read_only_activities(lambda context: kube.api), ledger.ledger_read]
+        async with dry_runner(ts_env, acts) as dry:
+            plan = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v2-{tag}", "stages": [stage]},
+                                      requested_by="dave", workflows=workflows())
+            outcome = await dry("Release", plan.input, plan.workflow_id)
+            bad = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v9-{tag}", "stages": [stage]},
+                                     requested_by="dave", workflows=workflows())
+            refused = await dry("Release", bad.input, bad.workflow_id)
+        assert kube.fake.state() == before
+    dry_plan = outcome.plan
+    assert dry_plan.outcome == "WouldChange", dry_plan.summary
+    steps = {c.step.split(":", 1)[0] for c in dry_plan.changes}
+    assert steps == {"production/shop-eu", "production/shop-us"}
+    assert any(c.target.startswith("Service shop-us/shop") or "shop-us" in c.target for c in dry_plan.changes)
+    assert any(r.what == "last known good" and f"production shop:v1-{tag}" in r.value for r in dry_plan.reads)
+    assert "production/shop-us: bake 10m" in dry_plan.procedure
+    assert any(line.startswith("gate promote-production: 2 approval(s)") for line in dry_plan.approval)
+    assert refused.plan.outcome == "WouldRefuse" and f"shop:v9-{tag} is marked bad" in (refused.plan.refusal or "")
