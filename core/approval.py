@@ -47,6 +47,7 @@ class ApprovalPolicy(BaseModel):
     on_timeout: Literal["reject", "abort", "escalate"] = "reject"
     escalate_to: list[str] = Field(default_factory=list, description="approvers added when a gate escalates")
     reminder_interval: Duration | None = timedelta(hours=1)
+    require_reason: bool = Field(False, description="an approval must say why (a break-glass approval does)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ApprovalPolicy":
@@ -210,9 +211,11 @@ def check_approval(
     via: ApprovalVia,
     binding: str | None = None,
     groups: list[str] | tuple[str, ...] = (),
+    reason: str | None = None,
 ) -> str | None:
     """Return why the person ``who`` (with the identity provider's ``groups``) may not approve/reject ``gate_id``
-    now, or None when they may. The requester is compared as a person too (every alias of one person)."""
+    now, or None when they may. The requester is compared as a person too (every alias of one person). ``reason``
+    is the approval's reason when it is known (None: not judged here)."""
     if gate is None or not gate.open:
         return "no approval is pending" if gate is None else f"gate {gate.gate_id} is already {gate.decision}"
     if gate_id != gate.gate_id:
@@ -226,6 +229,8 @@ def check_approval(
     if not policy.admits(who, groups) and who not in gate.eligible:
         return f"{who} is not an approver for this runbook"
     if action == "approve":
+        if policy.require_reason and reason is not None and not reason.strip():
+            return "this gate needs a reason: say why (--reason)"
         if any(a.approver == who for a in gate.approvals):
             return f"{who} has already approved this gate"
         if gate.binding is not None and binding != gate.binding:

@@ -24,7 +24,7 @@ import string
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from core.approval import ApprovalPolicy
+from core.calendar import BreakGlass, Calendar, Freeze, FreezePolicy, freeze_at
 from core.duration import Duration, parse_duration
 from core.identity import People
 from core.routing import DEFAULT_ROUTES, Route, route_problems
@@ -39,6 +40,7 @@ from core.runbook import RunbookInput, RunbookMeta
 
 GROUPS_FILE = "groups.yaml"
 ROUTING_FILE = "routing.yaml"  # the catalog's routing table (core.routing), replacing the stock one
+CALENDAR_FILE = "calendar.yaml"  # the change calendar (core.calendar): freeze windows
 NAME_RE = r"^[a-z][a-z0-9-]*$"
 
 
@@ -229,6 +231,9 @@ class RunbookSpec(BaseModel):
     routing: list[Route] = Field(
         default_factory=list, description="routes of this runbook's events, before the catalog's table (core.routing)"
     )
+    freeze: FreezePolicy = Field(
+        "wait", description="inside a change freeze (calendar.yaml): wait for the window to end, or refuse the run"
+    )
 
     @field_validator("target", "environment", "concurrency_key")
     @classmethod
@@ -325,8 +330,11 @@ class ParameterError(ValueError):
 class Catalog:
     def __init__(self, runbooks: dict[str, RunbookSpec], groups: dict[str, list[str]], files: dict[str, Path],
                  idp_groups: dict[str, list[str]] | None = None, people: People | None = None,
-                 routing: list[Route] | None = None):
+                 routing: list[Route] | None = None, calendar: Calendar | None = None,
+                 break_glass: dict[str, ApprovalPolicy] | None = None):
         self.runbooks = runbooks
+        self.calendar = calendar or Calendar()  # the change calendar (calendar.yaml); empty: nothing is frozen
+        self.break_glass = break_glass or {}  # window name -> its resolved break-glass policy
         self.routing = list(DEFAULT_ROUTES) if routing is None else routing  # the catalog-level routing table
         self.groups = groups  # approver group -> named people
         self.idp_groups = idp_groups or {}  # approver group -> identity-provider groups
@@ -357,7 +365,7 @@ class Catalog:
         if not directory.is_dir():
             raise CatalogError([f"{directory}: catalog folder not found"])
         for path in sorted(directory.glob("*.y*ml")):
-            if path.name in (GROUPS_FILE, ROUTING_FILE):
+            if path.name in (GROUPS_FILE, ROUTING_FILE, CALENDAR_FILE):
                 continue
             spec = _load_spec(path, groups, problems, workflows, idp_groups, people)
             if spec is None:
@@ -367,9 +375,15 @@ class Catalog:
                 continue
             runbooks[spec.name] = spec
             files[spec.name] = path
+        calendar, break_glass = _load_calendar(directory / CALENDAR_FILE, problems, set(runbooks), groups, idp_groups,
+                                               people)
         if problems:
             raise CatalogError(problems)
-        return cls(runbooks, groups, files, idp_groups, people, routing)
+        return cls(runbooks, groups, files, idp_groups, people, routing, calendar, break_glass)
+
+    def freeze(self, runbook: str, environment: str, at: datetime, kind: str = "") -> Freeze | None:
+        """The change freeze in force for ``runbook`` (of ``kind``) in ``environment`` at ``at``, or None."""
+        return freeze_at(self.calendar, runbook, environment, at, kind, self.break_glass)
 
     def get(self, name: str) -> RunbookSpec:
         try:
@@ -436,6 +450,7 @@ class Catalog:
             ui_url=ui_url,
             source=source,
             routing=[*spec.routing, *self.routing],
+            freeze=spec.freeze,
         )
         model = input_model(workflow_class)
         try:
@@ -577,6 +592,61 @@ def _load_routing(path: Path, problems: list[str]) -> list[Route] | None:
         name = f"routes.{index}" if index is not None else "routes"
         problems.append(f"{path}:{_line_for(lines, where)}: {name}: {message}")
     return routes
+
+
+def _load_calendar(
+    path: Path, problems: list[str], runbooks: set[str], groups: dict[str, list[str]],
+    idp_groups: dict[str, list[str]], people: People,
+) -> tuple[Calendar | None, dict[str, ApprovalPolicy]]:
+    """The change calendar (calendar.yaml), or None when there is none; with each window's break-glass policy.
+    Refused, naming file, line and field: an unknown time zone, an RRULE that cannot be parsed, an inverted or
+    overlapping window, an unknown runbook or approver group."""
+    if not path.exists():
+        return None, {}
+    data, lines = _read_yaml(path, problems)
+    if data is None:
+        return None, {}
+    try:
+        calendar = Calendar.model_validate(data)
+    except ValidationError as err:
+        for problem in err.errors():
+            message = problem["msg"].removeprefix("Value error, ")
+            loc = tuple(problem["loc"])
+            named = message.split(": ", 1)
+            if not loc and len(named) == 2 and named[0].startswith("windows."):  # a rule across windows
+                loc = tuple(int(p) if p.isdigit() else p for p in named[0].split("."))
+                message = named[1]
+            if loc and loc[-1] == "start" and "end:" in message:  # the window's own span rule names its end
+                loc, message = (*loc[:-1], "end"), message.split(": ", 1)[1]
+            elif len(loc) >= 2 and loc[0] == "windows" and message.startswith("end: "):
+                loc, message = (*loc, "end"), message.removeprefix("end: ")
+            where = ".".join(str(p) for p in loc) or "(file)"
+            problems.append(f"{path}:{_line_for(lines, loc)}: {where}: {message}")
+        return None, {}
+    for (index, field_name), message in calendar.problems():
+        problems.append(f"{path}:{_line_for(lines, ('windows', index, field_name))}: {message}")
+    policies: dict[str, ApprovalPolicy] = {}
+    for index, window in enumerate(calendar.windows):
+        for key in ("runbooks", "exempt"):
+            for n, name in enumerate(getattr(window, key)):
+                if name.split(":", 1)[0] not in runbooks:
+                    known = ", ".join(sorted(runbooks)) or "none"
+                    problems.append(f"{path}:{_line_for(lines, ('windows', index, key, n))}: windows.{index}.{key}.{n}: "
+                                    f"unknown runbook {name!r} (known: {known})")
+        glass: BreakGlass | None = window.break_glass or calendar.break_glass
+        if glass is None:
+            continue
+        at: tuple = ("windows", index, "break_glass") if window.break_glass else ("break_glass",)
+        approval = CatalogApproval(groups=glass.groups, required_approvals=glass.required_approvals,
+                                   allow_self_approval=glass.allow_self_approval, timeout=glass.timeout,
+                                   reminder_interval=None)
+        try:
+            policies[window.name] = approval.to_policy(groups, idp_groups, people).model_copy(
+                update={"require_reason": True})
+        except (ValueError, ValidationError) as err:
+            message = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+            problems.append(f"{path}:{_line_for(lines, at)}: {'.'.join(map(str, at))}: {message}")
+    return calendar, policies
 
 
 def input_model(workflow_class: type) -> type[RunbookInput]:

@@ -8,11 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.approval import AbortInput, ApprovalPolicy, GateView, RefusedAttempt
+from core.calendar import Freeze, FreezePolicy
 from core.routing import DEFAULT_ROUTES, Route
 
 RunStatus = Literal[
     "Running",
     "WaitingForApproval",
+    "WaitingForWindow",  # inside a change freeze (core.calendar): waits for the window to end, or a break-glass approval
     "Paused",
     "RollingBack",
     # the endings: one convention for every runbook (README, "How a run ends")
@@ -49,6 +51,9 @@ class RunbookMeta(BaseModel):
         default_factory=lambda: list(DEFAULT_ROUTES),
         description="where the run's events go (core.routing): the runbook's routes, then the catalog's table",
     )
+    freeze: FreezePolicy = Field(
+        "wait", description="inside a change freeze: wait until the window ends (or a break-glass approval), or refuse"
+    )
     history_limit: int = Field(
         10_000, ge=100, description="events after which a long run continues as new (Temporal's own suggestion too)"
     )
@@ -70,6 +75,9 @@ class RunbookCarry(BaseModel):
     stage: str = "starting"
     continued: int = Field(0, description="how many times this run has continued as new")
     state: dict[str, Any] = Field(default_factory=dict, description="the runbook's own cursor and state")
+    break_glass: list[str] = Field(
+        default_factory=list, description="freeze occurrences a break-glass approval opened for this run (window@start)"
+    )
 
 
 class RunbookInput(BaseModel):
@@ -126,6 +134,7 @@ class RunbookStatus(BaseModel):
     actions: list[ActionRecord] = Field(default_factory=list)
     notification_failures: list[str] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict, description="runbook-specific state")
+    freeze: Freeze | None = Field(None, description="the change freeze the run waits out (status WaitingForWindow)")
     continued: int = Field(0, description="how many times the run has continued as new")
     notify_refs: dict[str, str] = Field(
         default_factory=dict, description="where its notifications are (the Slack message's channel and ts, ...)"

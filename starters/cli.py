@@ -291,6 +291,49 @@ def approval_rules(spec: Any) -> str:
     return "\n".join([*lines, f"other: {rule(spec.approval)}"])
 
 
+@app.command("calendar")
+def calendar(
+    catalog: CatalogOpt = None,
+    at: Annotated[Optional[datetime], typer.Option("--at", help="judge this moment (UTC) instead of now")] = None,
+    count: Annotated[int, typer.Option("--next", min=1, help="occurrences shown per window")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """The change calendar (calendar.yaml): each freeze window, whether it is in force now, and its next times."""
+    from core.calendar import as_of, upcoming
+
+    async def body() -> int:
+        cat = _load_catalog(_settings(catalog))
+        moment = as_of(at) if at is not None else datetime.now(timezone.utc)
+        found = upcoming(cat.calendar, moment, count)
+        if as_json:
+            _print_json({"at": moment.isoformat(), "timezone": cat.calendar.timezone, "windows": [
+                {**window.model_dump(mode="json", exclude_none=True),
+                 "break_glass_groups": sorted(cat.break_glass[window.name].groups) if window.name in cat.break_glass else [],
+                 "occurrences": [o.model_dump(mode="json") for o in occurrences]}
+                for window, occurrences in found]})
+            return EXIT_OK
+        if not found:
+            out.print("the catalog has no change calendar (calendar.yaml): nothing is frozen")
+            return EXIT_OK
+        table = _table(title=f"Change calendar at {moment:%Y-%m-%d %H:%M} UTC")
+        for column in ("window", "now", "freezes", "exempt", "break glass", "next (UTC)"):
+            table.add_column(column, no_wrap=column in ("window", "now"))
+        for window, occurrences in found:
+            active = next((o for o in occurrences if o.active), None)
+            now = f"FROZEN until {active.ends_at:%Y-%m-%d %H:%M}" if active else "open"
+            scope = (", ".join(window.environments) or "every environment") + (
+                f" / {', '.join(window.runbooks)}" if window.runbooks else "")
+            policy = cat.break_glass.get(window.name)
+            glass = ", ".join(sorted(policy.groups)) if policy else "none"
+            times = "\n".join(f"{o.starts_at:%Y-%m-%d %H:%M} -> {o.ends_at:%Y-%m-%d %H:%M}" for o in occurrences
+                              if not o.active) or "none"
+            table.add_row(window.name, now, scope, ", ".join(window.exempt) or "-", glass, times)
+        out.print(table)
+        return EXIT_OK
+
+    _run(body)
+
+
 @catalog_app.command("validate")
 def catalog_validate(
     ctx: typer.Context,
@@ -301,7 +344,8 @@ def catalog_validate(
     async def body() -> int:
         settings = _settings(path or ctx.obj)
         cat = _load_catalog(settings)
-        out.print(f"[green]ok[/green]: {len(cat.runbooks)} runbooks in {settings.catalog_dir}")
+        windows = f", {len(cat.calendar.windows)} freeze windows" if cat.calendar.windows else ""
+        out.print(f"[green]ok[/green]: {len(cat.runbooks)} runbooks{windows} in {settings.catalog_dir}")
         return EXIT_OK
 
     _run(body)

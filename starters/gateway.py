@@ -509,7 +509,8 @@ class SlackCommands:
         lines += [f"• `{s.name}`: {s.description}" for s in sorted(mine, key=lambda s: s.name)] or ["• none"]
         running = []
         try:
-            query = "RunbookStatus = 'Running' OR RunbookStatus = 'WaitingForApproval'"
+            query = ("RunbookStatus = 'Running' OR RunbookStatus = 'WaitingForApproval' "
+                     "OR RunbookStatus = 'WaitingForWindow'")
             async for wf in self.g.client.list_workflows(query, limit=20):
                 running.append(f"• `{wf.id}` ({wf.workflow_type})")
         except RPCError:

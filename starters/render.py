@@ -198,6 +198,9 @@ def timers(state: RunbookStatus, now: datetime) -> list[Timer]:
         found.append(Timer(label, _aware(running[-1].started_at), end, paused_at))
     for gate in state.open_gates:
         found.append(Timer(f"gate {gate.gate_id} deadline", _aware(gate.opened_at), _aware(gate.deadline)))
+    if state.freeze is not None:
+        found.append(Timer(f"freeze {state.freeze.window!r} ends", _aware(state.freeze.starts_at),
+                           _aware(state.freeze.ends_at)))
     return found
 
 
@@ -240,6 +243,10 @@ def head_rows(state: RunbookStatus, now: datetime) -> list[tuple[str, str]]:
         ("status", f"{state.status}: {state.stage}"),
         ("requested by", state.requested_by),
     ]
+    if state.freeze is not None:
+        glass = "break glass: approve the break-glass gate with a reason" if state.freeze.break_glass else \
+            "no break-glass approval in this window"
+        rows.append(("freeze", f"{state.freeze.line()}; {glass}"))
     if state.steps:
         rows.append(("started", moment(_aware(state.steps[0].started_at), now)))
     details = state.details

@@ -132,13 +132,16 @@ def new_task_queue() -> str:
 
 
 def with_verifier(activities: Sequence[Callable]) -> list[Callable]:
-    """``activities`` plus the unauthenticated approver verifier, unless they hold a ``verify_id_token`` already."""
+    """``activities`` plus the local activities every run may call: the unauthenticated approver verifier and the
+    change calendar of no catalog (nothing frozen), unless they hold a ``verify_id_token`` / ``check_freeze``."""
     from temporalio import activity
 
+    from activities.calendar import CalendarActivities
     from activities.identity import UnauthenticatedIdentity
 
     names = {activity._Definition.must_from_callable(a).name for a in activities}
-    return [*activities, *([] if "verify_id_token" in names else [UnauthenticatedIdentity().verify_id_token])]
+    return [*activities, *([] if "verify_id_token" in names else [UnauthenticatedIdentity().verify_id_token]),
+            *([] if "check_freeze" in names else [CalendarActivities(None).check_freeze])]
 
 
 @contextlib.asynccontextmanager

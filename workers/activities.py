@@ -169,12 +169,20 @@ def identity_activities(settings: Settings) -> list[Callable]:
     return [IdentityActivities(config).verify_id_token]
 
 
+def calendar_activities(settings: Settings) -> list[Callable]:
+    """``check_freeze`` (a local activity before each change): the catalog's change calendar."""
+    from activities.calendar import CalendarActivities
+
+    return [CalendarActivities(settings.catalog_dir).check_freeze]
+
+
 def build_activities(settings: Settings) -> list[Callable]:
     notifier = NotificationActivities(notification_channels(settings))
     vault = vault_reader()
     return [
         notifier.notify,
         *identity_activities(settings),
+        *calendar_activities(settings),
         *kubernetes_activities(),
         *http_check_activities(),
         *terraform_activities(settings, vault),

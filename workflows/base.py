@@ -24,6 +24,7 @@ its ``@workflow.run``, and may override ``status_details()`` to add its own stat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shlex
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +35,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.calendar import CalendarActivities
     from activities.notify import NotificationActivities
     from core import errors
     from core.approval import (
@@ -49,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         RejectInput,
         audit_line,
     )
+    from core.calendar import Freeze, FreezeQuery, FreezeState
     from core.events import MAX_NOTIFIED_ACTIONS, EventKind, RunbookEvent
     from core.identity import (
         DEFAULT_GROUPS_CLAIM,
@@ -94,7 +97,14 @@ ACTIVITY_RETRY = RetryPolicy(
 # unreachable identity provider is retried a little, then refused ("cannot read the identity provider's keys").
 VERIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
                            non_retryable_error_types=["TokenRefused"])
-MAX_LEEWAY_SECONDS = 300  # the validator's expiry pre-check allows the most clock skew a verifier may allow
+MAX_LEEWAY_SECONDS = 300
+# Change freeze windows (core.calendar): checked before each change from this patch on (older histories replay
+# without the check); a run waiting out a window reads the calendar again at least this often, so an edited calendar
+# (a window shortened, extended or removed) reaches it.
+FREEZE_PATCH = "change-freeze-windows"
+CALENDAR_RECHECK = timedelta(minutes=15)
+CALENDAR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                             maximum_attempts=5, non_retryable_error_types=errors.NON_RETRYABLE)  # the validator's expiry pre-check allows the most clock skew a verifier may allow
 
 Severity = Literal["info", "warning", "error", "critical"]
 R = TypeVar("R", bound=RunbookResult)
@@ -201,6 +211,8 @@ class RunbookWorkflow(Runbook):
         self.incident_resolved_at: str | None = None
         self.continued = 0
         self.carried_state: dict[str, Any] = {}
+        self.freeze: Freeze | None = None  # the change freeze the run waits out now
+        self._glass: list[str] = []  # freeze occurrences a break-glass approval opened ("window@start")
         if carry is not None:
             self._steps = list(carry.steps)
             self.gates.restore(carry.gates, carry.gate_seq)
@@ -213,6 +225,7 @@ class RunbookWorkflow(Runbook):
             self._status, self._stage = carry.status, carry.stage
             self.continued = carry.continued
             self.carried_state = dict(carry.state)
+            self._glass = list(carry.break_glass)
 
     # ----------------------------------------------------------------- queries
     @workflow.query
@@ -234,6 +247,7 @@ class RunbookWorkflow(Runbook):
             actions=list(self._actions),
             notification_failures=list(self._notification_failures),
             details=self.status_details(),
+            freeze=self.freeze,
             continued=self.continued,
             notify_refs=dict(self._notify_refs),
         )
@@ -250,11 +264,11 @@ class RunbookWorkflow(Runbook):
     # run. Validators pre-check with the token's unverified claims, so most refusals never reach the history;
     # refusals in the handlers (a bad token, a replay, a policy refusal) are recorded in ``refused``.
     def _refusal(self, gate_id: str, who: str, action: ApprovalAction, via: ApprovalVia, binding: str | None = None,
-                 groups: list[str] | tuple[str, ...] = ()) -> str | None:
+                 groups: list[str] | tuple[str, ...] = (), reason: str | None = None) -> str | None:
         refusal = self.gates.refusal(gate_id)
         if refusal is not None:
             return refusal
-        return self.gates.open[gate_id].refusal(who, action, via, binding, groups)
+        return self.gates.open[gate_id].refusal(who, action, via, binding, groups, reason)
 
     @staticmethod
     def _via(req: ApproveInput | RejectInput, signal: bool) -> Via:
@@ -287,12 +301,12 @@ class RunbookWorkflow(Runbook):
             if req.on_behalf_of:
                 if isinstance(name, str) and name and not people.may_vouch(name, req.on_behalf_of):
                     return f"{name} may not vouch for {req.on_behalf_of}"
-                return gate.refusal(people.person(req.on_behalf_of), action, via, binding)
+                return gate.refusal(people.person(req.on_behalf_of), action, via, binding, reason=req.reason)
             if not isinstance(name, str) or not name or not isinstance(groups, (list, type(None))):
                 return None  # a provider with other claim names: the handler judges after verifying
-            return gate.refusal(people.person(name), action, via, binding, [str(g) for g in groups or []])
+            return gate.refusal(people.person(name), action, via, binding, [str(g) for g in groups or []], req.reason)
         typed = people.person(req.on_behalf_of) if req.on_behalf_of else people.person(req.approver)
-        return gate.refusal(typed, action, via, binding)
+        return gate.refusal(typed, action, via, binding, reason=req.reason)
 
     async def _identify(self, req: ApproveInput | RejectInput, via: Via) -> VerifiedIdentity | str:
         """The verified identity behind a request, or why there is none (one line)."""
@@ -334,7 +348,7 @@ class RunbookWorkflow(Runbook):
                 if refusal is None and identity.token_id and identity.token_id in self._used_tokens:
                     refusal = f"token refused: replayed (token {identity.token_id} was already used in this run)"
                 if refusal is None:  # the state may have moved while the token was verified
-                    refusal = self._refusal(req.gate_id, person, action, via, binding, groups)
+                    refusal = self._refusal(req.gate_id, person, action, via, binding, groups, req.reason)
         if refusal is not None:
             self._record_refusal(req.gate_id, person or req.approver or (req.on_behalf_of or ""), action, via, refusal,
                                  identity)
@@ -540,9 +554,15 @@ class RunbookWorkflow(Runbook):
         raise self.abort_stop(where or self._stage)
 
     async def change(self, awaitable: Awaitable[Any], where: str = "") -> Any:
-        """A change to the infrastructure: not started after an abort, finished once started (so compensation
-        knows what it did), and the abort honoured right after it."""
-        self.check_abort(where)
+        """A change to the infrastructure: not started inside a change freeze (``respect_freeze``) or after an
+        abort, finished once started (so compensation knows what it did), and the abort honoured right after it."""
+        try:
+            self.check_abort(where)
+            await self.respect_freeze(where)
+        except BaseException:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: nothing to finish
+            raise
         task = asyncio.ensure_future(awaitable)
         if await until_done(task):  # the workflow was cancelled meanwhile: the change finished all the same
             raise asyncio.CancelledError(f"cancelled during {where or self._stage}")
@@ -550,7 +570,100 @@ class RunbookWorkflow(Runbook):
         self.check_abort(where)
         return result
 
-    # ----------------------------------------------------------------- one way to end
+    # ----------------------------------------------------------------- change freeze windows
+    def freeze_kind(self) -> str:
+        """The kind of this run for the calendar's exemptions (``region-failover:real``); a subclass may say."""
+        return ""
+
+    async def _read_freeze(self, where: str) -> Freeze | None:
+        query = FreezeQuery(runbook=self.meta.runbook, environment=self.meta.environment, kind=self.freeze_kind(),
+                            at=workflow.now())
+        state: FreezeState = await self.interruptible(workflow.execute_local_activity_method(
+            CalendarActivities.check_freeze, query, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=CALENDAR_RETRY, summary=f"change calendar before {where}"), where)
+        freeze = state.freeze
+        if freeze is not None and f"{freeze.window}@{freeze.starts_at.isoformat()}" in self._glass:
+            return None  # a break-glass approval opened this occurrence of the window for this run
+        return freeze
+
+    async def respect_freeze(self, where: str = "") -> None:
+        """Before a change: outside any change freeze (runbooks/calendar.yaml) go on. Inside one, refuse the run
+        when its runbook says ``freeze: refuse``; otherwise wait (status WaitingForWindow) until the window ends
+        (read again at least every CALENDAR_RECHECK, so an edited calendar reaches the run) or a break-glass
+        approval through the window's gate lets this run change for the rest of it. An abort ends the wait."""
+        where = where or self._stage
+        if not workflow.patched(FREEZE_PATCH):
+            return
+        freeze = await self._read_freeze(where)
+        if freeze is None:
+            return
+        if self.meta.freeze == "refuse":
+            raise Stop("Refused", f"{where}: {freeze.line()}: {self.meta.runbook} does not run inside a freeze")
+        previous, stage = self._status, self._stage
+        self.freeze = freeze
+        waits = f"{where}: waiting for the end of the {freeze.line()}"
+        self.set_status("WaitingForWindow", waits)
+        gate: ApprovalGate | None = None
+        gate_task: asyncio.Future[GateOutcome] | None = None
+        if freeze.break_glass is not None:
+            gate = self.open_gate(
+                "break-glass", f"Break the glass: {self.meta.runbook} on {self.meta.target} inside {freeze.window!r}",
+                f"the {freeze.line()}; approving (with a reason) lets this run change now", binding=f"break-glass {freeze.window}",
+                policy=freeze.break_glass, fields={"window": freeze.window, "ends": f"{freeze.ends_at:%Y-%m-%d %H:%M} UTC"})
+            self.set_status("WaitingForWindow", waits)  # not WaitingForApproval: the window is what it waits for
+            gate_task = asyncio.ensure_future(gate.wait())
+        else:
+            await self.notify("alert", f"{self.meta.runbook} on {self.meta.target} waits: change freeze",
+                              f"{where} waits for the end of the {freeze.line()}", severity="warning",
+                              fields={"window": freeze.window, "ends": f"{freeze.ends_at:%Y-%m-%d %H:%M} UTC"})
+
+        def woken() -> bool:
+            return self.aborting or (gate_task is not None and gate_task.done())
+
+        try:
+            while True:
+                wake = min(freeze.ends_at, workflow.now() + CALENDAR_RECHECK)
+                try:
+                    await workflow.wait_condition(
+                        woken,
+                        timeout=max(wake - workflow.now(), timedelta(0)),
+                        timeout_summary=f"change freeze {freeze.window!r}: look again at {wake:%H:%M:%S} UTC")
+                except asyncio.TimeoutError:
+                    pass
+                if self.aborting:
+                    break
+                if gate_task is not None and gate_task.done():
+                    outcome = gate_task.result()
+                    gate_task = None
+                    if outcome.approved:
+                        self._glass.append(f"{freeze.window}@{freeze.starts_at.isoformat()}")
+                        reasons = "; ".join(f"{a.approver}: {a.reason}" for a in outcome.approvals)
+                        self.record_action("break_glass", outcome.decided_by or "policy",
+                                           f"inside {freeze.window!r} until {freeze.ends_at:%Y-%m-%d %H:%M} UTC: {reasons}")
+                        break
+                    self.record_action("break_glass", outcome.decided_by or "policy", outcome.reason, accepted=False,
+                                       note=f"gate {outcome.decision}: the run waits for the window to end")
+                    continue
+                fresh = await self._read_freeze(where)
+                if fresh is None:
+                    break
+                if fresh != freeze:
+                    freeze = self.freeze = fresh
+                    self.set_status("WaitingForWindow", f"{where}: waiting for the end of the {freeze.line()}")
+        except asyncio.CancelledError:  # the workflow was cancelled: the gate closes with it
+            if gate is not None and gate.open:
+                gate.close("aborted", "temporal", "the workflow was cancelled")
+            if gate_task is not None:
+                await until_done(gate_task)
+            raise
+        finally:
+            self.freeze = None
+        if gate_task is not None:  # the window ended or the run is aborting: the break-glass question is moot
+            if gate is not None and gate.open and not self.aborting:
+                gate.close("timed_out", "calendar", f"the {freeze.window!r} window ended")
+            await gate_task
+        self.check_abort(where)
+        self.set_status(previous, stage)
     async def conduct(
         self,
         procedure: Callable[[], Awaitable[str | Ending]],
@@ -651,6 +764,7 @@ class RunbookWorkflow(Runbook):
             stage=self._stage,
             continued=self.continued + 1,
             state=state or {},
+            break_glass=list(self._glass),
         )
 
     # ----------------------------------------------------------------- status, steps, search attributes
@@ -663,7 +777,8 @@ class RunbookWorkflow(Runbook):
         return list(self._steps)
 
     def set_status(self, status: RunStatus, stage: str | None = None) -> None:
-        if self._status_before_gates is not None and status not in TERMINAL + ("WaitingForApproval",) and self.gates.open:
+        if (self._status_before_gates is not None and self.gates.open
+                and status not in TERMINAL + ("WaitingForApproval", "WaitingForWindow")):
             # a gate is open: the run still waits; remember what to return to
             self._status_before_gates = status
             status = "WaitingForApproval"
@@ -725,6 +840,10 @@ class RunbookWorkflow(Runbook):
         """The web UI's Current Details (Markdown): the state, each open gate with what it asks and how to approve
         it (the CLI command, and the signal for this UI), the latest approvals, refusals and steps."""
         lines = [f"**{self.meta.runbook}** on `{self.meta.target}`: **{self._status}**, {self._stage}"]
+        if self.freeze is not None:
+            glass = "" if self.freeze.break_glass else " (this window allows no break-glass approval)"
+            lines.append(f"Waiting for the end of the {self.freeze.line()}, since "
+                         f"{self.freeze.starts_at:%Y-%m-%d %H:%M} UTC{glass}")
         views = self.gates.views()
         workflow_id = workflow.info().workflow_id
         for gate in views:

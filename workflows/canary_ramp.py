@@ -369,8 +369,10 @@ class CanaryRamp(RunbookWorkflow, CanarySteering):
 
     async def _promote(self, name: str, why: str, detail: str) -> str:
         """The new version at 100 % (the router may scale the old one down). Final: once started it finishes even
-        if an abort or a cancellation arrives meanwhile; those are recorded as not honoured."""
+        if an abort or a cancellation arrives meanwhile; those are recorded as not honoured. A change: it waits out a
+        change freeze first, as every weight change does."""
         self.check_abort(name)
+        await self.respect_freeze(name)
         self.phase = "Promoting"
         record = self.step_started(name)
         self.touched = True

@@ -782,6 +782,10 @@ class RegionFailover(_RegionMove):
         self.failback_handle: workflow.ChildWorkflowHandle | None = None
         self.failback_result: RegionMoveResult | None = None
 
+    def freeze_kind(self) -> str:
+        """A real failover and a drill are exempted from a freeze separately (region-failover:real)."""
+        return self.mode
+
     def status_details(self) -> dict[str, Any]:
         drill, dr = self.mode != "real", self.input.dr
         plan = ["look", *([] if drill else ["confirm"]), "fence", "promote", *(["scale"] if dr.deployment else []),

@@ -102,7 +102,7 @@ class ApprovalGate:
 
     # ----------------------------------------------------------------- decisions (called by the run's handlers)
     def refusal(self, who: str, action: ApprovalAction, via: ApprovalVia, binding: str | None = None,
-                groups: list[str] | tuple[str, ...] = ()) -> str | None:
+                groups: list[str] | tuple[str, ...] = (), reason: str | None = None) -> str | None:
         """Why the person ``who`` (with the identity provider's ``groups``) may not decide this gate now."""
         return check_approval(
             self.policy,
@@ -114,6 +114,7 @@ class ApprovalGate:
             via=via,
             binding=binding,
             groups=groups,
+            reason=reason,
         )
 
     def approve(self, approval: Approval) -> GateView:

@@ -26,7 +26,8 @@ async def test_worker_restart_resumes_without_repeating_weight_changes(ts_env: W
     acts = [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]
     with ts_env.auto_time_skipping_disabled(), ThreadPoolExecutor(8) as pool:
         # no workflow cache: no sticky queue pinning the run to this worker after it dies
-        first = Worker(ts_env.client, task_queue=task_queue, workflows=[CanaryRamp], activities=acts, activity_executor=pool, max_cached_workflows=0)
+        first = Worker(ts_env.client, task_queue=task_queue, workflows=[CanaryRamp], activities=harness.with_verifier(acts),
+                       activity_executor=pool, max_cached_workflows=0)
         async with first:
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             await ts_env.sleep(15 * M)

@@ -29,6 +29,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.aws import AwsClients, ElbActivities, RdsActivities, Route53Activities, S3Activities
+from activities.calendar import CalendarActivities
 from activities.database import DatabaseActivities, default_pg_bin_dir
 from activities.http_checks import HttpCheckActivities
 from activities.kubernetes import KubernetesActivities
@@ -92,6 +93,7 @@ def build_activities(config: dict) -> list[Callable]:
     clients = AwsClients(session=WARM_SESSION)
     instances = [
         NotificationActivities([RecordingChannel(Path(config["dir"]) / "events.jsonl")]),
+        CalendarActivities(None),  # no change calendar: nothing is frozen
         KubernetesActivities(api_for),
         HttpCheckActivities(),
         TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
