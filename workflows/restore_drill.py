@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable, Literal, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -34,8 +34,6 @@ from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import Field, model_validator
-
     from activities.aws import RdsActivities, S3Activities
     from activities.database import DatabaseActivities
     from core import errors
@@ -50,10 +48,9 @@ with workflow.unsafe.imports_passed_through():
         S3LatestQuery,
         S3PutJsonInput,
     )
-    from core.duration import Duration, format_duration
-    from core.restore import (
+    from core.duration import format_duration
+    from core.restore import (  # the runbook's contract (input, result) is re-exported: the workflow's own types
         BackupRef,
-        CheckEndpointOverride,
         CheckResult,
         PgCloneInput,
         PgDatabaseRef,
@@ -61,10 +58,10 @@ with workflow.unsafe.imports_passed_through():
         PgRunChecksInput,
         PgScratchInput,
         PgServer,
-        RestoreCheck,
+        RestoreDrillInput,
+        RestoreDrillResult,
         RestoreManifest,
         RestoreReport,
-        Tier,
         as_utc,
         evaluate_check,
         judge,
@@ -72,73 +69,8 @@ with workflow.unsafe.imports_passed_through():
         targets_for,
         whole,
     )
-    from core.runbook import RunbookInput, RunbookResult, RunStatus, StepRecord
+    from core.runbook import RunStatus, StepRecord
     from workflows.base import Ending, RunbookWorkflow, Stop, cause_of, until_done
-
-
-SnapshotKind = Literal["automated", "manual"]
-
-
-def _every_snapshot_kind() -> list[SnapshotKind]:
-    return ["automated", "manual"]
-
-
-class RestoreDrillInput(RunbookInput):
-    database: str = Field(description="the logical database the backups are of (reports, alerts, target)")
-    environment: str = Field("production", description="the environment the backups come from (reports, alerts)")
-    kind: Literal["pg_dump", "rds_snapshot"] = "pg_dump"
-    tier: Tier = "standard"
-    rpo_target: Duration | None = Field(None, description="default from the tier: 15m, tier-1 5m")
-    rto_target: Duration | None = Field(None, description="default from the tier: 1h, tier-1 15m")
-    checks: list[RestoreCheck] = Field(default_factory=list)
-    source: PgDatabaseRef | None = Field(None, description="the live database, for checks with baseline: source")
-
-    # pg_dump backups
-    dump_bucket: str | None = None
-    dump_prefix: str = ""
-    dump_key: str | None = Field(None, description="pin this dump instead of the newest under dump_prefix")
-    manifest_key_template: str | None = Field(
-        "manifests/{key}.json", description="where the manifest recorded at backup time lives; {key} = dump key"
-    )
-    restore_server: PgServer | None = Field(None, description="server that hosts the scratch database")
-
-    # RDS snapshots
-    source_instance: str | None = None
-    region: str = "us-east-1"
-    snapshot_identifier: str | None = None
-    snapshot_kinds: list[SnapshotKind] = Field(default_factory=_every_snapshot_kind)
-    instance_class: str | None = None
-    rds_vault_path: str | None = Field(None, description="credentials of the restored instance (Vault KV path)")
-    rds_database: str = "postgres"
-    check_endpoint_override: CheckEndpointOverride | None = None
-
-    # limits and the report
-    restore_timeout: Duration = timedelta(hours=2)
-    poll_interval: Duration = timedelta(seconds=15)
-    statement_timeout: Duration = timedelta(minutes=5)
-    heartbeat_timeout: Duration = Field(
-        timedelta(minutes=1), description="of the restore and wait activities; a cancellation reaches them within ~80% of it"
-    )
-    report_bucket: str
-    report_prefix: str = "restore-drills/"
-
-    @model_validator(mode="after")
-    def _complete(self) -> "RestoreDrillInput":
-        if self.kind == "pg_dump":
-            missing = [n for n in ("dump_bucket", "restore_server") if getattr(self, n) is None]
-        else:
-            missing = [] if self.source_instance is not None else ["source_instance"]
-            if self.check_endpoint_override is None and not self.rds_vault_path:
-                missing.append("rds_vault_path (or check_endpoint_override)")
-        if missing:
-            raise ValueError(f"a {self.kind} drill needs {', '.join(missing)}")
-        if not self.checks:
-            raise ValueError("declare at least one check: a drill must verify the restored data")
-        return self
-
-
-class RestoreDrillResult(RunbookResult):
-    report: RestoreReport
 
 
 T = TypeVar("T")
