@@ -20,7 +20,7 @@ from starters.demo_aws import seed_alb
 from starters.demo_metrics import canary_bad, publish_once, run_emitter
 from tests import harness
 from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
-from tests.canary.test_ramp import make_input
+from tests.canary.test_ramp import make_input, sleep_between_ticks
 from workflows.canary_ramp import CanaryRamp
 from workflows.registry import WORKFLOWS, by_name
 
@@ -114,7 +114,7 @@ async def test_cancel_is_handled_like_an_abort(ts_env: WorkflowEnvironment, task
     async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]):
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-            await ts_env.sleep(timedelta_minutes(12))
+            await sleep_between_ticks(ts_env, timedelta_minutes(12))
             await handle.cancel()
         result = await handle.result()  # cancel == abort: the run completes, Aborted, with the rollback done
     assert result.status == "Aborted" and "cancelled" in result.reason

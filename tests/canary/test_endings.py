@@ -19,7 +19,7 @@ from core.approval import AbortInput, RejectInput
 from tests import harness
 from tests.canary.standins import CANARY, HEALTHY, STABLE
 from tests.canary.test_end_to_end import seed_kube
-from tests.canary.test_ramp import Rig, gate_open, make_input, offsets
+from tests.canary.test_ramp import Rig, gate_open, make_input, offsets, sleep_between_ticks
 from tests.fakes.kubernetes import kube_fake
 from workflows.canary_ramp import (
     AnalysisStepSpec,
@@ -150,7 +150,7 @@ async def test_a_rejected_promote_gate_carries_on_with_the_ramp(ts_env: Workflow
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input())
-            await ts_env.sleep(3 * M)
+            await sleep_between_ticks(ts_env, 3 * M)
             await handle.execute_update(CanaryRamp.promote, SteerInput(by="alice", reason="hurry"))
             gate = await gate_open(handle)
             await handle.execute_update(CanaryRamp.reject, RejectInput(gate_id=gate, approver="bob", reason="no"))
@@ -176,7 +176,7 @@ async def test_abort_or_cancel_at_every_step_puts_traffic_back(ts_env: WorkflowE
                 await ts_env.sleep(11 * M)
                 await gate_open(handle)
             else:
-                await ts_env.sleep((2 if where == "timed pause" else 7) * M)
+                await sleep_between_ticks(ts_env, (2 if where == "timed pause" else 7) * M)
                 view = await handle.query(CanaryRamp.canary)
                 assert view.step_index == (1 if where == "timed pause" else 2)
             await stop_run(handle, how)
@@ -234,7 +234,7 @@ async def test_extend_is_capped_by_max_extension(ts_env: WorkflowEnvironment, ta
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input(plan=plan, max_extension="5m"))
-            await ts_env.sleep(2 * M)
+            await sleep_between_ticks(ts_env, 2 * M)
             await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", duration="3m"))
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", duration="3m"))
@@ -255,7 +255,7 @@ async def test_long_ramp_continues_as_new_and_completes_correctly(ts_env: Workfl
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(inp)
-            await ts_env.sleep(2 * M)
+            await sleep_between_ticks(ts_env, 2 * M)
             await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", reason="slow traffic", duration="3m"))
         result = await handle.result()  # follows the continuations
         await harness.save_history(handle, "canary-continued_as_new")  # the last run: it started from a carry

@@ -60,9 +60,25 @@ class Rig:
 
 
 def offsets(result: CanaryRampResult) -> list[tuple[int, timedelta]]:
-    """(weight, virtual time since the first change), to the second: activities take real milliseconds."""
+    """(weight, virtual time since the first change), to the minute: while an activity or a workflow task runs, the
+    V1 server's clock runs at wall speed, and on a loaded machine a step boundary costs seconds (601 s seen for 600)."""
     t0 = result.weights[0].at
-    return [(w.weight, timedelta(seconds=round((w.at - t0).total_seconds()))) for w in result.weights]
+    return [(w.weight, round((w.at - t0) / M) * M) for w in result.weights]
+
+
+async def sleep_between_ticks(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """``env.sleep(duration)`` and half a minute more: a test that steers right after its sleep never meets a timer
+    firing.
+
+    The canary's timers (measurement ticks, step ends) fall on whole minutes of the run, and a steering update
+    (extend, pause, resume, promote, abort) wakes a timed wait, which cancels its timer. When that timer fires while
+    the update's workflow task runs, the V1 test server refuses the task's completion ("invalid history builder state
+    for action": the real server drops the buffered fire instead) and loses the time-skipping lock the task held: from
+    then on its clock runs at wall speed and the next sleep or ``result()`` waits real minutes (the 120 s timeouts).
+    Under load the run reaches its ticks seconds after the test's sleep ends, just when the test steers; half a
+    minute is room for any load and changes no outcome the tests assert.
+    """
+    await env.sleep(duration + M / 2)
 
 
 async def gate_open(handle: WorkflowHandle) -> str:
@@ -149,7 +165,7 @@ async def test_abort_mid_step_rolls_back(ts_env: WorkflowEnvironment, task_queue
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input())
-            await ts_env.sleep(15 * M)
+            await sleep_between_ticks(ts_env, 15 * M)
             await handle.execute_update(CanaryRamp.abort, AbortInput(requested_by="carol", reason="customer complaints"))
         result = await handle.result()
         await harness.save_history(handle, "canary-abort_mid_step_rolls_back")
@@ -166,7 +182,7 @@ async def test_promote_early_through_approval(ts_env: WorkflowEnvironment, task_
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input())
-            await ts_env.sleep(3 * M)
+            await sleep_between_ticks(ts_env, 3 * M)
             await handle.execute_update(CanaryRamp.promote, SteerInput(by="alice", reason="hotfix needed everywhere"))
             gate = await gate_open(handle)
             assert gate.startswith("promote")
@@ -190,12 +206,12 @@ async def test_extend_and_pause_move_the_step_end(ts_env: WorkflowEnvironment, t
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input(plan=plan))
-            await ts_env.sleep(2 * M)
+            await sleep_between_ticks(ts_env, 2 * M)
             with pytest.raises(WorkflowUpdateFailedError):
                 await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", duration="0s"))
             await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", reason="slow traffic", duration="3m"))
             await handle.execute_update(CanaryRamp.pause, SteerInput(by="dave", reason="lunch"))
-            await ts_env.sleep(4 * M)
+            await ts_env.sleep(4 * M)  # from between two ticks to between two ticks
             await handle.execute_update(CanaryRamp.resume, SteerInput(by="dave"))
         result = await handle.result()
         await harness.save_history(handle, "canary-extend_and_pause_move_the_step_end")
