@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator, Sequence
 
@@ -104,9 +105,15 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
+# The SDK waits 5 s for a server to answer; on a loaded CI machine the dev server takes longer ("did not start within
+# 5s" failed whole modules): a slow start is not a failure.
+SERVER_STARTUP = timedelta(seconds=60)
+
+
 async def start_time_skipping() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=DATA_CONVERTER, test_server_existing_path=binary("temporal-test-server")
+        data_converter=DATA_CONVERTER, test_server_existing_path=binary("temporal-test-server"),
+        test_server_startup_timeout=SERVER_STARTUP,
     )
     await register_search_attributes(env.client)
     return env
@@ -124,6 +131,7 @@ async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | Non
         ui=ui_port is not None,
         ui_port=ui_port,
         dev_server_extra_args=extra,
+        dev_server_startup_timeout=SERVER_STARTUP,
     )
 
 
