@@ -485,8 +485,9 @@ async def plan_provision(inp: ProvisionEnvironmentInput, plan: DryRunPlan) -> No
     plan.rollback = ["what this run created goes: terraform destroy (sandbox, or a workspace that had no state), the "
                      "namespace if it did not exist, the record; an environment that existed is never destroyed (Held)"]
     plan.approval = approval_lines(inp.meta.approval, [f"apply-plan ({inp.tier}, bound to the plan's hash)"])
+    outputs = f", {len(summary.output_changes)} output(s) changed" if summary.output_changes else ""
     plan.summary = (f"{inp.environment} ({inp.tier}): {summary.add} to add, {summary.change} to change, "
-                    f"{summary.destroy} to destroy")
+                    f"{summary.destroy} to destroy{outputs}")
 
 
 # ----------------------------------------------------------------------------------------------- restore drill
