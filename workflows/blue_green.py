@@ -44,11 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from core.analysis import (
         AnalysisTemplate,
         AnalysisVerdict,
-        CloudWatchQuery,
-        Condition,
         MeasureBatchInput,
         Measurement,
-        MetricSpec,
         assess,
     )
     from core.approval import GateOutcome
@@ -56,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.runbook import RunbookInput, RunbookResult
     from core.traffic import COLOURS, AlbRouterConfig, Discovery, KubernetesRouterConfig
+    from workflows.analysis import AnalysisRun
     from workflows.base import (
         ACTIVITY_RETRY,
         Ending,
@@ -71,7 +69,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steering import BlueGreenSteering
     from workflows.traffic import TrafficRouter, make_router
 
-HEALTH_FAILURE_LIMIT_PERCENT = 5.0
 # failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
 NOTHING_CHANGED = "nothing was changed"
@@ -90,24 +87,6 @@ class PreviewCheck(BaseModel):
     timeout_seconds: float = 5
 
 
-def bake_template() -> AnalysisTemplate:
-    """The policy's post-promotion rollback triggers read from CloudWatch (Service/Version dimensions): error rate
-    > 1 %, latency p99 > 2 s; the first breaching measurement switches back (failure_limit 0)."""
-
-    def cw(metric: str) -> CloudWatchQuery:
-        return CloudWatchQuery(
-            namespace="Demo/Service", metric_name=metric, dimensions={"Service": "{{service}}", "Version": "{{version}}"}
-        )
-
-    return AnalysisTemplate(
-        name="bluegreen-bake",
-        metrics=[
-            MetricSpec(name="error-rate", query=cw("ErrorRate"), success=Condition(op="<=", threshold=1), unit="%", failure_limit=0),
-            MetricSpec(name="latency-p99", query=cw("LatencyP99"), success=Condition(op="<=", threshold=2), unit="s", failure_limit=0),
-        ],
-    )
-
-
 class BlueGreenInput(RunbookInput):
     service: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     image: str = Field(min_length=1, description="the new version (container image, or a version label for ALB)")
@@ -124,9 +103,14 @@ class BlueGreenInput(RunbookInput):
     pre_analysis_duration: Duration = timedelta(minutes=2)
     bake: Duration = timedelta(minutes=10)
     bake_interval: Duration = timedelta(minutes=1)
-    bake_analysis: AnalysisTemplate | None = Field(default_factory=bake_template)
+    bake_analysis: AnalysisTemplate | None = Field(
+        None, description="post-promotion analysis; None = health probes only (the catalog's entry gives the policy's)"
+    )
     bake_probes: int = Field(4, ge=1, le=100, description="HTTP health probes of the new colour per bake tick")
     health_min_samples: int = Field(10, ge=1, description="probes needed before the failure ratio is judged")
+    health_failure_limit: float = Field(
+        5.0, ge=0, le=100, description="bake: switch back when more than this % of the health probes failed"
+    )
     scale_down_delay: Duration = timedelta(seconds=30)
     progress_deadline: Duration = timedelta(minutes=10)
     max_bake_extension: Duration = timedelta(hours=24)
@@ -440,29 +424,27 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             timeout_seconds=check.timeout_seconds,
         )
 
+    def _analysis_args(self) -> dict[str, str]:
+        return {"service": self._input.service, "version": self._input.image, "colour": self._new or ""}
+
     async def _measure(self, template: AnalysisTemplate) -> list[Measurement]:
         """Every metric of the template in one activity (one activation per tick, a short history)."""
-        args = {"service": self._input.service, "version": self._input.image, "colour": self._new or ""}
         return list(
             await workflow.execute_activity_method(
                 MetricsActivities.measure_metrics,
-                MeasureBatchInput(metrics=template.metrics, args=args),
+                MeasureBatchInput(metrics=template.metrics, args=self._analysis_args()),
                 start_to_close_timeout=timedelta(seconds=60 + 30 * len(template.metrics)),
                 retry_policy=ACTIVITY_RETRY,
             )
         )
 
     async def _pre_analysis(self, template: AnalysisTemplate, duration: timedelta) -> AnalysisVerdict:
-        """Measure every metric at the template's shortest interval for ``duration`` (at least once)."""
-        interval = min(m.interval for m in template.metrics)
-        measurements: list[Measurement] = []
-        end = workflow.now() + duration
-        while True:
-            measurements += await self._measure(template)
-            verdict = assess(template, measurements)
-            if verdict.phase in ("Failed", "Error", "Inconclusive") or workflow.now() + interval > end:
-                return assess(template, measurements, complete=True) if verdict.phase == "Running" else verdict
-            await workflow.sleep(interval, summary=f"{template.name}: next pre-promotion measurement")
+        """The pre-promotion analysis: an ``AnalysisRun`` (the canary's engine) of ``duration`` that measures at
+        once (after any ``initial_delay``) and then every interval; a decisive verdict ends it early."""
+        end = workflow.now() + max(duration, max(m.initial_delay for m in template.metrics))
+        run = AnalysisRun(template, args=self._analysis_args(), deadline=lambda: end, stop=lambda: self.aborting,
+                          measure_at_start=True)
+        return await run.run()
 
     # ------------------------------------------------------------------ bake
     def _open_promote_gate(self) -> ApprovalGate:
@@ -600,10 +582,10 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             errors_seen = sorted({r.error or "" for r in probe_results})
             raise Stop("RolledBack", f"health checks of {self._new} all failed: {'; '.join(errors_seen)}")
         ratio = 100.0 * self._probe_failures / self._probes if self._probes else 0.0
-        if self._probes >= input.health_min_samples and ratio > HEALTH_FAILURE_LIMIT_PERCENT:
+        if self._probes >= input.health_min_samples and ratio > input.health_failure_limit:
             raise Stop(
                 "RolledBack",
-                f"health-check failures {ratio:.1f}% > {HEALTH_FAILURE_LIMIT_PERCENT:g}% ({self._probe_failures}/{self._probes})",
+                f"health-check failures {ratio:.1f}% > {input.health_failure_limit:g}% ({self._probe_failures}/{self._probes})",
             )
         verdict = self._verdict
         if verdict is None:

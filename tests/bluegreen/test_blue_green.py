@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from core.analysis import AnalysisTemplate
 from core.approval import AbortInput, RejectInput
 from tests import harness
 from tests.bluegreen.conftest import (
@@ -88,10 +91,10 @@ async def test_alb_happy_path(ts_env, task_queue, recording, alb, colours):
     assert {m.metric for m in result.bake_verdict.metrics} == {"error-rate", "latency-p99"}
 
 
-def BlueGreenCutover_bake():
-    from workflows.blue_green import bake_template
-
-    return bake_template()
+def BlueGreenCutover_bake() -> AnalysisTemplate:
+    """The catalog entry's default bake template (the policy's rollback triggers live in runbooks/, not in code)."""
+    entry = yaml.safe_load((Path(__file__).resolve().parents[2] / "runbooks" / "blue-green.yaml").read_text())
+    return AnalysisTemplate.model_validate(entry["parameters"]["bake_analysis"]["default"])
 
 
 async def test_scale_down_delay_is_honoured_in_virtual_time(ts_env, task_queue, recording, kube, colours):
