@@ -164,3 +164,17 @@ def test_a_paused_step_shows_its_clock_standing_still():
     # 2 of 10 minutes ran before the pause; 8 are left once resumed, however long the pause lasts
     assert line == "this step: [######------------------------]  20% paused 2m ago (14:26:10 UTC): 8m left once resumed"
     assert any(line.endswith("pause by bob: look at logs") for line in plain_lines(paused, NOW))
+
+
+def test_a_run_waiting_out_a_change_freeze_shows_the_window_and_its_end():
+    from core.calendar import Freeze
+
+    freeze = Freeze(window="year-end", description="year-end change freeze", starts_at=NOW - timedelta(hours=2),
+                    ends_at=NOW + timedelta(hours=3), break_glass=ApprovalPolicy(approvers=["dave"]))
+    state = canary_state().model_copy(update={"status": "WaitingForWindow", "freeze": freeze,
+                                              "stage": "set weight 25%: waiting for the end of the change freeze"})
+    text = "\n".join(plain_lines(state, NOW))
+    assert "status: WaitingForWindow" in text
+    assert "freeze: change freeze 'year-end' (year-end change freeze) until 2026-12-01 17:28 UTC" in text
+    assert "break-glass gate with a reason" in text
+    assert re.search(r"freeze 'year-end' ends: .*3h left", text), text
