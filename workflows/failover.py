@@ -336,6 +336,10 @@ def dns_records(dns: DnsSpec, active: RegionSide, standby: RegionSide) -> list[R
 
 
 # --------------------------------------------------------------------------------------------------- shared steps
+# A run held after a failed verification and reverified tells people it recovered (runs recorded before did not).
+RECOVERED_PATCH = "failover-recovered-notification"
+
+
 class _RegionMove(RunbookWorkflow, RegionMoveSteering):
     """What both directions share: the read-only look, fence / promote / scale / DNS / verify, giving back."""
 
@@ -626,7 +630,9 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
 
     async def verify(self, side: RegionSide, passes: int, attempts: int, interval: timedelta, timeout: float,
                      hold: timedelta) -> None:
-        """Probe until ``passes`` consecutive successes; on failure page and hold for a person (never flap back)."""
+        """Probe until ``passes`` consecutive successes; on failure page and hold for a person (never flap back). A
+        run that passes after a hold says so (``recovered``: Slack is told, and the page of the hold resolves)."""
+        reverified_by: str | None = None
         while True:
             self.check_abort("verify")
             rec = self.step_started("verify", side.health_url)
@@ -646,6 +652,13 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
             if streak >= passes:
                 self.verified_at = workflow.now()
                 await self.step_done(rec, f"{passes} consecutive passing probes ({last.status}, {last.latency_ms:.0f} ms)")
+                if reverified_by is not None and workflow.patched(RECOVERED_PATCH):
+                    await self.notify(
+                        "recovered",
+                        f"{self.service}: {side.region} passed verification after the hold - recovered",
+                        f"{passes} consecutive passing probes after `reverify` by {reverified_by}; traffic stays on "
+                        f"{side.region}.",
+                    )
                 return
             self.step_failed(rec, f"failed: {last.error}")
             self.held = True
@@ -670,6 +683,7 @@ class _RegionMove(RunbookWorkflow, RegionMoveSteering):
                 raise Stop("Held", f"{side.region} failed verification ({last.error}); held, ended by {who}",
                            severity="critical")
             self.held = False
+            reverified_by = self.reverify_request.requested_by
             self.set_status("Running", "verify")
 
     async def set_size(self, side: RegionSide, replicas: int, step: str = "standby") -> None:

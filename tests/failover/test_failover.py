@@ -221,6 +221,12 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
         result = await handle.result()
         await harness.save_history(handle, "failover-verification_failure_holds_and_pages")
     assert result.status == "Succeeded" and [s.status for s in result.steps if s.name == "verify"] == ["failed", "done"]
+    # the recovery is told once, after the hold's page: it reaches Slack and resolves the page (PagerDutyChannel)
+    kinds = recording[0].kinds(handle.id)
+    assert kinds.count("recovered") == 1 and kinds.index("recovered") > kinds.index("alert")
+    recovered = next(e for e in recording[0].events if e.kind == "recovered")
+    assert "us-west-2 passed verification after the hold" in recovered.title and "reverify` by dave" in recovered.text
+    assert recovered.severity == "info"
 
 
 async def test_verification_failure_aborted_ends_held(ts_env, task_queue, regions):
