@@ -555,7 +555,7 @@ async def plan_release(inp: ReleaseInput, plan: DryRunPlan) -> None:
     if why is not None and not inp.override_bad_version:
         raise WouldRefuse(f"version: {inp.version} is marked bad ({why})")
     gates = [f"override-bad-version ({why})"] if why is not None else []
-    plan.procedure = ["validate", "change-calendar", "last-known-good"]
+    plan.procedure = ["validate", "last-known-good"]
     for stage in inp.stages:
         policy = inp.meta.approval_by_environment.get(stage.environment, inp.meta.approval)
         if policy.required_approvals:

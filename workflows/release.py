@@ -3,7 +3,10 @@
 Steps (the ``stage`` of the status query; ``details.stages`` holds every stage and wave with its child's id):
 1. ``validate``: every stage's and wave's child input is built and validated (an unknown strategy, a wave without a
    router, a child parameter the child refuses): a problem ends the run ``Refused``, naming the field.
-2. ``change-calendar``: the freeze window check (``_change_calendar``, the one place it belongs).
+2. the change calendar (runbooks/calendar.yaml): each child checks it before each of its changes, as its own
+   runbook in the stage's environment; the release checks its own entry (``release`` in the catalog's environment,
+   production) before each stage in that environment, and waits out a freeze there (or is refused, per the
+   catalog's ``freeze``), before that stage's first wave (``_change_calendar``).
 3. ``last-known-good``: the ledger (PostgreSQL, ``activities.release_ledger``) is read: per environment the last
    version that finished healthy, and the versions marked bad. A version marked bad is ``Refused`` unless the input
    asks for an override (``override_bad_version``), which a person approves (gate ``override-bad-version``).
@@ -200,7 +203,7 @@ class Release(RunbookWorkflow):
 
     def _plan_steps(self) -> list[str]:
         """The step names this release walks, in order (for `runbook watch`)."""
-        steps = ["validate", "change-calendar", "last-known-good"]
+        steps = ["validate", "last-known-good"]
         for stage in self.input.stages:
             steps.append(f"{stage.name}: approval")
             for n, wave in enumerate(waves_of(stage)):
@@ -232,7 +235,6 @@ class Release(RunbookWorkflow):
             raise Stop("Refused", f"release of {i.service} {i.version} refused: {'; '.join(problems)}; {NOTHING_CHANGED}",
                        severity="warning")
         await self.step_done(rec, " -> ".join(s.name for s in i.stages), notify=False)
-        await self._change_calendar()
         await self._last_known_good()
         for index, stage in enumerate(i.stages):
             self.current = index
@@ -240,10 +242,12 @@ class Release(RunbookWorkflow):
         self.current = None
         return f"{i.service} {i.version} released through {' -> '.join(s.name for s in i.stages)}"
 
-    async def _change_calendar(self) -> None:
-        """THE place for the change calendar's freeze windows (issue 16: 'respects the change calendar'): no
-        calendar exists in core yet (another helper builds it), so this step records that it did not check."""
-        self.step_skipped("change-calendar", "no change calendar in this build: freeze windows are not checked")
+    async def _change_calendar(self, stage: StageSpec) -> None:
+        """The release's own freeze check (its children check theirs before each change): before a stage in the
+        run's environment (``release`` in production), the base's ``respect_freeze`` waits out a freeze window (a
+        break-glass approval may end the wait) or refuses per the catalog."""
+        if stage.environment == self.meta.environment:
+            await self.respect_freeze(f"{stage.name}: change calendar")
 
     async def _last_known_good(self) -> None:
         i = self.input
@@ -310,6 +314,7 @@ class Release(RunbookWorkflow):
         approvers = ", ".join(a.approver for a in outcome.approvals)
         await self.step_done(rec, f"approved by {approvers}" if approvers else "no approval required by policy",
                              notify=False)
+        await self._change_calendar(stage)
         view.phase = "running"
         for n, (spec, wave) in enumerate(zip(waves_of(stage), view.waves, strict=True)):
             where = f"{stage.name}/{wave.wave}"

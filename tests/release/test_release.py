@@ -304,3 +304,30 @@ def test_the_catalog_hands_the_run_every_environments_policy() -> None:
     assert production.required_approvals == 2 and production.required_groups == ["platform-team", "security-team"]
     assert plan.meta.approval_by_environment["development"].required_approvals == 0
     assert [s.name for s in plan.input.stages] == ["development", "staging", "production"]
+
+
+async def test_a_freeze_window_holds_production_until_it_ends(ts_env: WorkflowEnvironment, postgres: str,
+                                                               task_queue: str, recording) -> None:
+    from activities.calendar import CalendarActivities
+
+    now = (await ts_env.get_current_time()).astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+    folder = Path(tempfile.mkdtemp(prefix="release-calendar-"))
+    for name in ("release.yaml", "groups.yaml"):
+        shutil.copy(RUNBOOKS / name, folder / name)
+    ends = now + timedelta(hours=2)
+    (folder / "calendar.yaml").write_text(
+        f"timezone: UTC\nwindows:\n  - name: test-freeze\n    start: {(now - timedelta(hours=1)).isoformat()}\n"
+        f"    end: {ends.isoformat()}\n    runbooks: [release]\n    environments: [production]\n")
+    fleet, ledger = Fleet(), ReleaseLedgerActivities(postgres)
+    acts = [*fleet.activities(), ledger.ledger_read, ledger.ledger_record, recording[1].notify,
+            CalendarActivities(folder).check_freeze]
+    async with harness.running_worker(ts_env.client, task_queue, [Release, CanaryRamp], acts):
+        run = await Releases(ts_env, task_queue, fleet, ledger)([production(error_budget=False)])
+        await run.approve(await run.gate("promote-production"), "bob", "carol")
+        status = await run.until(lambda s: s.status == "WaitingForWindow", "the freeze")
+        assert status.freeze is not None and status.freeze.window == "test-freeze"
+        assert fleet.log == []  # nothing changed inside the window
+        result = await run.result()
+    assert result.status == "Succeeded", result.summary
+    eu = run.wave(result, "production", "eu")
+    assert eu.started_at is not None and eu.started_at.replace(tzinfo=None) >= ends
