@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 M = timedelta(minutes=1)
 
 
-def catalog(folder: Path, start: datetime, length: timedelta, **extra: str) -> Path:
+def catalog(folder: Path, start: datetime, length: timedelta, glass: str = "{groups: [sre], timeout: 2h}",
+            **extra: str) -> Path:
     """The product's catalog with a calendar of one window on production (wall-clock UTC, whole minutes)."""
     folder.mkdir(exist_ok=True)
     for path in (REPO / "runbooks").glob("*.yaml"):
@@ -37,7 +38,7 @@ def catalog(folder: Path, start: datetime, length: timedelta, **extra: str) -> P
     lines = "".join(f"    {k}: {v}\n" for k, v in extra.items())
     (folder / "calendar.yaml").write_text(textwrap.dedent(f"""\
         timezone: UTC
-        break_glass: {{groups: [sre], timeout: 2h}}
+        break_glass: {glass}
         windows:
           - name: test-freeze
             description: a test freeze
@@ -189,3 +190,17 @@ async def test_a_runbook_that_refuses_to_wait_ends_refused(ts_env, task_queue, t
         result = await (await rig.start(inp)).result()
     assert result.status == "Refused" and "test-freeze" in result.summary
     assert result.weights == [] and rig.traffic.weights == {STABLE: 100, CANARY: 0}
+
+
+async def test_a_window_without_break_glass_waits_and_says_so(ts_env, task_queue, tmp_path) -> None:
+    start = await minute(ts_env, -1 * timedelta(hours=1))
+    rig = FrozenRig(ts_env, task_queue, catalog(tmp_path, start, timedelta(hours=3), glass="null"))
+    async with rig.worker():
+        with ts_env.auto_time_skipping_disabled():
+            handle = await rig.start(production())
+            status = await waiting(handle)
+            assert status.freeze is not None and status.freeze.break_glass is None and not status.open_gates
+        result = await handle.result()
+    assert result.status == "Succeeded" and result.weights[0].at >= start + timedelta(hours=3)
+    told = next(e for e in rig.recorder.events if e.kind == "alert")
+    assert told.severity == "warning" and "test-freeze" in told.text and told.channels == ["slack"]
