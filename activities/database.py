@@ -54,6 +54,7 @@ from core.restore import (
     TablesPresentCheck,
     as_utc,
 )
+from core.rotation import ConsumerCheckInput, ConsumerSessions
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,31 @@ class DatabaseActivities:
         finally:
             if source_conn is not None:
                 source_conn.close()
+
+    @activity.defn(name="pg_wait_consumers")
+    def pg_wait_consumers(self, req: ConsumerCheckInput) -> ConsumerSessions:
+        """The rotate-secret verification: poll pg_stat_activity (heartbeating) until every consumer has sessions,
+        all as ``expect_user`` and none as ``forbid_users``; VerificationFailed at the deadline, naming who is not."""
+        deadline = time.monotonic() + req.timeout_seconds
+        consumers = [c for c in req.consumers if c.strip()]
+        while True:
+            with self._connect(req.server, req.server.maintenance_db, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT application_name, usename FROM pg_stat_activity WHERE application_name = ANY(%s)",
+                    (consumers,)).fetchall()
+            users: dict[str, list[str]] = {c: [] for c in consumers}
+            for app, user in rows:
+                if user not in users[app]:
+                    users[app].append(user)
+            pending = [c for c, us in users.items() if us != [req.expect_user]]
+            if not pending:
+                return ConsumerSessions(users=users)
+            activity.heartbeat({c: users[c] for c in pending})
+            if time.monotonic() >= deadline:
+                said = "; ".join(f"{c} connected as {users[c] or 'nobody'}" for c in pending)
+                raise ApplicationError(f"consumers not on {req.expect_user} after {req.timeout_seconds:g}s: {said}",
+                                       type=errors.VERIFICATION_FAILED, non_retryable=True)
+            time.sleep(req.poll_seconds)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _measure(self, conn: psycopg.Connection, source: psycopg.Connection | None, check: Any) -> Measurement:

@@ -16,14 +16,26 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import hvac
 import hvac.exceptions
 import requests
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core import errors
+from core.rotation import (
+    DbCredentialInput,
+    DbCredentialIssued,
+    DbRotationTarget,
+    DbRotationTargetState,
+    KvRef,
+    KvRestoreInput,
+    LeaseRef,
+    LeaseRevoked,
+)
 
 
 class VaultReader:
@@ -134,3 +146,122 @@ class VaultReader:
                 raise ApplicationError(f"Vault secret {path} has several keys {sorted(data)}: write {path}#<key>",
                                        type=errors.INVALID_INPUT, non_retryable=True)
         return out
+
+
+class SecretEngineActivities:
+    """OpenBao/Vault secret engines for the rotate-secret runbook (hvac): the database engine's credentials, KV v2
+    versions the consumers read, and lease revocation. Every secret stays inside these activities: they answer with
+    versions, lease ids and user names only."""
+
+    def __init__(self, client: hvac.Client, *, kv_mount: str = "secret") -> None:
+        self._client = client
+        self._kv = VaultReader(client, mount_point=kv_mount)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "SecretEngineActivities":
+        return cls(VaultReader.from_env(env)._client)
+
+    def _kv_versions(self, path: str) -> tuple[str, str, int]:
+        """(mount, sub-path, current version; 0 when the path does not exist)."""
+        mount, sub = self._kv._split(path)
+        try:
+            meta = self._vault(lambda: self._client.secrets.kv.v2.read_secret_metadata(path=sub, mount_point=mount),
+                               f"{mount}/{sub}")
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return mount, sub, 0
+            raise
+        return mount, sub, int(meta["data"].get("current_version") or 0)
+
+    def _kv_read(self, mount: str, sub: str, version: int) -> dict[str, str]:
+        resp = self._vault(lambda: self._client.secrets.kv.v2.read_secret_version(
+            path=sub, mount_point=mount, version=version, raise_on_deleted_version=True), f"{mount}/{sub} v{version}")
+        return {str(k): str(v) for k, v in (resp["data"]["data"] or {}).items()}
+
+    @staticmethod
+    def _vault(call: Callable[[], Any], what: str) -> Any:
+        try:
+            return call()
+        except hvac.exceptions.InvalidPath:
+            raise ApplicationError(f"Vault: {what} does not exist", type=errors.NOT_FOUND, non_retryable=True) from None
+        except hvac.exceptions.Forbidden:
+            raise ApplicationError(f"Vault denied {what}: check the token's policy", type=errors.ACCESS_DENIED,
+                                   non_retryable=True) from None
+        except hvac.exceptions.InvalidRequest as err:
+            raise ApplicationError(f"Vault refused {what}: {err}", type=errors.INVALID_INPUT, non_retryable=True) from None
+        except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError,
+                requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+            raise ApplicationError(f"Vault unreachable ({what}): {type(err).__name__}: {err}",
+                                   type=errors.TRANSIENT) from None
+
+    @activity.defn
+    def db_rotation_target(self, req: DbRotationTarget) -> DbRotationTargetState:
+        """Read-only: does the engine's role exist, and which KV version do the consumers read now."""
+        try:
+            self._vault(lambda: self._client.secrets.database.read_role(req.role, mount_point=req.mount),
+                        f"{req.mount}/roles/{req.role}")
+            role_exists = True
+        except ApplicationError as err:
+            if err.type != errors.NOT_FOUND:
+                raise
+            role_exists = False
+        mount, sub, version = self._kv_versions(req.kv_path)
+        data = self._kv_read(mount, sub, version) if version else {}
+        return DbRotationTargetState(role_exists=role_exists, kv_version=version, kv_username=data.get("username", ""),
+                                     kv_lease_id=data.get("lease_id", ""), kv_rotation_id=data.get("rotation_id", ""))
+
+    @activity.defn
+    def db_issue_credential(self, req: DbCredentialInput) -> DbCredentialIssued:
+        """A new user from the engine, written as the next KV version; a retry finds its own version and returns it
+        (the lease id and user recorded beside it), so one rotation never issues two users."""
+        mount, sub, current = self._kv_versions(req.kv_path)
+        data = self._kv_read(mount, sub, current) if current else {}
+        if current and data.get("rotation_id") == req.rotation_id:
+            previous = current - 1
+            before = self._kv_read(mount, sub, previous) if previous else {}
+            return DbCredentialIssued(
+                kv=KvRef(path=req.kv_path, version=current), username=data.get("username", ""),
+                lease_id=data.get("lease_id", ""), previous=KvRef(path=req.kv_path, version=previous),
+                previous_username=before.get("username", ""), previous_lease_id=before.get("lease_id", ""))
+        creds = self._vault(lambda: self._client.secrets.database.generate_credentials(req.role, mount_point=req.mount),
+                            f"{req.mount}/creds/{req.role}")
+        lease_id, username = creds["lease_id"], creds["data"]["username"]
+        try:
+            written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                path=sub, mount_point=mount, cas=current,
+                secret={"username": username, "password": creds["data"]["password"], "lease_id": lease_id,
+                        "rotation_id": req.rotation_id}), f"{mount}/{sub}")
+        except ApplicationError:
+            self._revoke(lease_id)  # nobody will ever read this user: do not leave it behind
+            raise
+        return DbCredentialIssued(
+            kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), username=username, lease_id=lease_id,
+            previous=KvRef(path=req.kv_path, version=current), previous_username=data.get("username", ""),
+            previous_lease_id=data.get("lease_id", ""))
+
+    @activity.defn
+    def kv_restore_version(self, req: KvRestoreInput) -> KvRef:
+        """Write version ``source.version``'s data again as the newest version (a rollback the consumers see as a
+        change); when the newest already holds that data, nothing is written."""
+        mount, sub, current = self._kv_versions(req.source.path)
+        wanted = self._kv_read(mount, sub, req.source.version)
+        if current and self._kv_read(mount, sub, current) == wanted:
+            return KvRef(path=req.source.path, version=current)
+        written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
+            path=sub, mount_point=mount, secret=wanted, cas=current), f"{mount}/{sub}")
+        return KvRef(path=req.source.path, version=int(written["data"]["version"]))
+
+    def _revoke(self, lease_id: str) -> bool:
+        try:
+            self._vault(lambda: self._client.sys.read_lease(lease_id), f"lease {lease_id}")
+        except ApplicationError as err:
+            if err.type in (errors.NOT_FOUND, errors.INVALID_INPUT):  # unknown or expired lease: already gone
+                return False
+            raise
+        self._vault(lambda: self._client.sys.revoke_lease(lease_id), f"revoking lease {lease_id}")
+        return True
+
+    @activity.defn
+    def vault_revoke_lease(self, req: LeaseRef) -> LeaseRevoked:
+        """Revoke a lease now (the engine drops its database user); idempotent."""
+        return LeaseRevoked(lease_id=req.lease_id, revoked=self._revoke(req.lease_id))

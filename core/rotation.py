@@ -1,0 +1,141 @@
+"""The rotate-secret runbook's contract: its input, result and the typed requests of its activities.
+
+No type here carries a secret value: only references (Vault paths, roles), versions, lease ids and user names.
+The activities that create material write it straight to where consumers read it (Vault KV v2) and answer with
+those references; the workflow, its history, queries and logs never see a password.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.duration import Duration
+from core.restore import PgServer
+from core.runbook import RunbookInput, RunbookResult
+
+SecretKind = Literal["database"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KvRef(_Model):
+    """A KV v2 secret (``secret/apps/orders/db``) and one of its versions (0: none)."""
+
+    path: str
+    version: int = 0
+
+
+class DbCredentialInput(_Model):
+    """Issue a new credential from the database engine's ``role`` and write it as the next version of ``kv_path``
+    (keys username, password, lease_id, rotation_id). ``rotation_id`` makes a retry return what it already wrote."""
+
+    mount: str = "database"
+    role: str
+    kv_path: str
+    rotation_id: str
+    lease_ttl: str = Field("", description="lease ttl to ask for (empty: the role's default)")
+
+
+class DbCredentialIssued(_Model):
+    kv: KvRef = Field(description="the version the consumers now read")
+    username: str
+    lease_id: str
+    previous: KvRef = Field(description="the version before (0: the path had none)")
+    previous_username: str = ""
+    previous_lease_id: str = ""
+
+
+class DbRotationTarget(_Model):
+    """What must exist before a rotation starts (checked read-only): the role in the engine and the KV path."""
+
+    mount: str = "database"
+    role: str
+    kv_path: str
+
+
+class DbRotationTargetState(_Model):
+    role_exists: bool
+    kv_version: int = Field(description="the current version of kv_path (0: the path does not exist)")
+    kv_username: str = ""
+    kv_lease_id: str = ""
+    kv_rotation_id: str = Field("", description="the rotation that wrote the current version (a run's workflow id)")
+
+
+class KvRestoreInput(_Model):
+    """Write the data of ``source`` as the newest version of its path (a rollback consumers pick up as a change),
+    unless the newest version already holds it (idempotent)."""
+
+    source: KvRef
+
+
+class LeaseRef(_Model):
+    lease_id: str
+
+
+class LeaseRevoked(_Model):
+    lease_id: str
+    revoked: bool = Field(description="False: the lease was already gone")
+
+
+class ConsumerCheckInput(_Model):
+    """Wait until every consumer (``application_name`` in pg_stat_activity) is connected as ``expect_user`` and none
+    as ``forbid_users``; fails VerificationFailed after ``timeout_seconds``."""
+
+    server: PgServer
+    consumers: list[str]
+    expect_user: str
+    forbid_users: list[str] = Field(default_factory=list)
+    timeout_seconds: float = 300.0
+    poll_seconds: float = 1.0
+
+
+class ConsumerSessions(_Model):
+    users: dict[str, list[str]] = Field(description="consumer -> the users its sessions are connected as")
+
+
+class RotateSecretInput(RunbookInput):
+    kind: SecretKind = "database"
+    # database credentials (OpenBao/Vault database secrets engine)
+    mount: str = Field("database", description="the database secrets engine's mount")
+    role: str = Field("", description="the engine's role that creates users")
+    kv_path: str = Field("", description="the KV v2 path the consumers read their credentials from")
+    consumers: list[str] = Field(default_factory=list,
+                                 description="the consumers' application_name, seen in pg_stat_activity")
+    server: PgServer | None = Field(None, description="the database the consumers use (admin credentials by vault_path)")
+    verify_timeout: Duration = Field(timedelta(minutes=5), description="how long consumers get to connect as the new user")
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if not self.role.strip():
+            out.append("role: blank (the database engine's role to issue from)")
+        if not self.kv_path.strip():
+            out.append("kv_path: blank (where the consumers read their credentials)")
+        if not [c for c in self.consumers if c.strip()]:
+            out.append("consumers: empty (who must switch to the new user before the old one is revoked)")
+        if self.server is None:
+            out.append("server: missing (the database whose sessions are checked)")
+        return out
+
+
+class RotationRecord(_Model):
+    """The audit of one rotation: versions, lease ids, user names; never a secret."""
+
+    kind: SecretKind
+    kv_path: str = ""
+    old_version: int = 0
+    new_version: int = 0
+    old_username: str = ""
+    new_username: str = ""
+    old_lease_id: str = ""
+    new_lease_id: str = ""
+    revoked: list[str] = Field(default_factory=list, description="lease ids revoked (old on success, new on rollback)")
+    restored_version: int = Field(0, description="on rollback: the KV version that holds the old credential again")
+
+
+class RotateSecretResult(RunbookResult):
+    rotation: RotationRecord

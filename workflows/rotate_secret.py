@@ -1,0 +1,164 @@
+"""Rotate a secret with zero downtime: create the new material, roll it out while the old one still works, verify
+the consumers use the new one, then revoke the old.
+
+Kind ``database`` (OpenBao/Vault's database secrets engine): validate (read-only: the role exists, the KV path the
+consumers read exists) -> issue a new user and write it as the next KV version (the old user still works: both are
+valid during the overlap) -> verify (pg_stat_activity: every consumer connected as the new user, none as the old)
+-> revoke the old lease (the engine drops the old user). Safe states, per step (docs/rotate-secret.md):
+- before the issue, or a Refused input: nothing changed;
+- after the issue, on a failed verification, an abort or a cancel: the one compensation block writes the old
+  credential back as the newest KV version and revokes the new lease; the old user was never touched;
+- once the old lease is revoked the rotation is done: an abort then changes nothing.
+No secret value enters the workflow: its activities answer with versions, lease ids and user names.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.database import DatabaseActivities
+    from activities.vault import SecretEngineActivities
+    from core import errors
+    from core.rotation import (
+        ConsumerCheckInput,
+        DbCredentialInput,
+        DbCredentialIssued,
+        DbRotationTarget,
+        KvRestoreInput,
+        LeaseRef,
+        RotateSecretInput,
+        RotateSecretResult,
+        RotationRecord,
+    )
+    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of
+
+NOTHING_CHANGED = "nothing was changed"
+COMPENSATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1),
+                               maximum_attempts=10, non_retryable_error_types=[errors.INVALID_INPUT, errors.ACCESS_DENIED])
+
+
+@workflow.defn
+class RotateSecret(RunbookWorkflow):
+    @workflow.init
+    def __init__(self, input: RotateSecretInput) -> None:
+        super().__init__(input.meta, input.carry)
+        self.record = RotationRecord(kind=input.kind, kv_path=input.kv_path)
+        self._issuing = False  # set BEFORE the issue: compensation must look for what it may have written
+        self._issued: DbCredentialIssued | None = None
+        self._old_revoked = False
+
+    def status_details(self) -> dict[str, Any]:
+        return {"rotation": self.record.model_dump(mode="json")}
+
+    @workflow.run
+    async def run(self, input: RotateSecretInput) -> RotateSecretResult:
+        self.begin()
+        await self.notify("started", f"Rotate {input.kind} secret {input.kv_path}", f"role {input.role}")
+        ending = await self.conduct(lambda: self._rotate(input), lambda e: self._compensate(input, e))
+        return await self.conclude(ending, lambda common: RotateSecretResult(**common, rotation=self.record))
+
+    async def _rotate(self, input: RotateSecretInput) -> Ending:
+        step = self.step_started("validate")
+        problems = input.problems()
+        if problems:
+            self.step_failed(step, "; ".join(problems))
+            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        state = await self.interruptible(workflow.execute_activity_method(
+            SecretEngineActivities.db_rotation_target, DbRotationTarget(mount=input.mount, role=input.role, kv_path=input.kv_path),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
+        why = []
+        if not state.role_exists:
+            why.append(f"role: {input.mount}/roles/{input.role} does not exist")
+        if not state.kv_version:
+            why.append(f"kv_path: {input.kv_path} does not exist (the consumers' current credential)")
+        if why:
+            self.step_failed(step, "; ".join(why))
+            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
+        self.record.old_version, self.record.old_username = state.kv_version, state.kv_username
+        self.record.old_lease_id = state.kv_lease_id
+        await self.step_done(step, f"role {input.role}; {input.kv_path} v{state.kv_version} ({state.kv_username})",
+                             notify=False)
+
+        step = self.step_started("issue new credential")
+        self._issuing = True
+        issued: DbCredentialIssued = await self.change(workflow.execute_activity_method(
+            SecretEngineActivities.db_issue_credential,
+            DbCredentialInput(mount=input.mount, role=input.role, kv_path=input.kv_path,
+                              rotation_id=workflow.info().workflow_id),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "issue new credential")
+        self._issued = issued
+        r = self.record
+        r.new_version, r.new_username, r.new_lease_id = issued.kv.version, issued.username, issued.lease_id
+        r.old_version, r.old_username, r.old_lease_id = issued.previous.version, issued.previous_username, issued.previous_lease_id
+        await self.step_done(step, f"{input.kv_path} v{issued.kv.version}: user {issued.username} (old "
+                                   f"{issued.previous_username} still valid)")
+
+        step = self.step_started("verify consumers")
+        assert input.server is not None  # problems() refused it otherwise
+        timeout = input.verify_timeout.total_seconds()
+        sessions = await self.interruptible(workflow.execute_activity_method(
+            DatabaseActivities.pg_wait_consumers,
+            ConsumerCheckInput(server=input.server, consumers=input.consumers, expect_user=issued.username,
+                               forbid_users=[issued.previous_username] if issued.previous_username else [],
+                               timeout_seconds=timeout),
+            start_to_close_timeout=timedelta(seconds=timeout + 120), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY), "verify consumers")
+        await self.step_done(step, f"{len(sessions.users)} consumer(s) connected as {issued.username}")
+
+        step = self.step_started("revoke old credential")
+        if issued.previous_lease_id:
+            done = await self.change(workflow.execute_activity_method(
+                SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.previous_lease_id),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "revoke old credential")
+            self._old_revoked = True
+            r.revoked.append(issued.previous_lease_id)
+            await self.step_done(step, f"lease {done.lease_id} {'revoked' if done.revoked else 'was already gone'}: "
+                                       f"user {issued.previous_username} dropped")
+        else:
+            self._old_revoked = True
+            await self.step_done(step, "the old version has no lease (a static credential): nothing to revoke")
+        return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: consumers on "
+                                   f"{r.new_username}, {r.old_username or 'old credential'} revoked")
+
+    async def _compensate(self, input: RotateSecretInput, ending: Ending) -> None:
+        """Before the old lease is revoked: put the old credential back where consumers read it and revoke the new
+        lease. The old user was never touched, so consumers that never switched kept working throughout."""
+        if not self._issuing or self._old_revoked:
+            return
+        step = self.step_started("roll back to old credential")
+        try:
+            issued = self._issued
+            if issued is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
+                state = await workflow.execute_activity_method(
+                    SecretEngineActivities.db_rotation_target,
+                    DbRotationTarget(mount=input.mount, role=input.role, kv_path=input.kv_path),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                if state.kv_rotation_id != workflow.info().workflow_id:
+                    self.step_failed(step, "no new credential was issued: nothing to roll back", status="skipped")
+                    return
+                issued = await workflow.execute_activity_method(  # idempotent: answers what it wrote
+                    SecretEngineActivities.db_issue_credential,
+                    DbCredentialInput(mount=input.mount, role=input.role, kv_path=input.kv_path,
+                                      rotation_id=workflow.info().workflow_id),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            if issued.previous.version:
+                restored = await workflow.execute_activity_method(
+                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=issued.previous),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                self.record.restored_version = restored.version
+                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old credential again "
+                                          f"({issued.previous_username})")
+            await workflow.execute_activity_method(
+                SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.lease_id),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            self.record.revoked.append(issued.lease_id)
+            ending.compensated.append(f"new lease revoked (user {issued.username} dropped)")
+            self.step_failed(step, "; ".join(ending.compensated), status="compensated")
+        except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
+            ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
+            self.step_failed(step, cause_of(err))
