@@ -8,6 +8,7 @@ calendar's ``timezone`` by default, else UTC). It freezes the ``environments`` i
 ``prod-*``; none = every environment) for the ``runbooks`` it names (none = every runbook), except the ``exempt``
 ones: a runbook's name, or ``name:kind`` for one kind of its runs (``region-failover:real``: a real failover, not a
 drill). ``break_glass`` names who may let a run change inside the window anyway (the calendar's by default).
+``imports`` adds the events of iCalendar (.ics) files beside calendar.yaml as windows (``windows_from_ics``).
 
 Everything here is pure: ``freeze_at`` takes the moment to judge, so a workflow (through the ``check_freeze``
 activity, at ``workflow.now()``), a dry-run and the CLI all give the same answer. python-dateutil parses the rules;
@@ -22,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Iterator, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.approval import ApprovalPolicy
 from core.duration import Duration
@@ -146,6 +147,19 @@ class Window(BaseModel):
                 yield span
 
 
+class IcsImport(BaseModel):
+    """Windows taken from an iCalendar file beside calendar.yaml: each VEVENT (SUMMARY, DTSTART, DTEND or DURATION,
+    RRULE) becomes a window with this scope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(pattern=r"^[^/]+\.ics$", description="a file in the catalog folder")
+    environments: list[str] = Field(default_factory=list)
+    runbooks: list[str] = Field(default_factory=list)
+    exempt: list[str] = Field(default_factory=list)
+    break_glass: BreakGlass | None = None
+
+
 class Calendar(BaseModel):
     """The change calendar of a catalog (runbooks/calendar.yaml)."""
 
@@ -154,6 +168,7 @@ class Calendar(BaseModel):
     timezone: str = "UTC"
     break_glass: BreakGlass | None = Field(None, description="the default for windows that name none")
     windows: list[Window] = Field(default_factory=list)
+    imports: list[IcsImport] = Field(default_factory=list, description="iCalendar files whose events are windows")
 
     @field_validator("timezone")
     @classmethod
@@ -284,3 +299,71 @@ def as_of(day: date | datetime) -> datetime:
     """An aware UTC moment from a date or a datetime (naive = UTC), for the CLI's --at."""
     moment = day if isinstance(day, datetime) else datetime(day.year, day.month, day.day)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def windows_from_ics(text: str, scope: IcsImport) -> list[Window]:
+    """The VEVENTs of an iCalendar (RFC 5545) text as windows with ``scope``'s environments, runbooks, exemptions
+    and break-glass policy. Raises ValueError naming the line (1-based) of the event that cannot be read."""
+    lines: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if raw[:1] in (" ", "\t") and lines:  # a folded line continues the previous one
+            lines[-1] = (lines[-1][0], lines[-1][1] + raw[1:])
+        elif raw.strip():
+            lines.append((number, raw))
+    windows: list[Window] = []
+    event: dict[str, tuple[dict[str, str], str]] | None = None
+    began = 0
+    for number, line in lines:
+        if line == "BEGIN:VEVENT":
+            event, began = {}, number
+            continue
+        if line == "END:VEVENT" and event is not None:
+            try:
+                windows.append(_window_of(event, scope))
+            except ValueError as err:
+                raise ValueError(f"{began}: {err}") from None  # "<line>: <problem>", after the file's name
+            event = None
+            continue
+        if event is None or ":" not in line:
+            continue
+        head, value = line.split(":", 1)
+        name, *params = head.split(";")
+        event[name.upper()] = (dict(p.split("=", 1) for p in params if "=" in p), value)
+    return windows
+
+
+def _ics_time(params: dict[str, str], value: str) -> tuple[datetime, str | None]:
+    """A DTSTART/DTEND value as (wall-clock time, its zone or None for the calendar's)."""
+    if params.get("VALUE") == "DATE" or len(value) == 8:
+        return datetime.strptime(value, "%Y%m%d"), params.get("TZID")
+    if value.endswith("Z"):
+        return datetime.strptime(value, "%Y%m%dT%H%M%SZ"), "UTC"
+    return datetime.strptime(value, "%Y%m%dT%H%M%S"), params.get("TZID")
+
+
+def _window_of(event: dict[str, tuple[dict[str, str], str]], scope: IcsImport) -> Window:
+    from core.duration import parse_duration
+
+    if "DTSTART" not in event:
+        raise ValueError("an event without DTSTART")
+    summary = event.get("SUMMARY", ({}, ""))[1].replace("\\,", ",").strip() or event.get("UID", ({}, "event"))[1]
+    name = "".join(c if c.isalnum() or c in " ._-" else "-" for c in summary).strip(" .-_") or "event"
+    end: datetime | None = None
+    length: timedelta | None = None
+    try:
+        start, zone_name = _ics_time(*event["DTSTART"])
+        if "DTEND" in event:
+            end = _ics_time(*event["DTEND"])[0]
+        elif "DURATION" in event:
+            length = parse_duration(event["DURATION"][1])
+        else:  # RFC 5545: an event without an end lasts its day
+            length = timedelta(days=1)
+        return Window(name=name, description=summary, start=start, end=end, duration=length, timezone=zone_name,
+                      rrule=event["RRULE"][1] if "RRULE" in event else None, environments=scope.environments,
+                      runbooks=scope.runbooks, exempt=scope.exempt, break_glass=scope.break_glass)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{summary}: {where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+    except ValueError as err:
+        raise ValueError(f"{summary}: {err}") from None

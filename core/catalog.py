@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from core.approval import ApprovalPolicy
-from core.calendar import BreakGlass, Calendar, Freeze, FreezePolicy, freeze_at
+from core.calendar import BreakGlass, Calendar, Freeze, FreezePolicy, Window, freeze_at, windows_from_ics
 from core.duration import Duration, parse_duration
 from core.identity import People
 from core.routing import DEFAULT_ROUTES, Route, route_problems
@@ -623,6 +623,23 @@ def _load_calendar(
             where = ".".join(str(p) for p in loc) or "(file)"
             problems.append(f"{path}:{_line_for(lines, loc)}: {where}: {message}")
         return None, {}
+    imported: list[Window] = []
+    for index, source in enumerate(calendar.imports):
+        ics = path.parent / source.file
+        try:
+            imported += windows_from_ics(ics.read_text(encoding="utf-8"), source)
+        except OSError as err:
+            problems.append(f"{path}:{_line_for(lines, ('imports', index, 'file'))}: imports.{index}.file: cannot read "
+                            f"{source.file}: {err.strerror}")
+        except ValueError as err:
+            problems.append(f"{ics}:{err}")
+    if imported:
+        taken = {w.name for w in calendar.windows}
+        clash = sorted(w.name for w in imported if w.name in taken)
+        if clash:
+            problems.append(f"{path}:{_line_for(lines, ('imports',))}: imports: window(s) {', '.join(clash)} also named "
+                            "in windows")
+        calendar = calendar.model_copy(update={"windows": [*calendar.windows, *imported]})
     for (index, field_name), message in calendar.problems():
         problems.append(f"{path}:{_line_for(lines, ('windows', index, field_name))}: {message}")
     policies: dict[str, ApprovalPolicy] = {}

@@ -115,3 +115,53 @@ def test_no_calendar_freezes_nothing(tmp_path):
     (tmp_path / "gated.yaml").write_text(textwrap.dedent(GOOD))
     catalog = Catalog.load(tmp_path, workflows=WORKFLOWS)
     assert catalog.calendar == Calendar() and catalog.freeze("gated-change", "production", datetime.now(UTC)) is None
+
+
+ICS = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//ops//freeze//EN
+BEGIN:VEVENT
+UID:launch-1
+SUMMARY:Product launch
+DTSTART;TZID=America/New_York:20260915T090000
+DTEND;TZID=America/New_York:20260916T090000
+END:VEVENT
+BEGIN:VEVENT
+UID:close-1
+SUMMARY:Month-end close
+DTSTART;VALUE=DATE:20260130
+DURATION:P2D
+RRULE:FREQ=MONTHLY;BYMONTHDAY=-2
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_windows_are_imported_from_an_icalendar_file(tmp_path):
+    folder = _folder(tmp_path, CALENDAR + "imports:\n  - {file: finance.ics, environments: [finance], "
+                                          "exempt: [gated-change], break_glass: {groups: [security]}}\n")
+    (folder / "finance.ics").write_text(ICS)
+    catalog = Catalog.load(folder, workflows=WORKFLOWS)
+    launch = freeze_at(catalog.calendar, "other", "finance", datetime(2026, 9, 15, 14, tzinfo=UTC))
+    assert launch is not None and launch.window == "Product launch"
+    assert launch.starts_at == datetime(2026, 9, 15, 13, tzinfo=UTC)  # 09:00 in New York (EDT)
+    close = catalog.freeze("other", "finance", datetime(2026, 3, 31, 12, tzinfo=UTC))  # the 30th and 31st
+    assert close is not None and close.window == "Month-end close" and close.break_glass is not None
+    assert set(close.break_glass.groups) == {"security"}
+    assert catalog.freeze("other", "finance", datetime(2026, 3, 29, 12, tzinfo=UTC)) is None
+    assert catalog.freeze("other", "staging", datetime(2026, 3, 31, 12, tzinfo=UTC)) is None  # not its environment
+    assert catalog.freeze("gated-change", "finance", datetime(2026, 3, 31, 12, tzinfo=UTC)) is None  # exempt
+
+
+def test_a_bad_icalendar_event_is_refused_naming_file_and_line(tmp_path):
+    folder = _folder(tmp_path, CALENDAR + "imports:\n  - {file: finance.ics, environments: [finance]}\n")
+    (folder / "finance.ics").write_text(ICS.replace("FREQ=MONTHLY", "FREQ=NEVER"))
+    with pytest.raises(CatalogError) as error:
+        Catalog.load(folder, workflows=WORKFLOWS)
+    assert any("finance.ics:10: Month-end close: rrule: cannot parse the RRULE 'FREQ=NEVER" in p for p in error.value.problems), error.value.problems
+    (folder / "finance.ics").unlink()
+    with pytest.raises(CatalogError) as missing:
+        Catalog.load(folder, workflows=WORKFLOWS)
+    assert any("calendar.yaml:20: imports.0.file: cannot read finance.ics" in p for p in missing.value.problems), \
+        missing.value.problems
