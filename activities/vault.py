@@ -79,6 +79,10 @@ class VaultReader:
                                    type=errors.INVALID_INPUT, non_retryable=True)
         return reader
 
+    @property
+    def client(self) -> hvac.Client:
+        return self._client
+
     def _login(self) -> None:
         try:
             resp = self._client.auth.approle.login(role_id=self._role_id, secret_id=self._secret_id,
@@ -153,13 +157,16 @@ class SecretEngineActivities:
     versions the consumers read, and lease revocation. Every secret stays inside these activities: they answer with
     versions, lease ids and user names only."""
 
-    def __init__(self, client: hvac.Client, *, kv_mount: str = "secret") -> None:
-        self._client = client
-        self._kv = VaultReader(client, mount_point=kv_mount)
+    def __init__(self, client: hvac.Client | None, *, kv_mount: str = "secret") -> None:
+        self._hvac = client
+        self._kv = VaultReader(client or hvac.Client(), mount_point=kv_mount)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SecretEngineActivities":
-        return cls(VaultReader.from_env(env)._client)
+    @property
+    def _client(self) -> hvac.Client:
+        if self._hvac is None:
+            raise ApplicationError("cannot rotate secrets: VAULT_ADDR is not set on this worker",
+                                   type=errors.INVALID_INPUT, non_retryable=True)
+        return self._hvac
 
     def _kv_versions(self, path: str) -> tuple[str, str, int]:
         """(mount, sub-path, current version; 0 when the path does not exist)."""

@@ -100,6 +100,7 @@ class ConsumerSessions(_Model):
 
 class RotateSecretInput(RunbookInput):
     kind: SecretKind = "database"
+    environment: str = Field("production", description="where the secret is used (change calendar, notifications)")
     # database credentials (OpenBao/Vault database secrets engine)
     mount: str = Field("database", description="the database secrets engine's mount")
     role: str = Field("", description="the engine's role that creates users")

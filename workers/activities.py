@@ -131,7 +131,17 @@ def database_activities(settings: Settings, vault) -> list[Callable]:
 
     pg_bin_dir = str(settings.pg_bin_dir) if settings.pg_bin_dir else None
     db = DatabaseActivities(boto3.client("s3"), vault or MissingVault(), pg_bin_dir)
-    return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks]
+    return [db.pg_restore_dump, db.pg_clone_database, db.pg_drop_database, db.pg_run_checks, db.pg_wait_consumers]
+
+
+# ---------------------------------------------------------------------------- Vault's secret engines (rotate-secret)
+def secret_engine_activities(vault) -> list[Callable]:
+    """The database engine's credentials, KV versions and lease revocation, with the worker's Vault token (each
+    activity refuses with a clear error when VAULT_ADDR is unset)."""
+    from activities.vault import SecretEngineActivities
+
+    engine = SecretEngineActivities(vault.client if vault is not None else None)
+    return [engine.db_rotation_target, engine.db_issue_credential, engine.kv_restore_version, engine.vault_revoke_lease]
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (the release ledger)
@@ -189,5 +199,6 @@ def build_activities(settings: Settings) -> list[Callable]:
         *aws_activities(),
         *metrics_activities(settings),
         *database_activities(settings, vault),
+        *secret_engine_activities(vault),
         *release_ledger_activities(settings),
     ]

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.calendar import CalendarActivities
     from activities.kubernetes import KubernetesActivities
     from activities.terraform import TerraformActivities
+    from activities.vault import SecretEngineActivities
     from core import errors
     from core.analysis import AnalysisTemplate, alb_args
     from core.aws import (
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from core.kubernetes import DeploymentRef, HttpRouteRef, NamespaceRef
     from core.provision import ModuleCheckInput, PlanInput, ProvisionEnvironmentInput, input_problems
     from core.restore import scratch_name, targets_for
+    from core.rotation import DbRotationTarget
     from core.runbook import RunbookInput
     from core.traffic import (
         COLOURS,
@@ -85,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.provision import MANAGED_BY
     from workflows.release import ReleaseInput, child_input, waves_of
     from workflows.restore_drill import RestoreDrillInput
+    from workflows.rotate_secret import RotateSecretInput
     from workflows.traffic import AlbRouter, KubernetesRouter, make_router
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
@@ -592,6 +595,37 @@ async def plan_release(inp: ReleaseInput, plan: DryRunPlan) -> None:
     plan.summary = f"release {inp.service} {inp.version} through " + " -> ".join(s.name for s in inp.stages)
 
 
+async def plan_rotate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
+    """rotate-secret (database): the role and the consumers' KV path read as the run's validate step reads them."""
+    problems = inp.problems()
+    if problems:
+        raise WouldRefuse("; ".join(problems))
+    state = await read("Vault", f"role {inp.mount}/roles/{inp.role} and {inp.kv_path}", SecretEngineActivities.db_rotation_target,
+                       DbRotationTarget(mount=inp.mount, role=inp.role, kv_path=inp.kv_path))
+    if not state.role_exists:
+        raise WouldRefuse(f"role: {inp.mount}/roles/{inp.role} does not exist")
+    if not state.kv_version:
+        raise WouldRefuse(f"kv_path: {inp.kv_path} does not exist (the consumers' current credential)")
+    old = f"v{state.kv_version} (user {state.kv_username or '?'}, lease {state.kv_lease_id or 'none'})"
+    plan.reads.append(Reading(system="Vault", what=f"{inp.kv_path} now", value=old))
+    plan.changes += [
+        Change(step="issue new credential", system="Vault", target=f"{inp.mount}/creds/{inp.role}", before="-",
+               after="a new database user and lease"),
+        Change(step="issue new credential", system="Vault", target=inp.kv_path, before=f"v{state.kv_version}",
+               after=f"v{state.kv_version + 1}: the new user (the old one still valid)"),
+        Change(step="revoke old credential", system="Vault", target=f"lease {state.kv_lease_id or '(none)'}",
+               before=f"user {state.kv_username or '?'} valid", after="revoked: the user dropped"),
+    ]
+    plan.procedure += [
+        "validate: the engine's role and the KV path exist",
+        f"issue new credential: {inp.kv_path} v{state.kv_version + 1}",
+        f"verify consumers: {', '.join(inp.consumers)} connected as the new user only (pg_stat_activity), "
+        f"within {format_duration(inp.verify_timeout)}; else roll back (old credential written back, new lease revoked)",
+        "revoke old credential",
+    ]
+    plan.summary = f"rotate {inp.kv_path} from v{state.kv_version} to v{state.kv_version + 1}"
+
+
 # ----------------------------------------------------------------------------------------------- the workflow
 Planner = Callable[[Any, DryRunPlan], Awaitable[None]]
 PLANNERS: dict[str, tuple[type[RunbookInput], Planner]] = {
@@ -602,6 +636,7 @@ PLANNERS: dict[str, tuple[type[RunbookInput], Planner]] = {
     "ProvisionEnvironment": (ProvisionEnvironmentInput, plan_provision),
     "RestoreDrill": (RestoreDrillInput, plan_restore),
     "Release": (ReleaseInput, plan_release),
+    "RotateSecret": (RotateSecretInput, plan_rotate),
 }
 
 

@@ -20,6 +20,7 @@ RUNBOOK_WORKFLOWS: dict[str, str] = {
     "CanaryRamp": "workflows.canary_ramp:CanaryRamp",
     "RestoreDrill": "workflows.restore_drill:RestoreDrill",
     "Release": "workflows.release:Release",
+    "RotateSecret": "workflows.rotate_secret:RotateSecret",
 }
 
 

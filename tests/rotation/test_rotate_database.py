@@ -140,3 +140,22 @@ async def test_missing_role_or_path_is_refused_before_any_change(ts_env, task_qu
     assert "nothing was changed" in result.reason
     assert kv(vault, path)["version"] == before
 
+
+
+async def test_dry_run_names_the_versions_and_changes_nothing(ts_env, vault, db_engine, seeded) -> None:
+    from tests.dryrun.test_dry_run import dry_runner
+
+    role, path = seeded
+    old = kv(vault, path)
+    engine = SecretEngineActivities(vault)
+    inp = rotation_input(role, path, db_engine, ["orders-api"])
+    async with dry_runner(ts_env, [engine.db_rotation_target]) as dry:
+        outcome = await dry("RotateSecret", inp)
+        refused = await dry("RotateSecret", inp.model_copy(update={"role": "no-such-role"}))
+    plan = outcome.plan
+    assert plan.outcome == "WouldChange", plan
+    assert [(c.step, c.target, c.before) for c in plan.changes][1:] == [
+        ("issue new credential", path, f"v{old['version']}"),
+        ("revoke old credential", f"lease {old['lease_id']}", f"user {old['username']} valid")]
+    assert kv(vault, path)["version"] == old["version"]  # nothing written
+    assert refused.plan.outcome == "WouldRefuse" and refused.plan.refusal.startswith("role:")
