@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
 
     from core.analysis import MeasureBatchInput, alb_args
     from core.aws import AlbSetWeightsInput, AlbTrafficRef, AlbWeights
+    from core.calendar import FreezeQuery, FreezeState
     from core.canary import AlbRouterSpec, CanaryRampInput
     from core.events import NotifyResult, RunbookEvent
     from core.routing import EventKind
@@ -42,7 +43,13 @@ class BareCanary:
             return RunbookEvent(kind=kind, workflow_id=info.workflow_id, run_id=info.run_id, runbook=meta.runbook,
                                 target=meta.target, title=title)
 
+        async def check_freeze() -> FreezeState:  # before every change, as every runbook asks the change calendar
+            query = FreezeQuery(runbook=meta.runbook, environment=meta.environment, at=workflow.now())
+            return await workflow.execute_local_activity("check_freeze", query, result_type=FreezeState,
+                                                         start_to_close_timeout=timedelta(seconds=30))
+
         async def set_weight(weight: int) -> AlbWeights:
+            await check_freeze()
             weights = {str(router.stable_target_group): 100 - weight, str(router.canary_target_group): weight}
             return await _call("alb_set_weights", AlbSetWeightsInput(ref=ref, weights=weights), AlbWeights)
 
@@ -66,5 +73,6 @@ class BareCanary:
                         start_to_close_timeout=timedelta(seconds=30),
                     )
                     measured += len(results)
+        await check_freeze()  # the promotion is a change too
         await _call("notify", event("finished", "bare: done"), NotifyResult)
         return measured

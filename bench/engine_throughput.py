@@ -3,10 +3,11 @@ dev server and one worker (the product's worker shape: thread-pool activities, t
 encrypting data converter), in completed runs per second.
 
 The short plan: set weight 20 %, an analysis measuring the four default metrics twice, a second apart (two local
-``measure_metrics`` activities, two timers), set weight 100 %; around it the canary's start and end notifications
-and its read-only resolve. The bare workflow (``bench/_bare_canary.py``) issues those same activities and timers in
-the same order with the same inputs; the benchmark checks that against each kind's recorded history (activity
-types, local-activity markers, timers) before it counts anything. Both kinds start with the Runbook* search
+``measure_metrics`` activities, two timers), set weight 100 %; around it the canary's start and end notifications,
+its read-only resolve, and the change calendar's ``check_freeze`` local activity before each change. The bare
+workflow (``bench/_bare_canary.py``) issues those same activities and timers in the same order with the same
+inputs; the benchmark checks that against each kind's recorded history (activity types, local-activity markers,
+timers) before it counts anything. Both kinds start with the Runbook* search
 attributes set, as the starters do. N runs of each kind, in alternating batches started all at once; each kind's
 throughput is its runs over the sum of its batches' wall times, after one warm-up batch of each.
 
