@@ -8,12 +8,14 @@ valid during the overlap) -> verify (pg_stat_activity: every consumer connected 
 - before the issue, or a Refused input: nothing changed;
 - after the issue, on a failed verification, an abort or a cancel: the one compensation block writes the old
   credential back as the newest KV version and revokes the new lease; the old user was never touched;
-- once the old lease is revoked the rotation is done: an abort then changes nothing.
+- once the consumers are verified and the revoke of the old lease has started, an abort or a cancel is too late:
+  the rotation completes (Succeeded, the refused abort recorded); a revoke that fails rolls back as above.
 No secret value enters the workflow: its activities answer with versions, lease ids and user names.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.database import DatabaseActivities
     from activities.vault import SecretEngineActivities
     from core import errors
+    from core.approval import AbortInput
     from core.rotation import (
         ConsumerCheckInput,
         DbCredentialInput,
@@ -35,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
         RotateSecretResult,
         RotationRecord,
     )
-    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of
+    from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, until_done
 
 NOTHING_CHANGED = "nothing was changed"
 COMPENSATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1),
@@ -112,10 +115,21 @@ class RotateSecret(RunbookWorkflow):
 
         step = self.step_started("revoke old credential")
         if issued.previous_lease_id:
-            done = await self.change(workflow.execute_activity_method(
+            # The consumers are verified on the new user: an abort or a cancel from here on is too late to roll back
+            # (the revoke, once started, may have dropped the old user); the rotation completes and says so.
+            self.check_abort("revoke old credential")
+            await self.respect_freeze("revoke old credential")
+            task = asyncio.ensure_future(workflow.execute_activity_method(
                 SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.previous_lease_id),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "revoke old credential")
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
+            if await until_done(task):
+                self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+            done = task.result()  # a failed revoke: the old user is still there, and compensation rolls back
             self._old_revoked = True
+            if self.aborting:
+                req = self.abort_request
+                self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
+                                   note="arrived while the old credential was revoked: the rotation completed")
             r.revoked.append(issued.previous_lease_id)
             await self.step_done(step, f"lease {done.lease_id} {'revoked' if done.revoked else 'was already gone'}: "
                                        f"user {issued.previous_username} dropped")

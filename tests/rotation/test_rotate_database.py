@@ -19,7 +19,7 @@ from core.restore import PgServer
 from core.rotation import RotateSecretInput, RotateSecretResult
 from core.runbook import RunbookMeta, RunbookStatus
 from tests import harness
-from tests.rotation.conftest import Consumer, can_login, role_exists
+from tests.rotation.stand_ins import Consumer, can_login, role_exists
 from workflows.rotate_secret import RotateSecret
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

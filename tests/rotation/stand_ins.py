@@ -1,0 +1,128 @@
+"""Stand-ins for secret rotation, shared by its tests and the failure matrix: OpenBao's real database engine set up
+on a real PostgreSQL, and a consumer.
+
+The consumer is what a service with a Vault-agent-style reload does: it reads its credential from KV v2, holds a
+connection as that user (its ``application_name`` is what pg_stat_activity shows) and, when a new version appears,
+connects as the new user before closing the old connection. It records whether the old connection still answered
+at the moment it switched (both credentials valid during the overlap). ``frozen`` stops it from reloading.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import hvac
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from core.restore import PgServer
+
+ADMIN_VAULT_PATH = "secret/db/rotation-admin"
+MOUNT = "database"
+_configured: set[tuple[str, str]] = set()
+_lock = threading.Lock()
+
+
+def configure_engine(vault: hvac.Client, pg_uri: str) -> None:
+    """Mount the database engine and point its connection ``pg`` at the server (once per OpenBao and server)."""
+    info = conninfo_to_dict(pg_uri)
+    port = int(info.get("port", 5432))
+    with _lock:
+        if (str(vault.url), pg_uri) in _configured:
+            return
+        if f"{MOUNT}/" not in vault.sys.list_mounted_secrets_engines()["data"]:
+            vault.sys.enable_secrets_engine("database", path=MOUNT)
+        vault.secrets.database.configure(
+            "pg", "postgresql-database-plugin", mount_point=MOUNT, allowed_roles=["*"], verify_connection=True,
+            connection_url=(f"host={info['host']} port={port} user={{{{username}}}} password={{{{password}}}} "
+                            "dbname=postgres sslmode=disable"),
+            username=info.get("user", "postgres"), password="unused-by-trust-auth",
+        )
+        _configured.add((str(vault.url), pg_uri))
+
+
+def seed_credential(vault: hvac.Client, role: str, path: str) -> dict[str, str]:
+    """A first credential issued from ``role``, written to KV ``path`` (below secret/) as a deploy would have."""
+    creds = vault.secrets.database.generate_credentials(role, mount_point=MOUNT)
+    data = {"username": creds["data"]["username"], "password": creds["data"]["password"], "lease_id": creds["lease_id"]}
+    vault.secrets.kv.v2.create_or_update_secret(path=path, mount_point="secret", secret=data)
+    return data
+
+
+def make_role(vault: hvac.Client, name: str) -> str:
+    vault.secrets.database.create_role(
+        name, "pg", mount_point=MOUNT, default_ttl="24h", max_ttl="720h",
+        creation_statements=["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+    )
+    return name
+
+
+def can_login(server: PgServer, user: str, password: str) -> bool:
+    try:
+        with psycopg.connect(host=server.host, port=server.port, dbname="postgres", user=user, password=password,
+                             connect_timeout=5) as conn:
+            return conn.execute("SELECT current_user").fetchone() == (user,)
+    except psycopg.OperationalError:
+        return False
+
+
+def role_exists(server: PgServer, user: str) -> bool:
+    with psycopg.connect(host=server.host, port=server.port, dbname="postgres", user="postgres", autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone() is not None
+
+
+class Consumer:
+    def __init__(self, vault: hvac.Client, server: PgServer, kv_path: str, name: str | None = None) -> None:
+        self.vault, self.server, self.kv_path = vault, server, kv_path.removeprefix("secret/")
+        self.name = name or f"app-{uuid.uuid4().hex[:6]}"
+        self.frozen = threading.Event()
+        self.stop = threading.Event()
+        self.version = 0
+        self.user = ""
+        self.switches: list[tuple[str, str, bool]] = []  # (from user, to user, old connection answered then)
+        self.passwords: set[str] = set()  # every password it read: the test searches the history for them
+        self.errors: list[str] = []
+        self._conn: psycopg.Connection | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "Consumer":
+        self._reload()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(10)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _reload(self) -> None:
+        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.kv_path, mount_point="secret",
+                                                            raise_on_deleted_version=True)
+        version = int(resp["data"]["metadata"]["version"])
+        if version == self.version:
+            return
+        data = resp["data"]["data"]
+        self.passwords.add(data["password"])
+        new = psycopg.connect(host=self.server.host, port=self.server.port, dbname="postgres", user=data["username"],
+                              password=data["password"], application_name=self.name, autocommit=True)
+        old, before = self._conn, self.user
+        old_ok = False
+        if old is not None:
+            try:
+                old_ok = old.execute("SELECT 1").fetchone() == (1,)
+            except psycopg.Error:
+                old_ok = False
+            old.close()
+            self.switches.append((before, data["username"], old_ok))
+        self._conn, self.user, self.version = new, data["username"], version
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            if self.frozen.is_set():
+                continue
+            try:
+                self._reload()
+            except Exception as err:  # noqa: BLE001 - recorded for the test to show
+                self.errors.append(f"{type(err).__name__}: {err}")
