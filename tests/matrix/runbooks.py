@@ -434,9 +434,67 @@ class Release(Scenario):
                                               parameters={"plan": plan}, waves=[wave])])
 
 
+# ------------------------------------------------------------------------------------------------ rotate-secret
+class Rotate(Scenario):
+    """A database credential on the session's OpenBao (its database engine) and PostgreSQL, one role, KV path and
+    consumer per case. The snapshot says which credential the consumers are given (old or new) and which users
+    exist, not their random names, so that cases compare with the baseline."""
+
+    name = "rotate"
+    rules = (
+        # docs/rotate-secret.md: once the consumers are verified and the old lease's revoke has started, an abort or
+        # a cancel is too late to roll back: the rotation completes
+        StepRule(kinds=("abort", "cancel"), activity="vault_revoke_lease", outcome=("Succeeded",), safe="as left",
+                 why="the consumers are verified on the new user and the old one is being revoked: it completes"),
+    )
+
+    def __init__(self) -> None:
+        from workflows.rotate_secret import RotateSecret
+
+        self.workflow = RotateSecret.run
+
+    def _vault(self, ctx: Ctx) -> Any:
+        import hvac
+
+        env = ctx.shared["env"]
+        return hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"])
+
+    def seed(self, ctx: Ctx) -> None:
+        from tests.rotation.stand_ins import Consumer, configure_engine, make_role, seed_credential
+
+        vault = self._vault(ctx)
+        configure_engine(vault, ctx.shared["pg_uri"])
+        role = make_role(vault, f"mx-{ctx.account[-6:]}")
+        path = f"apps/{role}/db"
+        old = seed_credential(vault, role, path)
+        consumer = Consumer(vault, ctx.shared["pg_server"], f"secret/{path}", name=f"mx-app-{ctx.account[-6:]}")
+        consumer.__enter__()
+        ctx.servers.append(consumer)
+        ctx.data.update(role=role, path=f"secret/{path}", old_user=old["username"], consumer=consumer.name)
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.rotation import RotateSecretInput
+
+        return RotateSecretInput(meta=meta("rotate-secret", ctx.data["path"]), role=ctx.data["role"],
+                                 kv_path=ctx.data["path"], consumers=[ctx.data["consumer"]],
+                                 server=ctx.shared["pg_server"], verify_timeout=timedelta(seconds=30))
+
+    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
+        vault = self._vault(ctx)
+        data = vault.secrets.kv.v2.read_secret_version(path=ctx.data["path"].removeprefix("secret/"),
+                                                       mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
+        old = ctx.data["old_user"]
+        with psycopg.connect(**conninfo_to_dict(ctx.shared["pg_uri"]), autocommit=True) as conn:
+            users = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
+                                                (f"v-token-{ctx.data['role']}-%",))]
+        return {"vault:kv consumers read": "old" if data["username"] == old else "new",
+                "pg:old user": "exists" if old in users else "absent",
+                "pg:other users": len([u for u in users if u != old])}
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "canary": Canary, "bluegreen": BlueGreen, "failover": Failover, "provision": Provision, "restore": Restore,
-    "release": Release,
+    "release": Release, "rotate": Rotate,
 }
 
 

@@ -37,7 +37,7 @@ from activities.metrics import MetricsActivities
 from activities.notify import NotificationActivities, RecordingChannel
 from activities.release_ledger import ReleaseLedgerActivities
 from activities.terraform import TerraformActivities
-from activities.vault import VaultReader
+from activities.vault import SecretEngineActivities, VaultReader
 from tests.harness import DATA_CONVERTER
 from tests.matrix.faults import FaultInterceptor, FaultPlan
 from workflows.registry import WORKFLOWS
@@ -100,6 +100,7 @@ def build_activities(config: dict) -> list[Callable]:
         MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region)),
         DatabaseActivities(clients.client("s3"), vault, default_pg_bin_dir()),
         ReleaseLedgerActivities(os.environ.get("RUNBOOK_RELEASE_LEDGER_DSN")),
+        SecretEngineActivities(vault.client if vault is not None else None),
         *(cls(clients) for cls in (ElbActivities, Route53Activities, RdsActivities, S3Activities)),
     ]
     return [method for obj in instances for method in activity_methods(obj)]
