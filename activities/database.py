@@ -228,7 +228,7 @@ class DatabaseActivities:
     @activity.defn(name="pg_wait_consumers")
     def pg_wait_consumers(self, req: ConsumerCheckInput) -> ConsumerSessions:
         """The rotate-secret verification: poll pg_stat_activity (heartbeating) until every consumer has sessions,
-        all as ``expect_user`` and none as ``forbid_users``; VerificationFailed at the deadline, naming who is not."""
+        all as ``expect_user``; VerificationFailed at the deadline, naming who is not."""
         deadline = time.monotonic() + req.timeout_seconds
         consumers = [c for c in req.consumers if c.strip()]
         while True:

@@ -83,13 +83,12 @@ class LeaseRevoked(_Model):
 
 
 class ConsumerCheckInput(_Model):
-    """Wait until every consumer (``application_name`` in pg_stat_activity) is connected as ``expect_user`` and none
-    as ``forbid_users``; fails VerificationFailed after ``timeout_seconds``."""
+    """Wait until every consumer (``application_name`` in pg_stat_activity) has sessions and all of them are
+    ``expect_user`` (none as the old user or any other); fails VerificationFailed after ``timeout_seconds``."""
 
     server: PgServer
     consumers: list[str]
     expect_user: str
-    forbid_users: list[str] = Field(default_factory=list)
     timeout_seconds: float = 300.0
     poll_seconds: float = 1.0
 

@@ -107,7 +107,6 @@ class RotateSecret(RunbookWorkflow):
         sessions = await self.interruptible(workflow.execute_activity_method(
             DatabaseActivities.pg_wait_consumers,
             ConsumerCheckInput(server=input.server, consumers=input.consumers, expect_user=issued.username,
-                               forbid_users=[issued.previous_username] if issued.previous_username else [],
                                timeout_seconds=timeout),
             start_to_close_timeout=timedelta(seconds=timeout + 120), heartbeat_timeout=timedelta(seconds=60),
             retry_policy=ACTIVITY_RETRY), "verify consumers")
