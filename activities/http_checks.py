@@ -11,6 +11,8 @@ the activity is retried, so a worker restart does not repeat checks that already
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 
 import httpx
@@ -26,6 +28,7 @@ from core.http_checks import (
     HttpSuiteInput,
     HttpSuiteResult,
 )
+from core.rotation import TlsServed, TlsServedInput, serial_of
 
 USER_AGENT = "runbook-automation/http-checks"
 
@@ -121,6 +124,27 @@ class HttpCheckActivities:
         return HttpSuiteResult(passed=all(r.passed for r in ordered), results=ordered)
 
 
+    # ------------------------------------------------------------------ TLS: which certificate an endpoint presents
+    @activity.defn
+    def tls_wait_serial(self, req: TlsServedInput) -> TlsServed:
+        """Handshake with every endpoint (heartbeating) until all present the certificate ``serial`` (the chain is
+        not verified: this asks which certificate is served, not whether to trust it); VerificationFailed at the
+        deadline, naming what each endpoint presented."""
+        deadline = time.monotonic() + req.timeout_seconds
+        endpoints = [e for e in req.endpoints if e.strip()]
+        while True:
+            seen = {e: _served_serial(e) for e in endpoints}
+            pending = {e: s for e, s in seen.items() if s != req.serial}
+            if not pending:
+                return TlsServed(serials=seen)
+            activity.heartbeat(pending)
+            if time.monotonic() >= deadline:
+                said = "; ".join(f"{e} presents {s}" for e, s in pending.items())
+                raise ApplicationError(f"endpoints not on certificate {req.serial} after {req.timeout_seconds:g}s: {said}",
+                                       type=errors.VERIFICATION_FAILED, non_retryable=True)
+            time.sleep(req.poll_seconds)
+
+
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
@@ -159,3 +183,17 @@ def _sleep(seconds: float, progress: dict) -> None:
                 raise CancelledError("HTTP checks cancelled")
             activity.heartbeat(progress)
         time.sleep(min(left, 0.5))
+
+
+def _served_serial(endpoint: str) -> str:
+    host, _, port = endpoint.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as sock, \
+                context.wrap_socket(sock, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as err:
+        return f"nothing ({type(err).__name__}: {err})"
+    return serial_of(der) if der else "nothing (no certificate)"

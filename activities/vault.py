@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import hvac
@@ -35,6 +36,12 @@ from core.rotation import (
     KvRestoreInput,
     LeaseRef,
     LeaseRevoked,
+    PkiIssued,
+    PkiIssueInput,
+    PkiRevokeInput,
+    PkiRotationTarget,
+    PkiTargetState,
+    cn_allowed,
 )
 
 
@@ -272,3 +279,70 @@ class SecretEngineActivities:
     def vault_revoke_lease(self, req: LeaseRef) -> LeaseRevoked:
         """Revoke a lease now (the engine drops its database user); idempotent."""
         return LeaseRevoked(lease_id=req.lease_id, revoked=self._revoke(req.lease_id))
+
+    # -- certificates (the PKI engine) ---------------------------------------------------------------------------
+    @activity.defn
+    def pki_rotation_target(self, req: PkiRotationTarget) -> PkiTargetState:
+        """Read-only: the PKI role exists and allows the CN, and which certificate the KV path holds now."""
+        try:
+            role = self._vault(lambda: self._client.read(f"{req.mount}/roles/{req.role}"),
+                               f"{req.mount}/roles/{req.role}")
+        except ApplicationError as err:
+            if err.type != errors.NOT_FOUND:
+                raise
+            role = None
+        data = (role or {}).get("data") or {}
+        domains = [str(d) for d in data.get("allowed_domains") or []]
+        allowed = bool(data.get("allow_any_name")) or cn_allowed(
+            req.common_name, domains, subdomains=bool(data.get("allow_subdomains")),
+            bare=bool(data.get("allow_bare_domains")))
+        mount, sub, version = self._kv_versions(req.kv_path)
+        current = self._kv_read(mount, sub, version) if version else {}
+        return PkiTargetState(role_exists=role is not None, cn_allowed=allowed, allowed_domains=domains,
+                              kv_version=version, kv_serial=current.get("serial", ""),
+                              kv_rotation_id=current.get("rotation_id", ""))
+
+    @activity.defn
+    def pki_issue_certificate(self, req: PkiIssueInput) -> PkiIssued:
+        """A certificate from the PKI role, written as the next KV version; a retry returns the version it wrote."""
+        mount, sub, current = self._kv_versions(req.kv_path)
+        data = self._kv_read(mount, sub, current) if current else {}
+        if current and data.get("rotation_id") == req.rotation_id:
+            before = self._kv_read(mount, sub, current - 1) if current > 1 else {}
+            return PkiIssued(kv=KvRef(path=req.kv_path, version=current), serial=data.get("serial", ""),
+                             not_after=data.get("not_after", ""), previous=KvRef(path=req.kv_path, version=current - 1),
+                             previous_serial=before.get("serial", ""))
+        params: dict[str, Any] = {"common_name": req.common_name}
+        if req.ttl:
+            params["ttl"] = req.ttl
+        issued = self._vault(lambda: self._client.write_data(f"{req.mount}/issue/{req.role}", data=params),
+                             f"{req.mount}/issue/{req.role}")["data"]
+        serial = str(issued["serial_number"])
+        not_after = datetime.fromtimestamp(int(issued["expiration"]), timezone.utc).isoformat()
+        try:
+            written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
+                path=sub, mount_point=mount, cas=current,
+                secret={"certificate": issued["certificate"], "private_key": issued["private_key"], "serial": serial,
+                        "not_after": not_after, "rotation_id": req.rotation_id}), f"{mount}/{sub}")
+        except ApplicationError:
+            self._revoke_serial(req.mount, serial)  # nobody will ever serve it
+            raise
+        return PkiIssued(kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), serial=serial,
+                         not_after=not_after, previous=KvRef(path=req.kv_path, version=current),
+                         previous_serial=data.get("serial", ""))
+
+    def _revoke_serial(self, mount: str, serial: str) -> bool:
+        cert = self._vault(lambda: self._client.read(f"{mount}/cert/{serial}"), f"{mount}/cert/{serial}")
+        if cert is None:
+            raise ApplicationError(f"Vault: {mount}/cert/{serial} does not exist", type=errors.NOT_FOUND,
+                                   non_retryable=True)
+        if int((cert.get("data") or {}).get("revocation_time") or 0) > 0:
+            return False
+        self._vault(lambda: self._client.write_data(f"{mount}/revoke", data={"serial_number": serial}),
+                    f"revoking {mount} certificate {serial}")
+        return True
+
+    @activity.defn
+    def pki_revoke_certificate(self, req: PkiRevokeInput) -> LeaseRevoked:
+        """Revoke a certificate by serial (it joins the CRL); idempotent."""
+        return LeaseRevoked(lease_id=req.serial, revoked=self._revoke_serial(req.mount, req.serial))

@@ -16,7 +16,7 @@ from core.duration import Duration
 from core.restore import PgServer
 from core.runbook import RunbookInput, RunbookResult
 
-SecretKind = Literal["database"]
+SecretKind = Literal["database", "certificate"]
 
 
 class _Model(BaseModel):
@@ -97,6 +97,80 @@ class ConsumerSessions(_Model):
     users: dict[str, list[str]] = Field(description="consumer -> the users its sessions are connected as")
 
 
+class PkiRotationTarget(_Model):
+    """What must exist before a certificate rotation (read-only): the PKI role, a CN it allows, the KV path."""
+
+    mount: str = "pki"
+    role: str
+    common_name: str
+    kv_path: str
+
+
+class PkiTargetState(_Model):
+    role_exists: bool
+    cn_allowed: bool = False
+    allowed_domains: list[str] = Field(default_factory=list)
+    kv_version: int = 0
+    kv_serial: str = ""
+    kv_rotation_id: str = ""
+
+
+class PkiIssueInput(_Model):
+    """Issue a certificate for ``common_name`` from the PKI role and write it (certificate, private_key, serial,
+    not_after, rotation_id) as the next version of ``kv_path``, where the TLS endpoint reads it."""
+
+    mount: str = "pki"
+    role: str
+    common_name: str
+    kv_path: str
+    rotation_id: str
+    ttl: str = ""
+
+
+class PkiIssued(_Model):
+    kv: KvRef
+    serial: str
+    not_after: str
+    previous: KvRef
+    previous_serial: str = ""
+
+
+class PkiRevokeInput(_Model):
+    mount: str = "pki"
+    serial: str
+
+
+class TlsServedInput(_Model):
+    """Wait until every endpoint (``host:port``) presents the certificate ``serial`` in a TLS handshake."""
+
+    endpoints: list[str]
+    serial: str
+    timeout_seconds: float = 300.0
+    poll_seconds: float = 1.0
+
+
+class TlsServed(_Model):
+    serials: dict[str, str] = Field(description="endpoint -> the serial it presented")
+
+
+def cn_allowed(common_name: str, domains: list[str], *, subdomains: bool, bare: bool) -> bool:
+    """Whether a PKI role with these ``allowed_domains`` issues for ``common_name`` (Vault's rules, without globs)."""
+    cn = common_name.lower().rstrip(".")
+    for domain in (d.lower().rstrip(".") for d in domains):
+        if (bare and cn == domain) or (subdomains and cn.endswith("." + domain)):
+            return True
+    return False
+
+
+def serial_of(der: bytes) -> str:
+    """A DER certificate's serial as Vault writes it (``1a:2b:...``)."""
+    from cryptography import x509
+
+    number = x509.load_der_x509_certificate(der).serial_number
+    raw = number.to_bytes((number.bit_length() + 7) // 8 or 1, "big")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
 class RotateSecretInput(RunbookInput):
     kind: SecretKind = "database"
     environment: str = Field("production", description="where the secret is used (change calendar, notifications)")
@@ -107,6 +181,10 @@ class RotateSecretInput(RunbookInput):
     consumers: list[str] = Field(default_factory=list,
                                  description="the consumers' application_name, seen in pg_stat_activity")
     server: PgServer | None = Field(None, description="the database the consumers use (admin credentials by vault_path)")
+    # certificates (Vault's PKI engine; ``role`` is the PKI role, ``kv_path`` where the TLS endpoint reads it)
+    pki_mount: str = Field("pki", description="the PKI secrets engine's mount")
+    common_name: str = Field("", description="the certificate's CN (the PKI role's allowed domains must allow it)")
+    endpoints: list[str] = Field(default_factory=list, description="host:port of each TLS endpoint that must present it")
     verify_timeout: Duration = Field(timedelta(minutes=5), description="how long consumers get to connect as the new user")
 
     def problems(self) -> list[str]:
@@ -115,10 +193,18 @@ class RotateSecretInput(RunbookInput):
             out.append("role: blank (the database engine's role to issue from)")
         if not self.kv_path.strip():
             out.append("kv_path: blank (where the consumers read their credentials)")
-        if not [c for c in self.consumers if c.strip()]:
-            out.append("consumers: empty (who must switch to the new user before the old one is revoked)")
-        if self.server is None:
-            out.append("server: missing (the database whose sessions are checked)")
+        if self.kind == "database":
+            if not [c for c in self.consumers if c.strip()]:
+                out.append("consumers: empty (who must switch to the new user before the old one is revoked)")
+            if self.server is None:
+                out.append("server: missing (the database whose sessions are checked)")
+        else:
+            if not self.common_name.strip():
+                out.append("common_name: blank (the certificate's CN)")
+            if not [e for e in self.endpoints if e.strip()]:
+                out.append("endpoints: empty (the TLS endpoints that must present the new certificate)")
+            out += [f"endpoints: {e!r} is not host:port" for e in self.endpoints
+                    if e.strip() and not e.rpartition(":")[2].isdigit()]
         return out
 
 
@@ -133,7 +219,11 @@ class RotationRecord(_Model):
     new_username: str = ""
     old_lease_id: str = ""
     new_lease_id: str = ""
-    revoked: list[str] = Field(default_factory=list, description="lease ids revoked (old on success, new on rollback)")
+    old_serial: str = Field("", description="certificates: the serial the endpoints presented before")
+    new_serial: str = ""
+    new_not_after: str = ""
+    revoked: list[str] = Field(default_factory=list,
+                               description="lease ids or certificate serials revoked (old on success, new on rollback)")
     restored_version: int = Field(0, description="on rollback: the KV version that holds the old credential again")
 
 

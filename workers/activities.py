@@ -80,7 +80,7 @@ def http_check_activities() -> list[Callable]:
     from activities.http_checks import HttpCheckActivities
 
     checks = HttpCheckActivities()
-    return [checks.http_probe, checks.http_check_suite]
+    return [checks.http_probe, checks.http_check_suite, checks.tls_wait_serial]
 
 
 # ---------------------------------------------------------------------------- Vault (read inside activities)
@@ -136,12 +136,13 @@ def database_activities(settings: Settings, vault) -> list[Callable]:
 
 # ---------------------------------------------------------------------------- Vault's secret engines (rotate-secret)
 def secret_engine_activities(vault) -> list[Callable]:
-    """The database engine's credentials, KV versions and lease revocation, with the worker's Vault token (each
+    """The database and PKI engines' credentials and certificates, KV versions and revocation, with the worker's Vault token (each
     activity refuses with a clear error when VAULT_ADDR is unset)."""
     from activities.vault import SecretEngineActivities
 
     engine = SecretEngineActivities(vault.client if vault is not None else None)
-    return [engine.db_rotation_target, engine.db_issue_credential, engine.kv_restore_version, engine.vault_revoke_lease]
+    return [engine.db_rotation_target, engine.db_issue_credential, engine.kv_restore_version, engine.vault_revoke_lease,
+            engine.pki_rotation_target, engine.pki_issue_certificate, engine.pki_revoke_certificate]
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (the release ledger)

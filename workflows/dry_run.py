@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from core.kubernetes import DeploymentRef, HttpRouteRef, NamespaceRef
     from core.provision import ModuleCheckInput, PlanInput, ProvisionEnvironmentInput, input_problems
     from core.restore import scratch_name, targets_for
-    from core.rotation import DbRotationTarget
+    from core.rotation import DbRotationTarget, PkiRotationTarget
     from core.runbook import RunbookInput
     from core.traffic import (
         COLOURS,
@@ -600,6 +600,9 @@ async def plan_rotate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
     problems = inp.problems()
     if problems:
         raise WouldRefuse("; ".join(problems))
+    if inp.kind == "certificate":
+        await plan_rotate_certificate(inp, plan)
+        return
     state = await read("Vault", f"role {inp.mount}/roles/{inp.role} and {inp.kv_path}", SecretEngineActivities.db_rotation_target,
                        DbRotationTarget(mount=inp.mount, role=inp.role, kv_path=inp.kv_path))
     if not state.role_exists:
@@ -624,6 +627,35 @@ async def plan_rotate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
         "revoke old credential",
     ]
     plan.summary = f"rotate {inp.kv_path} from v{state.kv_version} to v{state.kv_version + 1}"
+
+
+async def plan_rotate_certificate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
+    target = PkiRotationTarget(mount=inp.pki_mount, role=inp.role, common_name=inp.common_name, kv_path=inp.kv_path)
+    state = await read("Vault", f"PKI role {inp.pki_mount}/roles/{inp.role} and {inp.kv_path}",
+                       SecretEngineActivities.pki_rotation_target, target)
+    if not state.role_exists:
+        raise WouldRefuse(f"role: {inp.pki_mount}/roles/{inp.role} does not exist")
+    if not state.cn_allowed:
+        raise WouldRefuse(f"common_name: {inp.common_name} is outside the role's allowed domains "
+                          f"{', '.join(state.allowed_domains) or '(none)'}")
+    if not state.kv_version:
+        raise WouldRefuse(f"kv_path: {inp.kv_path} does not exist (the endpoint's current certificate)")
+    plan.reads.append(Reading(system="Vault", what=f"{inp.kv_path} now",
+                              value=f"v{state.kv_version} (serial {state.kv_serial or '?'})"))
+    plan.changes += [
+        Change(step="issue new certificate", system="Vault", target=f"{inp.kv_path}", before=f"v{state.kv_version}",
+               after=f"v{state.kv_version + 1}: a new certificate for {inp.common_name} (the old one still valid)"),
+        Change(step="revoke old certificate", system="Vault", target=f"{inp.pki_mount} serial {state.kv_serial or '(none)'}",
+               before="valid", after="revoked"),
+    ]
+    plan.procedure += [
+        f"validate: role {inp.role} exists and allows {inp.common_name}",
+        f"issue new certificate: {inp.kv_path} v{state.kv_version + 1}",
+        f"verify endpoints: {', '.join(inp.endpoints)} present the new serial in a TLS handshake, within "
+        f"{format_duration(inp.verify_timeout)}; else roll back (old certificate written back, new one revoked)",
+        "revoke old certificate",
+    ]
+    plan.summary = f"rotate the certificate in {inp.kv_path} from v{state.kv_version} to v{state.kv_version + 1}"
 
 
 # ----------------------------------------------------------------------------------------------- the workflow

@@ -24,6 +24,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.database import DatabaseActivities
+    from activities.http_checks import HttpCheckActivities
     from activities.vault import SecretEngineActivities
     from core import errors
     from core.approval import AbortInput
@@ -34,9 +35,14 @@ with workflow.unsafe.imports_passed_through():
         DbRotationTarget,
         KvRestoreInput,
         LeaseRef,
+        PkiIssued,
+        PkiIssueInput,
+        PkiRevokeInput,
+        PkiRotationTarget,
         RotateSecretInput,
         RotateSecretResult,
         RotationRecord,
+        TlsServedInput,
     )
     from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, until_done
 
@@ -53,6 +59,7 @@ class RotateSecret(RunbookWorkflow):
         self.record = RotationRecord(kind=input.kind, kv_path=input.kv_path)
         self._issuing = False  # set BEFORE the issue: compensation must look for what it may have written
         self._issued: DbCredentialIssued | None = None
+        self._cert: PkiIssued | None = None
         self._old_revoked = False
 
     def status_details(self) -> dict[str, Any]:
@@ -62,7 +69,11 @@ class RotateSecret(RunbookWorkflow):
     async def run(self, input: RotateSecretInput) -> RotateSecretResult:
         self.begin()
         await self.notify("started", f"Rotate {input.kind} secret {input.kv_path}", f"role {input.role}")
-        ending = await self.conduct(lambda: self._rotate(input), lambda e: self._compensate(input, e))
+        if input.kind == "certificate":
+            ending = await self.conduct(lambda: self._rotate_certificate(input),
+                                        lambda e: self._compensate_certificate(input, e))
+        else:
+            ending = await self.conduct(lambda: self._rotate(input), lambda e: self._compensate(input, e))
         return await self.conclude(ending, lambda common: RotateSecretResult(**common, rotation=self.record))
 
     async def _rotate(self, input: RotateSecretInput) -> Ending:
@@ -171,6 +182,126 @@ class RotateSecret(RunbookWorkflow):
                 start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
             self.record.revoked.append(issued.lease_id)
             ending.compensated.append(f"new lease revoked (user {issued.username} dropped)")
+            self.step_failed(step, "; ".join(ending.compensated), status="compensated")
+        except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
+            ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
+            self.step_failed(step, cause_of(err))
+
+    # ------------------------------------------------------------------------------------------ certificates
+    async def _rotate_certificate(self, input: RotateSecretInput) -> Ending:
+        """Issue from the PKI role into the KV path the TLS endpoint reads, wait until every endpoint presents the
+        new serial in a handshake, then revoke the old certificate. Both certificates are valid until then."""
+        step = self.step_started("validate")
+        problems = input.problems()
+        if problems:
+            self.step_failed(step, "; ".join(problems))
+            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        target = PkiRotationTarget(mount=input.pki_mount, role=input.role, common_name=input.common_name,
+                                   kv_path=input.kv_path)
+        state = await self.interruptible(workflow.execute_activity_method(
+            SecretEngineActivities.pki_rotation_target, target,
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
+        why = []
+        if not state.role_exists:
+            why.append(f"role: {input.pki_mount}/roles/{input.role} does not exist")
+        elif not state.cn_allowed:
+            why.append(f"common_name: {input.common_name} is outside the role's allowed domains "
+                       f"{', '.join(state.allowed_domains) or '(none)'}")
+        if not state.kv_version:
+            why.append(f"kv_path: {input.kv_path} does not exist (the endpoint's current certificate)")
+        if why:
+            self.step_failed(step, "; ".join(why))
+            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
+        r = self.record
+        r.old_version, r.old_serial = state.kv_version, state.kv_serial
+        await self.step_done(step, f"role {input.role} allows {input.common_name}; {input.kv_path} v{state.kv_version} "
+                                   f"(serial {state.kv_serial or '?'})", notify=False)
+
+        step = self.step_started("issue new certificate")
+        self._issuing = True
+        cert: PkiIssued = await self.change(workflow.execute_activity_method(
+            SecretEngineActivities.pki_issue_certificate,
+            PkiIssueInput(mount=input.pki_mount, role=input.role, common_name=input.common_name,
+                          kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "issue new certificate")
+        self._cert = cert
+        r.new_version, r.new_serial, r.new_not_after = cert.kv.version, cert.serial, cert.not_after
+        r.old_version, r.old_serial = cert.previous.version, cert.previous_serial
+        await self.step_done(step, f"{input.kv_path} v{cert.kv.version}: serial {cert.serial}, until {cert.not_after} "
+                                   f"(old {cert.previous_serial or '?'} still valid)")
+
+        step = self.step_started("verify endpoints")
+        timeout = input.verify_timeout.total_seconds()
+        served = await self.interruptible(workflow.execute_activity_method(
+            HttpCheckActivities.tls_wait_serial,
+            TlsServedInput(endpoints=input.endpoints, serial=cert.serial, timeout_seconds=timeout),
+            start_to_close_timeout=timedelta(seconds=timeout + 120), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY), "verify endpoints")
+        await self.step_done(step, f"{len(served.serials)} endpoint(s) present serial {cert.serial}")
+
+        step = self.step_started("revoke old certificate")
+        if cert.previous_serial:
+            await self._too_late_to_abort("revoke old certificate", workflow.execute_activity_method(
+                SecretEngineActivities.pki_revoke_certificate,
+                PkiRevokeInput(mount=input.pki_mount, serial=cert.previous_serial),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
+            r.revoked.append(cert.previous_serial)
+            await self.step_done(step, f"serial {cert.previous_serial} revoked")
+        else:
+            self._old_revoked = True
+            await self.step_done(step, "the old version names no serial: nothing to revoke")
+        return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: endpoints present "
+                                   f"{r.new_serial}, {r.old_serial or 'old certificate'} revoked")
+
+    async def _too_late_to_abort(self, where: str, call: Any) -> Any:
+        """The revoke of the old material, once the consumers are verified: an abort or a cancel arriving while it
+        runs is refused (recorded) and the rotation completes; a failed revoke fails the step (compensation)."""
+        self.check_abort(where)
+        await self.respect_freeze(where)
+        task = asyncio.ensure_future(call)
+        if await until_done(task):
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        result = task.result()
+        self._old_revoked = True
+        if self.aborting:
+            req = self.abort_request
+            self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
+                               note="arrived while the old material was revoked: the rotation completed")
+        return result
+
+    async def _compensate_certificate(self, input: RotateSecretInput, ending: Ending) -> None:
+        """Before the old certificate is revoked: put it back where the endpoint reads it, revoke the new one."""
+        if not self._issuing or self._old_revoked:
+            return
+        step = self.step_started("roll back to old certificate")
+        try:
+            cert = self._cert
+            if cert is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
+                state = await workflow.execute_activity_method(
+                    SecretEngineActivities.pki_rotation_target,
+                    PkiRotationTarget(mount=input.pki_mount, role=input.role, common_name=input.common_name,
+                                      kv_path=input.kv_path),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                if state.kv_rotation_id != workflow.info().workflow_id:
+                    self.step_failed(step, "no new certificate was issued: nothing to roll back", status="skipped")
+                    return
+                cert = await workflow.execute_activity_method(  # idempotent: answers what it wrote
+                    SecretEngineActivities.pki_issue_certificate,
+                    PkiIssueInput(mount=input.pki_mount, role=input.role, common_name=input.common_name,
+                                  kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            if cert.previous.version:
+                restored = await workflow.execute_activity_method(
+                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=cert.previous),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                self.record.restored_version = restored.version
+                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old certificate again "
+                                          f"({cert.previous_serial})")
+            await workflow.execute_activity_method(
+                SecretEngineActivities.pki_revoke_certificate, PkiRevokeInput(mount=input.pki_mount, serial=cert.serial),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            self.record.revoked.append(cert.serial)
+            ending.compensated.append(f"new certificate {cert.serial} revoked")
             self.step_failed(step, "; ".join(ending.compensated), status="compensated")
         except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
             ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import hvac
 import psycopg
@@ -126,3 +127,86 @@ class Consumer:
                 self._reload()
             except Exception as err:  # noqa: BLE001 - recorded for the test to show
                 self.errors.append(f"{type(err).__name__}: {err}")
+
+
+PKI_MOUNT = "pki"
+
+
+def configure_pki(vault: hvac.Client) -> None:
+    """The PKI engine with an internal root and a role for *.shop.test (once per OpenBao)."""
+    with _lock:
+        if (str(vault.url), "pki") in _configured:
+            return
+        if f"{PKI_MOUNT}/" not in vault.sys.list_mounted_secrets_engines()["data"]:
+            vault.sys.enable_secrets_engine("pki", path=PKI_MOUNT, config={"max_lease_ttl": "87600h"})
+            vault.write_data(f"{PKI_MOUNT}/root/generate/internal", data={"common_name": "shop.test root", "ttl": "87600h"})
+        vault.write_data(f"{PKI_MOUNT}/roles/web", data={"allowed_domains": ["shop.test"], "allow_subdomains": True,
+                                                         "max_ttl": "8760h", "ttl": "8760h"})
+        _configured.add((str(vault.url), "pki"))
+
+
+class TlsEndpoint:
+    """A TLS endpoint that serves the certificate in KV ``path`` and picks up a new version for the next handshake
+    (as a proxy that watches its certificate source does)."""
+
+    def __init__(self, vault: hvac.Client, path: str) -> None:
+        import socket
+        import tempfile
+
+        self.vault, self.path = vault, path.removeprefix("secret/")
+        self.frozen = threading.Event()
+        self.stop = threading.Event()
+        self.version = 0
+        self.dir = tempfile.mkdtemp(prefix="tls-")
+        self._context: Any = None
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.2)
+        self.endpoint = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "TlsEndpoint":
+        self._reload()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(10)
+        self._sock.close()
+
+    def _reload(self) -> None:
+        import ssl
+        from pathlib import Path
+
+        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
+                                                            raise_on_deleted_version=True)
+        version = int(resp["data"]["metadata"]["version"])
+        if version == self.version:
+            return
+        data = resp["data"]["data"]
+        cert, key = Path(self.dir) / f"{version}.crt", Path(self.dir) / f"{version}.key"
+        cert.write_text(data["certificate"])
+        key.write_text(data["private_key"])
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._context, self.version = context, version
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self.stop.is_set():
+            if not self.frozen.is_set():
+                try:
+                    self._reload()
+                except Exception:  # noqa: BLE001 - keeps serving the certificate it has
+                    pass
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            try:
+                conn.settimeout(5)
+                with self._context.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:
+                conn.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.rotation import RotateSecretInput
+from core.rotation import RotateSecretInput, cn_allowed
 from core.runbook import RunbookMeta
 
 
@@ -31,3 +31,16 @@ def test_catalog_entry_plans_a_start(tmp_path):
     assert plan.workflow_type == "RotateSecret" and plan.meta.target == "secret/apps/orders/db"
     assert isinstance(plan.input, RotateSecretInput) and plan.input.problems() == []
     assert plan.input.verify_timeout.total_seconds() == 300 and plan.meta.approval.required_approvals == 0
+
+
+def test_cn_rules() -> None:
+    assert cn_allowed("www.shop.test", ["shop.test"], subdomains=True, bare=False)
+    assert not cn_allowed("shop.test", ["shop.test"], subdomains=True, bare=False)
+    assert cn_allowed("shop.test", ["shop.test"], subdomains=False, bare=True)
+    assert not cn_allowed("www.evilshop.test", ["shop.test"], subdomains=True, bare=True)
+
+
+def test_certificate_fields_are_named() -> None:
+    problems = RotateSecretInput(meta=RunbookMeta(runbook="rotate-secret", target="x", requested_by="t"),
+                                 kind="certificate", role="web", kv_path="secret/x", endpoints=["host"]).problems()
+    assert problems == ["common_name: blank (the certificate's CN)", "endpoints: 'host' is not host:port"]
