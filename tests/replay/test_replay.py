@@ -20,6 +20,7 @@ from core.config import Settings
 from tests import harness
 from tests.replay.workflows_under_test import ReplayProbe, ReplayProbeChanged, probe
 from workers.main import product_workflows
+from workers.sandbox import workflow_runner
 
 TESTS = Path(__file__).resolve().parents[1]
 HISTORIES = sorted(harness.HISTORIES.glob("*.json"))
@@ -57,7 +58,8 @@ def load(path: Path) -> WorkflowHistory:
                     "(record them with RUNBOOK_RECORD_HISTORIES=1 .venv/bin/pytest)")
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
-    replayer = Replayer(workflows=all_workflows(), data_converter=harness.DATA_CONVERTER)
+    workflows = all_workflows()
+    replayer = Replayer(workflows=workflows, workflow_runner=workflow_runner(workflows), data_converter=harness.DATA_CONVERTER)
     await replayer.replay_workflow(load(path))
 
 
