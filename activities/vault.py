@@ -15,6 +15,7 @@ Paths are KV version 2 paths below the mount (default ``secret``): ``read_kv("ap
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -28,10 +29,15 @@ from temporalio.exceptions import ApplicationError
 
 from core import errors
 from core.rotation import (
+    ApiKeyIssued,
+    ApiKeyIssueInput,
+    ApiKeyState,
+    ApiKeyTarget,
     DbCredentialInput,
     DbCredentialIssued,
     DbRotationTarget,
     DbRotationTargetState,
+    KvDestroyed,
     KvRef,
     KvRestoreInput,
     LeaseRef,
@@ -42,6 +48,7 @@ from core.rotation import (
     PkiRotationTarget,
     PkiTargetState,
     cn_allowed,
+    fingerprint_of,
 )
 
 
@@ -346,3 +353,48 @@ class SecretEngineActivities:
     def pki_revoke_certificate(self, req: PkiRevokeInput) -> LeaseRevoked:
         """Revoke a certificate by serial (it joins the CRL); idempotent."""
         return LeaseRevoked(lease_id=req.serial, revoked=self._revoke_serial(req.mount, req.serial))
+
+    # -- API keys (KV v2 versions) -----------------------------------------------------------------------------
+    @activity.defn
+    def apikey_rotation_target(self, req: ApiKeyTarget) -> ApiKeyState:
+        """Read-only: the KV path's current version and the fingerprint of its key."""
+        mount, sub, version = self._kv_versions(req.kv_path)
+        data = self._kv_read(mount, sub, version) if version else {}
+        fingerprint = data.get("fingerprint") or (fingerprint_of(data["api_key"]) if data.get("api_key") else "")
+        return ApiKeyState(kv_version=version, fingerprint=fingerprint, kv_rotation_id=data.get("rotation_id", ""))
+
+    @activity.defn
+    def apikey_issue(self, req: ApiKeyIssueInput) -> ApiKeyIssued:
+        """A new random key as the next KV version (the old version stays readable: both valid); idempotent."""
+        mount, sub, current = self._kv_versions(req.kv_path)
+        data = self._kv_read(mount, sub, current) if current else {}
+        if current and data.get("rotation_id") == req.rotation_id:
+            before = self._kv_read(mount, sub, current - 1) if current > 1 else {}
+            return ApiKeyIssued(kv=KvRef(path=req.kv_path, version=current), fingerprint=data.get("fingerprint", ""),
+                                previous=KvRef(path=req.kv_path, version=current - 1),
+                                previous_fingerprint=before.get("fingerprint", ""))
+        key = secrets.token_urlsafe(req.bytes)
+        fingerprint = fingerprint_of(key)
+        kept = {k: v for k, v in data.items() if k not in ("api_key", "fingerprint", "rotation_id")}
+        written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
+            path=sub, mount_point=mount, cas=current,
+            secret={**kept, "api_key": key, "fingerprint": fingerprint, "rotation_id": req.rotation_id}), f"{mount}/{sub}")
+        previous = data.get("fingerprint") or (fingerprint_of(data["api_key"]) if data.get("api_key") else "")
+        return ApiKeyIssued(kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), fingerprint=fingerprint,
+                            previous=KvRef(path=req.kv_path, version=current), previous_fingerprint=previous)
+
+    @activity.defn
+    def kv_destroy_version(self, req: KvRef) -> KvDestroyed:
+        """Destroy one version of a KV v2 secret for good (its data is gone; the version number stays); idempotent."""
+        mount, sub = self._kv._split(req.path)
+        meta = self._vault(lambda: self._client.secrets.kv.v2.read_secret_metadata(path=sub, mount_point=mount),
+                           f"{mount}/{sub}")
+        version = (meta["data"].get("versions") or {}).get(str(req.version))
+        if version is None:
+            raise ApplicationError(f"Vault: {mount}/{sub} has no version {req.version}", type=errors.NOT_FOUND,
+                                   non_retryable=True)
+        if version.get("destroyed"):
+            return KvDestroyed(kv=req, destroyed=False)
+        self._vault(lambda: self._client.secrets.kv.v2.destroy_secret_versions(
+            path=sub, versions=[req.version], mount_point=mount), f"destroying {mount}/{sub} v{req.version}")
+        return KvDestroyed(kv=req, destroyed=True)

@@ -16,7 +16,7 @@ from core.duration import Duration
 from core.restore import PgServer
 from core.runbook import RunbookInput, RunbookResult
 
-SecretKind = Literal["database", "certificate"]
+SecretKind = Literal["database", "certificate", "api_key"]
 
 
 class _Model(BaseModel):
@@ -153,6 +153,44 @@ class TlsServed(_Model):
     serials: dict[str, str] = Field(description="endpoint -> the serial it presented")
 
 
+class ApiKeyTarget(_Model):
+    kv_path: str
+
+
+class ApiKeyState(_Model):
+    kv_version: int = Field(description="the current version of kv_path (0: the path does not exist)")
+    fingerprint: str = ""
+    kv_rotation_id: str = ""
+
+
+class ApiKeyIssueInput(_Model):
+    """A new random key written (api_key, fingerprint, rotation_id) as the next version of ``kv_path``; a retry
+    returns the version it wrote."""
+
+    kv_path: str
+    rotation_id: str
+    bytes: int = Field(32, ge=16, le=128)
+
+
+class ApiKeyIssued(_Model):
+    kv: KvRef
+    fingerprint: str
+    previous: KvRef
+    previous_fingerprint: str = ""
+
+
+class KvDestroyed(_Model):
+    kv: KvRef
+    destroyed: bool = Field(description="False: that version was already destroyed")
+
+
+def fingerprint_of(key: str) -> str:
+    """What consumers report and the run records instead of a key: ``sha256:`` and 16 hex digits of its hash."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def cn_allowed(common_name: str, domains: list[str], *, subdomains: bool, bare: bool) -> bool:
     """Whether a PKI role with these ``allowed_domains`` issues for ``common_name`` (Vault's rules, without globs)."""
     cn = common_name.lower().rstrip(".")
@@ -185,12 +223,16 @@ class RotateSecretInput(RunbookInput):
     pki_mount: str = Field("pki", description="the PKI secrets engine's mount")
     common_name: str = Field("", description="the certificate's CN (the PKI role's allowed domains must allow it)")
     endpoints: list[str] = Field(default_factory=list, description="host:port of each TLS endpoint that must present it")
+    # API keys (KV v2 versions; ``kv_path`` holds api_key and its fingerprint)
+    consumer_urls: list[str] = Field(default_factory=list,
+                                     description="api_key: each consumer's URL whose body names the fingerprint of the key it uses")
+    grace_period: Duration = Field(timedelta(hours=1), description="api_key: how long the old version stays after verification")
     verify_timeout: Duration = Field(timedelta(minutes=5), description="how long consumers get to connect as the new user")
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        if not self.role.strip():
-            out.append("role: blank (the database engine's role to issue from)")
+        if self.kind != "api_key" and not self.role.strip():
+            out.append("role: blank (the engine's role to issue from)")
         if not self.kv_path.strip():
             out.append("kv_path: blank (where the consumers read their credentials)")
         if self.kind == "database":
@@ -198,6 +240,11 @@ class RotateSecretInput(RunbookInput):
                 out.append("consumers: empty (who must switch to the new user before the old one is revoked)")
             if self.server is None:
                 out.append("server: missing (the database whose sessions are checked)")
+        elif self.kind == "api_key":
+            if not [u for u in self.consumer_urls if u.strip()]:
+                out.append("consumer_urls: empty (the consumers that must report the new key's fingerprint)")
+            out += [f"consumer_urls: {u!r} is not an http(s) URL" for u in self.consumer_urls
+                    if u.strip() and not u.startswith(("http://", "https://"))]
         else:
             if not self.common_name.strip():
                 out.append("common_name: blank (the certificate's CN)")
@@ -219,6 +266,9 @@ class RotationRecord(_Model):
     new_username: str = ""
     old_lease_id: str = ""
     new_lease_id: str = ""
+    old_fingerprint: str = Field("", description="api keys: the fingerprint of the key before")
+    new_fingerprint: str = ""
+    destroyed_versions: list[int] = Field(default_factory=list, description="api keys: KV versions destroyed")
     old_serial: str = Field("", description="certificates: the serial the endpoints presented before")
     new_serial: str = ""
     new_not_after: str = ""

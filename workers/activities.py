@@ -142,7 +142,8 @@ def secret_engine_activities(vault) -> list[Callable]:
 
     engine = SecretEngineActivities(vault.client if vault is not None else None)
     return [engine.db_rotation_target, engine.db_issue_credential, engine.kv_restore_version, engine.vault_revoke_lease,
-            engine.pki_rotation_target, engine.pki_issue_certificate, engine.pki_revoke_certificate]
+            engine.pki_rotation_target, engine.pki_issue_certificate, engine.pki_revoke_certificate,
+            engine.apikey_rotation_target, engine.apikey_issue, engine.kv_destroy_version]
 
 
 # ---------------------------------------------------------------------------- PostgreSQL (the release ledger)

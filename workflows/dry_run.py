@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     from core.kubernetes import DeploymentRef, HttpRouteRef, NamespaceRef
     from core.provision import ModuleCheckInput, PlanInput, ProvisionEnvironmentInput, input_problems
     from core.restore import scratch_name, targets_for
-    from core.rotation import DbRotationTarget, PkiRotationTarget
+    from core.rotation import ApiKeyTarget, DbRotationTarget, PkiRotationTarget
     from core.runbook import RunbookInput
     from core.traffic import (
         COLOURS,
@@ -602,6 +602,22 @@ async def plan_rotate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
         raise WouldRefuse("; ".join(problems))
     if inp.kind == "certificate":
         await plan_rotate_certificate(inp, plan)
+        return
+    if inp.kind == "api_key":
+        key = await read("Vault", inp.kv_path, SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=inp.kv_path))
+        if not key.kv_version:
+            raise WouldRefuse(f"kv_path: {inp.kv_path} does not exist (the consumers' current key)")
+        plan.reads.append(Reading(system="Vault", what=f"{inp.kv_path} now", value=f"v{key.kv_version} ({key.fingerprint})"))
+        plan.changes += [
+            Change(step="issue new key", system="Vault", target=inp.kv_path, before=f"v{key.kv_version}",
+                   after=f"v{key.kv_version + 1}: a new key (v{key.kv_version} still readable)"),
+            Change(step="destroy old version", system="Vault", target=f"{inp.kv_path} v{key.kv_version}",
+                   before="readable", after=f"destroyed, {format_duration(inp.grace_period)} after the consumers are verified"),
+        ]
+        plan.procedure += [f"verify consumers: {', '.join(inp.consumer_urls)} report the new key's fingerprint, within "
+                           f"{format_duration(inp.verify_timeout)}; else roll back (old version written back, new destroyed)",
+                           f"grace period {format_duration(inp.grace_period)}", "destroy old version"]
+        plan.summary = f"rotate the API key in {inp.kv_path} from v{key.kv_version} to v{key.kv_version + 1}"
         return
     state = await read("Vault", f"role {inp.mount}/roles/{inp.role} and {inp.kv_path}", SecretEngineActivities.db_rotation_target,
                        DbRotationTarget(mount=inp.mount, role=inp.role, kv_path=inp.kv_path))

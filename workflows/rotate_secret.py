@@ -28,11 +28,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.vault import SecretEngineActivities
     from core import errors
     from core.approval import AbortInput
+    from core.http_checks import HttpCheck, HttpSuiteInput
     from core.rotation import (
+        ApiKeyIssued,
+        ApiKeyIssueInput,
+        ApiKeyTarget,
         ConsumerCheckInput,
         DbCredentialInput,
         DbCredentialIssued,
         DbRotationTarget,
+        KvRef,
         KvRestoreInput,
         LeaseRef,
         PkiIssued,
@@ -60,6 +65,7 @@ class RotateSecret(RunbookWorkflow):
         self._issuing = False  # set BEFORE the issue: compensation must look for what it may have written
         self._issued: DbCredentialIssued | None = None
         self._cert: PkiIssued | None = None
+        self._key: ApiKeyIssued | None = None
         self._old_revoked = False
 
     def status_details(self) -> dict[str, Any]:
@@ -69,7 +75,9 @@ class RotateSecret(RunbookWorkflow):
     async def run(self, input: RotateSecretInput) -> RotateSecretResult:
         self.begin()
         await self.notify("started", f"Rotate {input.kind} secret {input.kv_path}", f"role {input.role}")
-        if input.kind == "certificate":
+        if input.kind == "api_key":
+            ending = await self.conduct(lambda: self._rotate_api_key(input), lambda e: self._compensate_api_key(input, e))
+        elif input.kind == "certificate":
             ending = await self.conduct(lambda: self._rotate_certificate(input),
                                         lambda e: self._compensate_certificate(input, e))
         else:
@@ -302,6 +310,111 @@ class RotateSecret(RunbookWorkflow):
                 start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
             self.record.revoked.append(cert.serial)
             ending.compensated.append(f"new certificate {cert.serial} revoked")
+            self.step_failed(step, "; ".join(ending.compensated), status="compensated")
+        except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
+            ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
+            self.step_failed(step, cause_of(err))
+
+    # ------------------------------------------------------------------------------------------ API keys
+    async def _rotate_api_key(self, input: RotateSecretInput) -> Ending:
+        """A new key as the next KV version (the old version stays: both valid), verified when every consumer URL
+        reports the new key's fingerprint, then, after the grace period, the old version destroyed."""
+        step = self.step_started("validate")
+        problems = input.problems()
+        if problems:
+            self.step_failed(step, "; ".join(problems))
+            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        state = await self.interruptible(workflow.execute_activity_method(
+            SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=input.kv_path),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
+        if not state.kv_version:
+            why = f"kv_path: {input.kv_path} does not exist (the consumers' current key)"
+            self.step_failed(step, why)
+            raise Stop("Refused", f"{why}: {NOTHING_CHANGED}", severity="warning")
+        r = self.record
+        r.old_version, r.old_fingerprint = state.kv_version, state.fingerprint
+        await self.step_done(step, f"{input.kv_path} v{state.kv_version} ({state.fingerprint or 'no fingerprint'})",
+                             notify=False)
+
+        step = self.step_started("issue new key")
+        self._issuing = True
+        key: ApiKeyIssued = await self.change(workflow.execute_activity_method(
+            SecretEngineActivities.apikey_issue,
+            ApiKeyIssueInput(kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "issue new key")
+        self._key = key
+        r.new_version, r.new_fingerprint = key.kv.version, key.fingerprint
+        r.old_version, r.old_fingerprint = key.previous.version, key.previous_fingerprint
+        await self.step_done(step, f"{input.kv_path} v{key.kv.version}: {key.fingerprint} (v{key.previous.version} "
+                                   "still valid)")
+
+        step = self.step_started("verify consumers")
+        interval = 2.0
+        attempts = max(1, min(100, int(input.verify_timeout.total_seconds() / interval) + 1))
+        checks = [HttpCheck(name=f"consumer {i + 1}", url=url, expect_body=key.fingerprint)
+                  for i, url in enumerate(u for u in input.consumer_urls if u.strip())]
+        suite = await self.interruptible(workflow.execute_activity_method(
+            HttpCheckActivities.http_check_suite, HttpSuiteInput(checks=checks, attempts=attempts, interval_seconds=interval),
+            start_to_close_timeout=input.verify_timeout + timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=60),
+            retry_policy=ACTIVITY_RETRY), "verify consumers")
+        if not suite.passed:
+            self.step_failed(step, suite.summary())
+            raise Stop("RolledBack", f"verify consumers: not on {key.fingerprint}: {suite.summary()}", severity="error")
+        await self.step_done(step, f"{len(checks)} consumer(s) report {key.fingerprint}")
+
+        step = self.step_started("grace period")
+        if input.grace_period > timedelta(0):
+            try:
+                await self.interruptible(workflow.wait_condition(
+                    lambda: False, timeout=input.grace_period,
+                    timeout_summary=f"grace period: v{key.previous.version} destroyed at its end"), "grace period")
+            except asyncio.TimeoutError:
+                pass
+        await self.step_done(step, f"{input.grace_period} passed with both versions readable", notify=False)
+
+        step = self.step_started("destroy old version")
+        if key.previous.version:
+            await self._too_late_to_abort("destroy old version", workflow.execute_activity_method(
+                SecretEngineActivities.kv_destroy_version, KvRef(path=input.kv_path, version=key.previous.version),
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
+            r.destroyed_versions.append(key.previous.version)
+            await self.step_done(step, f"{input.kv_path} v{key.previous.version} destroyed")
+        else:
+            self._old_revoked = True
+            await self.step_done(step, "no old version: nothing to destroy")
+        return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: consumers on "
+                                   f"{r.new_fingerprint}, v{r.old_version} destroyed")
+
+    async def _compensate_api_key(self, input: RotateSecretInput, ending: Ending) -> None:
+        """Before the old version is destroyed: write it back as the newest version and destroy the new one."""
+        if not self._issuing or self._old_revoked:
+            return
+        step = self.step_started("roll back to old key")
+        try:
+            key = self._key
+            if key is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
+                state = await workflow.execute_activity_method(
+                    SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=input.kv_path),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                if state.kv_rotation_id != workflow.info().workflow_id:
+                    self.step_failed(step, "no new key was issued: nothing to roll back", status="skipped")
+                    return
+                key = await workflow.execute_activity_method(  # idempotent: answers what it wrote
+                    SecretEngineActivities.apikey_issue,
+                    ApiKeyIssueInput(kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            if key.previous.version:
+                restored = await workflow.execute_activity_method(
+                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=key.previous),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                self.record.restored_version = restored.version
+                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old key again "
+                                          f"({key.previous_fingerprint})")
+            await workflow.execute_activity_method(
+                SecretEngineActivities.kv_destroy_version, key.kv,
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            self.record.destroyed_versions.append(key.kv.version)
+            ending.compensated.append(f"new key v{key.kv.version} destroyed")
             self.step_failed(step, "; ".join(ending.compensated), status="compensated")
         except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
             ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")

@@ -210,3 +210,62 @@ class TlsEndpoint:
                     pass
             except OSError:
                 conn.close()
+
+
+class KeyConsumer:
+    """A service that reads its API key from KV (reloading a new version) and reports the fingerprint of the key it
+    uses at ``url`` (``{"api_key": "sha256:..."}``), as a health or info endpoint would."""
+
+    def __init__(self, vault: hvac.Client, path: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from core.rotation import fingerprint_of
+
+        self.vault, self.path = vault, path.removeprefix("secret/")
+        self.frozen = threading.Event()
+        self.stop = threading.Event()
+        self.keys: set[str] = set()
+        self.fingerprint = ""
+        consumer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                body = ('{"api_key": "%s"}' % consumer.fingerprint).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._fp = fingerprint_of
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/info"
+        self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True),
+                         threading.Thread(target=self._loop, daemon=True)]
+
+    def __enter__(self) -> "KeyConsumer":
+        self._reload()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _reload(self) -> None:
+        data = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
+                                                            raise_on_deleted_version=True)["data"]["data"]
+        self.keys.add(data["api_key"])
+        self.fingerprint = self._fp(data["api_key"])
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            if not self.frozen.is_set():
+                try:
+                    self._reload()
+                except Exception:  # noqa: BLE001 - keeps the key it has
+                    pass

@@ -44,3 +44,9 @@ def test_certificate_fields_are_named() -> None:
     problems = RotateSecretInput(meta=RunbookMeta(runbook="rotate-secret", target="x", requested_by="t"),
                                  kind="certificate", role="web", kv_path="secret/x", endpoints=["host"]).problems()
     assert problems == ["common_name: blank (the certificate's CN)", "endpoints: 'host' is not host:port"]
+
+
+def test_api_key_fields_are_named() -> None:
+    problems = RotateSecretInput(meta=RunbookMeta(runbook="rotate-secret", target="x", requested_by="t"),
+                                 kind="api_key", kv_path="secret/x", consumer_urls=["ftp://x"]).problems()
+    assert problems == ["consumer_urls: 'ftp://x' is not an http(s) URL"]
