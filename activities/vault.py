@@ -305,8 +305,13 @@ class SecretEngineActivities:
             bare=bool(data.get("allow_bare_domains")))
         mount, sub, version = self._kv_versions(req.kv_path)
         current = self._kv_read(mount, sub, version) if version else {}
+        not_after = ""
+        if current.get("certificate"):
+            from cryptography import x509
+
+            not_after = x509.load_pem_x509_certificate(current["certificate"].encode()).not_valid_after_utc.isoformat()
         return PkiTargetState(role_exists=role is not None, cn_allowed=allowed, allowed_domains=domains,
-                              kv_version=version, kv_serial=current.get("serial", ""),
+                              kv_version=version, kv_serial=current.get("serial", ""), kv_not_after=not_after,
                               kv_rotation_id=current.get("rotation_id", ""))
 
     @activity.defn

@@ -112,6 +112,7 @@ class PkiTargetState(_Model):
     allowed_domains: list[str] = Field(default_factory=list)
     kv_version: int = 0
     kv_serial: str = ""
+    kv_not_after: str = Field("", description="the current certificate's expiry (ISO 8601), read from the certificate")
     kv_rotation_id: str = ""
 
 
@@ -184,6 +185,17 @@ class KvDestroyed(_Model):
     destroyed: bool = Field(description="False: that version was already destroyed")
 
 
+EXPIRY_ALERT_DAYS = (30, 15, 7)
+
+
+def expiry_alert(days_left: int) -> int | None:
+    """The alert a daily expiry scan raises today: 30, 15 or 7 on those days before expiry, every day at 7 or fewer
+    (0 or less: expired), else None."""
+    if days_left <= EXPIRY_ALERT_DAYS[-1]:
+        return days_left
+    return days_left if days_left in EXPIRY_ALERT_DAYS else None
+
+
 def fingerprint_of(key: str) -> str:
     """What consumers report and the run records instead of a key: ``sha256:`` and 16 hex digits of its hash."""
     import hashlib
@@ -223,6 +235,9 @@ class RotateSecretInput(RunbookInput):
     pki_mount: str = Field("pki", description="the PKI secrets engine's mount")
     common_name: str = Field("", description="the certificate's CN (the PKI role's allowed domains must allow it)")
     endpoints: list[str] = Field(default_factory=list, description="host:port of each TLS endpoint that must present it")
+    renew_within: Duration | None = Field(
+        None, description="certificate, the expiry scan: rotate only when the current certificate expires within this "
+                          "(the policy: 30d); otherwise end Succeeded with nothing to do. Unset: always rotate")
     # API keys (KV v2 versions; ``kv_path`` holds api_key and its fingerprint)
     consumer_urls: list[str] = Field(default_factory=list,
                                      description="api_key: each consumer's URL whose body names the fingerprint of the key it uses")

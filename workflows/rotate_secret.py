@@ -16,7 +16,7 @@ No secret value enters the workflow: its activities answer with versions, lease 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         RotateSecretResult,
         RotationRecord,
         TlsServedInput,
+        expiry_alert,
     )
     from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, until_done
 
@@ -224,6 +225,20 @@ class RotateSecret(RunbookWorkflow):
         r.old_version, r.old_serial = state.kv_version, state.kv_serial
         await self.step_done(step, f"role {input.role} allows {input.common_name}; {input.kv_path} v{state.kv_version} "
                                    f"(serial {state.kv_serial or '?'})", notify=False)
+        if input.renew_within is not None and state.kv_not_after:
+            expires = datetime.fromisoformat(state.kv_not_after)
+            days_left = (expires - workflow.now()).days
+            alert = expiry_alert(days_left)
+            if alert is not None:
+                await self.notify("alert", f"Certificate {input.common_name} expires in {days_left} day(s)",
+                                  f"{input.kv_path} serial {state.kv_serial}, not after {state.kv_not_after}",
+                                  severity="warning" if days_left > 7 else "error",
+                                  fields={"expires": state.kv_not_after, "serial": state.kv_serial})
+            if expires - workflow.now() > input.renew_within:
+                self.step_skipped("issue new certificate", f"expires in {days_left} days: not within "
+                                                           f"{input.renew_within.days} days")
+                return Ending("Succeeded", f"nothing to do: {input.kv_path} (serial {state.kv_serial}) expires in "
+                                           f"{days_left} days")
 
         step = self.step_started("issue new certificate")
         self._issuing = True

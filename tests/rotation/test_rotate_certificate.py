@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import hvac
 import pytest
+import pytest_asyncio
 
 from activities.http_checks import HttpCheckActivities, _served_serial
 from activities.vault import SecretEngineActivities
@@ -117,3 +118,45 @@ async def test_dry_run_names_the_serial_it_would_revoke(ts_env, vault, site) -> 
         ("revoke old certificate", f"pki serial {old['serial']}", "valid")]
     assert refused.plan.outcome == "WouldRefuse" and refused.plan.refusal.startswith("common_name:")
     assert kv(vault, site)["version"] == old["version"]
+
+
+def seed_expiring(vault: hvac.Client, ttl: str) -> str:
+    configure_pki(vault)
+    issued = vault.write_data(f"{PKI_MOUNT}/issue/web", data={"common_name": "www.shop.test", "ttl": ttl})["data"]
+    path = f"sites/{uuid.uuid4().hex[:6]}/tls"
+    vault.secrets.kv.v2.create_or_update_secret(path=path, mount_point="secret", secret={
+        "certificate": issued["certificate"], "private_key": issued["private_key"], "serial": issued["serial_number"]})
+    return f"secret/{path}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh_env():
+    """A time-skipping server of its own: its clock starts at the real now, as the certificates' expiry does (the
+    module's server has skipped ahead over other tests' timers)."""
+    env = await harness.start_time_skipping()
+    async with env:
+        yield env
+
+
+async def test_expiry_scan_renews_within_30_days_and_alerts_at_15(fresh_env, task_queue, recording, vault):
+    ts_env = fresh_env
+    path = seed_expiring(vault, "372h")  # 15.5 days left
+    old = kv(vault, path)
+    with TlsEndpoint(vault, path) as tls:
+        result, _ = await run(ts_env, task_queue, acts(vault, recording),
+                              cert_input(path, tls.endpoint, renew_within=timedelta(days=30)))
+        assert result.status == "Succeeded" and result.rotation.new_serial != old["serial"], result.summary
+        assert _served_serial(tls.endpoint) == result.rotation.new_serial
+    alerts = [e for e in recording[0].events if e.kind == "alert"]
+    assert [a.title for a in alerts] == ["Certificate www.shop.test expires in 15 day(s)"]
+
+
+async def test_expiry_scan_leaves_a_certificate_with_60_days(fresh_env, task_queue, recording, vault):
+    ts_env = fresh_env
+    path = seed_expiring(vault, "1440h")
+    old = kv(vault, path)
+    result, _ = await run(ts_env, task_queue, acts(vault, recording),
+                          cert_input(path, "127.0.0.1:1", renew_within=timedelta(days=30)))
+    assert result.status == "Succeeded" and "nothing to do" in result.reason and "59 days" in result.reason, result.reason
+    assert kv(vault, path)["version"] == old["version"] and not revoked(vault, old["serial"])
+    assert not [e for e in recording[0].events if e.kind == "alert"]

@@ -50,3 +50,9 @@ def test_api_key_fields_are_named() -> None:
     problems = RotateSecretInput(meta=RunbookMeta(runbook="rotate-secret", target="x", requested_by="t"),
                                  kind="api_key", kv_path="secret/x", consumer_urls=["ftp://x"]).problems()
     assert problems == ["consumer_urls: 'ftp://x' is not an http(s) URL"]
+
+
+def test_expiry_alerts_at_30_15_7_and_every_day_after() -> None:
+    from core.rotation import expiry_alert
+
+    assert [d for d in range(40, -2, -1) if expiry_alert(d) is not None] == [30, 15, 7, 6, 5, 4, 3, 2, 1, 0, -1]
