@@ -443,7 +443,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         once (after any ``initial_delay``) and then every interval; a decisive verdict ends it early."""
         end = workflow.now() + max(duration, max(m.initial_delay for m in template.metrics))
         run = AnalysisRun(template, args=self._analysis_args(), deadline=lambda: end, stop=lambda: self.aborting,
-                          measure_at_start=True)
+                          measure_at_start=True, batch_activity=True)
         return await run.run()
 
     # ------------------------------------------------------------------ bake

@@ -101,9 +101,7 @@ async def reach(ts_env, handle, step: str, hold: Hold):
 
 
 async def cancel_processed(handle) -> None:
-    """Wait (polling the history, no wall-clock sleep guesses) until the workflow has seen the cancel request. A
-    held local activity (the pre-promotion analysis measures through one) keeps its workflow task open: the
-    request is seen at the task's next heartbeat, 80 % of the 10 s task timeout later, so this waits up to ~30 s."""
+    """Wait (polling the history, no wall-clock sleep guesses) until the workflow has seen the cancel request."""
     for _ in range(1500):
         seen = False
         async for event in handle.fetch_history_events():
