@@ -113,7 +113,18 @@ def start_dev(state: Path, ports: dict[str, int], **env: str) -> LoggedProcess:
     from starters.dev import DevPorts
 
     port_env = {DevPorts.ENV[name]: str(port) for name, port in ports.items()}
-    return LoggedProcess([sys.executable, "-m", "starters.dev", str(state)], {**port_env, **env})
+    catalog = {"RUNBOOK_CATALOG_DIR": str(catalog_without_freezes(state.parent / "catalog"))}
+    return LoggedProcess([sys.executable, "-m", "starters.dev", str(state)], {**port_env, **catalog, **env})
+
+
+def catalog_without_freezes(folder: Path) -> Path:
+    """The stock catalog with an empty change calendar, for the stack's worker: the stock calendar freezes production
+    over the year end, and the demo's runs (production by default) would wait there when the suite runs in those
+    days. The calendar's own behaviour is tested with calendars of its tests (tests/canary/test_freeze.py)."""
+    if not folder.exists():
+        shutil.copytree(ROOT / "runbooks", folder)
+        (folder / "calendar.yaml").write_text("windows: []\n")
+    return folder
 
 
 OK = (0,)  # the CLI exits through os._exit after flushing, so SDK threads can no longer crash its exit
