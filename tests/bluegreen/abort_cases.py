@@ -12,12 +12,16 @@ module's environment; the steps that need virtual time (bake, scale-down delay, 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
+from temporalio.testing import WorkflowEnvironment
 
 from core.analysis import AnalysisTemplate, CloudWatchQuery, MetricSpec
 from core.approval import AbortInput
+from tests import harness
 from tests.bluegreen.conftest import (
     activities,
     approve,
@@ -33,6 +37,17 @@ from tests.bluegreen.stand_ins import Hold, Measurer, workflow_task_failures
 from workflows.blue_green import BlueGreenCutover
 
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@pytest_asyncio.fixture(name="ts_env", loop_scope="session")
+async def per_case_ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server per case, not per module (the modules import it as their ``ts_env``): an activity
+    cancelled while its stand-in holds it stays pending on the test server after its run closed, which stops
+    virtual time for every later run on that server; one stuck case then failed every later one of its module in
+    fresh-clone CI runs."""
+    env = await harness.start_time_skipping()
+    async with env:
+        yield env
 
 
 def kube_writes(fake) -> list:

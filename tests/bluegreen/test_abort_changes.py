@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from core.approval import AbortInput
-from tests.bluegreen.abort_cases import abort_at
+from tests.bluegreen.abort_cases import abort_at, per_case_ts_env  # noqa: F401 (the ts_env fixture of these cases)
 from tests.bluegreen.conftest import activities, approve, make_input, start, wait_for, worker
 from tests.bluegreen.stand_ins import Hold, workflow_task_failures
 from workflows.blue_green import BlueGreenCutover
