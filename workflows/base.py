@@ -97,14 +97,14 @@ ACTIVITY_RETRY = RetryPolicy(
 # unreachable identity provider is retried a little, then refused ("cannot read the identity provider's keys").
 VERIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
                            non_retryable_error_types=["TokenRefused"])
-MAX_LEEWAY_SECONDS = 300
+MAX_LEEWAY_SECONDS = 300  # the validator's expiry pre-check allows the most clock skew a verifier may allow
 # Change freeze windows (core.calendar): checked before each change from this patch on (older histories replay
 # without the check); a run waiting out a window reads the calendar again at least this often, so an edited calendar
 # (a window shortened, extended or removed) reaches it.
 FREEZE_PATCH = "change-freeze-windows"
 CALENDAR_RECHECK = timedelta(minutes=15)
 CALENDAR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                             maximum_attempts=5, non_retryable_error_types=errors.NON_RETRYABLE)  # the validator's expiry pre-check allows the most clock skew a verifier may allow
+                             maximum_attempts=5, non_retryable_error_types=errors.NON_RETRYABLE)
 
 Severity = Literal["info", "warning", "error", "critical"]
 R = TypeVar("R", bound=RunbookResult)
