@@ -203,15 +203,21 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
             RegionFailover.run, failover_input(regions, verify_attempts=3, verify_interval=timedelta(milliseconds=100)), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
-        status = None
-        for _ in range(600):  # up to ~30 s on a loaded machine
-            status = await handle.query(RegionFailover.status)
-            if status.details.get("held"):
-                break
-            await asyncio.sleep(0.05)
-        assert status.status == "Paused" and status.details["held"] and status.details["dns_shifted"]
-        pages = [e for e in alerts(recording) if e.severity == "critical"]
-        assert pages and "HELD" in pages[0].title
+        # the run is held before its page goes out (a notify activity after the status change): wait for both. A
+        # run left behind by a failure here is terminated, or its pending page would stop the module server's clock
+        status, pages = None, []
+        try:
+            for _ in range(600):  # up to ~30 s on a loaded machine
+                status = await handle.query(RegionFailover.status)
+                pages = [e for e in alerts(recording) if e.severity == "critical"]
+                if status.details.get("held") and pages:
+                    break
+                await asyncio.sleep(0.05)
+            assert status.status == "Paused" and status.details["held"] and status.details["dns_shifted"]
+            assert pages and "HELD" in pages[0].title
+        except BaseException:
+            await handle.terminate("the test failed while the run was held")
+            raise
         # DNS stays on DR: no automatic flapping back
         assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"
         # a person fixes DR and asks for a re-check: it passes and the run completes (then fails back: drill)
