@@ -16,6 +16,7 @@ No secret value enters the workflow: its activities answer with versions, lease 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -134,21 +135,9 @@ class RotateSecret(RunbookWorkflow):
 
         step = self.step_started("revoke old credential")
         if issued.previous_lease_id:
-            # The consumers are verified on the new user: an abort or a cancel from here on is too late to roll back
-            # (the revoke, once started, may have dropped the old user); the rotation completes and says so.
-            self.check_abort("revoke old credential")
-            await self.respect_freeze("revoke old credential")
-            task = asyncio.ensure_future(workflow.execute_activity_method(
+            done = await self._too_late_to_abort("revoke old credential", workflow.execute_activity_method(
                 SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.previous_lease_id),
                 start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
-            if await until_done(task):
-                self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
-            done = task.result()  # a failed revoke: the old user is still there, and compensation rolls back
-            self._old_revoked = True
-            if self.aborting:
-                req = self.abort_request
-                self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
-                                   note="arrived while the old credential was revoked: the rotation completed")
             r.revoked.append(issued.previous_lease_id)
             await self.step_done(step, f"lease {done.lease_id} {'revoked' if done.revoked else 'was already gone'}: "
                                        f"user {issued.previous_username} dropped")
@@ -161,40 +150,54 @@ class RotateSecret(RunbookWorkflow):
     async def _compensate(self, input: RotateSecretInput, ending: Ending) -> None:
         """Before the old lease is revoked: put the old credential back where consumers read it and revoke the new
         lease. The old user was never touched, so consumers that never switched kept working throughout."""
+        async def revoke_new(issued: DbCredentialIssued) -> str:
+            await self._compensating(SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.lease_id))
+            self.record.revoked.append(issued.lease_id)
+            return f"new lease revoked (user {issued.username} dropped)"
+
+        await self._roll_back(input, ending, "credential", self._issued, was=lambda i: i.previous_username,
+                              target=lambda: self._compensating(
+                                  SecretEngineActivities.db_rotation_target,
+                                  DbRotationTarget(mount=input.mount, role=input.role, kv_path=input.kv_path)),
+                              reissue=lambda: self._compensating(
+                                  SecretEngineActivities.db_issue_credential,
+                                  DbCredentialInput(mount=input.mount, role=input.role, kv_path=input.kv_path,
+                                                    rotation_id=workflow.info().workflow_id)),
+                              undo_new=revoke_new)
+
+    async def _roll_back(self, input: RotateSecretInput, ending: Ending, noun: str, issued: Any, *,
+                         was: Callable[[Any], str], target: Callable[[], Awaitable[Any]],
+                         reissue: Callable[[], Awaitable[Any]], undo_new: Callable[[Any], Awaitable[str]]) -> None:
+        """The one roll-back of every kind, before the old material is revoked: the old version's data written back
+        as the newest KV version, then the new material undone (``undo_new``: a lease or serial revoked, a version
+        destroyed). Stopped around the issue (``issued`` None), it first asks whether the issue wrote (``target``:
+        its rotation id on the newest version) and, if so, what (``reissue``: the issue is idempotent)."""
         if not self._issuing or self._old_revoked:
             return
-        step = self.step_started("roll back to old credential")
+        step = self.step_started(f"roll back to old {noun}")
         try:
-            issued = self._issued
-            if issued is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
-                state = await workflow.execute_activity_method(
-                    SecretEngineActivities.db_rotation_target,
-                    DbRotationTarget(mount=input.mount, role=input.role, kv_path=input.kv_path),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+            if issued is None:
+                state = await target()
                 if state.kv_rotation_id != workflow.info().workflow_id:
-                    self.step_failed(step, "no new credential was issued: nothing to roll back", status="skipped")
+                    self.step_failed(step, f"no new {noun} was issued: nothing to roll back", status="skipped")
                     return
-                issued = await workflow.execute_activity_method(  # idempotent: answers what it wrote
-                    SecretEngineActivities.db_issue_credential,
-                    DbCredentialInput(mount=input.mount, role=input.role, kv_path=input.kv_path,
-                                      rotation_id=workflow.info().workflow_id),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                issued = await reissue()  # idempotent: answers what it wrote
             if issued.previous.version:
-                restored = await workflow.execute_activity_method(
-                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=issued.previous),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+                restored: KvRef = await self._compensating(SecretEngineActivities.kv_restore_version,
+                                                           KvRestoreInput(source=issued.previous))
                 self.record.restored_version = restored.version
-                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old credential again "
-                                          f"({issued.previous_username})")
-            await workflow.execute_activity_method(
-                SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.lease_id),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-            self.record.revoked.append(issued.lease_id)
-            ending.compensated.append(f"new lease revoked (user {issued.username} dropped)")
+                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old {noun} again "
+                                          f"({was(issued)})")
+            ending.compensated.append(await undo_new(issued))
             self.step_failed(step, "; ".join(ending.compensated), status="compensated")
         except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
             ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
             self.step_failed(step, cause_of(err))
+
+    @staticmethod
+    def _compensating(activity: Any, arg: Any) -> Awaitable[Any]:
+        return workflow.execute_activity_method(activity, arg, start_to_close_timeout=timedelta(minutes=1),
+                                                retry_policy=COMPENSATE_RETRY)
 
     # ------------------------------------------------------------------------------------------ certificates
     async def _rotate_certificate(self, input: RotateSecretInput) -> Ending:
@@ -289,46 +292,27 @@ class RotateSecret(RunbookWorkflow):
         if self.aborting:
             req = self.abort_request
             self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
-                               note="arrived while the old material was revoked: the rotation completed")
+                               note=f"arrived during {where}: the rotation completed")
         return result
 
     async def _compensate_certificate(self, input: RotateSecretInput, ending: Ending) -> None:
         """Before the old certificate is revoked: put it back where the endpoint reads it, revoke the new one."""
-        if not self._issuing or self._old_revoked:
-            return
-        step = self.step_started("roll back to old certificate")
-        try:
-            cert = self._cert
-            if cert is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
-                state = await workflow.execute_activity_method(
-                    SecretEngineActivities.pki_rotation_target,
-                    PkiRotationTarget(mount=input.pki_mount, role=input.role, common_name=input.common_name,
-                                      kv_path=input.kv_path),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-                if state.kv_rotation_id != workflow.info().workflow_id:
-                    self.step_failed(step, "no new certificate was issued: nothing to roll back", status="skipped")
-                    return
-                cert = await workflow.execute_activity_method(  # idempotent: answers what it wrote
-                    SecretEngineActivities.pki_issue_certificate,
-                    PkiIssueInput(mount=input.pki_mount, role=input.role, common_name=input.common_name,
-                                  kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-            if cert.previous.version:
-                restored = await workflow.execute_activity_method(
-                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=cert.previous),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-                self.record.restored_version = restored.version
-                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old certificate again "
-                                          f"({cert.previous_serial})")
-            await workflow.execute_activity_method(
-                SecretEngineActivities.pki_revoke_certificate, PkiRevokeInput(mount=input.pki_mount, serial=cert.serial),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+        async def revoke_new(cert: PkiIssued) -> str:
+            await self._compensating(SecretEngineActivities.pki_revoke_certificate,
+                                     PkiRevokeInput(mount=input.pki_mount, serial=cert.serial))
             self.record.revoked.append(cert.serial)
-            ending.compensated.append(f"new certificate {cert.serial} revoked")
-            self.step_failed(step, "; ".join(ending.compensated), status="compensated")
-        except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
-            ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
-            self.step_failed(step, cause_of(err))
+            return f"new certificate {cert.serial} revoked"
+
+        await self._roll_back(input, ending, "certificate", self._cert, was=lambda c: c.previous_serial,
+                              target=lambda: self._compensating(
+                                  SecretEngineActivities.pki_rotation_target,
+                                  PkiRotationTarget(mount=input.pki_mount, role=input.role,
+                                                    common_name=input.common_name, kv_path=input.kv_path)),
+                              reissue=lambda: self._compensating(
+                                  SecretEngineActivities.pki_issue_certificate,
+                                  PkiIssueInput(mount=input.pki_mount, role=input.role, common_name=input.common_name,
+                                                kv_path=input.kv_path, rotation_id=workflow.info().workflow_id)),
+                              undo_new=revoke_new)
 
     # ------------------------------------------------------------------------------------------ API keys
     async def _rotate_api_key(self, input: RotateSecretInput) -> Ending:
@@ -402,35 +386,15 @@ class RotateSecret(RunbookWorkflow):
 
     async def _compensate_api_key(self, input: RotateSecretInput, ending: Ending) -> None:
         """Before the old version is destroyed: write it back as the newest version and destroy the new one."""
-        if not self._issuing or self._old_revoked:
-            return
-        step = self.step_started("roll back to old key")
-        try:
-            key = self._key
-            if key is None:  # stopped around the issue: did it write (its rotation id on the newest version)?
-                state = await workflow.execute_activity_method(
-                    SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=input.kv_path),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-                if state.kv_rotation_id != workflow.info().workflow_id:
-                    self.step_failed(step, "no new key was issued: nothing to roll back", status="skipped")
-                    return
-                key = await workflow.execute_activity_method(  # idempotent: answers what it wrote
-                    SecretEngineActivities.apikey_issue,
-                    ApiKeyIssueInput(kv_path=input.kv_path, rotation_id=workflow.info().workflow_id),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-            if key.previous.version:
-                restored = await workflow.execute_activity_method(
-                    SecretEngineActivities.kv_restore_version, KvRestoreInput(source=key.previous),
-                    start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
-                self.record.restored_version = restored.version
-                ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old key again "
-                                          f"({key.previous_fingerprint})")
-            await workflow.execute_activity_method(
-                SecretEngineActivities.kv_destroy_version, key.kv,
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=COMPENSATE_RETRY)
+        async def destroy_new(key: ApiKeyIssued) -> str:
+            await self._compensating(SecretEngineActivities.kv_destroy_version, key.kv)
             self.record.destroyed_versions.append(key.kv.version)
-            ending.compensated.append(f"new key v{key.kv.version} destroyed")
-            self.step_failed(step, "; ".join(ending.compensated), status="compensated")
-        except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
-            ending.not_undone.append(f"roll back {input.kv_path}: {cause_of(err)}")
-            self.step_failed(step, cause_of(err))
+            return f"new key v{key.kv.version} destroyed"
+
+        await self._roll_back(input, ending, "key", self._key, was=lambda k: k.previous_fingerprint,
+                              target=lambda: self._compensating(SecretEngineActivities.apikey_rotation_target,
+                                                                ApiKeyTarget(kv_path=input.kv_path)),
+                              reissue=lambda: self._compensating(
+                                  SecretEngineActivities.apikey_issue,
+                                  ApiKeyIssueInput(kv_path=input.kv_path, rotation_id=workflow.info().workflow_id)),
+                              undo_new=destroy_new)
