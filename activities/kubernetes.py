@@ -1,4 +1,5 @@
-"""Kubernetes activities: deployments, service selectors, Gateway API HTTPRoute weights, namespace guardrails.
+"""Kubernetes activities: deployments, service selectors, Gateway API HTTPRoute weights, namespace guardrails, and
+batch/v1 Jobs run to their end (a release's ``job`` check).
 
 ``KubernetesActivities(api_client_for)`` receives a function from a kubeconfig context name (None = current
 context, or in-cluster config) to a ``kubernetes.client.ApiClient``; the worker builds it (see
@@ -20,10 +21,12 @@ import time
 from typing import Any, Callable, TypeVar, overload
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from core import errors
 from core.kubernetes import (
+    LOG_TAIL_CHARS,
+    LOG_TAIL_LINES,
     DeleteResult,
     DeploymentApply,
     DeploymentRef,
@@ -31,6 +34,8 @@ from core.kubernetes import (
     HttpRouteRef,
     HttpRouteWeights,
     HttpRouteWeightsInput,
+    JobOutcome,
+    JobRunInput,
     NamespaceRef,
     NamespaceResult,
     NamespaceSpec,
@@ -51,6 +56,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-automation"}
 FIELD_MANAGER = "runbook-automation"
 MAX_WEIGHT = 1_000_000  # Gateway API backendRef weight limit
 CONFLICT_ATTEMPTS = 5
+JOB_TTL_SECONDS = 86400  # a finished check Job is left a day for people to read, then the cluster removes it
 
 T = TypeVar("T")
 
@@ -98,6 +104,11 @@ class KubernetesActivities:
         from kubernetes import client
 
         return client.NetworkingV1Api(self._api_client_for(context))
+
+    def _batch(self, context: str | None):
+        from kubernetes import client
+
+        return client.BatchV1Api(self._api_client_for(context))
 
     def _custom(self, context: str | None):
         from kubernetes import client
@@ -402,6 +413,131 @@ class KubernetesActivities:
             ),
         )
 
+    # ------------------------------------------------------------------ batch/v1 Jobs
+    @activity.defn(name="k8s_run_job")
+    def run_job(self, req: JobRunInput) -> JobOutcome:
+        """Create the Job unless it exists (its name is deterministic: a retried attempt finds the one an earlier
+        attempt created, never a second), then poll it, heartbeating, until its Complete or Failed condition, or
+        until its deadline has passed (NotFinished). The outcome carries the tail of its pod's log. Cancelled, the
+        Job is deleted (with its pods) so nothing keeps running for a check nobody waits for."""
+        where = f"{req.namespace}/{req.name}"
+        details = activity.info().heartbeat_details
+        started = float(details[0]) if details else time.time()
+        live, created = self._ensure_job(req)
+        grace = 30.0  # the cluster enforces activeDeadlineSeconds; the wait gives it this long to say Failed
+        while True:
+            condition, reason, message = _job_condition(live)
+            if condition is not None:
+                pod, tail = self._job_log(req)
+                return JobOutcome(name=req.name, namespace=req.namespace, succeeded=condition == "Complete",
+                                  condition=condition, reason=reason, message=message, created=created, pod=pod,
+                                  log_tail=tail)
+            elapsed = time.time() - started
+            status = live.get("status") or {}
+            activity.heartbeat(started, {k: status.get(k) for k in ("active", "succeeded", "failed")})
+            if elapsed >= req.deadline_seconds + grace:
+                pod, tail = self._job_log(req)
+                return JobOutcome(name=req.name, namespace=req.namespace, succeeded=False, condition="NotFinished",
+                                  reason="DeadlineExceeded",
+                                  message=f"not finished {elapsed:.0f}s after the wait began (deadline "
+                                          f"{req.deadline_seconds:.0f}s)", created=created, pod=pod, log_tail=tail)
+            try:
+                activity.wait_for_cancelled_sync(min(req.poll_seconds, max(req.deadline_seconds + grace - elapsed, 0.0)))
+            except CancelledError:  # raised into the thread where the worker is set up to do so
+                self._delete_job(req)
+                raise
+            if activity.is_cancelled():
+                self._delete_job(req)
+                raise ApplicationError(f"job {where}: cancelled; the Job was deleted", type="Cancelled",
+                                       non_retryable=True)
+            live = self._read_job(req)
+            if live is None:
+                raise ApplicationError(f"job {where} disappeared while it ran (deleted by someone else)",
+                                       type=errors.NOT_FOUND, non_retryable=True)
+
+    def _ensure_job(self, req: JobRunInput) -> tuple[dict, bool]:
+        where = f"{req.namespace}/{req.name}"
+        batch = self._batch(req.context)
+        labels = {**req.labels, **MANAGED_BY}
+        container: dict[str, Any] = {"name": "check", "image": req.image}
+        if req.command:
+            container["command"] = list(req.command)
+        if req.args:
+            container["args"] = list(req.args)
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": req.name, "namespace": req.namespace, "labels": labels,
+                         "annotations": dict(req.annotations)},
+            "spec": {
+                "backoffLimit": req.backoff_limit,
+                "activeDeadlineSeconds": max(1, int(req.deadline_seconds + 0.999)),
+                "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
+                "template": {"metadata": {"labels": labels},
+                             "spec": {"restartPolicy": "Never", "containers": [container]}},
+            },
+        }
+        for _ in range(CONFLICT_ATTEMPTS):
+            live = self._read_job(req)
+            if live is not None:
+                containers = (((live.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+                images = [c.get("image") for c in containers]
+                if images != [req.image]:
+                    raise ApplicationError(
+                        f"job {where} exists with image(s) {images}, not {req.image}: not this check's Job; "
+                        "delete it or rename the check", type=errors.INVALID_INPUT, non_retryable=True)
+                return live, False
+            try:
+                created = _call(f"create job {where}",
+                                functools.partial(batch.create_namespaced_job, req.namespace, body,
+                                                  field_manager=FIELD_MANAGER),
+                                conflict_ok=True)
+            except _Conflict:
+                continue  # an earlier attempt's create landed meanwhile: read it on the next turn
+            log.info("created job %s (%s)", where, req.image)
+            return self._to_dict(req.context, created), True
+        raise ApplicationError(f"job {where} kept changing under us", type=errors.TRANSIENT)
+
+    def _read_job(self, req: JobRunInput) -> dict | None:
+        batch = self._batch(req.context)
+        try:
+            raw = _call(f"read job {req.namespace}/{req.name}",
+                        lambda: batch.read_namespaced_job(req.name, req.namespace))
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return None
+            raise
+        return self._to_dict(req.context, raw)
+
+    def _delete_job(self, req: JobRunInput) -> None:
+        batch = self._batch(req.context)
+        try:
+            _call(f"delete job {req.namespace}/{req.name}",
+                  lambda: batch.delete_namespaced_job(req.name, req.namespace, propagation_policy="Background"))
+        except ApplicationError as err:
+            if err.type != errors.NOT_FOUND:
+                log.warning("job %s/%s not deleted after a cancel: %s", req.namespace, req.name, err)
+
+    def _job_log(self, req: JobRunInput) -> tuple[str | None, str]:
+        """The newest pod of the Job and the tail of its log; a log that cannot be read is said so, not an error."""
+        core = self._core(req.context)
+        try:
+            pods = self._to_dict(req.context, _call(
+                f"list pods of job {req.namespace}/{req.name}",
+                lambda: core.list_namespaced_pod(req.namespace, label_selector=f"job-name={req.name}")))
+            items = sorted(pods.get("items") or [],
+                           key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "",
+                                          (p.get("metadata") or {}).get("name") or ""))
+            if not items:
+                return None, ""
+            pod = items[-1]["metadata"]["name"]
+            text = _call(f"read the log of pod {req.namespace}/{pod}",
+                         lambda: core.read_namespaced_pod_log(pod, req.namespace, tail_lines=LOG_TAIL_LINES))
+        except ApplicationError as err:
+            return None, f"(log not readable: {err.message})"
+        lines = str(text or "").splitlines()[-LOG_TAIL_LINES:]
+        return pod, "\n".join(lines)[-LOG_TAIL_CHARS:]
+
     # ------------------------------------------------------------------ namespaces
     @activity.defn(name="k8s_apply_namespace")
     def apply_namespace(self, spec: NamespaceSpec) -> NamespaceResult:
@@ -647,6 +783,14 @@ def _deployment_patch(current: dict, req: DeploymentApply, template: dict) -> di
     if container_patches:
         patch.setdefault("spec", {}).setdefault("template", {}).setdefault("spec", {})["containers"] = container_patches
     return patch or None
+
+
+def _job_condition(job: dict) -> tuple[str | None, str, str]:
+    """(Complete | Failed | None while it runs, reason, message) from the Job's status conditions."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return condition["type"], str(condition.get("reason") or ""), str(condition.get("message") or "")
+    return None, "", ""
 
 
 def _route_rule(ref: HttpRouteRef, route: dict) -> dict:

@@ -148,3 +148,44 @@ class NamespaceSpec(_Model):
 class NamespaceResult(_Model):
     created: bool
     objects: list[str] = Field(default_factory=list, description='"Kind/name" of every object created or updated')
+
+
+# ----------------------------------------------------------------------------- batch/v1 Jobs
+LOG_TAIL_LINES = 20
+LOG_TAIL_CHARS = 2000
+
+
+class JobRunInput(_Model):
+    """A Job to run to its end (``k8s_run_job``): created under ``name`` unless it exists (a retried attempt finds
+    the Job its earlier attempt created), then waited on until Complete or Failed."""
+
+    context: str | None = None
+    namespace: str = "default"
+    name: str = Field(description="deterministic: the caller derives it from the run, stage and check")
+    image: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    backoff_limit: int = Field(0, ge=0)
+    deadline_seconds: float = Field(600, gt=0, description="the Job's activeDeadlineSeconds; the wait ends after it")
+    poll_seconds: float = Field(5, gt=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class JobOutcome(_Model):
+    """How a Job ended: ``succeeded`` (condition Complete) or not (Failed, or not finished by the deadline)."""
+
+    name: str
+    namespace: str
+    succeeded: bool
+    condition: str = Field(description="Complete, Failed, or NotFinished (the wait's deadline passed first)")
+    reason: str = ""
+    message: str = ""
+    created: bool = Field(description="this attempt created the Job (False: an earlier attempt had)")
+    pod: str | None = None
+    log_tail: str = Field("", description=f"the last {LOG_TAIL_LINES} lines of its pod's log, at most "
+                                          f"{LOG_TAIL_CHARS} characters")
+
+    def summary(self) -> str:
+        why = f" ({self.reason}{': ' + self.message if self.message else ''})" if self.reason or self.message else ""
+        return f"job {self.namespace}/{self.name} {self.condition}{why}"

@@ -20,6 +20,8 @@ from core.runbook import RunbookInput, RunbookResult
 # must plan again and take the new plan through the approval gate. (Kept here, not in core.errors, because only
 # provisioning raises it.)
 PLAN_STALE = "PlanStale"
+# the label on everything a provision run creates (its namespace): the dry run and the workflow read it alike
+MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-automation"}
 
 Tier = Literal["development", "staging", "production", "sandbox"]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"

@@ -12,10 +12,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.analysis import CloudWatchQuery, MetricQuery
+from core.approval import ApprovalPolicy
+from core.bluegreen import BlueGreenInput
+from core.canary import CanaryRampInput, PlanStep
 from core.duration import Duration
+from core.runbook import RunbookInput, RunbookMeta, RunbookResult
 
 Strategy = Literal["canary", "blue-green"]
 # strategy -> (the child's runbook name, its workflow type)
@@ -24,6 +28,7 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "blue-green": ("blue-green", "BlueGreenCutover"),
 }
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ONE_RUN = "all"  # the wave name of a stage without waves
 
 
 class CheckSpec(BaseModel):
@@ -223,3 +228,103 @@ class StageView(BaseModel):
     waves: list[WaveView] = Field(default_factory=list)
     checks: list[dict[str, Any]] = Field(default_factory=list)
     gate_id: str | None = None
+
+
+# --------------------------------------------------------------------------------------------------- the contract
+class ReleaseInput(RunbookInput):
+    service: str = Field(min_length=1, pattern=NAME)
+    version: str = Field(min_length=1, description="the version to release (canary version / blue-green image)")
+    stages: list[StageSpec] = Field(min_length=1)
+    slo: SloSpec = Field(default_factory=SloSpec)
+    override_bad_version: bool = Field(
+        False, description="a version marked bad by a run is refused; true: ask for an approval to release it anyway"
+    )
+
+    def problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.version != self.version.strip():
+            problems.append("version: blank or padded")
+        names = [s.name for s in self.stages]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            problems.append(f"stages: names must be unique ({', '.join(twice)} given twice)")
+        for index, stage in enumerate(self.stages):
+            for wave in waves_of(stage):
+                where = f"stages.{index}" + (f".waves.{stage.waves.index(wave)}" if wave is not None else "")
+                try:
+                    child_input(self, stage, wave, self.version, self.meta, ApprovalPolicy(required_approvals=0))
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    field = ".".join(str(p) for p in first["loc"])
+                    message = first["msg"].removeprefix("Value error, ")
+                    problems.append(f"{where} ({stage.name} {stage.strategy}): parameter "
+                                    f"{field + ': ' if field else ''}{message}")
+        return problems
+
+
+class ReleaseResult(RunbookResult):
+    service: str
+    version: str
+    stages: list[StageView] = Field(default_factory=list)
+    budget: list[BudgetCheck] = Field(default_factory=list)
+    last_known_good: dict[str, str] = Field(default_factory=dict, description="environment -> version, at the end")
+    marked_bad: bool = Field(False, description="this run marked the version bad")
+
+
+def waves_of(stage: StageSpec) -> list[WaveSpec | None]:
+    return list(stage.waves) if stage.waves else [None]
+
+
+def child_parameters(input: ReleaseInput, stage: StageSpec, wave: WaveSpec | None, version: str) -> dict[str, Any]:
+    """The child runbook's parameters: the stage's, the wave's laid over them, then the release's own."""
+    fields = {"service": input.service, "version": version, "stage": stage.name, "wave": wave.name if wave else ONE_RUN}
+    params: dict[str, Any] = expand_all({**stage.parameters, **(wave.parameters if wave else {})}, fields)
+    params["service"] = input.service
+    if stage.strategy == "canary":
+        params["version"] = version
+        params.setdefault("environment", stage.environment)
+        if wave is not None:
+            params["router"] = dict(wave.router)
+            params["args"] = {**params.get("args", {}), **wave.args}
+    else:
+        params["image"] = version
+        params["environment"] = stage.environment
+        if wave is not None:
+            router = dict(wave.router)
+            kind = router.pop("kind")
+            params["router"] = kind
+            params[kind] = router
+    return params
+
+
+def child_input(input: ReleaseInput, stage: StageSpec, wave: WaveSpec | None, version: str, meta: RunbookMeta,
+                policy: ApprovalPolicy, *, preapproved: str = "", restore: bool = False) -> RunbookInput:
+    runbook, _ = STRATEGIES[stage.strategy]
+    child_meta = meta.model_copy(update={
+        "runbook": runbook, "environment": stage.environment, "approval": policy, "approval_by_environment": {},
+        "ui_url": None,
+    })
+    params = child_parameters(input, stage, wave, version)
+    if stage.strategy == "canary":
+        if restore:  # back to the last known good at once: no ramp for a version that already served this wave
+            params["plan"] = [PlanStep(set_weight=100)]
+        return CanaryRampInput.model_validate({**params, "meta": child_meta})
+    return BlueGreenInput.model_validate({**params, "meta": child_meta, "preapproved": preapproved or None})
+
+
+def expand(text: str, fields: dict[str, str]) -> str:
+    """``{service}``, ``{version}``, ``{stage}`` and ``{wave}`` (the keys of ``fields``) expanded in ``text``."""
+    for key, value in fields.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def expand_all(value: Any, fields: dict[str, str]) -> Any:
+    """``{service}``, ``{version}``, ``{stage}`` and ``{wave}`` expanded in every string of a child's parameters."""
+    if isinstance(value, str):
+        return expand(value, fields)
+    if isinstance(value, dict):
+        return {k: expand_all(v, fields) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_all(v, fields) for v in value]
+    return value

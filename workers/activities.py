@@ -70,7 +70,7 @@ def kubernetes_activities() -> list[Callable]:
     return [
         k8s.get_deployment, k8s.apply_deployment, k8s.scale_deployment, k8s.wait_rollout, k8s.delete_deployment,
         k8s.get_service_selector, k8s.set_service_selector, k8s.get_httproute_weights, k8s.set_httproute_weights,
-        k8s.apply_namespace, k8s.delete_namespace, k8s.get_namespace,
+        k8s.apply_namespace, k8s.delete_namespace, k8s.get_namespace, k8s.run_job,
     ]
 
 

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
-
     from activities.http_checks import HttpCheckActivities
     from activities.metrics import MetricsActivities
     from core import errors
@@ -49,10 +47,10 @@ with workflow.unsafe.imports_passed_through():
         assess,
     )
     from core.approval import GateOutcome
-    from core.duration import Duration, format_duration, format_span
+    from core.bluegreen import BlueGreenInput, BlueGreenResult, PreviewCheck  # the runbook's contract, re-exported
+    from core.duration import format_duration, format_span
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
-    from core.runbook import RunbookInput, RunbookResult
-    from core.traffic import COLOURS, AlbRouterConfig, Discovery, KubernetesRouterConfig
+    from core.traffic import COLOURS, Discovery
     from workflows.analysis import AnalysisRun
     from workflows.base import (
         ACTIVITY_RETRY,
@@ -72,91 +70,6 @@ with workflow.unsafe.imports_passed_through():
 # failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
 NOTHING_CHANGED = "nothing was changed"
-
-
-# --------------------------------------------------------------------------------------------------- types
-class PreviewCheck(BaseModel):
-    """An HTTP check against one colour: ``path`` is appended to the colour's base URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    path: str = "/"
-    expect_status: int = 200
-    expect_body: str | None = Field(None, description="text the body must contain; {version} and {colour} expand")
-    timeout_seconds: float = 5
-
-
-class BlueGreenInput(RunbookInput):
-    service: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    image: str = Field(min_length=1, description="the new version (container image, or a version label for ALB)")
-    environment: str = Field("production", description="chooses the approval policy in the catalog")
-    router: Literal["kubernetes", "alb"] = "kubernetes"
-    kubernetes: KubernetesRouterConfig | None = None
-    alb: AlbRouterConfig | None = None
-    preview_urls: dict[str, str] = Field(description="base URL of each colour, reaching that colour only")
-    health_checks: list[PreviewCheck] = Field(default_factory=lambda: [PreviewCheck(name="health", path="/healthz")])
-    smoke_checks: list[PreviewCheck] = Field(default_factory=list)
-    check_attempts: int = Field(3, ge=1, le=50)
-    check_interval: Duration = timedelta(seconds=2)
-    pre_analysis: AnalysisTemplate | None = Field(None, description="pre-promotion analysis; None = skip")
-    pre_analysis_duration: Duration = timedelta(minutes=2)
-    bake: Duration = timedelta(minutes=10)
-    bake_interval: Duration = timedelta(minutes=1)
-    bake_analysis: AnalysisTemplate | None = Field(
-        None, description="post-promotion analysis; None = health probes only (the catalog's entry gives the policy's)"
-    )
-    bake_probes: int = Field(4, ge=1, le=100, description="HTTP health probes of the new colour per bake tick")
-    health_min_samples: int = Field(10, ge=1, description="probes needed before the failure ratio is judged")
-    health_failure_limit: float = Field(
-        5.0, ge=0, le=100, description="bake: switch back when more than this % of the health probes failed"
-    )
-    scale_down_delay: Duration = timedelta(seconds=30)
-    progress_deadline: Duration = timedelta(minutes=10)
-    max_bake_extension: Duration = timedelta(hours=24)
-    preapproved: str | None = Field(
-        None, description="the cutover was approved outside this run (a release's stage gate, or its stop-the-line "
-        "rollback): who and where; the cutover gate is then not opened (the bake's own gates still are)",
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "BlueGreenInput":
-        if self.router == "kubernetes":
-            k8s = self.kubernetes or KubernetesRouterConfig()
-            self.kubernetes = k8s.model_copy(update={
-                "service_name": self.service if k8s.service_name is None else k8s.service_name,
-                "deployments": self.service if k8s.deployments is None else k8s.deployments,
-            })
-        if self.router == "alb":
-            if self.alb is None:
-                raise ValueError("router alb needs the alb section (listener and the target group of each colour)")
-            groups = {c: f"{self.service}-{c}" for c in COLOURS} if not self.alb.target_groups else self.alb.target_groups
-            self.alb = self.alb.model_copy(update={"target_groups": groups})
-            absent = [c for c in COLOURS if c not in self.alb.target_groups]
-            if absent:
-                raise ValueError(f"alb.target_groups needs a target group per colour (missing: {', '.join(absent)})")
-        missing = [c for c in COLOURS if c not in self.preview_urls]
-        if missing:
-            raise ValueError(f"preview_urls needs a URL for each colour (missing: {', '.join(missing)})")
-        if self.bake_interval <= timedelta(0):
-            raise ValueError("bake_interval must be positive")
-        return self
-
-
-
-class BlueGreenResult(RunbookResult):
-    service: str
-    router: str
-    live_colour: str | None = Field(None, description="the colour serving traffic at the end")
-    previous_colour: str | None = None
-    new_colour: str | None = None
-    image: str
-    switched: bool = False
-    switched_back: bool = False
-    preview: list[dict[str, Any]] = Field(default_factory=list)
-    bake_verdict: AnalysisVerdict | None = None
-    health_probes: int = 0
-    health_failures: int = 0
 
 
 # --------------------------------------------------------------------------------------------------- workflow

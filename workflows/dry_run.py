@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         S3BucketRef,
         S3LatestQuery,
     )
+    from core.bluegreen import BlueGreenInput
     from core.calendar import FreezeQuery, FreezeState
     from core.canary import CanaryRampInput
     from core.dry_run import (
@@ -59,10 +60,21 @@ with workflow.unsafe.imports_passed_through():
         query_text,
     )
     from core.duration import format_duration, format_span
+    from core.failover import (
+        DbState,
+        RegionFailbackInput,
+        RegionFailoverInput,
+        RegionSide,
+        db_state,
+        dns_records,
+        failback_problems,
+        failover_problems,
+    )
     from core.kubernetes import DeploymentRef, HttpRouteRef, NamespaceRef
-    from core.provision import ModuleCheckInput, PlanInput, ProvisionEnvironmentInput, input_problems
-    from core.restore import scratch_name, targets_for
-    from core.rotation import ApiKeyTarget, DbRotationTarget, PkiRotationTarget
+    from core.provision import MANAGED_BY, ModuleCheckInput, PlanInput, ProvisionEnvironmentInput, input_problems
+    from core.release import ReleaseInput, child_input, waves_of
+    from core.restore import RestoreDrillInput, scratch_name, targets_for
+    from core.rotation import ApiKeyTarget, DbRotationTarget, PkiRotationTarget, RotateSecretInput
     from core.runbook import RunbookInput
     from core.traffic import (
         COLOURS,
@@ -73,21 +85,6 @@ with workflow.unsafe.imports_passed_through():
         canary_replicas,
     )
     from workflows.base import cause_of, error_type
-    from workflows.blue_green import BlueGreenInput
-    from workflows.failover import (
-        DbState,
-        RegionFailbackInput,
-        RegionFailoverInput,
-        RegionSide,
-        db_state,
-        dns_records,
-        failback_problems,
-        failover_problems,
-    )
-    from workflows.provision import MANAGED_BY
-    from workflows.release import ReleaseInput, child_input, waves_of
-    from workflows.restore_drill import RestoreDrillInput
-    from workflows.rotate_secret import RotateSecretInput
     from workflows.traffic import AlbRouter, KubernetesRouter, make_router
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,

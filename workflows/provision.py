@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from core.duration import format_duration
     from core.kubernetes import NamespaceRef, NamespaceSpec
     from core.provision import (
+        MANAGED_BY,
         PLAN_STALE,
         ApplyInput,
         ApplyResult,
@@ -75,7 +76,6 @@ SIDE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeffici
 TERRAFORM_TIMEOUT = timedelta(hours=2)
 TERRAFORM_HEARTBEAT = timedelta(minutes=2)
 SHORT_TIMEOUT = timedelta(minutes=2)
-MANAGED_BY = {"app.kubernetes.io/managed-by": "runbook-automation"}
 NOTHING_CHANGED = "nothing was changed"
 # A plan that fails on these is a module or input a person must fix: the run is refused, nothing was changed.
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)

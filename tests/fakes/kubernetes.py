@@ -12,7 +12,14 @@ controller whose rollout progress the test controls:
 - an integer N: ready after N reads of the deployment (GET, list or /scale) since the last spec change.
 
 Served kinds: apps/v1 Deployments (+ /scale, /status), core/v1 Namespaces, Services, ResourceQuotas, LimitRanges,
-networking.k8s.io/v1 NetworkPolicies, gateway.networking.k8s.io/v1 HTTPRoutes (CustomObjectsApi paths).
+Pods (+ /log, as text), networking.k8s.io/v1 NetworkPolicies, gateway.networking.k8s.io/v1 HTTPRoutes
+(CustomObjectsApi paths), batch/v1 Jobs. Lists honour an equality ``labelSelector`` (``a=b,c=d``).
+
+It also plays the Job controller: a created Job gets one pod (labels ``job-name`` and ``batch.kubernetes.io/job-name``,
+as the real controller sets them) and finishes as the test decides with ``fake.set_job(namespace, outcome, ...)``:
+``"complete"`` or ``"failed"`` after N reads of the Job (the real status: ``succeeded``/``failed`` counts, the
+``Complete`` or ``Failed`` condition with reason ``BackoffLimitExceeded``), or ``"running"`` for ever; the pod's
+log is the text the test gives. Deleting a Job deletes its pods (background propagation, instantly).
 
 Use ``kube_fake()`` (context manager) from any test folder; ``fake.url``, ``fake.objects`` (inspection),
 ``fake.requests`` (log), ``fake.set_rollout(...)``, ``fake.fail_next(...)`` (error injection).
@@ -44,12 +51,15 @@ KINDS: dict[str, tuple[str, str, bool]] = {
     "resourcequotas": ("/api/v1", "ResourceQuota", True),
     "limitranges": ("/api/v1", "LimitRange", True),
     "deployments": ("/apis/apps/v1", "Deployment", True),
+    "pods": ("/api/v1", "Pod", True),
+    "jobs": ("/apis/batch/v1", "Job", True),
     "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy", True),
     "httproutes": ("/apis/gateway.networking.k8s.io/v1", "HTTPRoute", True),
 }
 API_VERSION = {
     "/api/v1": "v1",
     "/apis/apps/v1": "apps/v1",
+    "/apis/batch/v1": "batch/v1",
     "/apis/networking.k8s.io/v1": "networking.k8s.io/v1",
     "/apis/gateway.networking.k8s.io/v1": "gateway.networking.k8s.io/v1",
 }
@@ -69,7 +79,7 @@ _PATH = re.compile(
     r"(?:/namespaces/(?P<ns>[^/]+))?"
     r"/(?P<plural>[a-z]+)"
     r"(?:/(?P<name>[^/]+))?"
-    r"(?:/(?P<sub>scale|status))?$"
+    r"(?:/(?P<sub>scale|status|log))?$"
 )
 
 
@@ -107,6 +117,16 @@ class _Rollout:
 
 
 @dataclass
+class _JobPlan:
+    """What the Job controller does with a Job: finish ``outcome`` after ``after`` reads; the pod's ``log``."""
+
+    outcome: str = "complete"
+    after: int = 1
+    log: str = ""
+    reads: int = 0
+
+
+@dataclass
 class _Injected:
     method: str
     path_contains: str
@@ -124,6 +144,8 @@ class KubeFake:
         self._lock = threading.RLock()
         self._rollouts: dict[tuple[str, str], _Rollout] = {}
         self._default_rollout: str | int = "ready"
+        self._job_plans: dict[tuple[str, str], _JobPlan] = {}  # (namespace, name prefix) -> the plan for its Jobs
+        self._jobs: dict[tuple[str, str], _JobPlan] = {}  # (namespace, name) -> the plan of that Job
         self._injected: list[_Injected] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -165,6 +187,8 @@ class KubeFake:
             self.requests.clear()
             self.ledger.clear()
             self._rollouts.clear()
+            self._job_plans.clear()
+            self._jobs.clear()
             self._injected.clear()
             self._default_rollout = "ready"
 
@@ -174,6 +198,15 @@ class KubeFake:
             raise ValueError("mode must be 'ready', 'stuck' or an int")
         with self._lock:
             self._rollouts[(namespace, name)] = _Rollout(mode)
+
+    def set_job(self, namespace: str, outcome: str, *, prefix: str = "", after: int = 1, log: str = "") -> None:
+        """Jobs created in ``namespace`` (whose name starts with ``prefix``) finish ``"complete"`` or ``"failed"``
+        after ``after`` reads (0: at once), or stay ``"running"``; their pod's log is ``log``. Without a plan a Job
+        completes after one read with an empty log."""
+        if outcome not in ("complete", "failed", "running") or after < 0:
+            raise ValueError("outcome must be complete, failed or running; after >= 0")
+        with self._lock:
+            self._job_plans[(namespace, prefix)] = _JobPlan(outcome, after, log)
 
     def set_default_rollout(self, mode: str | int) -> None:
         self._default_rollout = mode
@@ -207,7 +240,7 @@ class KubeFake:
             return {f"{plural}/{ns}/{name}": _visible(obj) for (plural, ns, name), obj in sorted(self.objects.items())}
 
     # ------------------------------------------------------------------ the API
-    def handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, Any]:
         if method == "GET" or "All" in query.get("dryRun", []):
             return self._handle(method, path, query, content_type, body)
         with self._lock:
@@ -219,7 +252,7 @@ class KubeFake:
                     self.ledger.append({"op": f"{method} {path}", "key": key, "value": after.get(key), "t": time.time()})
             return answer
 
-    def _handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, dict]:
+    def _handle(self, method: str, path: str, query: dict, content_type: str, body: Any) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(Request(method, path, query, content_type, copy.deepcopy(body)))
             for inj in self._injected:
@@ -243,15 +276,21 @@ class KubeFake:
                 raise ApiError(404, "NotFound", f"no subresource {sub} for {plural}")
             if name is None:
                 if method == "GET":
-                    return 200, self._list(plural, ns, api_prefix, kind)
+                    return 200, self._list(plural, ns, api_prefix, kind, query.get("labelSelector", [""])[0])
                 if method == "POST":
                     return 201, self._create(plural, ns, kind, api_prefix, body, dry_run)
                 raise ApiError(405, "MethodNotAllowed", f"{method} not allowed on a collection")
             key = (plural, ns, name)
+            if sub == "log":
+                if plural != "pods" or method != "GET":
+                    raise ApiError(404, "NotFound", f"no subresource log for {plural}")
+                return 200, self._pod_log(self._must(key, kind), query)
             if method == "GET":
                 obj = self._must(key, kind)
                 if plural == "deployments":
                     self._observe(obj, read=True)
+                if plural == "jobs":
+                    self._job_read(obj)
                 return 200, (self._scale(obj) if sub == "scale" else copy.deepcopy(obj))
             if method == "DELETE":
                 obj = self._must(key, kind)
@@ -301,12 +340,16 @@ class KubeFake:
             pass  # objects seeded without their namespace are fine for a fake
         return obj
 
-    def _list(self, plural: str, ns: str, api_prefix: str, kind: str) -> dict:
+    def _list(self, plural: str, ns: str, api_prefix: str, kind: str, selector: str = "") -> dict:
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
         items = []
-        for (p, n, _), obj in sorted(self.objects.items()):
-            if p == plural and (not ns or n == ns):
+        for (p, n, _), obj in sorted(list(self.objects.items())):
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            if p == plural and (not ns or n == ns) and all(labels.get(k) == v for k, v in wanted.items()):
                 if plural == "deployments":
                     self._observe(obj, read=True)
+                if plural == "jobs":
+                    self._job_read(obj)
                 items.append(copy.deepcopy(obj))
         return {
             "kind": f"{kind}List",
@@ -358,6 +401,8 @@ class KubeFake:
             self._rollouts[(ns, meta["name"])].polls = 0
             self._observe(obj, read=False)
         self.objects[(plural, ns, meta["name"])] = obj
+        if plural == "jobs":
+            self._job_started(obj)
         return obj
 
     def _update(self, key: tuple[str, str, str], current: dict, new: dict, dry_run: bool, status_only: bool) -> dict:
@@ -407,6 +452,11 @@ class KubeFake:
                 del self.objects[other]
         if key[0] == "deployments":
             self._rollouts.pop((key[1], key[2]), None)
+        if key[0] == "jobs":  # background propagation: the Job's pods go with it
+            self._jobs.pop((key[1], key[2]), None)
+            for other in [k for k, obj in self.objects.items() if k[0] == "pods" and k[1] == key[1]
+                          and ((obj.get("metadata") or {}).get("labels") or {}).get("job-name") == key[2]]:
+                del self.objects[other]
 
     def _validate(self, plural: str, obj: dict) -> None:
         spec = obj.get("spec") or {}
@@ -427,12 +477,87 @@ class KubeFake:
                 raise ApiError(422, "Invalid", "Deployment.apps: spec.template.spec.containers: Required value")
             if int(spec.get("replicas", 1)) < 0:
                 raise ApiError(422, "Invalid", "Deployment.apps: spec.replicas: must be greater than or equal to 0")
+        if plural == "jobs":
+            pod = (spec.get("template") or {}).get("spec") or {}
+            if not pod.get("containers"):
+                raise ApiError(422, "Invalid", "Job.batch: spec.template.spec.containers: Required value")
+            if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+                raise ApiError(422, "Invalid", 'Job.batch: spec.template.spec.restartPolicy: Unsupported value: '
+                                               f'"{pod.get("restartPolicy")}": supported values: "OnFailure", "Never"')
         if plural == "httproutes":
             for rule in spec.get("rules") or []:
                 for ref in rule.get("backendRefs") or []:
                     weight = ref.get("weight", 1)
                     if not isinstance(weight, int) or not 0 <= weight <= 1_000_000:
                         raise ApiError(422, "Invalid", f"HTTPRoute: backendRefs.weight: Invalid value: {weight}")
+
+    # ------------------------------------------------------------------ Job controller
+    def _job_started(self, job: dict) -> None:
+        meta = job["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        plan = next((p for (n, prefix), p in sorted(self._job_plans.items(), key=lambda kv: -len(kv[0][1]))
+                     if n == ns and name.startswith(prefix)), _JobPlan())
+        self._jobs[(ns, name)] = _JobPlan(plan.outcome, plan.after, plan.log)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        job["status"] = {"startTime": now, "active": 1}
+        template = (job.get("spec") or {}).get("template") or {}
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"{name}-{uuid.uuid4().hex[:5]}", "namespace": ns,
+                         "labels": {**((template.get("metadata") or {}).get("labels") or {}), "job-name": name,
+                                    "batch.kubernetes.io/job-name": name, "controller-uid": meta["uid"]}},
+            "spec": copy.deepcopy(template.get("spec") or {}),
+            "status": {"phase": "Running"},
+        }
+        stored = self._store_new("pods", ns, pod)
+        stored["status"] = {"phase": "Running"}
+        if self._jobs[(ns, name)].after == 0:
+            self._job_finish(job)
+
+    def _job_read(self, job: dict) -> None:
+        meta = job["metadata"]
+        plan = self._jobs.get((meta.get("namespace", ""), meta["name"]))
+        if plan is None or any(c.get("type") in ("Complete", "Failed") for c in (job.get("status") or {}).get("conditions") or []):
+            return
+        plan.reads += 1
+        if plan.reads >= plan.after:
+            self._job_finish(job)
+
+    def _job_finish(self, job: dict) -> None:
+        meta = job["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        plan = self._jobs[(ns, name)]
+        if plan.outcome == "running":
+            return
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = job.setdefault("status", {})
+        status.pop("active", None)
+        if plan.outcome == "complete":
+            status.update(succeeded=1, completionTime=now, conditions=[
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods", "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods", "lastTransitionTime": now},
+            ])
+        else:
+            status.update(failed=int((job.get("spec") or {}).get("backoffLimit", 6)) + 1, conditions=[
+                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit", "lastTransitionTime": now},
+            ])
+        for (plural, pod_ns, _), pod in self.objects.items():
+            if plural == "pods" and pod_ns == ns and pod["metadata"].get("labels", {}).get("job-name") == name:
+                pod["status"] = {"phase": "Succeeded" if plan.outcome == "complete" else "Failed"}
+
+    def _pod_log(self, pod: dict, query: dict) -> str:
+        name = ((pod.get("metadata") or {}).get("labels") or {}).get("job-name")
+        plan = self._jobs.get((pod["metadata"].get("namespace", ""), name or ""))
+        lines = (plan.log if plan else "").splitlines()
+        tail = query.get("tailLines")
+        if tail:
+            lines = lines[-int(tail[0]):]
+        return "".join(line + "\n" for line in lines)
 
     # ------------------------------------------------------------------ deployment controller
     def _observe(self, obj: dict, read: bool) -> None:
@@ -662,10 +787,11 @@ class _Handler(BaseHTTPRequestHandler):
             code, answer = 500, ApiError(500, "InternalError", f"fake: {type(err).__name__}: {err}").status()
         self._send(code, answer)
 
-    def _send(self, code: int, answer: dict) -> None:
-        data = json.dumps(answer).encode()
+    def _send(self, code: int, answer: dict | str) -> None:
+        text = isinstance(answer, str)  # a pod's log is plain text
+        data = answer.encode() if text else json.dumps(answer).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -190,7 +190,7 @@ class BlueGreen(Scenario):
         ctx.data["colours"] = {"blue": blue.url, "green": green.url}
 
     def input(self, ctx: Ctx) -> Any:
-        from workflows.blue_green import BlueGreenInput
+        from core.bluegreen import BlueGreenInput
 
         return BlueGreenInput(
             meta=meta("blue-green", BG_SERVICE), service=BG_SERVICE, image="shop:v2", router="kubernetes",
@@ -422,8 +422,7 @@ class Release(Scenario):
              "Timestamp": datetime.now(timezone.utc), "Value": 99.99}])
 
     def input(self, ctx: Ctx) -> Any:
-        from core.release import StageSpec, WaveSpec
-        from workflows.release import ReleaseInput
+        from core.release import ReleaseInput, StageSpec, WaveSpec
 
         plan = [{"set_weight": 20}, {"analysis": {"duration": "2m"}}, {"set_weight": 100}]
         wave = WaveSpec(name="east", router={"kind": "alb", "load_balancer": "demo-alb", "port": 8080,
