@@ -450,10 +450,11 @@ class KubernetesActivities:
                 self._delete_job(req)
                 raise ApplicationError(f"job {where}: cancelled; the Job was deleted", type="Cancelled",
                                        non_retryable=True)
-            live = self._read_job(req)
-            if live is None:
+            again = self._read_job(req)
+            if again is None:
                 raise ApplicationError(f"job {where} disappeared while it ran (deleted by someone else)",
                                        type=errors.NOT_FOUND, non_retryable=True)
+            live = again
 
     def _ensure_job(self, req: JobRunInput) -> tuple[dict, bool]:
         where = f"{req.namespace}/{req.name}"

@@ -26,9 +26,9 @@ def kube() -> Iterator[KubeHandle]:
         yield handle
 
 
-def job(name: str = "e2e-0123456789", **kw: object) -> JobRunInput:
+def job(name: str = "e2e-0123456789", backoff_limit: int = 0) -> JobRunInput:
     return JobRunInput(namespace=NS, name=name, image="e2e:v2", command=["pytest"], args=["-q", "suite/"],
-                       poll_seconds=0.05, deadline_seconds=30, **kw)  # type: ignore[arg-type]
+                       poll_seconds=0.05, deadline_seconds=30, backoff_limit=backoff_limit)
 
 
 def test_a_job_that_completes_passes_and_a_retry_finds_it_instead_of_creating_a_second(kube: KubeHandle) -> None:
