@@ -27,7 +27,7 @@ from starters.render import plain_lines
 from tests import harness
 from tests.release.stand_ins import Fleet, Smoke, router
 from workflows.canary_ramp import CanaryRamp
-from workflows.registry import workflows
+from workflows.registry import inputs
 from workflows.release import Release, ReleaseResult
 
 
@@ -42,7 +42,9 @@ def _catalog() -> Catalog:
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 CATALOG = _catalog()
 PLAN = [{"set_weight": 50}, {"analysis": {"template": "default", "duration": "3m"}}, {"set_weight": 100}]
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+# the session loop (the servers' clients live there): a mark on each async test, as a module-wide pytestmark would
+# mark the sync tests too and pytest-asyncio warns about each of them
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 
 
 def production(**kw: Any) -> dict[str, Any]:
@@ -103,7 +105,7 @@ class Releases:
         service = service or f"svc-{uuid.uuid4().hex[:8]}"
         plan = CATALOG.plan_start("release", {"service": service, "version": params.pop("version", "v2"),
                                               "stages": stages, **params},
-                                  requested_by="dave", workflows=workflows())
+                                  requested_by="dave", inputs=inputs())
         with self.env.auto_time_skipping_disabled():
             handle = await self.env.client.start_workflow(Release.run, plan.input, id=plan.workflow_id,
                                                           task_queue=self.task_queue)
@@ -126,6 +128,7 @@ def seed(ledger: ReleaseLedgerActivities, service: str, version: str, verdict: V
                                      workflow_id=f"seed-{uuid.uuid4().hex[:6]}", reason="seeded by the test"))
 
 
+@SESSION_LOOP
 async def test_release_through_three_environments_with_two_production_waves(release: Releases) -> None:
     smoke = Smoke()
     try:
@@ -167,6 +170,7 @@ async def test_release_through_three_environments_with_two_production_waves(rele
     await harness.save_history(run.handle, "release-three_environments_two_production_waves")
 
 
+@SESSION_LOOP
 async def test_a_wave_that_rolls_back_stops_the_line_and_restores_the_promoted_wave(release: Releases) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
     seed(release.ledger, service, "v1")
@@ -189,6 +193,7 @@ async def test_a_wave_that_rolls_back_stops_the_line_and_restores_the_promoted_w
     await harness.save_history(run.handle, "release-wave_rolls_back_stops_the_line")
 
 
+@SESSION_LOOP
 async def test_a_version_marked_bad_is_refused_and_an_approved_override_releases_it(release: Releases) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
     seed(release.ledger, service, "v2", "bad")
@@ -208,6 +213,7 @@ async def test_a_version_marked_bad_is_refused_and_an_approved_override_releases
                for s in result.steps)
 
 
+@SESSION_LOOP
 async def test_a_spent_error_budget_blocks_production_until_the_glass_is_broken(release: Releases) -> None:
     release.fleet.availability["eu"] = 99.5  # 0.5 % unavailable against 0.1 % allowed: 400 % of the budget spent
     run = await release([production()])
@@ -226,6 +232,7 @@ async def test_a_spent_error_budget_blocks_production_until_the_glass_is_broken(
     await harness.save_history(run.handle, "release-spent_budget_break_glass")
 
 
+@SESSION_LOOP
 async def test_a_spent_error_budget_with_the_glass_not_broken_rejects_the_release(release: Releases) -> None:
     release.fleet.availability["eu"] = None  # the provider has no data: the budget cannot be told
     run = await release([production()])
@@ -239,6 +246,7 @@ async def test_a_spent_error_budget_with_the_glass_not_broken_rejects_the_releas
     assert run.wave(result, "production", "eu").child_workflow_id is None
 
 
+@SESSION_LOOP
 async def test_abort_mid_wave_aborts_the_child_and_restores_the_promoted_wave(release: Releases) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
     seed(release.ledger, service, "v1")
@@ -258,6 +266,7 @@ async def test_abort_mid_wave_aborts_the_child_and_restores_the_promoted_wave(re
     await harness.save_history(run.handle, "release-abort_mid_wave_restores_promoted_wave")
 
 
+@SESSION_LOOP
 async def test_a_release_with_no_last_known_good_cannot_restore_and_fails(release: Releases) -> None:
     release.fleet.bad.add(("us", "v3"))
     run = await release([production()], version="v3")
@@ -277,7 +286,7 @@ def test_bad_input_is_refused_naming_the_field() -> None:
     def refusal(stages: list[dict[str, Any]]) -> str:
         with pytest.raises(ParameterError) as err:
             CATALOG.plan_start("release", {"service": "shop", "version": "v2", "stages": stages},
-                               requested_by="dave", workflows=workflows())
+                               requested_by="dave", inputs=inputs())
         return str(err.value)
 
     assert "stages.0.strategy" in refusal([{"name": "dev", "strategy": "rolling"}])
@@ -298,7 +307,7 @@ def test_bad_input_is_refused_naming_the_field() -> None:
 
 def test_the_catalog_hands_the_run_every_environments_policy() -> None:
     plan = CATALOG.plan_start("release", {"service": "shop", "version": "v2"}, requested_by="dave",
-                              workflows=workflows())
+                              inputs=inputs())
     assert plan.workflow_id == "release:shop"  # single flight per service
     production = plan.meta.approval_by_environment["production"]
     assert production.required_approvals == 2 and production.required_groups == ["platform-team", "security-team"]
@@ -306,6 +315,7 @@ def test_the_catalog_hands_the_run_every_environments_policy() -> None:
     assert [s.name for s in plan.input.stages] == ["development", "staging", "production"]
 
 
+@SESSION_LOOP
 async def test_a_freeze_window_holds_production_until_it_ends(ts_env: WorkflowEnvironment, postgres: str,
                                                                task_queue: str, recording) -> None:
     from activities.calendar import CalendarActivities
