@@ -17,11 +17,9 @@ and then start the workflow themselves.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import string
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -342,8 +340,10 @@ class Catalog:
         self.files = files
 
     @classmethod
-    def load(cls, directory: Path | str, *, workflows: Mapping[str, type] | None = None) -> "Catalog":
-        """Load and validate every runbook file; raise CatalogError listing every problem found."""
+    def load(cls, directory: Path | str, *, inputs: Mapping[str, type[RunbookInput]] | None = None) -> "Catalog":
+        """Load and validate every runbook file; raise CatalogError listing every problem found. With ``inputs``
+        (workflow type name -> its input model, ``workflows.registry.inputs()``), each file's workflow type and
+        parameters are checked against the input model."""
         directory = Path(directory)
         problems: list[str] = []
         groups: dict[str, list[str]] = {}
@@ -367,7 +367,7 @@ class Catalog:
         for path in sorted(directory.glob("*.y*ml")):
             if path.name in (GROUPS_FILE, ROUTING_FILE, CALENDAR_FILE):
                 continue
-            spec = _load_spec(path, groups, problems, workflows, idp_groups, people)
+            spec = _load_spec(path, groups, problems, inputs, idp_groups, people)
             if spec is None:
                 continue
             if spec.name in runbooks:
@@ -398,7 +398,7 @@ class Catalog:
         params: dict[str, Any],
         *,
         requested_by: str,
-        workflows: Mapping[str, type],
+        inputs: Mapping[str, type[RunbookInput]],
         source: str = "cli",
         incident_id: str | None = None,
         slack_channel: str | None = None,
@@ -425,8 +425,8 @@ class Catalog:
                 values[key] = pspec.default
             elif pspec.required:
                 raise ParameterError(f"{name}: missing required parameter {key!r} ({pspec.description or pspec.type})")
-        workflow_class = workflows.get(spec.workflow)
-        if workflow_class is None:
+        model = inputs.get(spec.workflow)
+        if model is None:
             raise ParameterError(f"{name}: workflow type {spec.workflow!r} is not registered with this worker build")
         text_values = {k: _template_text(v) for k, v in values.items()}
         target = spec.target.format_map(_Missing(text_values))
@@ -452,7 +452,6 @@ class Catalog:
             routing=[*spec.routing, *self.routing],
             freeze=spec.freeze,
         )
-        model = input_model(workflow_class)
         try:
             workflow_input = model.model_validate({**values, "meta": meta})
         except ValidationError as err:
@@ -542,7 +541,7 @@ def _template_text(value: Any) -> str:
 
 
 def _load_spec(
-    path: Path, groups: dict[str, list[str]], problems: list[str], workflows: Mapping[str, type] | None,
+    path: Path, groups: dict[str, list[str]], problems: list[str], inputs: Mapping[str, type[RunbookInput]] | None,
     idp_groups: dict[str, list[str]] | None = None, people: People | None = None,
 ) -> RunbookSpec | None:
     data, lines = _read_yaml(path, problems)
@@ -564,8 +563,8 @@ def _load_spec(
             problems.append(f"{path}:{_line_for(lines, loc)}: {env_name}: {message}")
     for index, message in route_problems(spec.routing, complete=False):
         problems.append(f"{path}:{_line_for(lines, ('routing', index or 0))}: routing.{index}: {message}")
-    if workflows is not None:
-        _check_against_workflow(path, spec, lines, workflows, problems)
+    if inputs is not None:
+        _check_against_workflow(path, spec, lines, inputs, problems)
     return spec
 
 
@@ -666,26 +665,15 @@ def _load_calendar(
     return calendar, policies
 
 
-def input_model(workflow_class: type) -> type[RunbookInput]:
-    """The input model of a runbook workflow class: the RunbookInput (meta, carry and ``problems()``) its ``run``
-    method takes, read from the method's type hints (no workflow module is imported here: the class is given)."""
-    run = getattr(workflow_class, "run", None)
-    params = [p for p in inspect.signature(run).parameters if p != "self"] if callable(run) else []
-    model = typing.get_type_hints(run).get(params[0]) if len(params) == 1 else None
-    if not (isinstance(model, type) and issubclass(model, RunbookInput)):
-        raise TypeError(f"{workflow_class.__name__}: a runbook's run method takes exactly one RunbookInput model")
-    return model
-
-
 def _check_against_workflow(
-    path: Path, spec: RunbookSpec, lines: dict, workflows: Mapping[str, type], problems: list[str]
+    path: Path, spec: RunbookSpec, lines: dict, inputs: Mapping[str, type[RunbookInput]], problems: list[str]
 ) -> None:
-    cls = workflows.get(spec.workflow)
-    if cls is None:
-        known = ", ".join(sorted(workflows)) or "none"
+    model = inputs.get(spec.workflow)
+    if model is None:
+        known = ", ".join(sorted(inputs)) or "none"
         problems.append(f"{path}:{_line_for(lines, ('workflow',))}: workflow: unknown workflow type {spec.workflow!r} (known: {known})")
         return
-    fields = input_model(cls).model_fields
+    fields = model.model_fields
     for pname in spec.parameters:
         if pname not in fields:
             problems.append(

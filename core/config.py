@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     catalog_dir: Path = Path("runbooks")
     workflow_modules: list[str] = Field(
         default_factory=list,
-        description="extra modules exporting WORKFLOWS (a team's own runbooks); loaded by the worker and the CLI",
+        description="extra modules exporting RUNBOOKS, a list of workflows.registry.Entry (a team's own runbooks); loaded by "
+        "the worker, the CLI and the gateway",
     )
 
     # Worker

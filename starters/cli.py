@@ -151,12 +151,13 @@ def _settings(catalog: Path | None = None) -> Settings:
     return Settings(**overrides)
 
 
-def _workflows(settings: Settings) -> Mapping[str, type]:
-    """Workflow type -> class, each workflow module imported only when a command needs its class."""
+def _inputs(settings: Settings) -> Mapping[str, Any]:
+    """Workflow type -> its input model (the registry's, and a team's own runbooks'); no product workflow module is
+    imported."""
     from workflows import registry
 
     try:
-        return registry.workflows(settings.workflow_modules)
+        return registry.inputs(settings.workflow_modules)
     except ImportError as error:
         raise UserError(f"RUNBOOK_WORKFLOW_MODULES: {error}") from None
 
@@ -164,7 +165,7 @@ def _workflows(settings: Settings) -> Mapping[str, type]:
 def _load_catalog(settings: Settings) -> Catalog:
     from core.catalog import Catalog
 
-    return Catalog.load(settings.catalog_dir, workflows=_workflows(settings))
+    return Catalog.load(settings.catalog_dir, inputs=_inputs(settings))
 
 
 def _loaded_errors(*names: str) -> tuple[Any, ...]:
@@ -370,16 +371,16 @@ def start(
 
     async def body() -> int:
         settings = _settings(catalog)
-        workflows = _workflows(settings)
+        inputs = _inputs(settings)
         from core.catalog import Catalog
 
-        cat = Catalog.load(settings.catalog_dir, workflows=workflows)
+        cat = Catalog.load(settings.catalog_dir, inputs=inputs)
         ns = namespace or connect_config(settings)["namespace"]
         plan = cat.plan_start(
             name,
             _parse_sets(set_),
             requested_by=_identity(as_user),
-            workflows=workflows,
+            inputs=inputs,
             source="cli",
             ui_base=settings.ui_url,
             namespace=ns,
@@ -860,12 +861,12 @@ def schedule_create(
         from starters import schedules
 
         settings = _settings(catalog)
-        workflows = _workflows(settings)
+        inputs = _inputs(settings)
         from core.catalog import Catalog
 
-        cat = Catalog.load(settings.catalog_dir, workflows=workflows)
+        cat = Catalog.load(settings.catalog_dir, inputs=inputs)
         plan = cat.plan_start(
-            name, _parse_sets(set_), requested_by=_identity(as_user), workflows=workflows, source="schedule",
+            name, _parse_sets(set_), requested_by=_identity(as_user), inputs=inputs, source="schedule",
             ui_base=settings.ui_url,
         )
         client = await _client(settings, address, namespace)

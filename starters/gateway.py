@@ -25,6 +25,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, Awaitable, Callable
 
 from fastapi import FastAPI, Request
@@ -42,7 +43,7 @@ from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec, render_trigger_parameters
 from core.config import Settings
 from core.events import MAX_NOTIFIED_ACTIONS, RunbookEvent
-from core.runbook import RunbookStatus
+from core.runbook import RunbookInput, RunbookStatus
 from starters.client import DryRunFailed, Refused, RunbookClient, RunbookClientError, RunNotFound, Steer
 from workflows.contract import IncidentResolvedInput
 
@@ -256,13 +257,14 @@ class GatewayIdentityError(Exception):
 
 
 class Gateway:
-    """What the routes share: settings, the Temporal client, the catalog and the workflow types."""
+    """What the routes share: settings, the Temporal client, the catalog and each workflow type's input model."""
 
-    def __init__(self, settings: Settings, client: Client, catalog: Catalog, workflows: dict[str, type]) -> None:
+    def __init__(self, settings: Settings, client: Client, catalog: Catalog,
+                 inputs: Mapping[str, type[RunbookInput]]) -> None:
         self.settings = settings
         self.client = client
         self.catalog = catalog
-        self.workflows = workflows
+        self.inputs = inputs
         self.runs = RunbookClient(client, settings.task_queue)  # every start, query and update goes through it
         self.slack_client: AsyncWebClient | None = None  # set when Slack is configured (create_app)
         self.pagerduty_secrets = [s.get_secret_value() for s in settings.pagerduty_webhook_secrets]
@@ -274,7 +276,7 @@ class Gateway:
             spec.name,
             params,
             requested_by="pagerduty",
-            workflows=self.workflows,
+            inputs=self.inputs,
             source="pagerduty",
             incident_id=incident_id,
             slack_channel=self.settings.slack_default_channel,
@@ -459,7 +461,7 @@ class SlackCommands:
             return f":no_entry: {refusal}"
         try:
             plan = self.g.catalog.plan_start(
-                name, params, requested_by=f"slack:{user}", workflows=self.g.workflows, source="slack", slack_channel=channel,
+                name, params, requested_by=f"slack:{user}", inputs=self.g.inputs, source="slack", slack_channel=channel,
                 ui_base=self.g.settings.ui_url, namespace=self.g.client.namespace,
             )
         except ParameterError as err:
@@ -668,12 +670,12 @@ def create_app(
     settings: Settings,
     client: Client,
     catalog: Catalog,
-    workflows: dict[str, type],
+    inputs: Mapping[str, type[RunbookInput]],
     *,
     slack_client: AsyncWebClient | None = None,
 ) -> Any:
     """The gateway ASGI app (FastAPI wrapped in the body-size limit)."""
-    gateway = Gateway(settings, client, catalog, workflows)
+    gateway = Gateway(settings, client, catalog, inputs)
     pagerduty = PagerDutyWebhooks(gateway)
     api = FastAPI(title="runbook gateway", docs_url=None, redoc_url=None, openapi_url=None)
     api.state.gateway = gateway
@@ -738,7 +740,7 @@ def serve(settings: Settings) -> None:
 
     from starters.secret_settings import SecretSettingsError, with_vault_secrets
     from workers.connection import connect
-    from workflows.registry import by_name, load
+    from workflows.registry import inputs
 
     try:
         settings = with_vault_secrets(settings)  # Slack / PagerDuty secrets from Vault when their paths are set
@@ -747,9 +749,9 @@ def serve(settings: Settings) -> None:
 
     async def main() -> None:
         client = await connect(settings)
-        workflows = by_name(load(settings.workflow_modules))
-        catalog = Catalog.load(settings.catalog_dir, workflows=workflows)
-        app = create_app(settings, client, catalog, workflows)
+        models = inputs(settings.workflow_modules)
+        catalog = Catalog.load(settings.catalog_dir, inputs=models)
+        app = create_app(settings, client, catalog, models)
         config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port, log_level="info",
                                 access_log=False)
         await uvicorn.Server(config).serve()

@@ -46,7 +46,7 @@ def worker_identity() -> str:
 
 
 def product_workflows(settings: Settings) -> list[type]:
-    """workflows/registry.py's WORKFLOWS plus those of ``settings.workflow_modules`` (a team's own runbooks)."""
+    """workflows/registry.py's runbooks and helpers plus those of ``settings.workflow_modules`` (a team's own)."""
     return registry.load(settings.workflow_modules)
 
 

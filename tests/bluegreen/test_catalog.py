@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from core.bluegreen import BlueGreenInput
 from core.catalog import Catalog
-from workflows.blue_green import BlueGreenCutover, BlueGreenInput
 
 ROOT = Path(__file__).resolve().parents[2] / "runbooks"
 
@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[2] / "runbooks"
 def test_catalog_entry_plans_a_start(tmp_path):
     for name in ("groups.yaml", "blue-green.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
-    workflows = {"BlueGreenCutover": BlueGreenCutover}
-    catalog = Catalog.load(tmp_path, workflows=workflows)
+    models = {"BlueGreenCutover": BlueGreenInput}
+    catalog = Catalog.load(tmp_path, inputs=models)
     plan = catalog.plan_start(
         "blue-green",
         {"service": "shop", "image": "shop:v2", "preview_urls": "{blue: 'http://b:8080', green: 'http://g:8080'}"},
         requested_by="bob",
-        workflows=workflows,
+        inputs=models,
     )
     assert plan.workflow_id.endswith("bluegreen:shop") and plan.workflow_type == "BlueGreenCutover"
     inp = plan.input

@@ -28,7 +28,7 @@ from tests.core.test_cli_steering import cli_env  # noqa: F401 (fixture: the com
 from tests.gateway.conftest import fake_slack, slack_client  # noqa: F401 (fixtures)
 from tests.gateway.test_gateway_e2e import eventually, slack_signed, slash
 from workflows.blue_green import BlueGreenCutover
-from workflows.registry import by_name, load
+from workflows.registry import inputs
 
 STOCK = Path(__file__).resolve().parents[2] / "runbooks"
 SECRET = "slack-secret-for-bluegreen-steering"
@@ -121,9 +121,9 @@ async def test_blue_green_steered_from_slack(dev_env, task_queue, recording, kub
                                              slack_client):  # noqa: F811
     notifier = NotificationActivities([SlackChannel(slack_client), recording[0]])
     acts = [notifier.notify if a.__name__ == "notify" else a for a in activities(recording, kube)]
-    workflows = by_name(load([]))
+    models = inputs()
     settings = Settings(_env_file=None, task_queue=task_queue, SLACK_SIGNING_SECRET=SECRET, ui_url="http://ui.test")
-    gateway = create_app(settings, dev_env.client, Catalog.load(STOCK, workflows=workflows), workflows,
+    gateway = create_app(settings, dev_env.client, Catalog.load(STOCK, inputs=models), models,
                          slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
     inp = make_input(colours, bake="1h", bake_interval="10m", scale_down_delay="0s")
     inp.meta.slack_channel = CHANNEL

@@ -22,14 +22,14 @@ from tests import harness
 from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, Recorder, healthy
 from tests.canary.test_ramp import make_input, sleep_between_ticks
 from workflows.canary_ramp import CanaryRamp
-from workflows.registry import WORKFLOWS, by_name
+from workflows.registry import inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def plan(params: dict):
-    wfs = by_name(WORKFLOWS)
-    return Catalog.load(ROOT / "runbooks", workflows=wfs).plan_start("canary-ramp", params, requested_by="alice", workflows=wfs)
+    wfs = inputs()
+    return Catalog.load(ROOT / "runbooks", inputs=wfs).plan_start("canary-ramp", params, requested_by="alice", inputs=wfs)
 
 
 def test_catalog_defaults_are_the_policy() -> None:

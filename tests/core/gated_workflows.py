@@ -12,6 +12,7 @@ with workflow.unsafe.imports_passed_through():
     from core.runbook import RunbookInput, RunbookResult
 
 from workflows.base import RunbookWorkflow, gate_stop
+from workflows.registry import Entry
 
 
 class GatedChangeInput(RunbookInput):
@@ -108,4 +109,5 @@ class TwoGates(RunbookWorkflow):
         return f"{len(self.decisions)} decisions"
 
 
-WORKFLOWS = [GatedChange, TwoGates]
+# the runbooks of this module, as a team exports its own (RUNBOOK_WORKFLOW_MODULES)
+RUNBOOKS = [Entry("GatedChange", GatedChangeInput, GatedChange), Entry("TwoGates", TwoGatesInput, TwoGates)]

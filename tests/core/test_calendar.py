@@ -12,7 +12,7 @@ import pytest
 
 from core.calendar import Calendar, freeze_at
 from core.catalog import Catalog, CatalogError
-from tests.core.test_catalog import GOOD, WORKFLOWS
+from tests.core.test_catalog import GOOD, INPUTS
 
 REPO = Path(__file__).resolve().parents[2]
 UTC = timezone.utc
@@ -60,7 +60,7 @@ def test_the_product_calendar_is_valid_and_freezes_production_at_year_end():
 
 
 def test_a_window_is_wall_clock_time_in_its_zone(tmp_path):
-    catalog = Catalog.load(_folder(tmp_path), workflows=WORKFLOWS)
+    catalog = Catalog.load(_folder(tmp_path), inputs=INPUTS)
     # Berlin is UTC+1 in winter: the freeze starts at 23:00 UTC the day before
     assert catalog.freeze("gated-change", "production", datetime(2026, 12, 22, 22, 59, tzinfo=UTC)) is None
     freeze = catalog.freeze("gated-change", "production", datetime(2026, 12, 22, 23, 0, tzinfo=UTC))
@@ -76,7 +76,7 @@ def test_a_window_is_wall_clock_time_in_its_zone(tmp_path):
 
 
 def test_a_weekly_window_follows_daylight_saving_time_and_ends_with_its_rule(tmp_path):
-    calendar = Catalog.load(_folder(tmp_path), workflows=WORKFLOWS).calendar
+    calendar = Catalog.load(_folder(tmp_path), inputs=INPUTS).calendar
     # Friday 18:00 in New York: 23:00 UTC in winter (EST), 22:00 UTC in summer (EDT)
     march = datetime(2026, 3, 6, 23, 0, tzinfo=UTC)
     july = datetime(2026, 7, 10, 22, 0, tzinfo=UTC)
@@ -106,14 +106,14 @@ def test_a_weekly_window_follows_daylight_saving_time_and_ends_with_its_rule(tmp
 )
 def test_a_bad_calendar_is_refused_naming_file_line_and_field(tmp_path, change, expected):
     with pytest.raises(CatalogError) as error:
-        Catalog.load(_folder(tmp_path, change(CALENDAR)), workflows=WORKFLOWS)
+        Catalog.load(_folder(tmp_path, change(CALENDAR)), inputs=INPUTS)
     assert any(expected in p for p in error.value.problems), error.value.problems
 
 
 def test_no_calendar_freezes_nothing(tmp_path):
     (tmp_path / "groups.yaml").write_text("groups: {sre: [dave], security: [carol]}")
     (tmp_path / "gated.yaml").write_text(textwrap.dedent(GOOD))
-    catalog = Catalog.load(tmp_path, workflows=WORKFLOWS)
+    catalog = Catalog.load(tmp_path, inputs=INPUTS)
     assert catalog.calendar == Calendar() and catalog.freeze("gated-change", "production", datetime.now(UTC)) is None
 
 
@@ -142,7 +142,7 @@ def test_windows_are_imported_from_an_icalendar_file(tmp_path):
     folder = _folder(tmp_path, CALENDAR + "imports:\n  - {file: finance.ics, environments: [finance], "
                                           "exempt: [gated-change], break_glass: {groups: [security]}}\n")
     (folder / "finance.ics").write_text(ICS)
-    catalog = Catalog.load(folder, workflows=WORKFLOWS)
+    catalog = Catalog.load(folder, inputs=INPUTS)
     launch = freeze_at(catalog.calendar, "other", "finance", datetime(2026, 9, 15, 14, tzinfo=UTC))
     assert launch is not None and launch.window == "Product launch"
     assert launch.starts_at == datetime(2026, 9, 15, 13, tzinfo=UTC)  # 09:00 in New York (EDT)
@@ -158,10 +158,10 @@ def test_a_bad_icalendar_event_is_refused_naming_file_and_line(tmp_path):
     folder = _folder(tmp_path, CALENDAR + "imports:\n  - {file: finance.ics, environments: [finance]}\n")
     (folder / "finance.ics").write_text(ICS.replace("FREQ=MONTHLY", "FREQ=NEVER"))
     with pytest.raises(CatalogError) as error:
-        Catalog.load(folder, workflows=WORKFLOWS)
+        Catalog.load(folder, inputs=INPUTS)
     assert any("finance.ics:10: Month-end close: rrule: cannot parse the RRULE 'FREQ=NEVER" in p for p in error.value.problems), error.value.problems
     (folder / "finance.ics").unlink()
     with pytest.raises(CatalogError) as missing:
-        Catalog.load(folder, workflows=WORKFLOWS)
+        Catalog.load(folder, inputs=INPUTS)
     assert any("calendar.yaml:20: imports.0.file: cannot read finance.ics" in p for p in missing.value.problems), \
         missing.value.problems

@@ -12,11 +12,11 @@ import pytest
 from core.approval import ApprovalPolicy, GateView, check_approval
 from core.catalog import Catalog, CatalogError, ParameterError
 from core.duration import format_duration, parse_duration
-from tests.core.gated_workflows import GatedChange
+from tests.core.gated_workflows import GatedChangeInput
 from workflows import registry
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOWS = registry.by_name([GatedChange])
+INPUTS = {"GatedChange": GatedChangeInput}
 
 GOOD = """
 name: gated-change
@@ -47,17 +47,17 @@ def _catalog(tmp_path: Path, text: str = GOOD, groups: str = "groups: {sre: [dav
 
 
 def test_the_product_catalog_is_valid_against_the_registered_workflows():
-    catalog = Catalog.load(REPO / "runbooks", workflows=registry.by_name(registry.WORKFLOWS))
+    catalog = Catalog.load(REPO / "runbooks", inputs=registry.inputs())
     assert catalog.runbooks, "the product ships runbooks"
     for name, spec in catalog.runbooks.items():
-        assert spec.workflow in registry.by_name(registry.WORKFLOWS), name
+        assert spec.workflow in registry.inputs(), name
 
 
 def test_plan_start_builds_id_target_policy_per_environment(tmp_path):
-    catalog = Catalog.load(_catalog(tmp_path), workflows=WORKFLOWS)
+    catalog = Catalog.load(_catalog(tmp_path), inputs=INPUTS)
     plan = catalog.plan_start(
         "gated-change", {"service": "payments", "environment": "production", "hold": "1h"},
-        requested_by="alice", workflows=WORKFLOWS, ui_base="http://ui:8233",
+        requested_by="alice", inputs=INPUTS, ui_base="http://ui:8233",
     )
     assert plan.workflow_id == "change:payments" and plan.workflow_type == "GatedChange"
     assert plan.meta.target == "payments" and plan.meta.environment == "production"
@@ -65,7 +65,7 @@ def test_plan_start_builds_id_target_policy_per_environment(tmp_path):
     assert plan.meta.approval.groups == {"sre": ["dave"], "security": ["carol"]}
     assert plan.input.hold == timedelta(hours=1)
     assert plan.meta.ui_url == "http://ui:8233/namespaces/default/workflows/change:payments"
-    dev = catalog.plan_start("gated-change", {"service": "x", "environment": "development"}, requested_by="a", workflows=WORKFLOWS)
+    dev = catalog.plan_start("gated-change", {"service": "x", "environment": "development"}, requested_by="a", inputs=INPUTS)
     assert dev.meta.approval.required_approvals == 0
 
 
@@ -85,29 +85,29 @@ def test_plan_start_builds_id_target_policy_per_environment(tmp_path):
 def test_errors_name_file_line_and_field(tmp_path, mutate, expected):
     folder = _catalog(tmp_path, mutate(GOOD))
     with pytest.raises(CatalogError) as error:
-        Catalog.load(folder, workflows=WORKFLOWS)
+        Catalog.load(folder, inputs=INPUTS)
     assert any(expected in problem for problem in error.value.problems), error.value.problems
 
 
 def test_parameter_coercion_and_errors(tmp_path):
-    catalog = Catalog.load(_catalog(tmp_path), workflows=WORKFLOWS)
+    catalog = Catalog.load(_catalog(tmp_path), inputs=INPUTS)
     with pytest.raises(ParameterError, match="missing required parameter 'service'"):
-        catalog.plan_start("gated-change", {}, requested_by="a", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {}, requested_by="a", inputs=INPUTS)
     with pytest.raises(ParameterError, match="parameter 'hold'"):
-        catalog.plan_start("gated-change", {"service": "x", "hold": "-"}, requested_by="a", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {"service": "x", "hold": "-"}, requested_by="a", inputs=INPUTS)
     with pytest.raises(ParameterError, match="identity is missing"):
-        catalog.plan_start("gated-change", {"service": "x"}, requested_by="", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {"service": "x"}, requested_by="", inputs=INPUTS)
     with pytest.raises(ParameterError, match="unknown runbook"):
         catalog.get("nope")
 
 
 def test_identifiers_over_temporals_limits_or_blank_are_refused_before_starting(tmp_path):
-    catalog = Catalog.load(_catalog(tmp_path), workflows=WORKFLOWS)
+    catalog = Catalog.load(_catalog(tmp_path), inputs=INPUTS)
     with pytest.raises(ParameterError, match="workflow id is 1007 bytes, over Temporal's limit of 1000"):
-        catalog.plan_start("gated-change", {"service": "s" * 1000}, requested_by="a", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {"service": "s" * 1000}, requested_by="a", inputs=INPUTS)
     with pytest.raises(ParameterError, match="blank or has surrounding spaces"):
-        catalog.plan_start("gated-change", {"service": "   "}, requested_by="a", workflows=WORKFLOWS)
-    assert catalog.plan_start("gated-change", {"service": "s" * 900}, requested_by="a", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {"service": "   "}, requested_by="a", inputs=INPUTS)
+    assert catalog.plan_start("gated-change", {"service": "s" * 900}, requested_by="a", inputs=INPUTS)
 
 
 def test_secret_parameters_are_refused(tmp_path):
@@ -156,9 +156,9 @@ def test_malformed_yaml_values_and_cross_parameter_rules_give_one_clear_line(tmp
     (tmp_path / "gated.yaml").write_text(textwrap.dedent(GOOD).replace("approval:\n  groups: [sre]\n", "approval:\n  approvers: [bob]\n")
                                          .split("approval_by_environment:")[0]
                                          .replace("  hold: {type: duration, default: 5m}", "  hold: {type: duration, default: 5m}\n  binding: {type: object}"))
-    catalog = Catalog.load(tmp_path, workflows=WORKFLOWS)
+    catalog = Catalog.load(tmp_path, inputs=INPUTS)
     with pytest.raises(ParameterError) as error:
-        catalog.plan_start("gated-change", {"service": "x", "binding": "[{a: 1}, {b: 2}"}, requested_by="a", workflows=WORKFLOWS)
+        catalog.plan_start("gated-change", {"service": "x", "binding": "[{a: 1}, {b: 2}"}, requested_by="a", inputs=INPUTS)
     assert str(error.value).startswith("gated-change: parameter 'binding' is not valid YAML")
 
 
@@ -172,9 +172,9 @@ def test_groups_file_maps_idp_groups_people_and_aliases_and_names_the_line_of_a_
         vouchers:
           runbook-gateway: [slack]
     """)
-    catalog = Catalog.load(_catalog(tmp_path, groups=groups), workflows=WORKFLOWS)
+    catalog = Catalog.load(_catalog(tmp_path, groups=groups), inputs=INPUTS)
     policy = catalog.plan_start("gated-change", {"service": "p", "environment": "production"}, requested_by="slack:U0DAVE",
-                                workflows=WORKFLOWS).meta.approval
+                                inputs=INPUTS).meta.approval
     assert policy.idp_groups == {"sre": ["oncall"]} and policy.groups["security"] == ["carol"]
     assert policy.admits("erin", ["oncall"]) and not policy.admits("erin", ["other"])  # membership from the token
     assert policy.people.person("slack:U0DAVE") == "dave" and "dave" not in policy.eligible(requested_by="slack:U0DAVE")
@@ -184,6 +184,6 @@ def test_groups_file_maps_idp_groups_people_and_aliases_and_names_the_line_of_a_
 
     bad = groups.replace("dave: [slack:U0DAVE]", "dave: [slack:U0DAVE, U0NOPREFIX]\n  erin: [slack:U0DAVE]")
     with pytest.raises(CatalogError) as error:
-        Catalog.load(_catalog(tmp_path, groups=bad), workflows=WORKFLOWS)
+        Catalog.load(_catalog(tmp_path, groups=bad), inputs=INPUTS)
     problems = "\n".join(error.value.problems)
     assert f"{tmp_path / 'groups.yaml'}:5: people.dave.1: String should match pattern" in problems

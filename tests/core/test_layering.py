@@ -38,3 +38,13 @@ def test_a_core_module_imports_nothing_above_core(module: str):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert upward(json.loads(proc.stdout)) == []
+
+
+def test_the_registry_gives_the_catalog_its_input_models_without_importing_a_workflow():
+    """The starters' path (workflows.registry.inputs() into Catalog.load): the registry lists each runbook's input
+    model from core, so validating the stock catalog imports no workflow module and no client library."""
+    code = ("import json, sys; from core.catalog import Catalog; from workflows import registry; "
+            "Catalog.load('runbooks', inputs=registry.inputs()); print(json.dumps(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [m for m in upward(json.loads(proc.stdout)) if m not in ("workflows", "workflows.registry")] == []

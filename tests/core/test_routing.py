@@ -10,10 +10,7 @@ import pytest
 
 from core.catalog import Catalog, CatalogError
 from core.routing import DEFAULT_ROUTES, KINDS, SEVERITIES, Route, route, route_problems
-from tests.core.gated_workflows import GatedChange
-from workflows import registry
-
-WORKFLOWS = registry.by_name([GatedChange])
+from tests.core.test_catalog import INPUTS
 
 RUNBOOK = """
 name: gated-change
@@ -62,8 +59,8 @@ def test_the_catalog_table_replaces_the_stock_one_and_a_runbook_routes_first(tmp
         routes:
           - {severities: [critical], channels: [pagerduty]}
           - {channels: [slack]}
-    """), workflows=WORKFLOWS)
-    meta = catalog.plan_start("gated-change", {"service": "payments"}, requested_by="alice", workflows=WORKFLOWS).meta
+    """), inputs=INPUTS)
+    meta = catalog.plan_start("gated-change", {"service": "payments"}, requested_by="alice", inputs=INPUTS).meta
     assert route(meta.routing, "alert", "warning") == ["slack", "pagerduty"]  # the runbook's route
     assert route(meta.routing, "alert", "critical") == ["pagerduty"]  # the catalog's table
     assert route(meta.routing, "approval_escalated", "critical") == ["pagerduty"]
@@ -71,14 +68,14 @@ def test_the_catalog_table_replaces_the_stock_one_and_a_runbook_routes_first(tmp
 
 
 def test_without_a_routing_file_the_stock_table_applies(tmp_path):
-    catalog = Catalog.load(_catalog(tmp_path), workflows=WORKFLOWS)
-    meta = catalog.plan_start("gated-change", {"service": "payments"}, requested_by="alice", workflows=WORKFLOWS).meta
+    catalog = Catalog.load(_catalog(tmp_path), inputs=INPUTS)
+    meta = catalog.plan_start("gated-change", {"service": "payments"}, requested_by="alice", inputs=INPUTS).meta
     assert meta.routing == list(DEFAULT_ROUTES)
 
 
 def _problems(tmp_path: Path, **kw) -> list[str]:
     with pytest.raises(CatalogError) as error:
-        Catalog.load(_catalog(tmp_path, **kw), workflows=WORKFLOWS)
+        Catalog.load(_catalog(tmp_path, **kw), inputs=INPUTS)
     return error.value.problems
 
 

@@ -15,7 +15,7 @@ from core.catalog import Catalog, CatalogError, ParameterError, render_trigger_p
 from core.config import Settings
 from starters.gateway import Gateway, create_app, incident_workflow_id
 from tests.fakes.pagerduty import incident_event, webhook
-from workflows.registry import by_name, load
+from workflows.registry import inputs
 
 STOCK = Path(__file__).resolve().parents[2] / "runbooks"
 SECRET = "pd-secret-for-door-tests"
@@ -23,13 +23,13 @@ DEMO_CHANNEL = "C0OPS"
 
 
 @pytest.fixture(scope="module")
-def workflows() -> dict[str, type]:
-    return by_name(load([]))
+def models() -> dict[str, type]:
+    return inputs()
 
 
 @pytest.fixture(scope="module")
-def stock(workflows) -> Catalog:
-    return Catalog.load(STOCK, workflows=workflows)
+def stock(models) -> Catalog:
+    return Catalog.load(STOCK, inputs=models)
 
 
 def test_the_demo_channel_may_start_every_stock_runbook(stock):
@@ -37,12 +37,12 @@ def test_the_demo_channel_may_start_every_stock_runbook(stock):
     assert refusals and all(r is None for r in refusals.values()), refusals
 
 
-def test_every_stock_pagerduty_trigger_plans_a_start(stock, workflows):
+def test_every_stock_pagerduty_trigger_plans_a_start(stock, models):
     triggers = [(spec, t) for spec in stock.runbooks.values() for t in spec.triggers.pagerduty]
     assert triggers
     for spec, trigger in triggers:
         params = render_trigger_parameters(trigger.parameters, incident_event(service_id=trigger.service_ids[0])["event"])
-        plan = stock.plan_start(spec.name, params, requested_by="pagerduty", workflows=workflows, source="pagerduty",
+        plan = stock.plan_start(spec.name, params, requested_by="pagerduty", inputs=models, source="pagerduty",
                                 workflow_id=incident_workflow_id(spec.name, "PDOOR1"))
         assert plan.workflow_id == f"{spec.name}:incident:PDOOR1"
 
@@ -76,9 +76,9 @@ triggers:
     ('        database: orders\n        colour: "{incident.title}"', "colour: not a parameter of this runbook"),
     ('        region: "{incident.title}"', "requires 'database', which this trigger does not set"),
 ])
-def test_catalog_refuses_trigger_templates_that_cannot_render(tmp_path, workflows, template, problem):
+def test_catalog_refuses_trigger_templates_that_cannot_render(tmp_path, models, template, problem):
     with pytest.raises(CatalogError) as err:
-        Catalog.load(_catalog_with(tmp_path, template), workflows=workflows)
+        Catalog.load(_catalog_with(tmp_path, template), inputs=models)
     text = str(err.value)
     assert "drill.yaml" in text and problem in text, text
     assert "{{" in text or "not a parameter" in text or "requires" in text  # says how to write a literal brace
@@ -103,9 +103,9 @@ async def _absent(client, workflow_id: str) -> bool:
     return False
 
 
-async def test_stock_trigger_starts_a_real_run_and_bad_requests_get_4xx(dev_env, tmp_path, stock, workflows, task_queue):
+async def test_stock_trigger_starts_a_real_run_and_bad_requests_get_4xx(dev_env, tmp_path, stock, models, task_queue):
     settings = Settings(_env_file=None, task_queue=task_queue, PAGERDUTY_WEBHOOK_SECRETS=[SECRET])
-    app = create_app(settings, dev_env.client, stock, workflows)
+    app = create_app(settings, dev_env.client, stock, models)
     incident = "PDOOR" + str(int(time.time() * 1000))[-8:]
     workflow_id = incident_workflow_id("region-failover", incident)
     event = incident_event(incident_id=incident, service_id="PEDGE01", priority="P1")

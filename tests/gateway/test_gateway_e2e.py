@@ -30,7 +30,7 @@ from core.runbook import RunbookResult
 from starters.gateway import create_app, incident_workflow_id
 from tests import harness
 from tests.fakes.pagerduty import incident_event, sign, webhook
-from tests.gateway.runbook_under_test import GatewayDrill
+from tests.gateway.runbook_under_test import GatewayDrill, GatewayDrillInput
 
 SLACK_SECRET = "slack-signing-secret-for-tests"
 PD_OLD, PD_NEW = "pd-webhook-secret-old", "pd-webhook-secret-new"
@@ -113,14 +113,14 @@ async def gw(dev_env, tmp_path: Path, fake_slack, fake_pd, slack_client, pd_clie
     (tmp_path / "groups.yaml").write_text(
         "groups:\n  dba: [slack:U0ALICE, slack:U0BOB]\nvouchers:\n  runbook-gateway: [slack]\n")
     (tmp_path / "orders-drill.yaml").write_text(RUNBOOK)
-    workflows = {"GatewayDrill": GatewayDrill}
-    catalog = Catalog.load(tmp_path, workflows=workflows)
+    models = {"GatewayDrill": GatewayDrillInput}
+    catalog = Catalog.load(tmp_path, inputs=models)
     settings = Settings(
         _env_file=None, task_queue=task_queue, slack_default_channel=CHANNEL, ui_url="http://ui.test",
         gateway_max_body_bytes=8192, SLACK_SIGNING_SECRET=SLACK_SECRET, PAGERDUTY_WEBHOOK_SECRETS=[PD_OLD, PD_NEW],
     )
     notifier = NotificationActivities([SlackChannel(slack_client), PagerDutyChannel(*pd_clients)])
-    app = create_app(settings, dev_env.client, catalog, workflows,
+    app = create_app(settings, dev_env.client, catalog, models,
                      slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
     from workflows.dry_run import RunbookDryRun
 

@@ -17,7 +17,7 @@ async def test_gateway_starts_with_empty_slack_and_pagerduty_secrets(tmp_path, m
         monkeypatch.setenv(name, "")
     settings = Settings(_env_file=None)
     assert settings.slack_signing_secret is None and settings.pagerduty_api_token is None
-    catalog = Catalog.load(tmp_path, workflows={})
+    catalog = Catalog.load(tmp_path, inputs={})
     with caplog.at_level(logging.WARNING, logger="starters.gateway"):
         app = create_app(settings, None, catalog, {})  # type: ignore[arg-type]  # no Temporal call is made
     messages = " ".join(r.getMessage() for r in caplog.records)

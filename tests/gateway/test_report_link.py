@@ -45,7 +45,7 @@ async def test_the_gateway_serves_a_report_only_through_a_signed_link(ts_env, ta
         handle = await rig.start(make_input())
         await ts_env.sleep(timedelta(minutes=3))  # a few analysis ticks at 5 %
         settings = Settings(_env_file=None, report_link_secret=SecretStr(SECRET))
-        app = create_app(settings, ts_env.client, Catalog.load(tmp_path, workflows={}), {})
+        app = create_app(settings, ts_env.client, Catalog.load(tmp_path, inputs={}), {})
         link = report_link("http://gateway", SECRET, handle.id)
         path = link.removeprefix("http://gateway")
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
@@ -54,7 +54,7 @@ async def test_the_gateway_serves_a_report_only_through_a_signed_link(ts_env, ta
             other = await http.get(path.replace("/reports/", "/reports/x"))
             unsigned = await http.get(path.split("?")[0])
             missing = await http.get(report_link("http://gateway", SECRET, "no-such-run").removeprefix("http://gateway"))
-        off = create_app(Settings(_env_file=None), ts_env.client, Catalog.load(tmp_path, workflows={}), {})
+        off = create_app(Settings(_env_file=None), ts_env.client, Catalog.load(tmp_path, inputs={}), {})
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=off), base_url="http://gateway") as http:
             not_served = await http.get(path)
         await handle.cancel()

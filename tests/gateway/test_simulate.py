@@ -19,7 +19,7 @@ from starters.cli import app as cli_app
 from starters.gateway import create_app
 from starters.secret_settings import SecretSettingsError, with_vault_secrets
 from tests import harness
-from workflows.registry import by_name, load
+from workflows.registry import inputs
 
 STOCK = Path(__file__).resolve().parents[2] / "runbooks"
 SLACK = {"bot_token": "xoxb-test-token", "signing_secret": "slack-secret-in-openbao"}
@@ -65,9 +65,9 @@ async def test_simulate_sends_signed_requests_through_both_doors(vault_secrets, 
                                                                   task_queue):
     for key, value in vault_secrets.items():
         monkeypatch.setenv(key, value)
-    workflows = by_name(load([]))
+    models = inputs()
     settings = with_vault_secrets(Settings(_env_file=None, task_queue=task_queue))
-    app = create_app(settings, dev_env.client, Catalog.load(STOCK, workflows=workflows), workflows,
+    app = create_app(settings, dev_env.client, Catalog.load(STOCK, inputs=models), models,
                      slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
     port = harness.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

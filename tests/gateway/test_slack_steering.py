@@ -28,7 +28,7 @@ from tests import harness
 from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, healthy
 from tests.gateway.test_gateway_e2e import eventually, slack_signed, slash
 from workflows.canary_ramp import CanaryRamp
-from workflows.registry import by_name, load
+from workflows.registry import inputs
 
 STOCK = Path(__file__).resolve().parents[2] / "runbooks"
 SECRET = "slack-secret-for-steering"
@@ -51,9 +51,9 @@ async def test_canary_steered_from_slack_with_its_message_updated_in_place(dev_e
     metrics = FakeMetrics(traffic, healthy)
     notifier = NotificationActivities([SlackChannel(slack_client)])
     activities = [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, notifier.notify]
-    workflows = by_name(load([]))
+    models = inputs()
     settings = Settings(_env_file=None, task_queue=task_queue, SLACK_SIGNING_SECRET=SECRET, ui_url="http://ui.test")
-    app = create_app(settings, dev_env.client, Catalog.load(STOCK, workflows=workflows), workflows,
+    app = create_app(settings, dev_env.client, Catalog.load(STOCK, inputs=models), models,
                      slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
     workflow_id = f"canary-slack-{uuid.uuid4().hex[:8]}"
 

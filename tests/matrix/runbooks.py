@@ -294,14 +294,13 @@ class Provision(Scenario):
     def input(self, ctx: Ctx) -> Any:
         from core.catalog import Catalog
         from core.provision import ProvisionEnvironmentInput
-        from workflows.provision import ProvisionEnvironment
 
-        catalog = Catalog.load(REPO / "runbooks", workflows=None)
+        catalog = Catalog.load(REPO / "runbooks", inputs=None)
         params = {"environment": f"sbx-{ctx.account[-6:]}", "tier": "sandbox", "ttl": "1h",
                   "module": str(REPO / "tests" / "provision" / "modules" / "app"),
                   "record_bucket": f"env-records-{ctx.bucket_suffix}"}
         plan = catalog.plan_start("provision-environment", params, requested_by="matrix",
-                                  workflows={"ProvisionEnvironment": ProvisionEnvironment})
+                                  inputs={"ProvisionEnvironment": ProvisionEnvironmentInput})
         data = plan.input.model_dump()
         data["meta"]["approval"] = ApprovalPolicy(required_approvals=0).model_dump()
         return ProvisionEnvironmentInput.model_validate(data)

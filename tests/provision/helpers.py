@@ -63,14 +63,14 @@ async def worker(env: WorkflowEnvironment, task_queue: str, recording: Any, kube
 
 
 def make_input(environment: str, tier: str, secret_ref: str | None = None, **extra: Any) -> ProvisionEnvironmentInput:
-    catalog = Catalog.load(REPO / "runbooks", workflows=None)
+    catalog = Catalog.load(REPO / "runbooks", inputs=None)
     params: dict[str, Any] = {"environment": environment, "tier": tier, "module": str(MODULES / "app"),
                               "record_bucket": BUCKET}
     if secret_ref:
         params["secrets"] = {"db_password": secret_ref}
     params.update({k: v for k, v in extra.items() if k in catalog.get("provision-environment").parameters})
     plan = catalog.plan_start("provision-environment", params, requested_by="zed",
-                              workflows={"ProvisionEnvironment": ProvisionEnvironment})
+                              inputs={"ProvisionEnvironment": ProvisionEnvironmentInput})
     data = plan.input.model_dump()
     for key, value in extra.items():
         if key == "meta":

@@ -27,7 +27,7 @@ from tests.core.test_cli_steering import cli_env  # noqa: F401 (fixture: the com
 from tests.gateway.conftest import fake_slack, slack_client  # noqa: F401 (fixtures)
 from tests.gateway.test_gateway_e2e import eventually, slack_signed, slash
 from workflows.provision import ProvisionEnvironment
-from workflows.registry import by_name, load
+from workflows.registry import inputs
 
 from .helpers import REPO, assert_gone, make_input, record, start, status_when, worker
 
@@ -94,9 +94,9 @@ async def test_sandbox_steered_from_slack(
     fake_slack: Any, slack_client: Any,  # noqa: F811
 ) -> None:
     notifier = NotificationActivities([SlackChannel(slack_client), recording[0]])
-    workflows = by_name(load([]))
+    models = inputs()
     settings = Settings(_env_file=None, task_queue=task_queue, SLACK_SIGNING_SECRET=SECRET, ui_url="http://ui.test")
-    gateway = create_app(settings, dev_env.client, Catalog.load(REPO / "runbooks", workflows=workflows), workflows,
+    gateway = create_app(settings, dev_env.client, Catalog.load(REPO / "runbooks", inputs=models), models,
                          slack_client=AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url))
 
     async with worker(dev_env, task_queue, recording, kube, tf_root, {"notify": notifier.notify}), \

@@ -19,7 +19,7 @@ from tests.fakes.kubernetes import kube_fake
 from tests.release.stand_ins import Fleet
 from tests.release.test_release import CATALOG, Run
 from workflows.blue_green import BlueGreenCutover
-from workflows.registry import workflows
+from workflows.registry import inputs
 from workflows.release import Release
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -59,7 +59,7 @@ async def release(ts_env: Any, postgres: str, task_queue: str, recording: Any, k
                    "parameters": (us or {}) if wave == "shop-us" else {}} for wave in WAVES],
     }
     plan = CATALOG.plan_start("release", {"service": service, "version": f"shop:v2-{tag}", "stages": [stage]},
-                              requested_by="dave", workflows=workflows())
+                              requested_by="dave", inputs=inputs())
     acts = [*activities(recording, kube), ledger.ledger_read, ledger.ledger_record]
     async with harness.running_worker(ts_env.client, task_queue, [Release, BlueGreenCutover], acts):
         with ts_env.auto_time_skipping_disabled():
@@ -140,10 +140,10 @@ async def test_the_dry_run_plans_every_wave_through_its_childs_planner_and_chang
         acts = [*read_only_activities(lambda context: kube.api), ledger.ledger_read]
         async with dry_runner(ts_env, acts) as dry:
             plan = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v2-{tag}", "stages": [stage]},
-                                      requested_by="dave", workflows=workflows())
+                                      requested_by="dave", inputs=inputs())
             outcome = await dry("Release", plan.input, plan.workflow_id)
             bad = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v9-{tag}", "stages": [stage]},
-                                     requested_by="dave", workflows=workflows())
+                                     requested_by="dave", inputs=inputs())
             refused = await dry("Release", bad.input, bad.workflow_id)
         assert kube.fake.state() == before
     dry_plan = outcome.plan

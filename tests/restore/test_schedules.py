@@ -13,20 +13,21 @@ import pytest
 from temporalio.client import ScheduleOverlapPolicy
 
 from core.catalog import Catalog, ParameterError
+from core.restore import RestoreDrillInput
 from starters.schedules import ScheduleError, create_schedule, delete_schedule, list_schedules
 from tests import harness
 from tests.restore.conftest import DUMP_BUCKET, REPORT_BUCKET, database_exists, upload_dump
 from tests.restore.test_restore_drill import activities_for, scratch_of
 from workflows.restore_drill import RestoreDrill, RestoreDrillResult
 
-WORKFLOWS = {"RestoreDrill": RestoreDrill}
+INPUTS = {"RestoreDrill": RestoreDrillInput}
 YAML = Path(__file__).resolve().parents[2] / "runbooks" / "restore-drill.yaml"
 
 
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     shutil.copy(YAML, tmp_path / YAML.name)
-    return Catalog.load(tmp_path, workflows=WORKFLOWS)
+    return Catalog.load(tmp_path, inputs=INPUTS)
 
 
 def params(pg_server, **kw) -> dict:
@@ -35,17 +36,17 @@ def params(pg_server, **kw) -> dict:
 
 
 def test_catalog_entry_plans_a_drill_with_policy_targets(catalog, pg_server):
-    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", workflows=WORKFLOWS)
+    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", inputs=INPUTS)
     assert plan.workflow_id == "restore-drill-production-shop" and plan.meta.approval.required_approvals == 0
     assert len(plan.input.checks) == 6 and plan.input.tier == "standard"
     tier1 = catalog.plan_start("restore-drill", params(pg_server, tier="tier-1", rpo_target="2m"),
-                               requested_by="tester", workflows=WORKFLOWS)
+                               requested_by="tester", inputs=INPUTS)
     assert (tier1.input.tier, tier1.input.rpo_target) == ("tier-1", timedelta(minutes=2))
     with pytest.raises(ParameterError, match="restore_server"):  # a pg_dump drill needs a server to restore to
         catalog.plan_start("restore-drill", {"database": "shop", "report_bucket": "r", "dump_bucket": "d"},
-                           requested_by="tester", workflows=WORKFLOWS)
+                           requested_by="tester", inputs=INPUTS)
     with pytest.raises(ParameterError, match="tier"):
-        catalog.plan_start("restore-drill", params(pg_server, tier="gold"), requested_by="tester", workflows=WORKFLOWS)
+        catalog.plan_start("restore-drill", params(pg_server, tier="gold"), requested_by="tester", inputs=INPUTS)
 
 
 async def test_schedule_fires_a_drill(dev_env, recording, db_activities, s3, source_db, fresh_dump, pg_server, admin_uri, catalog):
@@ -54,7 +55,7 @@ async def test_schedule_fires_a_drill(dev_env, recording, db_activities, s3, sou
     upload_dump(s3, "shop/nightly.dump", fresh_dump)
     s3.put_object(Bucket=DUMP_BUCKET, Key="manifests/shop/nightly.dump.json",
                   Body=json.dumps(source_db.manifest(datetime.now(timezone.utc))).encode())
-    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", workflows=WORKFLOWS)
+    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", inputs=INPUTS)
     schedule_id = f"restore-drill-shop-{uuid.uuid4().hex[:6]}"
 
     async with harness.running_worker(client, task_queue, [RestoreDrill], activities_for(db_activities, recording)):
@@ -95,6 +96,6 @@ async def test_schedule_fires_a_drill(dev_env, recording, db_activities, s3, sou
 
 
 def test_bad_cron_is_refused_before_the_server(catalog, pg_server):
-    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", workflows=WORKFLOWS)
+    plan = catalog.plan_start("restore-drill", params(pg_server), requested_by="tester", inputs=INPUTS)
     with pytest.raises(ScheduleError, match="not a cron expression"):
         asyncio.run(create_schedule(None, plan, "x", "every monday", "q"))  # type: ignore[arg-type]

@@ -16,18 +16,17 @@ def test_catalog_entry_plans_a_start(tmp_path):
     from pathlib import Path
 
     from core.catalog import Catalog
-    from workflows.registry import by_name
-    from workflows.rotate_secret import RotateSecret
+    from core.rotation import RotateSecretInput
 
     root = Path(__file__).resolve().parents[2] / "runbooks"
     for name in ("groups.yaml", "rotate-secret.yaml"):  # only ours: others' may be mid-edit
         shutil.copy(root / name, tmp_path / name)
-    wf = by_name([RotateSecret])
-    catalog = Catalog.load(tmp_path, workflows=wf)
+    wf = {"RotateSecret": RotateSecretInput}
+    catalog = Catalog.load(tmp_path, inputs=wf)
     plan = catalog.plan_start(
         "rotate-secret", {"role": "orders-app", "kv_path": "secret/apps/orders/db", "consumers": ["orders-api"],
                           "server": {"host": "orders-pg.internal", "vault_path": "secret/db/orders-admin"}},
-        requested_by="dave", workflows=wf)
+        requested_by="dave", inputs=wf)
     assert plan.workflow_type == "RotateSecret" and plan.meta.target == "secret/apps/orders/db"
     assert isinstance(plan.input, RotateSecretInput) and plan.input.problems() == []
     assert plan.input.verify_timeout.total_seconds() == 300 and plan.meta.approval.required_approvals == 0
