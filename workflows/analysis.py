@@ -59,10 +59,8 @@ with workflow.unsafe.imports_passed_through():
 MEASURE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
 MEASURE_TIMEOUT = timedelta(seconds=30)
 # Local analysis measures a tick's metrics in one activity (``measure_metrics``). The patch that introduced it
-# (2026-11-22) is deprecated: no recorded history and no run still open predates it, so the per-metric local
-# path is gone. Its marker stays in histories recorded with it, which this call accepts; remove the call once
-# none of those remain (tests/replay re-recorded without it).
-BATCH_PATCH = "measure-metrics-batch"
+# (measure-metrics-batch, 2026-11-22) is gone: every recorded history was re-recorded without its marker on
+# 2026-12-01, and no run from before it is open (a deprecated patch still costs each run a marker and an upsert).
 
 
 class AnalysisRun:
@@ -178,10 +176,7 @@ class AnalysisRun:
 
     async def _tick(self, due: list[MetricSpec]) -> None:
         started = workflow.now()
-        if self._batch_activity:
-            results = await self._measure_batch(due)
-        elif self._local:
-            workflow.deprecate_patch(BATCH_PATCH)
+        if self._batch_activity or self._local:
             results = await self._measure_batch(due)
         else:  # remote activities
             results = await asyncio.gather(*(self._measure(spec) for spec in due))
