@@ -27,6 +27,8 @@ from core import errors
 from core.kubernetes import (
     LOG_TAIL_CHARS,
     LOG_TAIL_LINES,
+    RESTARTED_AT,
+    SECRET_SOURCE,
     DeleteResult,
     DeploymentApply,
     DeploymentRef,
@@ -40,7 +42,13 @@ from core.kubernetes import (
     NamespaceResult,
     NamespaceSpec,
     NamespaceState,
+    RestartInput,
     ScaleInput,
+    SecretFromVault,
+    SecretRef,
+    SecretRolloutState,
+    SecretRolloutTarget,
+    SecretWritten,
     ServiceRef,
     ServiceSelector,
     ServiceSelectorInput,
@@ -86,8 +94,11 @@ def api_client_factory() -> Callable[[str | None], Any]:
 
 
 class KubernetesActivities:
-    def __init__(self, api_client_for: Callable[[str | None], Any]) -> None:
+    def __init__(self, api_client_for: Callable[[str | None], Any], vault: Any = None) -> None:
+        """``vault``: a ``VaultReader`` (activities/vault.py) for ``k8s_write_secret_from_vault``; None: that
+        activity refuses (VAULT_ADDR unset on the worker)."""
         self._api_client_for = api_client_for
+        self._vault = vault
 
     # ------------------------------------------------------------------ clients
     def _apps(self, context: str | None):
@@ -286,6 +297,100 @@ class KubernetesActivities:
                 return None
             raise
         return self._to_dict(ref.context, raw)
+
+    @activity.defn(name="k8s_restart_deployment")
+    def restart_deployment(self, req: RestartInput) -> DeploymentState:
+        """A rolling restart (``kubectl rollout restart``): the pod template's restartedAt annotation set to the
+        caller's value; already that value (a retry): nothing written, no new rollout."""
+        ref = req.ref
+        current = self._read_deployment(ref)
+        annotations = ((((current.get("spec") or {}).get("template") or {}).get("metadata") or {})
+                       .get("annotations") or {})
+        if annotations.get(RESTARTED_AT) == req.restarted_at:
+            return _state(ref, current)
+        apps = self._apps(ref.context)
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: req.restarted_at}}}}}
+        patched = _call(f"restart deployment {_where(ref)}", functools.partial(
+            apps.patch_namespaced_deployment, ref.name, ref.namespace, patch, field_manager=FIELD_MANAGER))
+        return _state(ref, self._to_dict(ref.context, patched))
+
+    # ------------------------------------------------------------------ secrets (rotate-secret)
+    @activity.defn(name="k8s_secret_rollout_target")
+    def secret_rollout_target(self, req: SecretRolloutTarget) -> SecretRolloutState:
+        """Read-only: does the Secret exist (its type, the Vault version it was written from), which of the
+        consumer Deployments do not exist."""
+        live = self._read_secret(req.secret)
+        missing = [name for name in req.deployments if self._read_deployment(
+            DeploymentRef(context=req.secret.context, namespace=req.secret.namespace, name=name), missing_ok=True) is None]
+        if live is None:
+            return SecretRolloutState(secret_exists=False, missing_deployments=missing)
+        return SecretRolloutState(secret_exists=True, secret_type=live.get("type") or "Opaque",
+                                  source=((live.get("metadata") or {}).get("annotations") or {}).get(SECRET_SOURCE, ""),
+                                  missing_deployments=missing)
+
+    @activity.defn(name="k8s_write_secret_from_vault")
+    def write_secret_from_vault(self, req: SecretFromVault) -> SecretWritten:
+        """Write the Secret from one Vault KV version: created if missing, replaced (optimistic concurrency on its
+        resourceVersion) if its data differ, untouched if equal (idempotent).
+
+        The one Kubernetes activity that reads Vault: it is handed a Vault *reference* (path and version) and
+        resolves it here, as Terraform's activities resolve their variables, so that the secret value goes from
+        Vault into the Secret without ever passing through a workflow's input, result or history. It answers with
+        the reference only."""
+        import base64
+
+        if self._vault is None:
+            raise ApplicationError("cannot write a Secret from Vault: VAULT_ADDR is not set on this worker",
+                                   type=errors.INVALID_INPUT, non_retryable=True)
+        values = self._vault.read_kv(req.source_path, version=req.source_version)
+        absent = sorted(field for field in req.keys.values() if not values.get(field))
+        if absent:
+            raise ApplicationError(f"Vault {req.source_path} v{req.source_version} has no {', '.join(absent)} (keys: "
+                                   f"{sorted(values)})", type=errors.INVALID_INPUT, non_retryable=True)
+        data = {key: base64.b64encode(values[field].encode()).decode() for key, field in req.keys.items()}
+        source = f"{req.source_path} v{req.source_version}"
+        ref, core = req.ref, self._core(req.ref.context)
+        for _ in range(CONFLICT_ATTEMPTS):
+            live = self._read_secret(ref)
+            if live is None:
+                body = {"apiVersion": "v1", "kind": "Secret", "type": req.type, "data": data,
+                        "metadata": {"name": ref.name, "namespace": ref.namespace, "labels": dict(MANAGED_BY),
+                                     "annotations": {SECRET_SOURCE: source}}}
+                try:
+                    _call(f"create secret {_where(ref)}", functools.partial(
+                        core.create_namespaced_secret, ref.namespace, body, field_manager=FIELD_MANAGER), conflict_ok=True)
+                except _Conflict:
+                    continue
+                return SecretWritten(ref=ref, source=source, created=True, changed=True)
+            if (live.get("type") or "Opaque") != req.type:
+                raise ApplicationError(f"secret {_where(ref)} is of type {live.get('type')}, not {req.type} (a type "
+                                       "cannot change: recreate it)", type=errors.INVALID_INPUT, non_retryable=True)
+            annotations = (live.get("metadata") or {}).get("annotations") or {}
+            if live.get("data") == data and annotations.get(SECRET_SOURCE) == source:
+                return SecretWritten(ref=ref, source=source, changed=False)
+            replacement: dict[str, Any] = copy.deepcopy(live)
+            replacement["data"] = data
+            replacement.pop("stringData", None)
+            replacement["metadata"].setdefault("annotations", {})[SECRET_SOURCE] = source
+            try:
+                _call(f"replace secret {_where(ref)}", functools.partial(
+                    core.replace_namespaced_secret, ref.name, ref.namespace, replacement, field_manager=FIELD_MANAGER),
+                    conflict_ok=True)
+            except _Conflict:
+                continue  # changed under us: read again
+            return SecretWritten(ref=ref, source=source, changed=True)
+        raise ApplicationError(f"secret {_where(ref)} kept changing under us ({CONFLICT_ATTEMPTS} conflicts)",
+                               type=errors.TRANSIENT)
+
+    def _read_secret(self, ref: SecretRef) -> dict | None:
+        core = self._core(ref.context)
+        try:
+            return self._to_dict(ref.context, _call(f"read secret {_where(ref)}",
+                                                    lambda: core.read_namespaced_secret(ref.name, ref.namespace)))
+        except ApplicationError as err:
+            if err.type == errors.NOT_FOUND:
+                return None
+            raise
 
     # ------------------------------------------------------------------ services
     @activity.defn(name="k8s_get_service_selector")

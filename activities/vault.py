@@ -118,18 +118,19 @@ class VaultReader:
             raise ApplicationError("empty Vault path", type=errors.INVALID_INPUT, non_retryable=True)
         return self._mount, path
 
-    def read_kv(self, path: str) -> dict[str, str]:
-        """The latest version of a KV v2 secret, values as strings. Raises typed ApplicationErrors."""
+    def read_kv(self, path: str, version: int | None = None) -> dict[str, str]:
+        """The latest version of a KV v2 secret (or ``version``), values as strings. Raises typed ApplicationErrors."""
         mount, sub = self._split(path)
         for attempt in (1, 2):
             try:
                 resp = self._client.secrets.kv.v2.read_secret_version(
-                    path=sub, mount_point=mount, raise_on_deleted_version=True
+                    path=sub, mount_point=mount, version=version, raise_on_deleted_version=True
                 )
                 data = resp["data"]["data"] or {}
                 return {str(k): v if isinstance(v, str) else str(v) for k, v in data.items()}
             except hvac.exceptions.InvalidPath:
-                raise ApplicationError(f"Vault secret {mount}/{sub} does not exist (or its latest version is deleted)",
+                which = f" v{version}" if version else ""
+                raise ApplicationError(f"Vault secret {mount}/{sub}{which} does not exist (or that version is deleted)",
                                        type=errors.NOT_FOUND, non_retryable=True) from None
             except hvac.exceptions.Forbidden:
                 if attempt == 1 and self._role_id and self._secret_id:

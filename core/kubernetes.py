@@ -189,3 +189,54 @@ class JobOutcome(_Model):
     def summary(self) -> str:
         why = f" ({self.reason}{': ' + self.message if self.message else ''})" if self.reason or self.message else ""
         return f"job {self.namespace}/{self.name} {self.condition}{why}"
+
+
+# ----------------------------------------------------------------------------- core/v1 Secrets (rotate-secret)
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what ``kubectl rollout restart`` sets on the pod template
+SECRET_SOURCE = "runbook-automation/source"  # on a Secret written from Vault: "<kv path> v<version>"
+
+
+class SecretRef(_Model):
+    context: str | None = None
+    namespace: str = "default"
+    name: str
+
+
+class SecretFromVault(_Model):
+    """Write the Secret ``ref`` from one version of a Vault KV v2 secret: Secret key -> KV field (``keys``). Only
+    the reference travels; the activity reads the values itself, so they never enter a workflow."""
+
+    ref: SecretRef
+    source_path: str
+    source_version: int = Field(ge=1)
+    keys: dict[str, str] = Field(description="Secret data key -> KV field, e.g. {'tls.crt': 'certificate'}")
+    type: str = Field("Opaque", description="the Secret's type (kubernetes.io/tls for a certificate); immutable")
+
+
+class SecretWritten(_Model):
+    ref: SecretRef
+    source: str = Field(description="the Vault version its data came from: '<kv path> v<version>'")
+    created: bool = False
+    changed: bool = Field(description="False: the Secret already held that data (a retry)")
+
+
+class SecretRolloutTarget(_Model):
+    """Read-only: the Secret the consumers mount and their Deployments (in the Secret's namespace and context)."""
+
+    secret: SecretRef
+    deployments: list[str] = Field(default_factory=list)
+
+
+class SecretRolloutState(_Model):
+    secret_exists: bool
+    secret_type: str = ""
+    source: str = Field("", description="the Vault version it was last written from by a rotation, if any")
+    missing_deployments: list[str] = Field(default_factory=list)
+
+
+class RestartInput(_Model):
+    """A rolling restart as ``kubectl rollout restart`` does it: the pod template's restartedAt annotation set to
+    ``restarted_at``. The caller derives it from its run, so a retry sets the same value and changes nothing."""
+
+    ref: DeploymentRef
+    restarted_at: str

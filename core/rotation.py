@@ -13,10 +13,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.duration import Duration
+from core.kubernetes import SecretRef
 from core.restore import PgServer
 from core.runbook import RunbookInput, RunbookResult
 
 SecretKind = Literal["database", "certificate", "api_key"]
+Rollout = Literal["kv", "kubernetes"]
+
+# rollout kubernetes: the Secret's type and its data keys -> the KV fields they are written from, per kind
+SECRET_LAYOUT: dict[str, tuple[str, dict[str, str]]] = {
+    "database": ("Opaque", {"username": "username", "password": "password"}),
+    "api_key": ("Opaque", {"api_key": "api_key"}),
+    "certificate": ("kubernetes.io/tls", {"tls.crt": "certificate", "tls.key": "private_key"}),
+}
 
 
 class _Model(BaseModel):
@@ -243,6 +252,14 @@ class RotateSecretInput(RunbookInput):
                                      description="api_key: each consumer's URL whose body names the fingerprint of the key it uses")
     grace_period: Duration = Field(timedelta(hours=1), description="api_key: how long the old version stays after verification")
     verify_timeout: Duration = Field(timedelta(minutes=5), description="how long consumers get to connect as the new user")
+    # the rollout: consumers reload from KV themselves (kv), or a Kubernetes Secret and a rolling restart (kubernetes)
+    rollout: Rollout = Field("kv", description="kv: the consumers reload the KV path themselves; kubernetes: the new "
+                                               "material written into `secret` and the `deployments` restarted")
+    secret: SecretRef | None = Field(None, description="rollout kubernetes: the Secret the consumers mount "
+                                                       "(certificate: a kubernetes.io/tls Secret, tls.crt/tls.key)")
+    deployments: list[str] = Field(default_factory=list, description="rollout kubernetes: the consumer Deployments, "
+                                   "in the Secret's namespace, restarted (readiness waited) after each Secret write")
+    rollout_timeout: Duration = Field(timedelta(minutes=10), description="rollout kubernetes: per Deployment")
 
     def problems(self) -> list[str]:
         out: list[str] = []
@@ -267,7 +284,19 @@ class RotateSecretInput(RunbookInput):
                 out.append("endpoints: empty (the TLS endpoints that must present the new certificate)")
             out += [f"endpoints: {e!r} is not host:port" for e in self.endpoints
                     if e.strip() and not e.rpartition(":")[2].isdigit()]
+        if self.rollout == "kubernetes":
+            if self.secret is None or not self.secret.name.strip():
+                out.append("secret: missing ({namespace, name, context} of the Secret the consumers mount)")
+            if self.kind != "certificate" and not [d for d in self.deployments if d.strip()]:
+                out.append("deployments: empty (the consumer Deployments restarted onto the new Secret)")
+        elif self.secret is not None or self.deployments:
+            out.append(f"rollout: kv ignores {'secret' if self.secret is not None else 'deployments'} "
+                       "(set rollout: kubernetes)")
         return out
+
+    def secret_layout(self) -> tuple[str, dict[str, str]]:
+        """rollout kubernetes: the Secret's type and data keys -> KV fields, for this kind."""
+        return SECRET_LAYOUT[self.kind]
 
 
 class RotationRecord(_Model):
@@ -290,6 +319,9 @@ class RotationRecord(_Model):
     revoked: list[str] = Field(default_factory=list,
                                description="lease ids or certificate serials revoked (old on success, new on rollback)")
     restored_version: int = Field(0, description="on rollback: the KV version that holds the old credential again")
+    secret_source: str = Field("", description="rollout kubernetes: the Vault version the Secret holds now")
+    restarts: list[str] = Field(default_factory=list, description="rollout kubernetes: each rolling restart "
+                                                                  "(its restartedAt value)")
 
 
 class RotateSecretResult(RunbookResult):

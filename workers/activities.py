@@ -62,14 +62,16 @@ def _pagerduty_channel(settings: Settings):
 
 
 # ---------------------------------------------------------------------------- Kubernetes
-def kubernetes_activities() -> list[Callable]:
-    """KUBECONFIG (context per activity input) or in-cluster config; clients are built lazily on first use."""
+def kubernetes_activities(vault=None) -> list[Callable]:
+    """KUBECONFIG (context per activity input) or in-cluster config; clients are built lazily on first use. ``vault``
+    (a VaultReader): the source of the Secrets rotate-secret writes (k8s_write_secret_from_vault)."""
     from activities.kubernetes import KubernetesActivities, api_client_factory
 
-    k8s = KubernetesActivities(api_client_factory())
+    k8s = KubernetesActivities(api_client_factory(), vault)
     return [
         k8s.get_deployment, k8s.apply_deployment, k8s.scale_deployment, k8s.wait_rollout, k8s.delete_deployment,
         k8s.get_service_selector, k8s.set_service_selector, k8s.get_httproute_weights, k8s.set_httproute_weights,
+        k8s.restart_deployment, k8s.secret_rollout_target, k8s.write_secret_from_vault,
         k8s.apply_namespace, k8s.delete_namespace, k8s.get_namespace, k8s.run_job,
     ]
 
@@ -195,7 +197,7 @@ def build_activities(settings: Settings) -> list[Callable]:
         notifier.notify,
         *identity_activities(settings),
         *calendar_activities(settings),
-        *kubernetes_activities(),
+        *kubernetes_activities(vault),
         *http_check_activities(),
         *terraform_activities(settings, vault),
         *aws_activities(),

@@ -26,10 +26,12 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.database import DatabaseActivities
     from activities.http_checks import HttpCheckActivities
+    from activities.kubernetes import KubernetesActivities
     from activities.vault import SecretEngineActivities
     from core import errors
     from core.approval import AbortInput
     from core.http_checks import HttpCheck, HttpSuiteInput
+    from core.kubernetes import DeploymentRef, RestartInput, SecretFromVault, SecretRolloutTarget, WaitRolloutInput
     from core.rotation import (
         ApiKeyIssued,
         ApiKeyIssueInput,
@@ -69,6 +71,7 @@ class RotateSecret(RunbookWorkflow):
         self._cert: PkiIssued | None = None
         self._key: ApiKeyIssued | None = None
         self._old_revoked = False
+        self._rolled_out = False  # set BEFORE the Secret is written: compensation must roll the Secret back too
 
     def status_details(self) -> dict[str, Any]:
         return {"rotation": self.record.model_dump(mode="json")}
@@ -100,6 +103,7 @@ class RotateSecret(RunbookWorkflow):
             why.append(f"role: {input.mount}/roles/{input.role} does not exist")
         if not state.kv_version:
             why.append(f"kv_path: {input.kv_path} does not exist (the consumers' current credential)")
+        why += await self._rollout_problems(input)
         if why:
             self.step_failed(step, "; ".join(why))
             raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
@@ -121,6 +125,7 @@ class RotateSecret(RunbookWorkflow):
         r.old_version, r.old_username, r.old_lease_id = issued.previous.version, issued.previous_username, issued.previous_lease_id
         await self.step_done(step, f"{input.kv_path} v{issued.kv.version}: user {issued.username} (old "
                                    f"{issued.previous_username} still valid)")
+        await self._roll_out_step(input, issued.kv)
 
         step = self.step_started("verify consumers")
         assert input.server is not None  # problems() refused it otherwise
@@ -188,6 +193,8 @@ class RotateSecret(RunbookWorkflow):
                 self.record.restored_version = restored.version
                 ending.compensated.append(f"{input.kv_path} v{restored.version} holds the old {noun} again "
                                           f"({was(issued)})")
+                if self._rolled_out:  # the consumers back onto the old material before the new one is undone
+                    ending.compensated.append(await self._roll_out(input, restored, back=True))
             ending.compensated.append(await undo_new(issued))
             self.step_failed(step, "; ".join(ending.compensated), status="compensated")
         except Exception as err:  # noqa: BLE001 - what could not be undone is reported, the run ends Failed
@@ -198,6 +205,81 @@ class RotateSecret(RunbookWorkflow):
     def _compensating(activity: Any, arg: Any) -> Awaitable[Any]:
         return workflow.execute_activity_method(activity, arg, start_to_close_timeout=timedelta(minutes=1),
                                                 retry_policy=COMPENSATE_RETRY)
+
+    # ------------------------------------------------------------------------------ rollout through Kubernetes
+    async def _rollout_problems(self, input: RotateSecretInput) -> list[str]:
+        """Part of the read-only validate step (rollout kubernetes): the Secret exists with the kind's type, and
+        every consumer Deployment exists. Rollout kv: nothing to read (no command)."""
+        if input.rollout != "kubernetes" or input.secret is None:
+            return []
+        state = await self.interruptible(workflow.execute_activity_method(
+            KubernetesActivities.secret_rollout_target,
+            SecretRolloutTarget(secret=input.secret, deployments=[d for d in input.deployments if d.strip()]),
+            start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
+        where = f"{input.secret.namespace}/{input.secret.name}"
+        why = []
+        secret_type = input.secret_layout()[0]
+        if not state.secret_exists:
+            why.append(f"secret: {where} does not exist (the Secret the consumers mount)")
+        elif state.secret_type != secret_type:
+            why.append(f"secret: {where} is of type {state.secret_type}; a {input.kind} needs {secret_type}")
+        if state.missing_deployments:
+            why.append(f"deployments: {', '.join(state.missing_deployments)} do(es) not exist in "
+                       f"{input.secret.namespace}")
+        return why
+
+    async def _roll_out_step(self, input: RotateSecretInput, source: KvRef) -> None:
+        if input.rollout != "kubernetes":
+            return
+        step = self.step_started("roll out")
+        await self.step_done(step, await self._roll_out(input, source))
+
+    async def _roll_out(self, input: RotateSecretInput, source: KvRef, *, back: bool = False) -> str:
+        """Write KV version ``source`` into the Secret (the activity reads Vault itself: only the reference is
+        here), then a rolling restart of every consumer Deployment and a wait until each is rolled out (ready).
+        ``back``: the same as compensation (retried, not interrupted by an abort)."""
+        assert input.secret is not None  # problems() refused it otherwise
+        self._rolled_out = True
+        secret_type, keys = input.secret_layout()
+        write = SecretFromVault(ref=input.secret, source_path=input.kv_path, source_version=source.version, keys=keys,
+                                type=secret_type)
+        # restartedAt from the run's clock: a retried restart sets the same value (no second rollout); a restart
+        # on the way back always differs from the one before it
+        stamp = workflow.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if self.record.restarts and stamp <= self.record.restarts[-1]:
+            stamp = self.record.restarts[-1] + "+1"
+        refs = [DeploymentRef(context=input.secret.context, namespace=input.secret.namespace, name=d.strip())
+                for d in input.deployments if d.strip()]
+        deadline = input.rollout_timeout.total_seconds()
+
+        def wait(ref: DeploymentRef) -> Awaitable[Any]:
+            return workflow.execute_activity_method(
+                KubernetesActivities.wait_rollout, WaitRolloutInput(ref=ref, deadline_seconds=deadline),
+                start_to_close_timeout=timedelta(seconds=deadline + 120), heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=COMPENSATE_RETRY if back else ACTIVITY_RETRY)
+
+        if back:
+            written = await self._compensating(KubernetesActivities.write_secret_from_vault, write)
+            self.record.secret_source = written.source
+            for ref in refs:
+                await self._compensating(KubernetesActivities.restart_deployment, RestartInput(ref=ref, restarted_at=stamp))
+            self.record.restarts += [stamp] if refs else []
+            for ref in refs:
+                await wait(ref)
+        else:
+            written = await self.change(workflow.execute_activity_method(
+                KubernetesActivities.write_secret_from_vault, write, start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=ACTIVITY_RETRY), "roll out")
+            self.record.secret_source = written.source
+            for ref in refs:
+                await self.change(workflow.execute_activity_method(
+                    KubernetesActivities.restart_deployment, RestartInput(ref=ref, restarted_at=stamp),
+                    start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "roll out")
+            self.record.restarts += [stamp] if refs else []
+            for ref in refs:
+                await self.interruptible(wait(ref), "roll out")
+        restarted = f"; {', '.join(r.name for r in refs)} restarted and ready" if refs else ""
+        return f"secret {input.secret.namespace}/{input.secret.name} holds {written.source}{restarted}"
 
     # ------------------------------------------------------------------------------------------ certificates
     async def _rotate_certificate(self, input: RotateSecretInput) -> Ending:
@@ -221,6 +303,7 @@ class RotateSecret(RunbookWorkflow):
                        f"{', '.join(state.allowed_domains) or '(none)'}")
         if not state.kv_version:
             why.append(f"kv_path: {input.kv_path} does not exist (the endpoint's current certificate)")
+        why += await self._rollout_problems(input)
         if why:
             self.step_failed(step, "; ".join(why))
             raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
@@ -255,6 +338,7 @@ class RotateSecret(RunbookWorkflow):
         r.old_version, r.old_serial = cert.previous.version, cert.previous_serial
         await self.step_done(step, f"{input.kv_path} v{cert.kv.version}: serial {cert.serial}, until {cert.not_after} "
                                    f"(old {cert.previous_serial or '?'} still valid)")
+        await self._roll_out_step(input, cert.kv)
 
         step = self.step_started("verify endpoints")
         timeout = input.verify_timeout.total_seconds()
@@ -326,10 +410,11 @@ class RotateSecret(RunbookWorkflow):
         state = await self.interruptible(workflow.execute_activity_method(
             SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=input.kv_path),
             start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
-        if not state.kv_version:
-            why = f"kv_path: {input.kv_path} does not exist (the consumers' current key)"
-            self.step_failed(step, why)
-            raise Stop("Refused", f"{why}: {NOTHING_CHANGED}", severity="warning")
+        why = [f"kv_path: {input.kv_path} does not exist (the consumers' current key)"] if not state.kv_version else []
+        why += await self._rollout_problems(input)
+        if why:
+            self.step_failed(step, "; ".join(why))
+            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
         r = self.record
         r.old_version, r.old_fingerprint = state.kv_version, state.fingerprint
         await self.step_done(step, f"{input.kv_path} v{state.kv_version} ({state.fingerprint or 'no fingerprint'})",
@@ -346,6 +431,7 @@ class RotateSecret(RunbookWorkflow):
         r.old_version, r.old_fingerprint = key.previous.version, key.previous_fingerprint
         await self.step_done(step, f"{input.kv_path} v{key.kv.version}: {key.fingerprint} (v{key.previous.version} "
                                    "still valid)")
+        await self._roll_out_step(input, key.kv)
 
         step = self.step_started("verify consumers")
         interval = 2.0

@@ -11,7 +11,7 @@ controller whose rollout progress the test controls:
 - ``"stuck"``: the controller observes the spec but no new pod ever becomes ready;
 - an integer N: ready after N reads of the deployment (GET, list or /scale) since the last spec change.
 
-Served kinds: apps/v1 Deployments (+ /scale, /status), core/v1 Namespaces, Services, ResourceQuotas, LimitRanges,
+Served kinds: apps/v1 Deployments (+ /scale, /status), core/v1 Namespaces, Services, Secrets, ResourceQuotas, LimitRanges,
 Pods (+ /log, as text), networking.k8s.io/v1 NetworkPolicies, gateway.networking.k8s.io/v1 HTTPRoutes
 (CustomObjectsApi paths), batch/v1 Jobs. Lists honour an equality ``labelSelector`` (``a=b,c=d``).
 
@@ -48,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 KINDS: dict[str, tuple[str, str, bool]] = {
     "namespaces": ("/api/v1", "Namespace", False),
     "services": ("/api/v1", "Service", True),
+    "secrets": ("/api/v1", "Secret", True),
     "resourcequotas": ("/api/v1", "ResourceQuota", True),
     "limitranges": ("/api/v1", "LimitRange", True),
     "deployments": ("/apis/apps/v1", "Deployment", True),
@@ -426,6 +427,9 @@ class KubeFake:
                     f'Deployment.apps "{key[2]}" is invalid: spec.selector: Invalid value: field is immutable',
                     {"name": key[2], "kind": "Deployment", "causes": [{"field": "spec.selector"}]},
                 )
+        if plural == "secrets" and (new.get("type") or "Opaque") != (current.get("type") or "Opaque"):
+            raise ApiError(422, "Invalid", f'Secret "{key[2]}" is invalid: type: Invalid value: "{new.get("type")}": '
+                                           "field is immutable", {"name": key[2], "kind": "Secret"})
         spec_changed = not status_only and new.get("spec") != current.get("spec")
         meta["generation"] = old_meta.get("generation", 1) + (1 if spec_changed else 0)
         unchanged = {k: v for k, v in new.items() if k != "metadata"} == {
@@ -484,6 +488,8 @@ class KubeFake:
             if pod.get("restartPolicy") not in ("Never", "OnFailure"):
                 raise ApiError(422, "Invalid", 'Job.batch: spec.template.spec.restartPolicy: Unsupported value: '
                                                f'"{pod.get("restartPolicy")}": supported values: "OnFailure", "Never"')
+        if plural == "secrets":
+            _secret_data(obj)
         if plural == "httproutes":
             for rule in spec.get("rules") or []:
                 for ref in rule.get("backendRefs") or []:
@@ -624,6 +630,28 @@ class KubeFake:
         new = copy.deepcopy(current)
         new.setdefault("spec", {})["replicas"] = replicas
         return new
+
+
+def _secret_data(obj: dict) -> None:
+    """As the API server stores a Secret: ``stringData`` merged into ``data`` (base64), values checked as base64,
+    the type defaulted to Opaque and a kubernetes.io/tls Secret required to hold tls.crt and tls.key."""
+    import base64
+    import binascii
+
+    data = obj.setdefault("data", {}) or {}
+    for key, value in (obj.pop("stringData", None) or {}).items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    obj["data"] = data
+    for key, value in data.items():
+        try:
+            base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(422, "Invalid", f"Secret: data[{key}]: Invalid value: not base64") from None
+    obj.setdefault("type", "Opaque")
+    if obj["type"] == "kubernetes.io/tls":
+        for key in ("tls.crt", "tls.key"):
+            if key not in data:
+                raise ApiError(422, "Invalid", f"Secret: data[{key}]: Required value")
 
 
 # ---------------------------------------------------------------------- patches

@@ -79,7 +79,7 @@ class Consumer:
         self.name = name or f"app-{uuid.uuid4().hex[:6]}"
         self.frozen = threading.Event()
         self.stop = threading.Event()
-        self.version = 0
+        self.version: Any = 0
         self.user = ""
         self.switches: list[tuple[str, str, bool]] = []  # (from user, to user, old connection answered then)
         self.passwords: set[str] = set()  # every password it read: the test searches the history for them
@@ -98,13 +98,16 @@ class Consumer:
         if self._conn is not None:
             self._conn.close()
 
-    def _reload(self) -> None:
+    def _source(self) -> tuple[Any, dict[str, str]]:
+        """(a marker that changes when the credential may have changed, the credential)."""
         resp = self.vault.secrets.kv.v2.read_secret_version(path=self.kv_path, mount_point="secret",
                                                             raise_on_deleted_version=True)
-        version = int(resp["data"]["metadata"]["version"])
+        return int(resp["data"]["metadata"]["version"]), resp["data"]["data"]
+
+    def _reload(self) -> None:
+        version, data = self._source()
         if version == self.version:
             return
-        data = resp["data"]["data"]
         self.passwords.add(data["password"])
         new = psycopg.connect(host=self.server.host, port=self.server.port, dbname="postgres", user=data["username"],
                               password=data["password"], application_name=self.name, autocommit=True)
@@ -156,7 +159,8 @@ class TlsEndpoint:
         self.vault, self.path = vault, path.removeprefix("secret/")
         self.frozen = threading.Event()
         self.stop = threading.Event()
-        self.version = 0
+        self.version: Any = 0
+        self.reloads = 0
         self.dir = tempfile.mkdtemp(prefix="tls-")
         self._context: Any = None
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -174,17 +178,21 @@ class TlsEndpoint:
         self._thread.join(10)
         self._sock.close()
 
+    def _source(self) -> tuple[Any, dict[str, str]]:
+        """(a marker that changes with the certificate, {certificate, private_key})."""
+        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
+                                                            raise_on_deleted_version=True)
+        return int(resp["data"]["metadata"]["version"]), resp["data"]["data"]
+
     def _reload(self) -> None:
         import ssl
         from pathlib import Path
 
-        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
-                                                            raise_on_deleted_version=True)
-        version = int(resp["data"]["metadata"]["version"])
+        version, data = self._source()
         if version == self.version:
             return
-        data = resp["data"]["data"]
-        cert, key = Path(self.dir) / f"{version}.crt", Path(self.dir) / f"{version}.key"
+        self.reloads += 1
+        cert, key = Path(self.dir) / f"{self.reloads}.crt", Path(self.dir) / f"{self.reloads}.key"
         cert.write_text(data["certificate"])
         key.write_text(data["private_key"])
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -269,3 +277,45 @@ class KeyConsumer:
                     self._reload()
                 except Exception:  # noqa: BLE001 - keeps the key it has
                     pass
+
+
+# ---------------------------------------------------------------------------------------- rollout through Kubernetes
+def secret_data(fake: Any, namespace: str, name: str) -> dict[str, str]:
+    """A Secret's data in the Kubernetes fake, decoded (what a pod mounting it reads)."""
+    import base64
+
+    obj = fake.get("secrets", namespace, name) or {}
+    return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+
+
+def restarted_at(fake: Any, namespace: str, name: str) -> str:
+    obj = fake.get("deployments", namespace, name) or {}
+    annotations = obj.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    return str(annotations.get("kubectl.kubernetes.io/restartedAt", ""))
+
+
+class PodConsumer(Consumer):
+    """A consumer Deployment's pods in the Kubernetes fake: they read the credential from the mounted Secret when
+    they start, i.e. only when the Deployment is restarted (its restartedAt changes); ``frozen``: new pods keep the
+    old connection (an app that caches its credential elsewhere)."""
+
+    def __init__(self, vault: hvac.Client, server: PgServer, fake: Any, namespace: str, deployment: str,
+                 secret: str) -> None:
+        super().__init__(vault, server, "", name=deployment)
+        self.fake, self.namespace, self.deployment, self.secret = fake, namespace, deployment, secret
+
+    def _source(self) -> tuple[Any, dict[str, str]]:
+        return (restarted_at(self.fake, self.namespace, self.deployment) or "first start",
+                secret_data(self.fake, self.namespace, self.secret))
+
+
+class SecretTlsEndpoint(TlsEndpoint):
+    """An ingress that terminates TLS with a kubernetes.io/tls Secret of the fake and reloads it when it changes."""
+
+    def __init__(self, vault: hvac.Client, fake: Any, namespace: str, secret: str) -> None:
+        super().__init__(vault, "")
+        self.fake, self.namespace, self.secret = fake, namespace, secret
+
+    def _source(self) -> tuple[Any, dict[str, str]]:
+        data = secret_data(self.fake, self.namespace, self.secret)
+        return (data.get("tls.crt"), {"certificate": data["tls.crt"], "private_key": data["tls.key"]})
