@@ -5,6 +5,9 @@
 - CloudWatch: ``GetMetricData`` over boto3: one metric with a basic or extended statistic (``p95``, ``p99``), or a
   metric-math expression over several (``100 * errors / requests``); the most recent value in the window is the
   value, the window's values are the samples.
+- HTTP health (``provider: http``): every check sent ``probes`` times through the product's HTTP probe
+  (activities/http_checks.py); the value is the % of those requests that failed, the samples 1 per failed request
+  and 0 per passed one; the message names what failed.
 - A compared metric (``compare``) also reads the stable version (the same query with ``baseline_args`` swapped in)
   and is judged by ``core.analysis.judge_measurement`` on both sides' samples (Prometheus: a range query).
 
@@ -23,15 +26,20 @@ from typing import Any, Callable
 
 import httpx
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.http_checks import HttpCheckActivities
 from core.analysis import (
     CloudWatchQuery,
+    HttpHealthQuery,
     MeasureBatchInput,
     MeasureInput,
     Measurement,
     MetricQuery,
+    MetricSpec,
     PrometheusQuery,
     baseline_args,
+    classify,
     judge_measurement,
     render,
 )
@@ -51,9 +59,12 @@ class MetricsActivities:
         prometheus_url: str = "http://localhost:9090",
         cloudwatch: Callable[[str | None], Any] | None = None,
         clock: Callable[[], datetime] | None = None,
+        prober: HttpCheckActivities | None = None,
     ) -> None:
-        """``cloudwatch(region)`` returns a boto3 CloudWatch client (the worker caches one per region)."""
+        """``cloudwatch(region)`` returns a boto3 CloudWatch client (the worker caches one per region); ``prober``
+        sends the requests of HTTP health metrics (the worker's HTTP check client)."""
         self._http = http or httpx.Client(timeout=10.0)
+        self._prober = prober or HttpCheckActivities()
         self._prometheus_url = prometheus_url.rstrip("/")
         self._cloudwatch = cloudwatch or _default_cloudwatch
         self._clock = clock or (lambda: datetime.now(timezone.utc))
@@ -62,6 +73,8 @@ class MetricsActivities:
     def measure_metric(self, req: MeasureInput) -> Measurement:
         spec = req.metric
         now = self._clock()
+        if isinstance(spec.query, HttpHealthQuery):
+            return self._http_health(spec, spec.query, req.args, now)
         rendered = ""
         try:
             rendered, canary = self._samples(spec.query, req.args, now, series=spec.compare is not None)
@@ -95,6 +108,7 @@ class MetricsActivities:
                 return promql, self._prometheus_range(query, promql, now)
             value = self._prometheus(query, promql)
             return promql, [] if value is None else [value]
+        assert isinstance(query, CloudWatchQuery)  # HTTP health is measured by _http_health
         return self._cloudwatch_samples(query, args, now)
 
     @activity.defn(name="measure_metrics")
@@ -102,6 +116,32 @@ class MetricsActivities:
         """Every metric due at one tick, in one activity: one workflow activation per tick instead of one per
         metric. A provider error is an Error measurement, as with ``measure_metric``."""
         return [self.measure_metric(MeasureInput(metric=spec, args=req.args)) for spec in req.metrics]
+
+    # ----------------------------------------------------------------------------------------- HTTP health
+    def _http_health(self, spec: MetricSpec, query: HttpHealthQuery, args: dict[str, str], now: datetime) -> Measurement:
+        """Every check ``probes`` times, in turn; the value is the % of the requests that failed."""
+        failed: list[float] = []
+        errors: list[str] = []
+        try:
+            probes = [c.probe().model_copy(update={"url": render(c.url, args)}) for c in query.checks]
+            for _ in range(query.probes):
+                for probe in probes:
+                    result = self._prober.probe(probe)
+                    failed.append(0.0 if result.ok else 1.0)
+                    if not result.ok and result.error not in errors:
+                        errors.append(result.error or f"{probe.url} failed")
+        except KeyError as err:  # a URL names an argument the analysis does not have
+            return Measurement(metric=spec.name, phase="Error", at=now, message=str(err.args[0]))
+        except ApplicationError as err:  # a URL that can never work
+            return Measurement(metric=spec.name, phase="Error", at=now, message=str(err))
+        value = 100.0 * sum(failed) / len(failed)
+        phase = classify(spec.success, value)
+        told = f"{int(sum(failed))}/{len(failed)} requests failed" + (f": {'; '.join(errors)}" if errors else "")
+        return Measurement(
+            metric=spec.name, phase=phase, value=value, at=now, samples=failed,
+            query=", ".join(sorted({f"{p.method} {p.url}" for p in probes})),
+            message=f"{told} ({value:g} % {spec.success}: {phase.lower()})",
+        )
 
     # ----------------------------------------------------------------------------------------- Prometheus
     def _prometheus(self, query: PrometheusQuery, promql: str) -> float | None:

@@ -2,8 +2,8 @@
 
 Measuring is kept apart from judging (the argo-rollouts model):
 
-- an ``AnalysisTemplate`` names metrics; each ``MetricSpec`` has a provider query (Prometheus or CloudWatch), a
-  success condition, an interval and three limits;
+- an ``AnalysisTemplate`` names metrics; each ``MetricSpec`` has a provider query (Prometheus, CloudWatch, or
+  HTTP health: the % of a measurement's requests that failed), a success condition, an interval and three limits;
 - the ``measure_metric`` activity (activities/metrics.py) fetches ONE value and classifies it with ``classify``:
   provider error -> ``Error``, no data or NaN -> ``Inconclusive``, condition met -> ``Successful``, else ``Failed``;
 - ``assess`` (pure) turns the measurements taken so far and the limits into the analysis verdict.
@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.duration import Duration
+from core.http_checks import HttpCheck
 
 MeasurementPhase = Literal["Successful", "Failed", "Inconclusive", "Error"]
 VerdictPhase = Literal["Running", "Successful", "Failed", "Inconclusive", "Error"]
@@ -160,7 +161,24 @@ class CloudWatchQuery(BaseModel):
         return self
 
 
-MetricQuery = Annotated[Union[PrometheusQuery, CloudWatchQuery], Field(discriminator="provider")]
+class HttpHealthQuery(BaseModel):
+    """HTTP health as a metric (Argo's ``web`` provider, counted): one measurement sends every check ``probes``
+    times; its value is the share of those requests that failed (no answer, another status, a body without the
+    expected text), in %. Blue-green's bake builds it from ``health_checks`` and judges it with ``success: "<=
+    <health_failure_limit>"``. The samples are 1 per failed request and 0 per passed one, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["http"] = "http"
+    checks: list[HttpCheck] = Field(min_length=1)
+    probes: int = Field(1, ge=1, le=100, description="requests per check in one measurement")
+
+    def worst_case(self) -> timedelta:
+        """How long one measurement may take when every request runs into its timeout (they are sent in turn)."""
+        return timedelta(seconds=self.probes * sum(c.timeout_seconds for c in self.checks))
+
+
+MetricQuery = Annotated[Union[PrometheusQuery, CloudWatchQuery, HttpHealthQuery], Field(discriminator="provider")]
 
 
 _BOUND = re.compile(
@@ -260,6 +278,8 @@ class MetricSpec(BaseModel):
     def _judged(self) -> "MetricSpec":
         if self.success is None and self.compare is None:
             raise ValueError(f"metric {self.name!r}: give success (an absolute condition) and/or compare (against stable)")
+        if self.compare is not None and isinstance(self.query, HttpHealthQuery):
+            raise ValueError(f"metric {self.name!r}: an http query is judged by success, not compared with stable")
         return self
 
     def criterion(self) -> str:
@@ -330,7 +350,10 @@ class Measurement(BaseModel):
     query: str = Field("", description="the rendered query, for people reading the result")
     message: str = ""
     baseline: float | None = Field(None, description="the stable version's value (compared metrics)")
-    samples: list[float] = Field(default_factory=list, description="compared metrics: the canary's window samples")
+    samples: list[float] = Field(
+        default_factory=list,
+        description="compared metrics: the canary's window samples; HTTP health: 1 per failed request, 0 per passed",
+    )
     baseline_samples: list[float] = Field(default_factory=list, description="compared metrics: the stable's samples")
 
 

@@ -49,12 +49,13 @@ class BlueGreenInput(RunbookInput):
     bake: Duration = timedelta(minutes=10)
     bake_interval: Duration = timedelta(minutes=1)
     bake_analysis: AnalysisTemplate | None = Field(
-        None, description="post-promotion analysis; None = health probes only (the catalog's entry gives the policy's)"
+        None, description="post-promotion analysis, its metrics measured every bake_interval; None = HTTP health "
+        "only (the catalog's entry gives the policy's)"
     )
-    bake_probes: int = Field(4, ge=1, le=100, description="HTTP health probes of the new colour per bake tick")
-    health_min_samples: int = Field(10, ge=1, description="probes needed before the failure ratio is judged")
+    bake_probes: int = Field(4, ge=1, le=100, description="requests per health check in one bake tick")
     health_failure_limit: float = Field(
-        5.0, ge=0, le=100, description="bake: switch back when more than this % of the health probes failed"
+        5.0, ge=0, le=100, description="bake: the http-health metric fails a tick in which more than this % of its "
+        "requests failed, and the first such tick switches back (the catalog's entry gives the policy's)",
     )
     scale_down_delay: Duration = timedelta(seconds=30)
     progress_deadline: Duration = timedelta(minutes=10)
@@ -85,6 +86,8 @@ class BlueGreenInput(RunbookInput):
             raise ValueError(f"preview_urls needs a URL for each colour (missing: {', '.join(missing)})")
         if self.bake_interval <= timedelta(0):
             raise ValueError("bake_interval must be positive")
+        if not self.health_checks and self.bake_analysis is None:
+            raise ValueError("health_checks is empty and there is no bake_analysis: the bake would judge nothing")
         return self
 
 

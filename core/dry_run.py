@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.analysis import CloudWatchQuery, MetricQuery, render
+from core.analysis import CloudWatchQuery, HttpHealthQuery, MetricQuery, render
 from core.approval import ApprovalPolicy
 from core.duration import format_duration
 
@@ -122,6 +122,8 @@ def query_text(query: MetricQuery, args: dict[str, str]) -> str:
                 return f"CloudWatch {render(query.expression, args)}"
             dims = ",".join(f"{k}={render(v, args)}" for k, v in sorted(query.dimensions.items()))
             return f"CloudWatch {query.namespace}/{query.metric_name}{{{dims}}} {query.statistic}"
+        if isinstance(query, HttpHealthQuery):
+            return f"HTTP {query.probes} x " + ", ".join(render(c.url, args) for c in query.checks)
         return f"PromQL {render(query.query, args)}"
     except KeyError as err:
         return f"cannot be rendered: {err.args[0]}"

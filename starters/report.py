@@ -2,7 +2,8 @@
 
 What it draws, by runbook:
 - canary: the canary weight over time, and each metric's values against its threshold, failed samples marked;
-- blue-green: the bake probes (latency, failed ones marked) and the bake analysis's metrics against thresholds;
+- blue-green: the bake analysis's metrics against their thresholds (its http-health: the % of a tick's health requests
+  that failed), failed samples marked;
 - failover / failback: the RTO timeline (each step from outage confirmed to verified) against the RTO target;
 - restore drill: RPO and RTO achieved against their targets, and each check;
 - provisioning (and every other runbook): its steps on a timeline;
@@ -257,7 +258,9 @@ def weight_figure(data: RunData) -> go.Figure | None:
 
 
 def metric_figures(data: RunData) -> list[tuple[str, go.Figure]]:
-    limits = thresholds(data.input)
+    # the run's input names its templates; the measurements' inputs name metrics the workflow built (blue-green's
+    # http-health, from health_checks and health_failure_limit)
+    limits = thresholds([data.input, *(c.input for c in data.calls if c.activity in ("measure_metric", "measure_metrics"))])
     by_metric: dict[str, list[dict[str, Any]]] = {}
     for m in measurements(data):
         by_metric.setdefault(m["metric"], []).append(m)
@@ -284,25 +287,6 @@ def metric_figures(data: RunData) -> list[tuple[str, go.Figure]]:
             title = f"{name}: success when value {limit['op']} {limit['threshold']:g} {limit['unit']}".rstrip()
         figures.append((name, _layout(fig, title, yaxis=dict(title=limit["unit"] if limit else ""))))
     return figures
-
-
-def probe_figure(data: RunData) -> go.Figure | None:
-    probes = [(t, r) for t, r in data.results("http_probe") if isinstance(r, dict)]
-    probes += [(c.finished_at, {"ok": False, "latency_ms": None, "error": c.failure, "url": ""})
-               for c in data.calls if c.activity == "http_probe" and c.failure and c.finished_at]
-    if not probes:
-        return None
-    probes.sort(key=lambda p: p[0])
-    fig = go.Figure()
-    for ok, name, colour in ((True, "probes ok", "#2ca02c"), (False, "probes failed", "#d62728")):
-        chosen = [(t, r) for t, r in probes if bool(r.get("ok")) == ok]
-        if chosen:
-            fig.add_trace(go.Scatter(
-                x=[t for t, _ in chosen], y=[r.get("latency_ms") or 0 for _, r in chosen], name=name, mode="markers",
-                marker=dict(color=colour, size=9, symbol="circle" if ok else "x"),
-                text=[f"{r.get('url', '')} {r.get('status') or r.get('error') or ''}" for _, r in chosen]))
-    return _layout(fig, f"Bake probes: {sum(1 for _, r in probes if r.get('ok'))}/{len(probes)} ok",
-                   yaxis=dict(title="latency (ms)"))
 
 
 def timeline_figure(data: RunData, title: str, target_s: float | None = None,
@@ -383,8 +367,7 @@ def figures(data: RunData) -> list[tuple[str, go.Figure]]:
     if kind == "CanaryRamp":
         out.append(("chart-weight", weight_figure(data)))
         out += [(f"chart-metric-{name}", fig) for name, fig in metric_figures(data)]
-    elif kind == "BlueGreenCutover":
-        out.append(("chart-probes", probe_figure(data)))
+    elif kind == "BlueGreenCutover":  # the bake's metrics, its HTTP health among them
         out += [(f"chart-metric-{name}", fig) for name, fig in metric_figures(data)]
     elif kind in ("RegionFailover", "RegionFailback"):
         achieved, target = rto_seconds(data)

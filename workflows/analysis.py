@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from core.analysis import (
         AnalysisTemplate,
         AnalysisVerdict,
+        HttpHealthQuery,
         MeasureBatchInput,
         MeasureInput,
         Measurement,
@@ -192,19 +193,20 @@ class AnalysisRun:
                 self._on_measurement(measurement)
 
     async def _measure_batch(self, due: list[MetricSpec]) -> list[Measurement]:
+        timeout = _timeout(due)
         try:
             if self._batch_activity:
                 results = await workflow.execute_activity_method(
                     MetricsActivities.measure_metrics,
                     MeasureBatchInput(metrics=due, args=self.args),
-                    start_to_close_timeout=MEASURE_TIMEOUT,
+                    start_to_close_timeout=timeout,
                     retry_policy=MEASURE_RETRY,
                 )
             else:
                 results = await workflow.execute_local_activity_method(
                     MetricsActivities.measure_metrics,
                     MeasureBatchInput(metrics=due, args=self.args),
-                    start_to_close_timeout=MEASURE_TIMEOUT,
+                    start_to_close_timeout=timeout,
                     retry_policy=MEASURE_RETRY,
                 )
         except ActivityError as err:
@@ -220,7 +222,7 @@ class AnalysisRun:
             result = await workflow.execute_activity_method(
                 MetricsActivities.measure_metric,
                 MeasureInput(metric=spec, args=self.args),
-                start_to_close_timeout=MEASURE_TIMEOUT,
+                start_to_close_timeout=_timeout([spec]),
                 retry_policy=MEASURE_RETRY,
                 task_queue=self._task_queue,
             )
@@ -229,3 +231,8 @@ class AnalysisRun:
             return Measurement(metric=spec.name, phase="Error", at=workflow.now(), message=f"measurement failed: {cause}")
         # the workflow's clock stamps the measurement: ordering and queries stay deterministic
         return result.model_copy(update={"at": workflow.now()})
+
+
+def _timeout(specs: list[MetricSpec]) -> timedelta:
+    """A measurement's time: HTTP health metrics send their requests in turn and may take each one's timeout."""
+    return MEASURE_TIMEOUT + sum((s.query.worst_case() for s in specs if isinstance(s.query, HttpHealthQuery)), timedelta(0))

@@ -160,15 +160,18 @@ def _root(err: BaseException) -> BaseException:
     return cause
 
 
-async def until_done(task: "asyncio.Future[Any]") -> bool:
+async def until_done(task: "asyncio.Future[Any]", on_cancel: Callable[[], None] | None = None) -> bool:
     """Wait until ``task`` has finished, even if the workflow is cancelled meanwhile; True if it was. For a step
-    that must run to its end whatever happens (a change under way, compensation, a drill's report)."""
+    that must run to its end whatever happens (a change under way, compensation, a drill's report).
+    ``on_cancel`` is called when the cancellation arrives (e.g. to ask the task to stop at its next quiet point)."""
     cancelled = False
     while not task.done():
         try:
             await workflow.wait_condition(task.done)
         except asyncio.CancelledError:
             cancelled = True
+            if on_cancel is not None:
+                on_cancel()
     return cancelled
 
 

@@ -37,14 +37,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.http_checks import HttpCheckActivities
-    from activities.metrics import MetricsActivities
     from core import errors
     from core.analysis import (
         AnalysisTemplate,
         AnalysisVerdict,
-        MeasureBatchInput,
+        Condition,
+        HttpHealthQuery,
         Measurement,
-        assess,
+        MetricSpec,
     )
     from core.approval import GateOutcome
     from core.bluegreen import BlueGreenInput, BlueGreenResult, PreviewCheck  # the runbook's contract, re-exported
@@ -70,6 +70,8 @@ with workflow.unsafe.imports_passed_through():
 # failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
 NOTHING_CHANGED = "nothing was changed"
+# the bake's HTTP health metric: the % of a tick's requests to the new colour's health checks that failed
+HEALTH_METRIC = "http-health"
 
 
 # --------------------------------------------------------------------------------------------------- workflow
@@ -93,14 +95,16 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         self._preview: list[dict[str, Any]] = list(state.get("preview", []))
         self._bake_started: datetime | None = _when(state.get("bake_started"))
         self._bake_end: datetime | None = _when(state.get("bake_end"))
-        self._next_tick: datetime | None = _when(state.get("next_tick"))
         self._baking = False
         promote = state.get("promote_request")
         self._promote_request: PromoteNowInput | None = PromoteNowInput.model_validate(promote) if promote else None
         self._promote_gate: ApprovalGate | None = None
         self._promote_wait: asyncio.Task[GateOutcome] | None = None
         self._extended = timedelta(seconds=state.get("extended_seconds", 0))
-        self._measurements = [Measurement.model_validate(m) for m in state.get("measurements", [])]
+        self._recent = [Measurement.model_validate(m) for m in state.get("recent", [])]  # for the status query
+        self._analysis_resume: dict[str, Any] | None = state.get("analysis")  # the bake analysis's checkpoint
+        self._bake_run: AnalysisRun | None = None
+        self._cancel_seen = False  # the workflow was cancelled while the bake's analysis ran
         verdict = state.get("verdict")
         self._verdict: AnalysisVerdict | None = AnalysisVerdict.model_validate(verdict) if verdict else None
         self._probes: int = state.get("probes", 0)
@@ -157,8 +161,8 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             "promote_gate": self._promote_gate.id if self._promote_gate else None,
             "health_probes": self._probes,
             "health_failures": self._probe_failures,
-            "bake_verdict": self._verdict.model_dump(mode="json") if self._verdict else None,
-            "recent_measurements": [m.model_dump(mode="json") for m in self._measurements[-8:]],
+            "bake_verdict": verdict.model_dump(mode="json") if (verdict := self._bake_verdict()) else None,
+            "recent_measurements": [m.model_dump(mode="json") for m in self._recent],
             "plan": self._plan_steps(),
         }
 
@@ -340,17 +344,6 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
     def _analysis_args(self) -> dict[str, str]:
         return {"service": self._input.service, "version": self._input.image, "colour": self._new or ""}
 
-    async def _measure(self, template: AnalysisTemplate) -> list[Measurement]:
-        """Every metric of the template in one activity (one activation per tick, a short history)."""
-        return list(
-            await workflow.execute_activity_method(
-                MetricsActivities.measure_metrics,
-                MeasureBatchInput(metrics=template.metrics, args=self._analysis_args()),
-                start_to_close_timeout=timedelta(seconds=60 + 30 * len(template.metrics)),
-                retry_policy=ACTIVITY_RETRY,
-            )
-        )
-
     async def _pre_analysis(self, template: AnalysisTemplate, duration: timedelta) -> AnalysisVerdict:
         """The pre-promotion analysis: an ``AnalysisRun`` (the canary's engine) of ``duration`` that measures at
         once (after any ``initial_delay``) and then every interval; a decisive verdict ends it early."""
@@ -376,17 +369,65 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         self._promote_wait = asyncio.ensure_future(_decision(gate))
         return gate
 
+    def _bake_template(self, input: BlueGreenInput) -> AnalysisTemplate:
+        """The bake's analysis: the template's metrics (the catalog entry's policy) and the new colour's HTTP health
+        (``health_checks``, each sent ``bake_probes`` times a tick; a tick in which more than
+        ``health_failure_limit`` % of those requests failed is a failed measurement, and the first one switches
+        back). Every metric is measured once a tick, every ``bake_interval``, whatever interval the template gives."""
+        assert self._new is not None
+        tick = min(input.bake_interval, input.bake)
+        template = input.bake_analysis
+        metrics = [m.model_copy(update={"interval": tick}) for m in template.metrics] if template else []
+        if input.health_checks:
+            metrics.append(MetricSpec(
+                name=HEALTH_METRIC,
+                query=HttpHealthQuery(checks=[self._http_check(c, self._new) for c in input.health_checks],
+                                      probes=input.bake_probes),
+                success=Condition(op="<=", threshold=input.health_failure_limit),
+                unit="%",
+                interval=tick,
+                failure_limit=0,
+            ))
+        return AnalysisTemplate(name=template.name if template else "bake", metrics=metrics)
+
+    def _bake_stopping(self) -> bool:
+        """What ends the bake's analysis at once (a measurement under way finishes first)."""
+        return self.aborting or self._cancel_seen or (self._promote_wait is not None and self._promote_wait.done())
+
+    def _measured(self, measurement: Measurement) -> None:
+        self._recent = [*self._recent[-7:], measurement]
+        if measurement.metric == HEALTH_METRIC:
+            self._probes += len(measurement.samples)
+            self._probe_failures += round(sum(measurement.samples))
+
+    def _cancelled_in_bake(self) -> None:
+        self._cancel_seen = True
+
+    async def _analyse(self, run: AnalysisRun) -> AnalysisVerdict:
+        """The bake's analysis until it decides, ends or is stopped. A cancellation, like an abort, lets a
+        measurement under way finish (seconds, bounded by its timeout) before it is honoured."""
+        task = asyncio.ensure_future(run.run())
+        if await until_done(task, on_cancel=self._cancelled_in_bake):
+            raise asyncio.CancelledError("cancelled during the bake")
+        return task.result()
+
     async def _bake(self, input: BlueGreenInput) -> str:
         if self._bake_end is None:  # a fresh bake (a continued run keeps its clock)
             now = workflow.now()
             self._bake_started, self._bake_end = now, now + input.bake
-            self._next_tick = now + min(input.bake_interval, input.bake)
-        assert self._bake_started is not None and self._next_tick is not None
+        started = self._bake_started
+        assert started is not None
         self._baking = True
         if self._promote_request is not None and self._promote_gate is None:  # carried over a continue-as-new
             self._open_promote_gate()
+        run = self._bake_run = AnalysisRun(
+            self._bake_template(input), args=self._analysis_args(), deadline=self._bake_deadline,
+            stop=self._bake_stopping, quiet_stop=self.continue_as_new_due, on_measurement=self._measured,
+            resume=self._analysis_resume, batch_activity=True,
+        )
         try:
             while True:
+                verdict = await self._analyse(run)
                 self.check_abort("bake")
                 wait = self._promote_wait
                 if wait is not None and wait.done():
@@ -399,36 +440,55 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
                                        note=f"gate {outcome.gate_id} {outcome.decision.replace('_', ' ')}; bake continues")
                     self._promote_request = None
                     continue
-                now = workflow.now()
-                if now >= self._next_tick:  # a tick due at the end of the bake still runs: the bake ends measured
-                    await self._bake_tick(input)
-                    self._next_tick = max(self._next_tick + input.bake_interval, workflow.now())  # on schedule
-                    if self.continue_as_new_due() and self._promote_wait is None:
-                        workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state=self._cursor())}))
+                if verdict.phase == "Running":  # stopped at a quiet point because the history is long
+                    if self.continue_as_new_due():
+                        workflow.continue_as_new(input.model_copy(update={"carry": self.carry(state=self._cursor(run))}))
                     continue
-                if now >= self._bake_end:
-                    return f"baked {format_span(now - self._bake_started)} without breach"
-                wake = min(self._next_tick, self._bake_end)
-                bake_end, waiting = self._bake_end, self._promote_wait
-
-                def woken(bake_end: datetime = bake_end, waiting: asyncio.Task[GateOutcome] | None = waiting) -> bool:
-                    return (self.aborting or self._bake_end != bake_end or self._promote_wait is not waiting
-                            or (waiting is not None and waiting.done()))
-
-                try:
-                    await workflow.wait_condition(
-                        woken,
-                        timeout=wake - now,
-                        timeout_summary=("bake ends" if wake == bake_end else "next bake probe")
-                        + f" at {wake:%H:%M:%S} UTC",
-                    )
-                except asyncio.TimeoutError:
-                    pass
+                if verdict.phase == "Failed":
+                    raise Stop("RolledBack", f"bake analysis failed: {self._told(run, verdict)}")
+                if verdict.phase in ("Inconclusive", "Error"):
+                    kept_by = await self._confirm(input, verdict)
+                    if workflow.now() >= self._bake_end:  # the verdict came at the end of the bake: a person kept it
+                        return f"baked {format_span(workflow.now() - started)}, {verdict.phase.lower()} analysis kept by {kept_by}"
+                    run.acknowledge()  # a person vouched for what was measured so far: judge afresh
+                    continue
+                return f"baked {format_span(workflow.now() - started)} without breach"
         finally:
             self._baking = False
             await self._close_promote_gate()
 
-    def _cursor(self) -> dict[str, Any]:
+    def _bake_verdict(self) -> AnalysisVerdict | None:
+        """The bake analysis's verdict so far (its last, once the bake is over)."""
+        return self._bake_run.verdict if self._bake_run is not None else self._verdict
+
+    def _bake_deadline(self) -> datetime:
+        assert self._bake_end is not None
+        return self._bake_end
+
+    @staticmethod
+    def _told(run: AnalysisRun, verdict: AnalysisVerdict) -> str:
+        """The verdict's reason and what the deciding metric's last measurement said (HTTP health: what failed)."""
+        last = next((m for m in reversed(run.counted()) if m.metric == verdict.metric and m.message), None)
+        return verdict.reason + (f"; last measurement: {last.message}" if last is not None else "")
+
+    async def _confirm(self, input: BlueGreenInput, verdict: AnalysisVerdict) -> str:
+        """An Inconclusive or Error bake asks a person (the ``bake-inconclusive`` gate) to keep the new colour;
+        who kept it, or a ``Stop`` that switches back."""
+        outcome = await self.request_approval(
+            "bake-inconclusive",
+            f"Bake of {input.service} on {self._new} is {verdict.phase.lower()}: keep it?",
+            f"{verdict.reason}. Approve to keep {self._new} and continue the bake; otherwise traffic goes back "
+            f"to {self._live}.",
+            binding=f"{input.service}: keep {self._new} ({input.image})",
+        )
+        if outcome.decision == "aborted":
+            raise gate_stop(outcome, f"bake of {self._new}")
+        if not outcome.approved:
+            word = outcome.decision.replace("_", " ")
+            raise Stop("RolledBack", f"bake analysis {verdict.phase.lower()} and not confirmed ({word}): {verdict.reason}")
+        return outcome.decided_by or "policy"
+
+    def _cursor(self, run: AnalysisRun) -> dict[str, Any]:
         """What a continued run needs to resume the bake where this one stopped."""
         return {
             "phase": self._phase,
@@ -439,11 +499,11 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             "preview": list(self._preview),
             "bake_started": _iso(self._bake_started),
             "bake_end": _iso(self._bake_end),
-            "next_tick": _iso(self._next_tick),
             "extended_seconds": self._extended.total_seconds(),
             "promote_request": self._promote_request.model_dump(mode="json") if self._promote_request else None,
-            "measurements": [m.model_dump(mode="json") for m in self._measurements],
-            "verdict": self._verdict.model_dump(mode="json") if self._verdict else None,
+            "analysis": run.checkpoint(),
+            "recent": [m.model_dump(mode="json") for m in self._recent],
+            "verdict": run.verdict.model_dump(mode="json"),
             "probes": self._probes,
             "probe_failures": self._probe_failures,
             "router": self._router.snapshot(),
@@ -462,65 +522,6 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
         except BaseException:  # noqa: BLE001 - the gate's own end must not mask the bake's outcome
             pass
 
-    async def _bake_tick(self, input: BlueGreenInput) -> None:
-        assert self._new is not None
-        probes = [self._http_check(c, self._new).probe() for c in input.health_checks] * input.bake_probes
-        work: list[Any] = [
-            workflow.execute_activity_method(
-                HttpCheckActivities.http_probe, p, start_to_close_timeout=timedelta(seconds=p.timeout_seconds + 30),
-                retry_policy=ACTIVITY_RETRY,
-            )
-            for p in probes
-        ]
-        template = input.bake_analysis
-        if template is not None:
-            work.append(self._measure(template))
-        # The tick's reads (seconds, bounded by their timeouts) finish before an abort or a cancellation is
-        # honoured: cancelling several activities at once, one of which has just completed, asks the server to
-        # cancel an activity it has already closed (ACTIVITY_UNKNOWN) and fails the workflow task.
-        reads = asyncio.ensure_future(asyncio.gather(*work))
-        if await until_done(reads):
-            raise asyncio.CancelledError("cancelled during a bake tick")
-        results = reads.result()
-        self.check_abort("bake")
-        probe_results = results[: len(probes)]
-        failed = sum(1 for r in probe_results if not r.ok)
-        self._probes += len(probe_results)
-        self._probe_failures += failed
-        if template is not None:
-            self._measurements += results[-1]
-            self._verdict = assess(template, self._measurements)
-        self._publish_details()
-        if probe_results and failed == len(probe_results):
-            errors_seen = sorted({r.error or "" for r in probe_results})
-            raise Stop("RolledBack", f"health checks of {self._new} all failed: {'; '.join(errors_seen)}")
-        ratio = 100.0 * self._probe_failures / self._probes if self._probes else 0.0
-        if self._probes >= input.health_min_samples and ratio > input.health_failure_limit:
-            raise Stop(
-                "RolledBack",
-                f"health-check failures {ratio:.1f}% > {input.health_failure_limit:g}% ({self._probe_failures}/{self._probes})",
-            )
-        verdict = self._verdict
-        if verdict is None:
-            return
-        if verdict.phase == "Failed":
-            raise Stop("RolledBack", f"bake analysis failed: {verdict.reason}")
-        if verdict.phase in ("Inconclusive", "Error"):
-            outcome = await self.request_approval(
-                "bake-inconclusive",
-                f"Bake of {input.service} on {self._new} is {verdict.phase.lower()}: keep it?",
-                f"{verdict.reason}. Approve to keep {self._new} and continue the bake; otherwise traffic goes back "
-                f"to {self._live}.",
-                binding=f"{input.service}: keep {self._new} ({input.image})",
-            )
-            if outcome.decision == "aborted":
-                raise gate_stop(outcome, f"bake of {self._new}")
-            if not outcome.approved:
-                word = outcome.decision.replace("_", " ")
-                raise Stop("RolledBack", f"bake analysis {verdict.phase.lower()} and not confirmed ({word}): {verdict.reason}")
-            self._measurements = []  # a person vouched for what was measured so far; judge afresh
-            self._verdict = None
-
     # ------------------------------------------------------------------ the end and the one compensation block
     def _result(self, common: dict[str, Any]) -> BlueGreenResult:
         switched = self._switch_attempted and not self._switched_back
@@ -535,7 +536,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             switched=switched,
             switched_back=self._switched_back,
             preview=list(self._preview),
-            bake_verdict=self._verdict,
+            bake_verdict=self._bake_verdict(),
             health_probes=self._probes,
             health_failures=self._probe_failures,
         )

@@ -72,7 +72,7 @@ STEPS = {
     "pre-analysis": ("measure_metrics", 1),
     "approval": (None, 0),
     "switch": ("k8s_set_service_selector", 1),
-    "bake": ("http_probe", 1),
+    "bake": ("measure_metrics", 1),  # the first bake tick (no pre-analysis here)
     "scale-down delay": (None, 0),
     "retire": ("k8s_scale_deployment", 1),
 }
@@ -106,7 +106,7 @@ async def reach(ts_env, handle, step: str, hold: Hold):
         await wait_for(handle, lambda s: open_gate(s, "cutover") is not None)
     elif step in ("bake", "scale-down delay", "retire"):
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
-        # the first bake tick (its probe is held), or past the 10 m bake
+        # the first bake tick (its measurement is held), or past the 10 m bake
         skipping = asyncio.ensure_future(ts_env.sleep(timedelta(minutes=1 if step == "bake" else 11)))
         if step == "scale-down delay":
             await wait_for(handle, lambda s: s.stage == "scale-down")

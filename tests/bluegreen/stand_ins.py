@@ -13,7 +13,8 @@ from typing import Any, Callable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.analysis import MeasureBatchInput, Measurement
+from activities.metrics import MetricsActivities
+from core.analysis import HttpHealthQuery, MeasureBatchInput, MeasureInput, Measurement
 
 
 class Hold:
@@ -58,13 +59,15 @@ class Hold:
 
 
 class Measurer:
-    """``measure_metrics`` answering each metric with the phase scripted for that call (then ``then``)."""
+    """``measure_metrics`` answering each metric with the phase scripted for that call (then ``then``); the bake's
+    HTTP health metric is measured for real (requests to the colour servers)."""
 
     def __init__(self, script: list[str] | None = None, then: str = "Successful") -> None:
         self.script = list(script or [])
         self.then = then
         self.calls = 0
         self._lock = threading.Lock()
+        self._real = MetricsActivities()
 
     @property
     def activity(self) -> Callable:
@@ -75,8 +78,9 @@ class Measurer:
                 self.calls += 1
             value = {"Successful": 0.1, "Failed": 50.0}.get(phase)
             return [
-                Measurement(metric=m.name, phase=phase, value=value, at=datetime.now(timezone.utc),  # type: ignore[arg-type]
-                            message="no data" if phase == "Inconclusive" else "")
+                self._real.measure_metric(MeasureInput(metric=m, args=req.args)) if isinstance(m.query, HttpHealthQuery)
+                else Measurement(metric=m.name, phase=phase, value=value, at=datetime.now(timezone.utc),  # type: ignore[arg-type]
+                                 message="no data" if phase == "Inconclusive" else "")
                 for m in req.metrics
             ]
 

@@ -87,8 +87,9 @@ async def test_alb_happy_path(ts_env, task_queue, recording, alb, colours):
     assert weights["green"] > 0 and weights.get("blue", 0) == 0
     assert alb.targets("blue") == []  # old colour's targets deregistered at the end
     assert alb.targets("green") == ["10.0.1.20", "10.0.2.20"]
-    assert result.bake_verdict is not None and result.bake_verdict.phase == "Running"
-    assert {m.metric for m in result.bake_verdict.metrics} == {"error-rate", "latency-p99"}
+    assert result.bake_verdict is not None and result.bake_verdict.phase == "Successful"  # judged over the whole bake
+    assert [m.metric for m in result.bake_verdict.metrics] == ["error-rate", "latency-p99", "http-health"]
+    assert [m.successful for m in result.bake_verdict.metrics] == [3, 3, 3]  # one measurement a tick, 3 ticks
 
 
 def BlueGreenCutover_bake() -> AnalysisTemplate:
@@ -206,7 +207,9 @@ async def test_health_breach_during_bake_switches_back_kubernetes(ts_env, task_q
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
         colours["green"].routes["/healthz"] = (503, "overloaded")
         result = await handle.result()
-    assert result.status == "RolledBack" and "health checks of green all failed" in result.reason
+    assert result.status == "RolledBack" and "http-health failed" in result.reason  # the first tick over the limit
+    assert "2/2 requests failed" in result.reason and "answered 503" in result.reason, result.reason
+    assert result.health_failures == 2 and result.health_probes >= 2
     assert selector(kube.fake)["colour"] == "blue"
     assert deployment(kube.fake, "green") is None and deployment(kube.fake, "blue")["spec"]["replicas"] == 3
 

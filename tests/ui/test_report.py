@@ -79,10 +79,11 @@ async def test_finished_runs_of_every_kind_draw_their_charts(tmp_path: Path) -> 
     pages = await _charts([_write(tmp_path, kind, data) for kind, data in runs.items()])
     seen = dict(zip(names, pages, strict=True))
 
-    # blue-green: the bake probes; the bake analysis's error rate against its threshold, the failed sample marked
+    # blue-green: the bake analysis's error rate against its threshold, the failed sample marked; its http-health
+    # (built by the workflow, not in the input) against health_failure_limit
     bg = _by_id(seen["bluegreen"])
-    probes = [c for c in runs["bluegreen"].calls if c.activity == "http_probe" and c.result]
-    assert bg["chart-probes"]["series"] == ["probes ok"] and bg["chart-probes"]["drawn"]["points"] == len(probes) > 0
+    assert "chart-probes" not in bg
+    assert bg["chart-metric-http-health"]["series"] == ["http-health", "threshold (<= 5 %)"]
     assert bg["chart-metric-error-rate"]["series"] == ["error-rate", "failed samples", "threshold (<= 1 %)"]
     assert bg["chart-metric-error-rate"]["drawn"]["lines"] == 2  # the values and the threshold
     assert "chart-steps" in bg
