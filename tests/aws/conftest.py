@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
 from botocore.config import Config
 
 from activities.aws import AwsClients
 from starters.demo_aws import seed_alb
+from tests import aws_session
 
 
 @pytest.fixture
 def clients(aws: str) -> AwsClients:
     # One attempt: a moto 500 should fail the test now, not after boto3's backoff.
-    return AwsClients(boto3.Session(region_name="us-east-1"), config=Config(retries={"max_attempts": 1}))
+    return AwsClients(aws_session.session(), config=Config(retries={"max_attempts": 1}))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from activities.kubernetes import KubernetesActivities
 from activities.metrics import MetricsActivities
 from core.approval import ApprovalPolicy, ApproveInput, RejectInput
 from core.runbook import TERMINAL, RunbookMeta
-from tests import harness
+from tests import aws_session, harness
 from tests.bluegreen.servers import ColourServer
 from tests.fakes.kubernetes import kube_fake
 from workflows.blue_green import BlueGreenCutover, BlueGreenInput
@@ -178,7 +178,7 @@ def activities(recording, kube=None, replace: dict[str, Any] | None = None) -> l
     """The real activities; ``replace`` swaps some for stand-ins registered under the real name (by name)."""
     http = HttpCheckActivities()
     k8s = KubernetesActivities(lambda context: kube.api) if kube is not None else None
-    clients = AwsClients()
+    clients = AwsClients(aws_session.session())
     elb = ElbActivities(clients)
     metrics = MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region))
     acts = [recording[1].notify, http.http_probe, http.http_check_suite, metrics.measure_metric, metrics.measure_metrics,
@@ -207,7 +207,7 @@ async def start(client: Client, task_queue: str, inp: BlueGreenInput, workflow_i
     )
 
 
-async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 15.0):
+async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0):
     """Poll the status query (no time skipping happens while we poll) until ``predicate(status)`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -18,7 +18,7 @@ from core.approval import ApprovalPolicy
 from core.canary import AlbRouterSpec, HttpRouteRouterSpec
 from core.runbook import RunbookMeta
 from starters.demo_aws import seed_alb
-from tests import harness
+from tests import aws_session, harness
 from tests.canary.standins import CANARY, STABLE, FakeTraffic, Recorder
 from tests.fakes.kubernetes import kube_fake
 from workflows.canary_ramp import AnalysisStepSpec, CanaryRamp, CanaryRampInput, PlanStep
@@ -64,7 +64,7 @@ def listener_weights(listener_arn: str, names: dict[str, str]) -> dict[str, int]
 
 @pytest.mark.parametrize("canary_error_rate,expected", [(0.1, "Succeeded"), (2.0, "RolledBack")])
 async def test_alb_and_cloudwatch_in_moto(aws: str, ts_env: WorkflowEnvironment, task_queue: str, canary_error_rate: float, expected: str) -> None:
-    demo = seed_alb()
+    demo = seed_alb(aws_session.session())
     tgs = demo["target_groups"]
     names = {tgs["checkout-stable"]: "stable", tgs["checkout-canary"]: "canary"}
     publish("v2", canary_error_rate)
@@ -74,7 +74,7 @@ async def test_alb_and_cloudwatch_in_moto(aws: str, ts_env: WorkflowEnvironment,
         router = AlbRouterSpec(
             listener_arn=demo["listener_canary_arn"], stable_target_group=tgs["checkout-stable"], canary_target_group=tgs["checkout-canary"]
         )
-    elb = ElbActivities(AwsClients())
+    elb = ElbActivities(AwsClients(aws_session.session()))
     metrics = MetricsActivities()
     recorder = Recorder([])
     inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=short_plan(20, 50))

@@ -19,7 +19,7 @@ from activities.metrics import MetricsActivities
 from core.analysis import CloudWatchQuery, Comparison, MeasureInput, MetricSpec, alb_args, alb_template
 from core.canary import AlbRouterSpec
 from starters.demo_aws import seed_alb
-from tests import harness
+from tests import aws_session, harness
 from tests.canary.standins import Recorder
 from tests.canary.test_end_to_end import M, meta
 from tests.fakes.cloudwatch import CloudWatchFake, cloudwatch_fake
@@ -192,7 +192,7 @@ async def test_canary_judged_against_stable_with_alb_metrics(
     """The ALB in moto, its metrics in the CloudWatch fake: a plan naming the stock template ``alb-vs-stable`` gets
     the ALB's dimension values from the resolved ARNs; both versions at 2-3 % errors (a bad hour) promotes, a
     canary at 4x stable's error rate (still under 0.5 %) rolls back."""
-    demo = seed_alb()
+    demo = seed_alb(aws_session.session())
     tgs = demo["target_groups"]
     dims = alb_args(demo["listener_canary_arn"], tgs["checkout-stable"], tgs["checkout-canary"])
     now = datetime.now(timezone.utc)
@@ -205,7 +205,7 @@ async def test_canary_judged_against_stable_with_alb_metrics(
                 fake.put("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", d, at, [float(errors)])
                 fake.put("AWS/ApplicationELB", "TargetResponseTime", d, at, [0.3 + 0.001 * i for i in range(50)])
         metrics = acts_for(fake, clock=lambda: datetime.now(timezone.utc))
-        elb = ElbActivities(AwsClients())
+        elb = ElbActivities(AwsClients(aws_session.session()))
         router = AlbRouterSpec(load_balancer="demo-alb", port=8080)
         plan = [PlanStep(set_weight=10), PlanStep(analysis=AnalysisStepSpec(template="alb-vs-stable", duration=3 * M)), PlanStep(set_weight=100)]
         inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=plan)

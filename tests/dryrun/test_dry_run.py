@@ -30,7 +30,7 @@ from core.provision import PlanInput, ProvisionEnvironmentInput, StateInput
 from core.restore import PgServer, scratch_name
 from core.runbook import RunbookInput, RunbookMeta
 from starters.client import DryRunFailed, RunbookClient
-from tests import harness
+from tests import aws_session, harness
 from tests.bluegreen.conftest import Alb, make_input, seed_kubernetes
 from tests.dryrun.waiting import Waiting
 from tests.failover.conftest import EAST, NS, WEST, HealthServer, seed_aws, seed_deployment
@@ -57,7 +57,7 @@ def moto_state(moto: str) -> dict[str, Any]:
 
 
 def read_only_activities(kube: Callable[[str | None], Any] | None = None, tf_root: Path | None = None) -> list[Callable]:
-    clients = AwsClients()
+    clients = AwsClients(aws_session.session())
     elb, rds, r53, s3 = ElbActivities(clients), RdsActivities(clients), Route53Activities(clients), S3Activities(clients)
     acts: list[Callable] = [elb.alb_find_listener, elb.alb_get_weights, elb.alb_target_health, rds.rds_describe_instance,
                             rds.rds_replica_lag, rds.rds_latest_snapshot, r53.route53_get_records, s3.s3_bucket_exists,

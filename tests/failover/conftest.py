@@ -18,6 +18,7 @@ from activities.http_checks import HttpCheckActivities
 from activities.kubernetes import KubernetesActivities
 from core.approval import ApprovalPolicy
 from core.runbook import RunbookMeta
+from tests import aws_session
 from tests.fakes.kubernetes import kube_fake
 from workflows.failover import DnsSpec, RegionSide
 
@@ -184,7 +185,7 @@ def regions(aws, recording) -> Iterator[Regions]:
     with kube_fake() as (east_fake, east_api), kube_fake() as (west_fake, west_api):
         seed_deployment(east_fake, 4)
         seed_deployment(west_fake, 0)
-        clients = AwsClients()
+        clients = AwsClients(aws_session.session())
         rds, r53 = RdsActivities(clients), Route53Activities(clients, wait_delay=0.01)
         k8s = KubernetesActivities(lambda context: {"east": east_api, "west": west_api}[context])
         probes = HttpCheckActivities()

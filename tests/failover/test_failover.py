@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from core import errors
 from core.approval import AbortInput, ApproveInput
-from tests import harness
+from tests import aws_session, harness
 from tests.failover.conftest import EAST, WEST, meta, report_lag
 from workflows.base import IncidentResolvedInput
 from workflows.failover import (
@@ -203,21 +203,17 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
             RegionFailover.run, failover_input(regions, verify_attempts=3, verify_interval=timedelta(milliseconds=100)), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
-        # the run is held before its page goes out (a notify activity after the status change): wait for both. A
-        # run left behind by a failure here is terminated, or its pending page would stop the module server's clock
+        # the run is held before its page goes out (a notify activity after the status change): wait for both (a
+        # run left held by a failure here is terminated when the test ends: tests/conftest.py)
         status, pages = None, []
-        try:
-            for _ in range(600):  # up to ~30 s on a loaded machine
-                status = await handle.query(RegionFailover.status)
-                pages = [e for e in alerts(recording) if e.severity == "critical"]
-                if status.details.get("held") and pages:
-                    break
-                await asyncio.sleep(0.05)
-            assert status.status == "Paused" and status.details["held"] and status.details["dns_shifted"]
-            assert pages and "HELD" in pages[0].title
-        except BaseException:
-            await handle.terminate("the test failed while the run was held")
-            raise
+        for _ in range(600):  # up to ~30 s on a loaded machine
+            status = await handle.query(RegionFailover.status)
+            pages = [e for e in alerts(recording) if e.severity == "critical"]
+            if status.details.get("held") and pages:
+                break
+            await asyncio.sleep(0.05)
+        assert status.status == "Paused" and status.details["held"] and status.details["dns_shifted"]
+        assert pages and "HELD" in pages[0].title
         # DNS stays on DR: no automatic flapping back
         assert regions.records()["PRIMARY"] == "web.us-west-2.example.com"
         # a person fixes DR and asks for a re-check: it passes and the run completes (then fails back: drill)
@@ -299,7 +295,7 @@ async def test_drill_on_the_local_stack_seed_leaves_it_as_it_found_it(ts_env, ta
     from starters.demo_aws import seed_demo
     from workflows.failover import DnsSpec
 
-    demo = seed_demo()
+    demo = seed_demo(aws_session.session())
     report_lag("orders-db-failback", EAST, 2.0)
 
     def everything() -> dict:

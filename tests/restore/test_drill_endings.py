@@ -26,7 +26,7 @@ from activities.aws import AwsClients, RdsActivities, S3Activities
 from core import errors
 from core.approval import AbortInput
 from core.restore import PgDropResult, PgScratchInput
-from tests import harness
+from tests import aws_session, harness
 from tests.restore.conftest import DUMP_BUCKET, REPORT_BUCKET, database_exists, upload_dump
 from tests.restore.test_restore_drill import (
     activities_for,
@@ -156,7 +156,7 @@ async def test_pg_dump_drill_stopped_at_every_step(step, how, ts_env, task_queue
     seed_backup(s3, source_db, fresh_dump)
     name, cancellable = PG_STEPS[step]
     log: list[str] = []
-    clients = AwsClients()
+    clients = AwsClients(aws_session.session())
     reals: dict[str, Callable] = {
         "s3_bucket_exists": S3Activities(clients).s3_bucket_exists, "s3_latest_object": S3Activities(clients).s3_latest_object,
         "pg_restore_dump": db_activities.pg_restore_dump, "pg_run_checks": db_activities.pg_run_checks,
@@ -218,7 +218,7 @@ async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, re
                                                pg_server, admin_uri):
     seed_rds("shop-db")
     name, cancellable = RDS_STEPS[step]
-    rds = RdsActivities(AwsClients())
+    rds = RdsActivities(AwsClients(aws_session.session()))
     reals = {"rds_restore_snapshot": rds.rds_restore_snapshot, "rds_wait_available": rds.rds_wait_available,
              "pg_clone_database": db_activities.pg_clone_database, "rds_delete_instance": rds.rds_delete_instance}
     log: list[str] = []

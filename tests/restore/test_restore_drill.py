@@ -27,7 +27,7 @@ from core.approval import AbortInput, ApprovalPolicy
 from core.aws import RdsRestoreInput, RdsWaitInput
 from core.restore import CheckEndpointOverride, PgDropResult, PgRestoreDumpInput, PgRestoreDumpResult, PgScratchInput
 from core.runbook import RunbookMeta
-from tests import harness
+from tests import aws_session, harness
 from tests.restore.conftest import DUMP_BUCKET, REPORT_BUCKET, database_exists, upload_dump
 from workflows.restore_drill import RestoreDrill, RestoreDrillInput, RestoreDrillResult
 
@@ -62,7 +62,7 @@ def scratch_of(workflow_id: str) -> str:
 
 
 def activities_for(db: DatabaseActivities, recording, **replace):
-    clients = AwsClients()
+    clients = AwsClients(aws_session.session())
     rds, s3 = RdsActivities(clients), S3Activities(clients)
     acts = {
         "s3_latest_object": s3.s3_latest_object, "s3_put_json": s3.s3_put_json,
@@ -275,7 +275,7 @@ def instance_ids() -> set[str]:
 async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queue, recording, db_activities, s3, rds_source, pg_server, admin_uri):
     """Attempt 1 starts the restore and then fails; attempt 2 finds the instance it started instead of another."""
     snap = seed_rds("shop-db")
-    real = RdsActivities(AwsClients())
+    real = RdsActivities(AwsClients(aws_session.session()))
     seen: list[tuple[int, bool, str]] = []
 
     @activity.defn(name="rds_restore_snapshot")
@@ -302,7 +302,7 @@ async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queu
 async def test_rds_slow_availability_breaches_rto(ts_env, task_queue, recording, db_activities, s3, rds_source, pg_server, admin_uri):
     """The restored instance stays 'creating' for a while (injected): RTO (tier-1: 15m) is breached and reported."""
     seed_rds("shop-db")
-    real = RdsActivities(AwsClients())
+    real = RdsActivities(AwsClients(aws_session.session()))
 
     @activity.defn(name="rds_wait_available")
     def slow_wait(req: RdsWaitInput):
