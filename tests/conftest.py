@@ -2,6 +2,7 @@
 
 - ``ts_env``: the V1 time-skipping test server (fast; no visibility), one per test module.
 - ``dev_env``: the Temporal dev server with the Runbook* search attributes (visibility, end-to-end tests).
+  Every run a test starts through either's client and leaves open is terminated when the test ends (``harness.OpenRuns``).
 - ``moto``: a moto server; AWS_* variables point boto3 at it for the whole session. ``aws`` resets it per test.
 - ``openbao``: an OpenBao dev server; VAULT_ADDR/VAULT_TOKEN are set for the session.
 - ``postgres``: an embedded PostgreSQL 18 server.
@@ -34,16 +35,24 @@ os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     # One server per test module: its clock is global, so runs a module leaves behind (timers, pending
     # activities) must not move time under another module's feet. Starting one takes about 0.1 s.
-    env = await harness.start_time_skipping()
+    env = await harness.start_time_skipping(interceptors=[harness.OPEN_RUNS])
     async with env:
         yield env
 
 
 @pytest_asyncio.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await harness.start_dev_server()
+    env = await harness.start_dev_server(interceptors=[harness.OPEN_RUNS])
     async with env:
         yield env
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _no_run_outlives_its_test() -> AsyncIterator[None]:
+    """A run left open by its test (failed, or stopped waiting for it) is terminated, so that it cannot stop the clock
+    of the module's time-skipping server for the tests after it (a pending activity with no worker does)."""
+    yield
+    await harness.OPEN_RUNS.terminate_open()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,15 @@ import httpx
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowHandle,
+    WorkflowHistory,
+)
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -110,16 +118,17 @@ async def register_search_attributes(client: Client) -> None:
 SERVER_STARTUP = timedelta(seconds=60)
 
 
-async def start_time_skipping() -> WorkflowEnvironment:
+async def start_time_skipping(interceptors: Sequence[Interceptor] = ()) -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=DATA_CONVERTER, test_server_existing_path=binary("temporal-test-server"),
-        test_server_startup_timeout=SERVER_STARTUP,
+        data_converter=DATA_CONVERTER, interceptors=interceptors,
+        test_server_existing_path=binary("temporal-test-server"), test_server_startup_timeout=SERVER_STARTUP,
     )
     await register_search_attributes(env.client)
     return env
 
 
-async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | None = None) -> WorkflowEnvironment:
+async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | None = None,
+                           interceptors: Sequence[Interceptor] = ()) -> WorkflowEnvironment:
     """The dev server with the Runbook* search attributes; with ``ui_port``, its web UI there (pointed at
     ``codec_endpoint`` when given)."""
     extra = [arg for name in sa.REGISTRATION for arg in ("--search-attribute", name)]
@@ -127,6 +136,7 @@ async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | Non
         extra += ["--ui-disable-news-fetch", *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else [])]
     return await WorkflowEnvironment.start_local(
         data_converter=DATA_CONVERTER,
+        interceptors=interceptors,
         dev_server_existing_path=binary("temporal"),
         ui=ui_port is not None,
         ui_port=ui_port,
@@ -170,6 +180,43 @@ async def running_worker(
         )
         async with worker:
             yield worker
+
+
+class OpenRuns(Interceptor):
+    """Remembers every run its client starts, so that each test's teardown can terminate those it left open
+    (``terminate_open``; the autouse fixture of tests/conftest.py).
+
+    The servers of ``ts_env`` and ``dev_env`` are shared by a module or the session. A run left open there when its
+    test failed or stopped waiting (its worker gone) keeps a timer or an activity pending; on the time-skipping server
+    a pending activity with no worker stops the clock, and every later test of the module that awaits a result times
+    out (120 s each). Terminated at teardown, a left run costs its own test only, whatever way the test failed.
+    """
+
+    def __init__(self) -> None:
+        self.handles: list[WorkflowHandle] = []
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _RememberStarts(next, self.handles)
+
+    async def terminate_open(self, reason: str = "the test is over") -> None:
+        handles, self.handles[:] = list(self.handles), []
+        for handle in handles:
+            with contextlib.suppress(RPCError):  # closed already (NOT_FOUND), or its server is gone
+                await handle.terminate(reason=reason, rpc_timeout=timedelta(seconds=30))
+
+
+class _RememberStarts(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, handles: list[WorkflowHandle]) -> None:
+        super().__init__(next)
+        self._handles = handles
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle:
+        handle = await super().start_workflow(input)
+        self._handles.append(handle)
+        return handle
+
+
+OPEN_RUNS = OpenRuns()
 
 
 HISTORIES = Path(__file__).resolve().parent / "replay" / "histories"

@@ -85,9 +85,11 @@ async def stop_at(ts_env, task_queue, regions, name, when, stop) -> RegionMoveRe
             RegionFailover.run, failover_input(regions, verify_interval=REAL_TIME_VERIFY), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue, execution_timeout=timedelta(days=3),
         )
-        await pause.wait()
-        await stop(handle)
-        pause.release.set()
+        try:
+            await pause.wait()
+            await stop(handle)
+        finally:
+            pause.release.set()  # also when the test failed: the worker's thread is not held for the pause's 30 s
         return await handle.result()
 
 
@@ -184,9 +186,11 @@ async def test_cancel_during_the_drills_restore_finishes_it_and_ends_aborted(ts_
             RegionFailover.run, failover_input(regions, verify_interval=REAL_TIME_VERIFY), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue, execution_timeout=timedelta(days=3),
         )
-        await pause.wait()
-        await cancel(handle)
-        pause.release.set()
+        try:
+            await pause.wait()
+            await cancel(handle)
+        finally:
+            pause.release.set()
         result = await handle.result()
     assert result.status == "Aborted" and "cancelled" in result.reason and "way back" in result.reason, result.summary
     assert regions.everything() == before and result.differences == [] and not result.not_undone
@@ -280,9 +284,11 @@ async def test_failback_aborted_before_dns_gives_the_serving_database_its_writes
     async with harness.running_worker(ts_env.client, task_queue, WORKFLOWS, acts):
         handle = await ts_env.client.start_workflow(
             RegionFailback.run, failback_input(regions), id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
-        await pause.wait()
-        await handle.execute_update(RegionFailback.abort, AbortInput(requested_by="erin", reason="not today"))
-        pause.release.set()
+        try:
+            await pause.wait()
+            await handle.execute_update(RegionFailback.abort, AbortInput(requested_by="erin", reason="not today"))
+        finally:
+            pause.release.set()
         result = await handle.result()
     assert result.status == "Aborted" and not result.dns_shifted, result.summary
     assert any("orders-west parameter group back" in c for c in result.compensated), result.compensated
