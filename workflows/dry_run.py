@@ -262,14 +262,15 @@ async def plan_blue_green(inp: BlueGreenInput, plan: DryRunPlan) -> None:
         steps.append(f"pre-promotion analysis for {format_duration(inp.pre_analysis_duration)}")
         steps += analysis_lines(inp.pre_analysis, args, prefix="    ")
     steps += ["approval (cutover gate)", f"switch {live} -> {new}",
-              f"bake {format_duration(inp.bake)}, every {format_duration(inp.bake_interval)}: {inp.bake_probes} health "
-              f"probes of {new}" + (", analysis:" if inp.bake_analysis else "")]
+              f"bake {format_duration(inp.bake)}, every {format_duration(inp.bake_interval)}: http-health ("
+              f"{inp.bake_probes} request(s) per health check of {new}; a tick with more than "
+              f"{inp.health_failure_limit:g} % failed switches back)" + (", analysis:" if inp.bake_analysis else "")]
     if inp.bake_analysis is not None:
         steps += analysis_lines(inp.bake_analysis, args, prefix="    ")
     steps.append(f"scale down {live} after {format_duration(inp.scale_down_delay)}")
     plan.procedure = steps
     plan.rollback.insert(0, "rolls back when: a preview check fails, the pre-promotion analysis fails, the bake's "
-                            "analysis fails or its health probes fail too often, or an abort before scale-down")
+                            "analysis fails (its http-health among the metrics), or an abort before scale-down")
     plan.approval = approval_lines(inp.meta.approval, ["cutover (before the switch)", "promote (to end the bake early)"])
     plan.summary = f"{inp.service}: {live} -> {new} ({inp.image}) via {inp.router}"
 
