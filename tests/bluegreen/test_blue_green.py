@@ -214,6 +214,28 @@ async def test_health_breach_during_bake_switches_back_kubernetes(ts_env, task_q
     assert deployment(kube.fake, "green") is None and deployment(kube.fake, "blue")["spec"]["replicas"] == 3
 
 
+@pytest.mark.parametrize("limit, status", [(5, "RolledBack"), (50, "Succeeded")])
+async def test_health_failure_limit_is_the_share_of_a_ticks_requests(ts_env, task_queue, recording, kube, colours,
+                                                                      limit, status):
+    """One of a tick's two health requests fails (50 %): over the catalog's 5 % that tick switches back at once; a
+    limit of 50 % tolerates it and the bake goes on. The limit is input data (the catalog's health_failure_limit)."""
+    async with worker(ts_env, task_queue, recording, kube) as client:
+        handle = await start(client, task_queue, make_input(colours, health_failure_limit=limit))
+        await approve(handle)
+        await wait_for(handle, lambda s: s.details.get("phase") == "bake")
+        colours["green"].fail_first["/healthz"] = 1  # the first bake tick's first request answers 503
+        result = await handle.result()
+    assert result.status == status, result.reason
+    assert result.health_failures == 1 and result.health_probes == (2 if status == "RolledBack" else 6)
+    health = next(m for m in result.bake_verdict.metrics if m.metric == "http-health")
+    assert health.values[0] == 50.0 and health.condition == f"<= {limit}"
+    if status == "RolledBack":
+        assert "http-health failed: condition <= 5 %" in result.reason and "1/2 requests failed" in result.reason
+        assert selector(kube.fake)["colour"] == "blue"
+    else:
+        assert health.phase == "Successful" and selector(kube.fake)["colour"] == "green"
+
+
 async def test_abort_during_bake_switches_back(ts_env, task_queue, recording, kube, colours):
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, make_input(colours, bake="1h"))
