@@ -10,9 +10,9 @@ activities and the starters share. No client library is imported.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from core.analysis import CloudWatchQuery, MetricQuery
 from core.approval import ApprovalPolicy
@@ -31,8 +31,8 @@ NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ONE_RUN = "all"  # the wave name of a stage without waves
 
 
-class CheckSpec(BaseModel):
-    """A check step: an HTTP smoke request after a stage or a wave (``kind: http``; the only kind so far)."""
+class HttpCheckSpec(BaseModel):
+    """A check step: an HTTP smoke request after a stage or a wave (``kind: http``, the default kind)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -46,10 +46,64 @@ class CheckSpec(BaseModel):
     timeout_seconds: float = Field(5, gt=0, le=300)
 
     @model_validator(mode="after")
-    def _absolute(self) -> "CheckSpec":
+    def _absolute(self) -> "HttpCheckSpec":
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must be an absolute http(s) URL, not {self.url!r}")
         return self
+
+
+class JobCheckSpec(BaseModel):
+    """A check step that runs a Kubernetes Job (batch/v1) to its end after a stage or a wave (``kind: job``): e2e,
+    performance, security or load tests packaged as an image. The Job is named from the run, the stage, the wave
+    and the check (a retry finds it, never a second); Complete passes, Failed (or not finished by ``timeout``)
+    fails the check as a failed smoke does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["job"]
+    name: str = Field(pattern=NAME, max_length=40, description="also the start of the Job's name")
+    image: str = Field(min_length=1, description="the test image; {version}, {service}, {stage} and {wave} expand")
+    command: list[str] = Field(default_factory=list, description="the container's command (the image's entrypoint "
+                                                                 "if empty); the same fields expand")
+    args: list[str] = Field(default_factory=list, description="the container's args; the same fields expand")
+    namespace: str = Field("default", pattern=NAME, description="where the Job runs")
+    context: str | None = Field(None, min_length=1, description="the kubeconfig context (default: the worker's)")
+    timeout: Duration = Field(timedelta(minutes=10), description="the Job's activeDeadlineSeconds; then it failed")
+    backoff_limit: int = Field(0, ge=0, le=10, description="pod retries before the Job is Failed")
+    poll_interval: Duration = Field(timedelta(seconds=5), description="how often the Job's status is read")
+
+    @model_validator(mode="after")
+    def _sane(self) -> "JobCheckSpec":
+        if any(c.isspace() for c in self.image):
+            raise ValueError(f"image must not contain blanks: {self.image!r}")
+        if not timedelta(seconds=1) <= self.timeout <= timedelta(hours=24):
+            raise ValueError("timeout must be between 1s and 24h")
+        if not timedelta(seconds=0.1) <= self.poll_interval <= timedelta(minutes=5):
+            raise ValueError("poll_interval must be between 0.1s and 5m")
+        return self
+
+
+def job_name(check: str, workflow_id: str, run_id: str, where: str) -> str:
+    """A job check's Job name: the check's name and a digest of the run, the stage/wave and the check, so a retried
+    activity (or a replayed workflow) finds the same Job and another run or wave never does (at most 51 characters,
+    a DNS label)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{workflow_id}/{run_id}/{where}/{check}".encode()).hexdigest()[:10]
+    return f"{check}-{digest}"
+
+
+def _check_kind(value: Any) -> str:
+    kind = value.get("kind", "http") if isinstance(value, dict) else getattr(value, "kind", "http")
+    return str(kind)
+
+
+# A check step of either kind: ``kind`` chooses (omitted: http); an unknown kind is refused naming ``kind``.
+CheckSpec = Annotated[
+    Union[Annotated[HttpCheckSpec, Tag("http")], Annotated[JobCheckSpec, Tag("job")]],
+    Discriminator(_check_kind, custom_error_type="check_kind",
+                  custom_error_message="kind must be http or job", custom_error_context={"discriminator": "kind"}),
+]
 
 
 class WaveSpec(BaseModel):

@@ -35,17 +35,21 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.http_checks import HttpCheckActivities
+    from activities.kubernetes import KubernetesActivities
     from activities.metrics import MetricsActivities
     from activities.release_ledger import ReleaseLedgerActivities
     from core.analysis import Condition, MeasureInput, Measurement, MetricSpec
     from core.approval import AbortInput, ApprovalPolicy
     from core.duration import format_duration
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
+    from core.kubernetes import JobOutcome, JobRunInput
     from core.release import (  # the runbook's contract (input, result) is re-exported: the workflow's own types
         ONE_RUN,
         STRATEGIES,
         BudgetCheck,
         CheckSpec,
+        HttpCheckSpec,
+        JobCheckSpec,
         LedgerEntry,
         LedgerQuery,
         LedgerView,
@@ -59,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         child_input,
         error_budget,
         expand,
+        job_name,
         waves_of,
     )
     from core.runbook import RunbookInput, RunbookResult
@@ -342,35 +347,79 @@ class Release(RunbookWorkflow):
 
     # ------------------------------------------------------------------ checks
     async def _checks(self, stage: StageSpec, checks: list[CheckSpec], wave: str | None) -> None:
+        """The check step: each check in order (an HTTP smoke request, or a Kubernetes Job run to its end); its
+        outcome goes into the stage's view (``checks``). A failed check stops the line as a rolled-back wave does;
+        a job that could not even be run (no such namespace, no access) stops it without marking the version bad."""
         i = self.input
         where = stage.name + (f"/{wave}" if wave else "")
         rec = self.step_started(f"{where}: checks", ", ".join(c.name for c in checks))
         fields = {"version": i.version, "service": i.service, "stage": stage.name, "wave": wave or ""}
+        view = self.views[self.current or 0]
         results: list[str] = []
         for check in checks:
-            suite: HttpSuiteResult = await self.interruptible(workflow.execute_activity_method(
-                HttpCheckActivities.http_check_suite,
-                HttpSuiteInput(
-                    checks=[HttpCheck(name=check.name, url=expand(check.url, fields),
-                                      expect_status=check.expect_status,
-                                      expect_body=expand(check.expect_body, fields) if check.expect_body else None,
-                                      timeout_seconds=check.timeout_seconds)],
-                    attempts=check.attempts, interval_seconds=check.interval.total_seconds(),
-                ),
-                start_to_close_timeout=timedelta(seconds=(check.timeout_seconds + check.interval.total_seconds())
-                                                 * check.attempts + 30),
-                heartbeat_timeout=timedelta(seconds=max(30.0, check.timeout_seconds + check.interval.total_seconds() + 10)),
+            if isinstance(check, JobCheckSpec):
+                passed, line, outcome = await self._job_check(check, where, fields, rec)
+            else:
+                passed, line, outcome = await self._http_check(check, where, fields)
+            view.checks.append({"where": where, "name": check.name, "kind": check.kind, "passed": passed,
+                                "summary": line, **outcome})
+            results.append(line)
+            if not passed:
+                self.step_failed(rec, "; ".join(results))
+                if view.phase == "checks":
+                    view.phase = "failed"
+                self.line_stopped = True
+                raise Stop("RolledBack", f"stop the line: {where} check {check.name} failed: {line}", severity="error")
+        await self.step_done(rec, "; ".join(results), notify=False)
+
+    async def _http_check(self, check: HttpCheckSpec, where: str,
+                          fields: dict[str, str]) -> tuple[bool, str, dict[str, Any]]:
+        suite: HttpSuiteResult = await self.interruptible(workflow.execute_activity_method(
+            HttpCheckActivities.http_check_suite,
+            HttpSuiteInput(
+                checks=[HttpCheck(name=check.name, url=expand(check.url, fields),
+                                  expect_status=check.expect_status,
+                                  expect_body=expand(check.expect_body, fields) if check.expect_body else None,
+                                  timeout_seconds=check.timeout_seconds)],
+                attempts=check.attempts, interval_seconds=check.interval.total_seconds(),
+            ),
+            start_to_close_timeout=timedelta(seconds=(check.timeout_seconds + check.interval.total_seconds())
+                                             * check.attempts + 30),
+            heartbeat_timeout=timedelta(seconds=max(30.0, check.timeout_seconds + check.interval.total_seconds() + 10)),
+            retry_policy=ACTIVITY_RETRY,
+        ), f"{where}: checks")
+        return suite.passed, suite.summary(), {}
+
+    async def _job_check(self, check: JobCheckSpec, where: str, fields: dict[str, str],
+                         rec: Any) -> tuple[bool, str, dict[str, Any]]:
+        """A Kubernetes Job run to its end (``k8s_run_job``, heartbeating): named from this run, the stage/wave and
+        the check, so a retried activity finds the Job its earlier attempt created. An abort cancels the wait, and
+        the activity deletes the Job."""
+        info = workflow.info()
+        req = JobRunInput(
+            context=check.context, namespace=check.namespace,
+            name=job_name(check.name, info.workflow_id, info.run_id, where),
+            image=expand(check.image, fields), command=[expand(c, fields) for c in check.command],
+            args=[expand(a, fields) for a in check.args], backoff_limit=check.backoff_limit,
+            deadline_seconds=check.timeout.total_seconds(), poll_seconds=check.poll_interval.total_seconds(),
+            labels={"runbook-automation/check": check.name},
+            annotations={"runbook-automation/workflow-id": info.workflow_id, "runbook-automation/check": where},
+        )
+        try:
+            outcome: JobOutcome = await self.interruptible(workflow.execute_activity_method(
+                KubernetesActivities.run_job, req,
+                start_to_close_timeout=check.timeout + timedelta(minutes=2),
+                heartbeat_timeout=max(timedelta(seconds=30), check.poll_interval * 3),
                 retry_policy=ACTIVITY_RETRY,
             ), f"{where}: checks")
-            results.append(suite.summary())
-            if not suite.passed:
-                self.step_failed(rec, "; ".join(results))
-                if self.views[self.current or 0].phase == "checks":
-                    self.views[self.current or 0].phase = "failed"
-                self.line_stopped = True
-                raise Stop("RolledBack", f"stop the line: {where} check {check.name} failed: {suite.summary()}",
-                           severity="error")
-        await self.step_done(rec, "; ".join(results), notify=False)
+        except ActivityError as err:
+            why = f"job {req.namespace}/{req.name} could not run: {cause_of(err)}"
+            self.step_failed(rec, why)
+            if self.views[self.current or 0].phase == "checks":
+                self.views[self.current or 0].phase = "failed"
+            raise Stop("RolledBack", f"stop the line: {where} check {check.name}: {why} (the version is not marked "
+                                     "bad: it was never tested)", severity="error") from None
+        return outcome.succeeded, outcome.summary(), {"job": outcome.model_dump(mode="json")}
 
     # ------------------------------------------------------------------ the ledger
     async def _record(self, environment: str, verdict: Verdict, reason: str) -> None:

@@ -133,7 +133,9 @@ async def test_the_dry_run_plans_every_wave_through_its_childs_planner_and_chang
                                      verdict="bad", workflow_id=f"seed-{tag}", reason="rolled back"))
     stage = {"name": "production", "strategy": "blue-green", "bake": "10m", "error_budget": True,
              "parameters": {"preview_urls": {"blue": "http://127.0.0.1:1/blue", "green": "http://127.0.0.1:1/green"}},
-             "waves": [{"name": wave, "router": {"kind": "kubernetes", "namespace": wave}} for wave in WAVES]}
+             "waves": [{"name": wave, "router": {"kind": "kubernetes", "namespace": wave}} for wave in WAVES],
+             "checks": [{"kind": "job", "name": "e2e", "image": "e2e:{version}", "args": ["--suite", "{stage}"],
+                         "namespace": "shop-eu"}]}
     with kube_fake() as kube:
         seed_waves(kube.fake)
         before = kube.fake.state()
@@ -145,13 +147,26 @@ async def test_the_dry_run_plans_every_wave_through_its_childs_planner_and_chang
             bad = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v9-{tag}", "stages": [stage]},
                                      requested_by="dave", inputs=inputs())
             refused = await dry("Release", bad.input, bad.workflow_id)
+            nowhere = {**stage, "checks": [{**stage["checks"][0], "namespace": "nowhere"}]}
+            no_ns = CATALOG.plan_start("release", {"service": SERVICE, "version": f"shop:v2-{tag}", "stages": [nowhere]},
+                                       requested_by="dave", inputs=inputs())
+            no_namespace = await dry("Release", no_ns.input, no_ns.workflow_id)
         assert kube.fake.state() == before
     dry_plan = outcome.plan
     assert dry_plan.outcome == "WouldChange", dry_plan.summary
     steps = {c.step.split(":", 1)[0] for c in dry_plan.changes}
-    assert steps == {"production/shop-eu", "production/shop-us"}
+    assert steps == {"production/shop-eu", "production/shop-us", "production"}  # the waves, then the stage's check
     assert any(c.target.startswith("Service shop-us/shop") or "shop-us" in c.target for c in dry_plan.changes)
     assert any(r.what == "last known good" and f"production shop:v1-{tag}" in r.value for r in dry_plan.reads)
     assert "production/shop-us: bake 10m" in dry_plan.procedure
     assert any(line.startswith("gate promote-production: 2 approval(s)") for line in dry_plan.approval)
     assert refused.plan.outcome == "WouldRefuse" and f"shop:v9-{tag} is marked bad" in (refused.plan.refusal or "")
+    # the job check: the Job it would create (after the waves), its namespace read
+    job = next(c for c in dry_plan.changes if c.step == "production: checks")
+    assert job.target == "Job shop-eu/e2e-<run digest>" and job.before == "absent"
+    assert job.after.startswith(f"image e2e:shop:v2-{tag}, --suite production;")
+    assert dry_plan.changes[-1] == job
+    assert any(r.what == "production: namespace shop-eu" and r.value == "exists" for r in dry_plan.reads)
+    assert "production: checks e2e (job e2e:shop:v2-" in " ".join(dry_plan.procedure)
+    assert no_namespace.plan.outcome == "WouldRefuse"
+    assert "namespace nowhere does not exist" in (no_namespace.plan.refusal or "")
