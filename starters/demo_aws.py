@@ -9,7 +9,13 @@
   failover records ``orders-db.demo.internal`` (PRIMARY us-east-1 / SECONDARY us-west-2, with a health check);
 - RDS ``orders-db`` (postgres) in us-east-1 with manual snapshot ``orders-db-seed``, and a cross-region read
   replica ``orders-db-replica`` in us-west-2; in both regions the parameter group ``orders-read-only``
-  (``default_transaction_read_only=on``) the failover drill fences writes with.
+  (``default_transaction_read_only=on``) the failover drill fences writes with;
+- the release demo's routers (``seed_release``): on ``demo-alb`` listener :8081 forwards to
+  ``checkout-dev-stable``/``checkout-dev-canary`` (development's canary) and :8082 to ``checkout-stg-stable``/
+  ``checkout-stg-canary`` (staging's), both 100/0; production's two waves are one ALB per region, ``prod-us-east-1``
+  (us-east-1) and ``prod-us-west-2`` (us-west-2, its own VPC), each with listener :80 forwarding to its region's
+  ``checkout-prod-blue``/``checkout-prod-green`` at 100/0. They are created last, so the ids above stay those of
+  the fixed seed.
 
 Returns the ARNs and ids (the local stack prints them). Run: ``python -m starters.demo_aws``.
 """
@@ -27,7 +33,7 @@ REPLICA_REGION = "us-west-2"
 ZONE = "demo.internal."
 
 
-def _vpc(ec2: Any) -> tuple[str, list[str]]:
+def _vpc(ec2: Any, region: str = PRIMARY_REGION) -> tuple[str, list[str]]:
     found = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": ["demo-vpc"]}])["Vpcs"]
     if found:
         vpc_id = found[0]["VpcId"]
@@ -37,7 +43,7 @@ def _vpc(ec2: Any) -> tuple[str, list[str]]:
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
     by_cidr = {s["CidrBlock"]: s["SubnetId"] for s in subnets}
     ids = []
-    for cidr, az in (("10.42.1.0/24", f"{PRIMARY_REGION}a"), ("10.42.2.0/24", f"{PRIMARY_REGION}b")):
+    for cidr, az in (("10.42.1.0/24", f"{region}a"), ("10.42.2.0/24", f"{region}b")):
         if cidr not in by_cidr:
             by_cidr[cidr] = ec2.create_subnet(VpcId=vpc_id, CidrBlock=cidr, AvailabilityZone=az)["Subnet"]["SubnetId"]
         ids.append(by_cidr[cidr])
@@ -55,13 +61,13 @@ def _target_group(elb: Any, name: str, vpc_id: str) -> str:
     )["TargetGroups"][0]["TargetGroupArn"]
 
 
-def _load_balancer(elb: Any, subnets: list[str]) -> dict:
+def _load_balancer(elb: Any, subnets: list[str], name: str = "demo-alb") -> dict:
     try:
-        return elb.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]
+        return elb.describe_load_balancers(Names=[name])["LoadBalancers"][0]
     except ClientError as err:
         if "NotFound" not in err.response["Error"]["Code"]:
             raise
-    return elb.create_load_balancer(Name="demo-alb", Subnets=subnets, Scheme="internal", Type="application")[
+    return elb.create_load_balancer(Name=name, Subnets=subnets, Scheme="internal", Type="application")[
         "LoadBalancers"
     ][0]
 
@@ -142,6 +148,30 @@ def seed_alb(session: boto3.Session | None = None) -> dict:
     }
 
 
+# the release demo: development's and staging's canary listeners on demo-alb, production's ALB per region (a wave each)
+RELEASE_CANARY_LISTENERS = {"dev": 8081, "stg": 8082}
+RELEASE_WAVE_REGIONS = (PRIMARY_REGION, REPLICA_REGION)
+
+
+def seed_release(session: boto3.Session | None = None) -> dict:
+    """The release demo's routers (see the module's doc); idempotent. Returns their listener ARNs by name."""
+    session = session or boto3.Session()
+    elb = session.client("elbv2", region_name=PRIMARY_REGION)
+    vpc_id, subnets = _vpc(session.client("ec2", region_name=PRIMARY_REGION))
+    lb_arn = _load_balancer(elb, subnets)["LoadBalancerArn"]
+    listeners: dict[str, str] = {}
+    for env, port in RELEASE_CANARY_LISTENERS.items():
+        stable, canary = (_target_group(elb, f"checkout-{env}-{role}", vpc_id) for role in ("stable", "canary"))
+        listeners[f"demo-alb:{port}"] = _listener(elb, lb_arn, port, stable, canary)
+    for region in RELEASE_WAVE_REGIONS:
+        elb = session.client("elbv2", region_name=region)
+        vpc_id, subnets = _vpc(session.client("ec2", region_name=region), region)
+        blue, green = (_target_group(elb, f"checkout-prod-{colour}", vpc_id) for colour in ("blue", "green"))
+        lb = _load_balancer(elb, subnets, f"prod-{region}")
+        listeners[f"prod-{region}:80"] = _listener(elb, lb["LoadBalancerArn"], 80, blue, green)
+    return listeners
+
+
 def seed_demo(session: boto3.Session | None = None) -> dict:
     session = session or boto3.Session()
     r53 = session.client("route53", region_name=PRIMARY_REGION)
@@ -213,6 +243,7 @@ def seed_demo(session: boto3.Session | None = None) -> dict:
         "rds_snapshot": "orders-db-seed",
         "read_only_parameter_group": READ_ONLY_PARAMETER_GROUP,
         "rds_replica": {"identifier": "orders-db-replica", "region": REPLICA_REGION, "arn": replica["DBInstanceArn"]},
+        "release_listeners": seed_release(session),  # last: the ids above stay those of the fixed seed
     }
 
 

@@ -8,7 +8,8 @@ with dimensions ``Service=checkout`` and ``Version=<v>``, the metrics the canary
 colours' versions (``starters.demo_services``: blue ``v1``, green ``v2``, so going back with ``image=v1`` is measured
 too) and the new versions listed in ``RUNBOOK_DEMO_CANARY_VERSIONS`` (default ``v2``). It also
 publishes ``AWS/RDS`` ``ReplicaLag`` (about 2 s) for the replicas in ``RUNBOOK_DEMO_REPLICAS`` (default
-``us-east-1:orders-db-failback,us-west-2:orders-db-replica``), which moto does not emit itself.
+``us-east-1:orders-db-failback,us-west-2:orders-db-replica``), which moto does not emit itself, and the service's
+``Availability`` (%, dimension ``Service=checkout`` only, about 99.97), what the release's error-budget gate reads.
 
 The switch that makes the canary versions bad (error rate about 3 %, latency p95 about 2.4 s; the other versions
 stay healthy):
@@ -47,6 +48,14 @@ UNITS = {
 # failback waits for its replica (orders-db-failback in us-east-1) to catch up, and moto publishes no RDS metrics.
 DEMO_REPLICAS = "us-east-1:orders-db-failback,us-west-2:orders-db-replica"
 REPLICA_LAG_S = 2.0
+AVAILABILITY = 99.97  # percent: 70 % of a 99.9 % objective's error budget left
+
+
+def publish_availability(cloudwatch: Any) -> None:
+    """The service's availability (the release's error-budget gate: Demo/Service Availability by Service)."""
+    cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[{
+        "MetricName": "Availability", "Dimensions": [{"Name": "Service", "Value": SERVICE}],
+        "Timestamp": datetime.now(timezone.utc), "Value": AVAILABILITY, "Unit": "Percent"}])
 
 
 def canary_bad(state_dir: Path) -> bool:
@@ -138,6 +147,7 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
         try:
             publish_once(cloudwatch, state_dir, versions, rng, bad_versions=canaries)
             publish_replica_lag(session, replicas)
+            publish_availability(cloudwatch)
             bad = canary_bad(state_dir)
             if bad != was_bad:
                 log.warning("demo metrics: canary %s is %s", ",".join(canaries), "BAD" if bad else "healthy")

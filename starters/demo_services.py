@@ -11,6 +11,8 @@ a thread (port ``RUNBOOK_DEV_DEMO_PORT``, default 8090; ``dev.env`` exports ``RU
 - ``POST /slack/api/<method>``: where the local gateway's Slack Web API calls go (``SLACK_API_URL``; there is no
   Slack here): ``auth.test`` names a demo bot, every other method answers ``ok`` (a message gets a ``ts``), and each
   call is appended to ``<state>/demo/slack-api.jsonl`` so you can see what would have reached Slack.
+- ``/checkout/api-key``: ``{"api_key": "sha256:..."}``, the fingerprint of the API key the rotate-secret demo's
+  consumer uses now (``starters.demo_rotation``; 404 when the stack runs no such consumer).
 
 The switch files are read on every request, so they work on a running stack (``touch`` to break, ``rm`` to heal).
 
@@ -26,6 +28,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 SERVICE = "checkout"
 COLOURS = ("blue", "green")
@@ -82,12 +85,17 @@ def respond_slack(state_dir: Path, path: str, body: bytes) -> tuple[int, dict] |
     return 200, answer
 
 
-def make_server(state_dir: Path | str, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+def make_server(state_dir: Path | str, port: int, host: str = "127.0.0.1",
+                api_key: Callable[[], str] | None = None) -> ThreadingHTTPServer:
+    """``api_key``: the fingerprint the API key consumer uses now (``/checkout/api-key``)."""
     state = Path(state_dir)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            status, body = respond(state, self.path)
+            if self.path.split("?", 1)[0].rstrip("/") == f"/{SERVICE}/api-key" and api_key is not None:
+                status, body = 200, json.dumps({"api_key": api_key()}) + "\n"
+            else:
+                status, body = respond(state, self.path)
             data = body.encode()
             self.send_response(status)
             self.send_header("Content-Type", "text/html" if body.startswith("<html>") else "text/plain")
@@ -113,10 +121,11 @@ def make_server(state_dir: Path | str, port: int, host: str = "127.0.0.1") -> Th
     return server
 
 
-def run_services(stop_event: threading.Event, state_dir: Path | str, port: int = DEFAULT_PORT) -> None:
+def run_services(stop_event: threading.Event, state_dir: Path | str, port: int = DEFAULT_PORT,
+                 api_key: Callable[[], str] | None = None) -> None:
     """Serve until ``stop_event`` is set."""
     (Path(state_dir) / "demo").mkdir(parents=True, exist_ok=True)
-    server = make_server(state_dir, port)
+    server = make_server(state_dir, port, api_key=api_key)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:

@@ -18,7 +18,10 @@ Every part is a child process with its log under ``<state>/logs/``:
 - a thread refreshing the demo backup on a schedule (``starters.demo_backup.run_backups``: a new order, then a
   ``pg_dump`` to moto S3, every ``RUNBOOK_DEMO_BACKUP_INTERVAL`` seconds, default 300);
 - a thread serving the demo HTTP services (``starters.demo_services.run_services``): the ``checkout`` colours for
-  the blue-green demo and one health endpoint per region for the failover drill.
+  the blue-green demo and one health endpoint per region for the failover drill;
+- the rotate-secret demo (``starters.demo_rotation``): OpenBao's database engine on the embedded PostgreSQL and its
+  PKI engine, the demo KV paths, and their consumers in a thread: ``orders-api`` connected as the KV path's user, a
+  TLS endpoint serving the KV path's certificate, an API key consumer reporting its key's fingerprint.
 
 It writes ``<state>/dev.env`` (``source`` it so the CLI and boto3 talk to the stand-ins), prints the addresses,
 and runs until Ctrl-C / SIGTERM, which stop every child (terminate, wait, kill after a grace period). Each
@@ -128,6 +131,42 @@ DEMO_COMMANDS: dict[str, list[str]] = {
     "canary-ramp (touch .state/demo/canary-bad first to watch it roll back; ~2 min)": [
         "runbook start canary-ramp --set service=checkout --set version=v2 --as alice --wait",
     ],
+    "rotate-secret, database (OpenBao's database engine: orders-api moves to a new PostgreSQL user, the old one dropped)": [
+        "runbook start rotate-secret --set kind=database --set role=orders-app --set kv_path=secret/demo/orders-app/db"
+        " --set 'consumers=[orders-api]'"
+        ' --set "server={host: $RUNBOOK_DEMO_PG_HOST, port: $RUNBOOK_DEMO_PG_PORT, maintenance_db: orders,'
+        ' vault_path: secret/demo/orders-db}" --as alice --wait',
+    ],
+    "rotate-secret, certificate (OpenBao's PKI engine: the demo TLS endpoint presents the new serial, the old revoked)": [
+        "runbook start rotate-secret --set kind=certificate --set role=demo-web --set common_name=checkout.demo.internal"
+        ' --set kv_path=secret/demo/checkout/tls --set "endpoints=[$RUNBOOK_DEMO_TLS_ENDPOINT]" --as alice --wait',
+    ],
+    "rotate-secret, API key (a new KV version; the consumer reports its fingerprint; the old version destroyed after 10 s)": [
+        "runbook start rotate-secret --set kind=api_key --set kv_path=secret/demo/checkout/api-key"
+        ' --set "consumer_urls=[$RUNBOOK_DEMO_URL/checkout/api-key]" --set grace_period=10s --as alice --wait',
+    ],
+    "release (checkout v2: development and staging canaries, production blue-green in two waves, one ALB per region;"
+    " two approvers)": [
+        "runbook start release --set service=checkout --set version=v2 --as alice --set \"stages=["
+        "{name: development, strategy: canary, parameters: {router: {kind: alb, load_balancer: demo-alb, port: 8081,"
+        " stable_target_group: checkout-dev-stable, canary_target_group: checkout-dev-canary},"
+        " plan: [{set_weight: 50}, {pause: {duration: 2s}}, {set_weight: 100}]}},"
+        " {name: staging, strategy: canary, parameters: {router: {kind: alb, load_balancer: demo-alb, port: 8082,"
+        " stable_target_group: checkout-stg-stable, canary_target_group: checkout-stg-canary},"
+        " plan: [{set_weight: 50}, {pause: {duration: 2s}}, {set_weight: 100}]},"
+        " checks: [{name: smoke, url: '$RUNBOOK_DEMO_URL/checkout/green/', expect_body: 'version {version}'}]},"
+        " {name: production, strategy: blue-green, error_budget: true, bake: 3s,"
+        " parameters: {preview_urls: {blue: '$RUNBOOK_DEMO_URL/checkout/blue', green: '$RUNBOOK_DEMO_URL/checkout/green'},"
+        " bake: 3s, bake_interval: 3s, scale_down_delay: 1s},"
+        " waves: [{name: us-east-1, router: {kind: alb, load_balancer: prod-us-east-1, port: 80, region: us-east-1,"
+        " target_groups: {blue: checkout-prod-blue, green: checkout-prod-green}}},"
+        " {name: us-west-2, router: {kind: alb, load_balancer: prod-us-west-2, port: 80, region: us-west-2,"
+        " target_groups: {blue: checkout-prod-blue, green: checkout-prod-green}}}]}]\"",
+        "echo pw | runbook login bob --password-stdin && "
+        "runbook approve release:checkout --expect 'checkout v2 -> production'",
+        "echo pw | runbook login carol --password-stdin && "
+        "runbook approve release:checkout --expect 'checkout v2 -> production'",
+    ],
 }
 
 GRACE_S = 10.0
@@ -153,6 +192,7 @@ class DevPorts:
     gateway: int = 8080
     demo: int = 8090
     codec: int = 8081
+    tls: int = 8443
 
     ENV = {
         "temporal": "RUNBOOK_DEV_TEMPORAL_PORT",
@@ -163,6 +203,7 @@ class DevPorts:
         "gateway": "RUNBOOK_GATEWAY_PORT",
         "demo": "RUNBOOK_DEV_DEMO_PORT",
         "codec": "RUNBOOK_CODEC_SERVER_PORT",
+        "tls": "RUNBOOK_DEV_TLS_PORT",
     }
 
     @classmethod
@@ -514,6 +555,7 @@ class DevStack:
             "CHECKPOINT_DISABLE": "1",
         }
         env["RUNBOOK_DEMO_URL"] = f"http://127.0.0.1:{self.ports.demo}"
+        env["RUNBOOK_DEMO_TLS_ENDPOINT"] = f"127.0.0.1:{self.ports.tls}"  # the rotate-secret demo's TLS endpoint
         if self.postgres is not None:
             env["RUNBOOK_DEMO_POSTGRES_URI"] = self.postgres.get_uri(DEMO_DATABASE)
             info = self.postgres.get_postmaster_info()
@@ -602,6 +644,7 @@ class DevStack:
                 "demo services": (self.ports.demo, DevPorts.ENV["demo"]),
                 "gateway": (self.ports.gateway, DevPorts.ENV["gateway"]),
                 "codec server": (self.ports.codec, DevPorts.ENV["codec"]),
+                "demo TLS endpoint": (self.ports.tls, DevPorts.ENV["tls"]),
             },
             settle_s=5.0 if stale else 0.0,
         )
@@ -641,6 +684,10 @@ class DevStack:
         from starters.demo_identity import setup_identity
 
         oidc = setup_identity(self.vault_addr, VAULT_TOKEN)  # OpenBao issues the approvers' ID tokens
+        from starters.demo_rotation import setup_rotation
+
+        for done in setup_rotation(self.vault_addr, VAULT_TOKEN, self.postgres.get_uri(), DEMO_DATABASE):
+            self.out(f"rotate-secret demo: {done}")
         self.demo_env.update({"RUNBOOK_OIDC_ISSUER": oidc.issuer, "RUNBOOK_OIDC_AUDIENCE": oidc.audience})
         import boto3
 
@@ -675,11 +722,15 @@ class DevStack:
 
         from starters.demo_backup import run_backups
         from starters.demo_metrics import run_emitter
+        from starters.demo_rotation import RotationDemo
         from starters.demo_services import run_services
 
+        rotation = RotationDemo(self.vault_addr, VAULT_TOKEN, self.postgres.get_uri(), DEMO_DATABASE, self.state_dir,
+                                tls_port=self.ports.tls)
         for name, target, args in (
             ("demo-metrics", run_emitter, (self.stop_event, self.state_dir)),
-            ("demo-services", run_services, (self.stop_event, self.state_dir, self.ports.demo)),
+            ("demo-services", run_services, (self.stop_event, self.state_dir, self.ports.demo, lambda: rotation.fingerprint)),
+            ("demo-rotation", rotation.run, (self.stop_event,)),
             ("demo-backups", run_backups, (self.stop_event, self.postgres.get_uri(DEMO_DATABASE))),
         ):
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)

@@ -3,10 +3,12 @@ whole stack costs tens of seconds of CPU, so the tests share it and run in file 
 
 - the demo commands, as a new user pastes them: source its dev.env and run the banner's commands
   (starters.dev.DEMO_COMMANDS) through the real `runbook` CLI in a shell: blue-green with its approval, the failover
-  drill with its approval, the restore drill, each to Succeeded, with their effects checked in moto; and the
-  banner's signed examples through the gateway's doors;
+  drill with its approval, the restore drill, each to Succeeded, with their effects checked in moto; the three
+  rotate-secret demos and the release with its two approvals, to Succeeded, with their effects checked in OpenBao,
+  PostgreSQL, the TLS endpoint and moto; and the banner's signed examples through the gateway's doors;
 - then its life: everything seeded and polling, a dead worker is restarted, a start after the parent was SIGKILLed
-  cleans up what it left behind and has the same AWS ids (the stock catalog's and a run in flight's), the demo
+  cleans up what it left behind and has the same AWS ids (the stock catalog's and a run in flight's) and no user a
+  previous OpenBao issued, the demo
   backup refreshes on its schedule after a new order, metrics flow for every version the demo serves, and Ctrl-C
   stops every child."""
 
@@ -19,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -103,6 +106,8 @@ def wait_for(check, timeout: float, what: str):
 
 COMMANDS = list(DEMO_COMMANDS.values())
 BLUEGREEN, FAILOVER, RESTORE = COMMANDS[0], COMMANDS[1], COMMANDS[2]
+ROTATE = [cmds for name, cmds in DEMO_COMMANDS.items() if name.startswith("rotate-secret")]
+RELEASE = next(cmds for name, cmds in DEMO_COMMANDS.items() if name.startswith("release"))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +137,8 @@ def stack() -> Iterator[tuple[Path, dict[str, int], list]]:
 def test_banner_lists_one_command_per_runbook(stack):
     _, _, devs = stack
     dev = devs[-1]
-    for name in ("blue-green", "region-failover", "restore-drill", "provision-environment", "canary-ramp"):
+    for name in ("blue-green", "region-failover", "restore-drill", "provision-environment", "canary-ramp",
+                 "rotate-secret", "release"):
         assert f"runbook start {name} " in dev.output
 
 
@@ -193,6 +199,128 @@ def test_banner_door_examples_pass_the_gateway(stack):
     # the same webhook as P3 (no trigger matches): a P1 here would start a real failover of the demo database
     out = sh(state, pagerduty + " --priority P3")
     assert out.returncode == 0 and out.stdout.startswith("202 "), out.stdout + out.stderr
+
+
+def served_serial(endpoint: str) -> str:
+    import ssl
+
+    from core.rotation import serial_of
+
+    host, _, port = endpoint.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=5) as sock, context.wrap_socket(sock) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der
+    return serial_of(der)
+
+
+def engine_users(pg_uri: str) -> set[str]:
+    import psycopg
+
+    from starters.demo_rotation import USER_PREFIX
+
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (USER_PREFIX + "%",))}
+
+
+def consumer_users(pg_uri: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT usename FROM pg_stat_activity WHERE application_name = 'orders-api'")]
+
+
+@dataclass
+class RotationsAndRelease:
+    """The rotate-secret demos and the release, started by ``start_rotations_and_release``: what they began from."""
+
+    before: dict[str, dict]
+    rotations: list[subprocess.CompletedProcess] = field(default_factory=list)
+
+
+def kv_now(vault: hvac.Client, path: str) -> dict:
+    return vault.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)["data"]
+
+
+def start_release(state: Path) -> RotationsAndRelease:
+    """The banner's release command (it runs development and staging meanwhile); what the rotations start from."""
+    from starters.demo_rotation import API_KEY_KV, DB_KV, TLS_KV
+
+    env = dev_env(state)
+    vault = hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"])
+    before = {path: kv_now(vault, path) for path in (DB_KV, TLS_KV, API_KEY_KV)}
+    assert consumer_users(env["RUNBOOK_DEMO_POSTGRES_URI"]) == [before[DB_KV]["data"]["username"]]
+    assert served_serial(env["RUNBOOK_DEMO_TLS_ENDPOINT"]) == before[TLS_KV]["data"]["serial"]
+    out = sh(state, RELEASE[0])
+    assert out.returncode in OK and "started release:checkout" in out.stdout, out.stdout + out.stderr
+    return RotationsAndRelease(before)
+
+
+def run_rotations(state: Path, runs: RotationsAndRelease) -> None:
+    """The banner's three rotate-secret commands (each with --wait), one after the other."""
+    runs.rotations = [sh(state, cmds[0], timeout=120) for cmds in ROTATE]
+
+
+def finish_rotations_and_release(state: Path, runs: RotationsAndRelease) -> None:
+    """Each rotation ended Succeeded and the stand-ins show it (orders-api on a new PostgreSQL user, the old one
+    dropped; the TLS endpoint presenting the new serial, the old one revoked; the consumer reporting the new key, the
+    old version destroyed); the release, approved by bob and carol, ends Succeeded with both production ALBs (one per
+    wave) on green."""
+    from starters.demo_rotation import API_KEY_KV, DB_KV, PKI_MOUNT, TLS_KV
+
+    env = dev_env(state)
+    vault = hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"])
+    assert len(runs.rotations) == len(ROTATE) == 3
+    for done in runs.rotations:
+        assert done.returncode in OK and "finished: Succeeded" in done.stdout, done.stdout + done.stderr
+    before, after = runs.before, {path: kv_now(vault, path) for path in (DB_KV, TLS_KV, API_KEY_KV)}
+    for path in (DB_KV, TLS_KV, API_KEY_KV):
+        assert after[path]["metadata"]["version"] == before[path]["metadata"]["version"] + 1, path
+    pg = env["RUNBOOK_DEMO_POSTGRES_URI"]
+    old_user, new_user = before[DB_KV]["data"]["username"], after[DB_KV]["data"]["username"]
+    assert new_user != old_user and consumer_users(pg) == [new_user]
+    assert old_user not in engine_users(pg) and new_user in engine_users(pg)
+    new_serial, old_serial = after[TLS_KV]["data"]["serial"], before[TLS_KV]["data"]["serial"]
+    assert served_serial(env["RUNBOOK_DEMO_TLS_ENDPOINT"]) == new_serial != old_serial
+    assert vault.read(f"{PKI_MOUNT}/cert/{old_serial}")["data"]["revocation_time"] > 0
+    answer = httpx.get(f"{env['RUNBOOK_DEMO_URL']}/checkout/api-key", timeout=5).json()
+    assert answer == {"api_key": after[API_KEY_KV]["data"]["fingerprint"]}
+    versions = vault.secrets.kv.v2.read_secret_metadata(path=API_KEY_KV, mount_point="secret")["data"]["versions"]
+    assert versions[str(before[API_KEY_KV]["metadata"]["version"])]["destroyed"] is True
+
+    gate = wait_status(state, "release:checkout", "WaitingForApproval", timeout=120)
+    assert gate["gate"]["binding"] in RELEASE[1], gate["gate"]
+    for command in RELEASE[1:]:
+        out = sh(state, command)
+        assert out.returncode in OK and "approved gate" in out.stdout, out.stdout + out.stderr
+    wait_status(state, "release:checkout", "Succeeded", timeout=240)
+    release = status_json(state, "release:checkout")
+    waves = [s["name"] for s in release["steps"] if s["name"].startswith("production/") and s["status"] == "done"]
+    assert waves == ["production/us-east-1: error budget", "production/us-east-1: blue-green",
+                     "production/us-west-2: bake", "production/us-west-2: error budget",
+                     "production/us-west-2: blue-green"], release["steps"]
+    for region in ("us-east-1", "us-west-2"):
+        elb = boto3.client("elbv2", region_name=region, endpoint_url=env["AWS_ENDPOINT_URL"],
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        lb = elb.describe_load_balancers(Names=[f"prod-{region}"])["LoadBalancers"][0]["LoadBalancerArn"]
+        action = elb.describe_listeners(LoadBalancerArn=lb)["Listeners"][0]["DefaultActions"][0]
+        green = elb.describe_target_groups(Names=["checkout-prod-green"])["TargetGroups"][0]["TargetGroupArn"]
+        weights = {t["TargetGroupArn"]: t["Weight"] for t in action["ForwardConfig"]["TargetGroups"]}
+        assert weights[green] > 0 and all(w == 0 for arn, w in weights.items() if arn != green), (region, weights)
+
+
+@pytest.mark.timeout(480)  # about 2 minutes; 4.5 under a load average of 20 on 2 cores
+def test_rotation_and_release_demos_run_to_succeeded(stack):
+    """The banner's rotate-secret commands (database, certificate, API key) and the release with its two approvals,
+    on their own listeners, ALBs, KV paths and consumers: the rotations run while the release goes through
+    development and staging."""
+    state, _, _ = stack
+    started = time.monotonic()
+    runs = start_release(state)
+    run_rotations(state, runs)
+    finish_rotations_and_release(state, runs)
+    print(f"rotation_and_release_demos_wall_s {time.monotonic() - started:.1f} s")
 
 
 @pytest.mark.timeout(360)  # a second start of the whole stack; on a loaded 2-core machine it can take a minute
@@ -274,6 +402,13 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     dev.wait_for(READY, timeout=120)
     assert "left over from an earlier run" in dev.output
     assert demo_ids(aws) == ids  # a fresh moto, the same ARNs and zone id: a run in flight finds its listener
+    # a fresh OpenBao issued orders-api's credential again; the users the first one issued were dropped
+    env = dev_env(state)
+    pg = env["RUNBOOK_DEMO_POSTGRES_URI"]
+    current = hvac.Client(url=env["VAULT_ADDR"], token="root").secrets.kv.v2.read_secret_version(
+        path="demo/orders-app/db", mount_point="secret", raise_on_deleted_version=True)["data"]["data"]["username"]
+    assert engine_users(pg) == {current}
+    wait_for(lambda: consumer_users(pg) == [current], 10, "orders-api is not on the new OpenBao's user")
     assert wait_gone(list(first.values())) == []
     second = recorded_pids(state, CORE)
     assert set(second) == CORE and not set(second.values()) & set(first.values())
