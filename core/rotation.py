@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.duration import Duration
-from core.kubernetes import SecretRef
+from core.kubernetes import SecretRef, SecretRolloutState
 from core.restore import PgServer
 from core.runbook import RunbookInput, RunbookResult
 
@@ -297,6 +297,22 @@ class RotateSecretInput(RunbookInput):
     def secret_layout(self) -> tuple[str, dict[str, str]]:
         """rollout kubernetes: the Secret's type and data keys -> KV fields, for this kind."""
         return SECRET_LAYOUT[self.kind]
+
+
+def rollout_problems(input: RotateSecretInput, state: SecretRolloutState) -> list[str]:
+    """rollout kubernetes, read-only (the run's validate step and the dry run): the Secret exists with the kind's
+    type, and every consumer Deployment exists; each problem names its field."""
+    assert input.secret is not None
+    where = f"{input.secret.namespace}/{input.secret.name}"
+    wanted = input.secret_layout()[0]
+    why = []
+    if not state.secret_exists:
+        why.append(f"secret: {where} does not exist (the Secret the consumers mount)")
+    elif state.secret_type != wanted:
+        why.append(f"secret: {where} is of type {state.secret_type}; a {input.kind} needs {wanted}")
+    if state.missing_deployments:
+        why.append(f"deployments: {', '.join(state.missing_deployments)} not found in namespace {input.secret.namespace}")
+    return why
 
 
 class RotationRecord(_Model):

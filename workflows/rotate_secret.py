@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         RotationRecord,
         TlsServedInput,
         expiry_alert,
+        rollout_problems,
     )
     from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, until_done
 
@@ -216,17 +217,7 @@ class RotateSecret(RunbookWorkflow):
             KubernetesActivities.secret_rollout_target,
             SecretRolloutTarget(secret=input.secret, deployments=[d for d in input.deployments if d.strip()]),
             start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
-        where = f"{input.secret.namespace}/{input.secret.name}"
-        why = []
-        secret_type = input.secret_layout()[0]
-        if not state.secret_exists:
-            why.append(f"secret: {where} does not exist (the Secret the consumers mount)")
-        elif state.secret_type != secret_type:
-            why.append(f"secret: {where} is of type {state.secret_type}; a {input.kind} needs {secret_type}")
-        if state.missing_deployments:
-            why.append(f"deployments: {', '.join(state.missing_deployments)} do(es) not exist in "
-                       f"{input.secret.namespace}")
-        return why
+        return rollout_problems(input, state)
 
     async def _roll_out_step(self, input: RotateSecretInput, source: KvRef) -> None:
         if input.rollout != "kubernetes":

@@ -196,3 +196,24 @@ async def test_a_certificate_lands_in_the_tls_secret_that_the_endpoint_serves(ts
         assert _served_serial(tls.endpoint) == rec.new_serial and rec.revoked == [issued["serial_number"]]
         assert rec.restarts == []  # no deployments: the endpoint reloads the Secret itself
         assert secret_data(kube.fake, NS, "www-tls")["tls.key"].encode() not in history
+
+
+async def test_dry_run_lists_the_secret_and_the_restarts_and_refuses_a_missing_deployment(ts_env, vault, db_engine,
+                                                                                          seeded, kube) -> None:
+    from tests.dryrun.test_dry_run import dry_runner
+
+    role, path = seeded
+    old = kv(vault, path)
+    put_secret(kube, SECRET, {"username": old["username"], "password": old["password"]})
+    put_deployment(kube, APP)
+    inp = db_input(role, path, db_engine)
+    async with dry_runner(ts_env, [SecretEngineActivities(vault).db_rotation_target, *k8s_acts(kube, vault)]) as dry:
+        outcome = await dry("RotateSecret", inp)
+        refused = await dry("RotateSecret", inp.model_copy(update={"deployments": ["no-such-app"]}))
+    plan = outcome.plan
+    assert plan.outcome == "WouldChange", plan
+    assert [(c.step, c.target) for c in plan.changes][-2:] == [("roll out", f"secret {NS}/{SECRET}"),
+                                                              ("roll out", f"deployment {NS}/{APP}")]
+    assert any(line.startswith("roll out:") for line in plan.procedure)
+    assert refused.plan.outcome == "WouldRefuse" and refused.plan.refusal.startswith("deployments: no-such-app")
+    assert kube.fake.ledger == [] and kv(vault, path)["version"] == old["version"]  # nothing written
