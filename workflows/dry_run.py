@@ -268,14 +268,15 @@ async def plan_blue_green(inp: BlueGreenInput, plan: DryRunPlan) -> None:
         steps.append(f"pre-promotion analysis for {format_duration(inp.pre_analysis_duration)}")
         steps += analysis_lines(inp.pre_analysis, args, prefix="    ")
     steps += ["approval (cutover gate)", f"switch {live} -> {new}",
-              f"bake {format_duration(inp.bake)}, every {format_duration(inp.bake_interval)}: {inp.bake_probes} health "
-              f"probes of {new}" + (", analysis:" if inp.bake_analysis else "")]
+              f"bake {format_duration(inp.bake)}, every {format_duration(inp.bake_interval)}: http-health ("
+              f"{inp.bake_probes} request(s) per health check of {new}; a tick with more than "
+              f"{inp.health_failure_limit:g} % failed switches back)" + (", analysis:" if inp.bake_analysis else "")]
     if inp.bake_analysis is not None:
         steps += analysis_lines(inp.bake_analysis, args, prefix="    ")
     steps.append(f"scale down {live} after {format_duration(inp.scale_down_delay)}")
     plan.procedure = steps
     plan.rollback.insert(0, "rolls back when: a preview check fails, the pre-promotion analysis fails, the bake's "
-                            "analysis fails or its health probes fail too often, or an abort before scale-down")
+                            "analysis fails (its http-health among the metrics), or an abort before scale-down")
     plan.approval = approval_lines(inp.meta.approval, ["cutover (before the switch)", "promote (to end the bake early)"])
     plan.summary = f"{inp.service}: {live} -> {new} ({inp.image}) via {inp.router}"
 
@@ -586,8 +587,10 @@ async def plan_release(inp: ReleaseInput, plan: DryRunPlan) -> None:
             plan.changes += [c.model_copy(update={"step": f"{where}: {c.step}"}) for c in sub.changes]
             plan.procedure.append(f"{where}: {stage.strategy} ({sub.summary})" if sub.summary else
                                   f"{where}: {stage.strategy}")
+            if wave is not None and wave.checks:
+                await plan_release_checks(inp, stage, wave.checks, where, wave.name, plan)
         if stage.checks:
-            plan.procedure.append(f"{stage.name}: checks " + ", ".join(c.name for c in stage.checks))
+            await plan_release_checks(inp, stage, stage.checks, stage.name, "", plan)
     plan.approval = approval_lines(inp.meta.approval, []) if not gates else [f"gate {g}" for g in gates]
     plan.rollback = [
         "a wave's child undoes its own wave when it rolls back or is aborted",
@@ -596,6 +599,35 @@ async def plan_release(inp: ReleaseInput, plan: DryRunPlan) -> None:
            "they would stay on the new version (Failed)"),
     ]
     plan.summary = f"release {inp.service} {inp.version} through " + " -> ".join(s.name for s in inp.stages)
+
+
+async def plan_release_checks(inp: ReleaseInput, stage: Any, checks: list[Any], where: str, wave: str,
+                              plan: DryRunPlan) -> None:
+    """A release's check step in the procedure; a job check is a change (the Job it would create, read-only: its
+    namespace must exist, or the release would stop the line there)."""
+    from core.release import JobCheckSpec, expand
+
+    fields = {"version": inp.version, "service": inp.service, "stage": stage.name, "wave": wave}
+    shown = []
+    for index, check in enumerate(checks):
+        if not isinstance(check, JobCheckSpec):
+            shown.append(f"{check.name} (http {expand(check.url, fields)})")
+            continue
+        image = expand(check.image, fields)
+        command = " ".join(expand(c, fields) for c in [*check.command, *check.args]) or "(the image's entrypoint)"
+        shown.append(f"{check.name} (job {image} in {check.namespace}, up to {format_duration(check.timeout)})")
+        state = await read("Kubernetes", f"namespace {check.namespace}", KubernetesActivities.get_namespace,
+                           NamespaceRef(context=check.context, name=check.namespace))
+        plan.reads.append(Reading(system="Kubernetes", what=f"{where}: namespace {check.namespace}",
+                                  value="exists" if state.exists else "absent"))
+        if not state.exists:
+            raise WouldRefuse(f"{where}: check {check.name}: namespace {check.namespace} does not exist (the job "
+                              f"check's checks.{index}.namespace): its Job could not run")
+        plan.changes.append(Change(step=f"{where}: checks", system="Kubernetes",
+                                   target=f"Job {check.namespace}/{check.name}-<run digest>", before="absent",
+                                   after=f"image {image}, {command}; backoffLimit {check.backoff_limit}, deadline "
+                                         f"{format_duration(check.timeout)}; Complete passes, Failed stops the line"))
+    plan.procedure.append(f"{where}: checks " + ", ".join(shown))
 
 
 async def plan_rotate(inp: RotateSecretInput, plan: DryRunPlan) -> None:
