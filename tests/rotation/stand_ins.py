@@ -264,9 +264,12 @@ class KeyConsumer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _reload(self) -> None:
-        data = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
+    def _source(self) -> dict[str, str]:
+        return self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
                                                             raise_on_deleted_version=True)["data"]["data"]
+
+    def _reload(self) -> None:
+        data = self._source()
         self.keys.add(data["api_key"])
         self.fingerprint = self._fp(data["api_key"])
 
@@ -319,3 +322,20 @@ class SecretTlsEndpoint(TlsEndpoint):
     def _source(self) -> tuple[Any, dict[str, str]]:
         data = secret_data(self.fake, self.namespace, self.secret)
         return (data.get("tls.crt"), {"certificate": data["tls.crt"], "private_key": data["tls.key"]})
+
+
+class PodKeyConsumer(KeyConsumer):
+    """An API-key consumer Deployment in the Kubernetes fake: its pods read ``api_key`` from the mounted Secret when
+    they start, i.e. when the Deployment is restarted."""
+
+    def __init__(self, vault: hvac.Client, fake: Any, namespace: str, deployment: str, secret: str) -> None:
+        super().__init__(vault, "")
+        self.fake, self.namespace, self.deployment, self.secret = fake, namespace, deployment, secret
+        self._started: str | None = None
+        self._data: dict[str, str] = {}
+
+    def _source(self) -> dict[str, str]:
+        stamp = restarted_at(self.fake, self.namespace, self.deployment)
+        if stamp != self._started:
+            self._started, self._data = stamp, secret_data(self.fake, self.namespace, self.secret)
+        return self._data

@@ -29,6 +29,7 @@ from tests.fakes.kubernetes import KubeHandle, kube_fake
 from tests.rotation.stand_ins import (
     PKI_MOUNT,
     PodConsumer,
+    PodKeyConsumer,
     SecretTlsEndpoint,
     can_login,
     configure_pki,
@@ -217,3 +218,28 @@ async def test_dry_run_lists_the_secret_and_the_restarts_and_refuses_a_missing_d
     assert any(line.startswith("roll out:") for line in plan.procedure)
     assert refused.plan.outcome == "WouldRefuse" and refused.plan.refusal.startswith("deployments: no-such-app")
     assert kube.fake.ledger == [] and kv(vault, path)["version"] == old["version"]  # nothing written
+
+
+async def test_an_api_key_reaches_the_restarted_pods_through_the_secret(ts_env, task_queue, recording, vault, kube):
+    from core.rotation import fingerprint_of
+
+    path = f"apps/{uuid.uuid4().hex[:6]}/key"
+    vault.secrets.kv.v2.create_or_update_secret(path=path, mount_point="secret", secret={"api_key": "first-key-0123"})
+    put_secret(kube, "orders-key", {"api_key": "first-key-0123"})
+    put_deployment(kube, APP)
+    engine = SecretEngineActivities(vault)
+    acts = [engine.apikey_rotation_target, engine.apikey_issue, engine.kv_restore_version, engine.kv_destroy_version,
+            HttpCheckActivities().http_check_suite, recording[1].notify, *k8s_acts(kube, vault)]
+    with PodKeyConsumer(vault, kube.fake, NS, APP, "orders-key") as app:
+        assert app.fingerprint == fingerprint_of("first-key-0123")
+        result, history = await run(ts_env, task_queue, acts, RotateSecretInput(
+            meta=RunbookMeta(runbook="rotate-secret", target=path, environment="test", requested_by="tester"),
+            kind="api_key", kv_path=f"secret/{path}", consumer_urls=[app.url], grace_period=timedelta(minutes=5),
+            rollout="kubernetes", secret=SecretRef(namespace=NS, name="orders-key"), deployments=[APP]))
+        assert result.status == "Succeeded", result.summary
+        rec = result.rotation
+        new_key = secret_data(kube.fake, NS, "orders-key")["api_key"]
+        assert fingerprint_of(new_key) == rec.new_fingerprint == app.fingerprint != fingerprint_of("first-key-0123")
+        assert len(rec.restarts) == 1 and rec.destroyed_versions == [1]
+        for key in app.keys:
+            assert key.encode() not in history
