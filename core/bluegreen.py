@@ -18,6 +18,9 @@ from core.duration import Duration
 from core.runbook import RunbookInput, RunbookResult
 from core.traffic import COLOURS, AlbRouterConfig, KubernetesRouterConfig
 
+# the bake's HTTP health metric (built from health_checks): the % of a tick's requests to the new colour that failed
+HEALTH_METRIC = "http-health"
+
 
 # --------------------------------------------------------------------------------------------------- types
 class PreviewCheck(BaseModel):
@@ -88,6 +91,9 @@ class BlueGreenInput(RunbookInput):
             raise ValueError("bake_interval must be positive")
         if not self.health_checks and self.bake_analysis is None:
             raise ValueError("health_checks is empty and there is no bake_analysis: the bake would judge nothing")
+        if self.health_checks and self.bake_analysis and HEALTH_METRIC in [m.name for m in self.bake_analysis.metrics]:
+            raise ValueError(f"bake_analysis: the metric name {HEALTH_METRIC} is the bake's own HTTP health metric "
+                             "(built from health_checks and health_failure_limit); name yours otherwise")
         return self
 
 

@@ -47,7 +47,12 @@ with workflow.unsafe.imports_passed_through():
         MetricSpec,
     )
     from core.approval import GateOutcome
-    from core.bluegreen import BlueGreenInput, BlueGreenResult, PreviewCheck  # the runbook's contract, re-exported
+    from core.bluegreen import (  # the runbook's contract, re-exported
+        HEALTH_METRIC,
+        BlueGreenInput,
+        BlueGreenResult,
+        PreviewCheck,
+    )
     from core.duration import format_duration, format_span
     from core.http_checks import HttpCheck, HttpSuiteInput, HttpSuiteResult
     from core.traffic import COLOURS, Discovery
@@ -70,8 +75,6 @@ with workflow.unsafe.imports_passed_through():
 # failures of a read-only discovery that mean "the target is wrong or missing": the run is Refused
 REFUSING_ERRORS = (errors.INVALID_INPUT, errors.NOT_FOUND, errors.ACCESS_DENIED)
 NOTHING_CHANGED = "nothing was changed"
-# the bake's HTTP health metric: the % of a tick's requests to the new colour's health checks that failed
-HEALTH_METRIC = "http-health"
 
 
 # --------------------------------------------------------------------------------------------------- workflow
