@@ -247,6 +247,8 @@ class RotationDemo:
         demo = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10  # a client that connects and says nothing does not hold a thread for ever
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 served = demo.tls
                 body = (f"{TLS_CN} over TLS: certificate serial {served.serial} (secret/{TLS_KV} "
