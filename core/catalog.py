@@ -222,6 +222,12 @@ class RunbookSpec(BaseModel):
     target: str = Field(description="template over the parameters, e.g. '{service}'")
     environment: str = Field("", description="template over the parameters, e.g. '{environment}'")
     concurrency_key: str = Field(description="template over the parameters; becomes the workflow id")
+    excludes: list[str] = Field(
+        default_factory=list,
+        description="templates over the parameters: other runbooks' concurrency keys (their runs' workflow ids) that "
+        "must not be running when this one starts (single flight across runbooks, e.g. a canary and a release of the "
+        "same service); a start while one runs is refused as 'already running'",
+    )
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
     approval: CatalogApproval = Field(default_factory=CatalogApproval)
     approval_by_environment: dict[str, CatalogApproval] = Field(default_factory=dict)
@@ -242,10 +248,22 @@ class RunbookSpec(BaseModel):
             raise ValueError(f"not a valid template: {err}") from None
         return value
 
+    @field_validator("excludes")
+    @classmethod
+    def _exclude_templates(cls, value: list[str]) -> list[str]:
+        for index, template in enumerate(value):
+            try:
+                list(string.Formatter().parse(template))
+            except ValueError as err:
+                raise ValueError(f"{index}: not a valid template: {err}") from None
+        return value
+
     @model_validator(mode="after")
     def _templates_use_parameters(self) -> "RunbookSpec":
-        for attr in ("target", "environment", "concurrency_key"):
-            for _, name, _, _ in string.Formatter().parse(getattr(self, attr)):
+        templates = [(attr, getattr(self, attr)) for attr in ("target", "environment", "concurrency_key")]
+        templates += [(f"excludes.{index}", template) for index, template in enumerate(self.excludes)]
+        for attr, template in templates:
+            for _, name, _, _ in string.Formatter().parse(template):
                 if name is not None and name not in self.parameters:
                     raise ValueError(f"{attr} uses {{{name}}}, which is not a parameter")
         for index, trigger in enumerate(self.triggers.pagerduty):
@@ -276,6 +294,7 @@ class StartPlan:
     input: BaseModel
     meta: RunbookMeta
     params: dict[str, Any] = field(default_factory=dict)
+    excludes: list[str] = field(default_factory=list)  # workflow ids that must not be running when this one starts
 
 
 def coerce(spec: ParameterSpec, value: Any) -> Any:
@@ -464,7 +483,9 @@ class Catalog:
         problems = workflow_input.problems()
         if problems:
             raise ParameterError(f"{name}: " + "; ".join(problems))
-        return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values)
+        excludes = [key.format_map(_Missing(text_values)) for key in spec.excludes]
+        return StartPlan(name, spec.workflow, wf_id, workflow_input, meta, values,
+                         excludes=[key for key in excludes if key != wf_id])
 
 
 # Temporal's default limits (server dynamic config limit.maxIDLength, limit.searchAttributeSizeOfValue): a start

@@ -395,12 +395,14 @@ def start(
             if as_json:
                 _print_json(
                     {"workflow_id": outcome.workflow_id, "run_id": outcome.run_id, "status": "AlreadyRunning",
-                     "started": False, "result": None, "ui_url": link}
+                     "started": False, "result": None, "ui_url": link, "excluded": outcome.excluded}
                 )
             else:
                 err.print(
                     f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.run_id}); "
-                    f"nothing new was started. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
+                    + (f"{outcome.excluded} may not run beside it (single flight per service); " if outcome.excluded
+                       else "")
+                    + f"nothing new was started. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
                     highlight=False,
                 )
             return EXIT_ALREADY_RUNNING
@@ -444,8 +446,9 @@ async def _dry_run(runs: RunbookClient, plan: StartPlan, as_json: bool) -> int:
     if as_json:
         _print_json(outcome.as_json())
     elif outcome.status == "AlreadyRunning":
-        err.print(f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.running_run_id}); a start "
-                  f"would start nothing. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
+        beside = f"{outcome.excluded} may not run beside it (single flight per service); " if outcome.excluded else ""
+        err.print(f"[yellow]already running[/yellow]: {outcome.workflow_id} (run {outcome.running_run_id}); {beside}a "
+                  f"start would start nothing. Follow it: {shlex.join(['runbook', 'watch', outcome.workflow_id])}",
                   highlight=False)
     else:
         _print_dry_run(outcome)

@@ -80,6 +80,9 @@ class StartOutcome:
     run_id: str | None
     started: bool  # False: a run for the same key was already running; nothing new was started
     handle: WorkflowHandle
+    # not started because another runbook's run holds the same thing (the plan's ``excludes``): the planned run's id;
+    # workflow_id/run_id/handle are then that other run's
+    excluded: str | None = None
 
 
 def search_attributes(plan: StartPlan) -> TypedSearchAttributes:
@@ -139,10 +142,11 @@ class DryRunOutcome:
     status: str  # "DryRun", or "AlreadyRunning" (a run for the same key is going: nothing was computed)
     plan: Any = None  # core.dry_run.DryRunPlan when status is DryRun
     running_run_id: str | None = None
+    excluded: str | None = None  # AlreadyRunning for another runbook's run (workflow_id is its id): the planned id
 
     def as_json(self) -> dict[str, Any]:
         return {"workflow_id": self.workflow_id, "status": self.status, "started": False,
-                "running_run_id": self.running_run_id,
+                "running_run_id": self.running_run_id, "excluded": self.excluded,
                 "plan": self.plan.model_dump(mode="json") if self.plan is not None else None}
 
 
@@ -270,7 +274,17 @@ class RunbookClient:
         The id conflict policy FAIL makes the server the judge: of two racing starts (two CLI users, or a PagerDuty
         redelivery reaching two gateway replicas) exactly one starts; the other is told which run is already there.
         ``reuse=REJECT_DUPLICATE`` also refuses a finished run's id (one run per PagerDuty incident, ever).
+
+        Single flight across runbooks: a run of another runbook that holds the same thing (the plan's ``excludes``,
+        from the catalog, e.g. ``release:{service}`` for a canary) is read by its id first (a strongly consistent
+        describe, not the visibility list); one running is reported as already running (``excluded`` names the
+        planned id) and nothing is started. Two starts of different runbooks in the same instant can both pass this
+        read: it narrows the window, it is not a lock.
         """
+        blocking = await self._running_excluded(plan)
+        if blocking is not None:
+            workflow_id, run_id = blocking
+            return StartOutcome(workflow_id, run_id, False, self.handle(workflow_id, run_id), excluded=plan.workflow_id)
         try:
             handle = await self.temporal.start_workflow(
                 plan.workflow_type,
@@ -288,6 +302,19 @@ class RunbookClient:
             return StartOutcome(plan.workflow_id, err.run_id, False, existing)
         return StartOutcome(plan.workflow_id, handle.first_execution_run_id, True, handle)
 
+    async def _running_excluded(self, plan: StartPlan) -> tuple[str, str] | None:
+        """The first of the plan's ``excludes`` that is running now: (its workflow id, its run id)."""
+        for workflow_id in plan.excludes:
+            try:
+                described = await self.handle(workflow_id).describe()
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                return workflow_id, described.run_id
+        return None
+
     async def dry_run(self, plan: StartPlan) -> DryRunOutcome:
         """What ``start(plan)`` would change, computed by the worker's read-only ``RunbookDryRun`` workflow (the
         worker's credentials; nothing changed, no runbook run started). A run already going for the same key is
@@ -304,6 +331,9 @@ class RunbookClient:
         else:
             if described.status == WorkflowExecutionStatus.RUNNING:
                 return DryRunOutcome(plan.workflow_id, "AlreadyRunning", running_run_id=described.run_id)
+        blocking = await self._running_excluded(plan)
+        if blocking is not None:
+            return DryRunOutcome(blocking[0], "AlreadyRunning", running_run_id=blocking[1], excluded=plan.workflow_id)
         try:
             result = await self.temporal.execute_workflow(
                 "RunbookDryRun",
