@@ -360,10 +360,29 @@ def child_input(input: ReleaseInput, stage: StageSpec, wave: WaveSpec | None, ve
     })
     params = child_parameters(input, stage, wave, version)
     if stage.strategy == "canary":
-        if restore:  # back to the last known good at once: no ramp for a version that already served this wave
-            params["plan"] = [PlanStep(set_weight=100)]
-        return CanaryRampInput.model_validate({**params, "meta": child_meta})
+        ramp = CanaryRampInput.model_validate({**params, "meta": child_meta})
+        return canary_restore(ramp, input.version) if restore else ramp
     return BlueGreenInput.model_validate({**params, "meta": child_meta, "preapproved": preapproved or None})
+
+
+# a canary router's two sides, whose roles a restore swaps
+SIDES = {"alb": [("stable_target_group", "canary_target_group")],
+         "httproute": [("stable_service", "canary_service"), ("stable_deployment", "canary_deployment")]}
+
+
+def canary_restore(ramp: CanaryRampInput, released: str) -> CanaryRampInput:
+    """A promoted canary wave taken back to the last known good (``ramp.version``). canary-ramp moves traffic (and,
+    on an HTTPRoute, replicas) between two sides that are deployed elsewhere; it never changes an image. So the last
+    known good is not re-deployed anywhere: it still runs on the side the wave ramped away from, the stable side,
+    which served before this wave. The restore is a canary-ramp with the sides' roles swapped, straight to 100 %:
+    all traffic back on the stable target group (HTTPRoute: the stable Deployment scaled back up first, the canary's
+    scaled down after), the released version's side at 0 %. It labels that side ``released`` (its stable_version)."""
+    router = ramp.router.model_dump()
+    for stable, canary in SIDES[router["kind"]]:
+        router[stable], router[canary] = router[canary], router[stable]
+    return CanaryRampInput.model_validate({**ramp.model_dump(exclude={"router", "plan", "stable_version", "meta"}),
+                                           "router": router, "plan": [PlanStep(set_weight=100)],
+                                           "stable_version": released, "meta": ramp.meta})
 
 
 def expand(text: str, fields: dict[str, str]) -> str:

@@ -19,8 +19,9 @@ Steps (the ``stage`` of the status query; ``details.stages`` holds every stage a
 Stop the line: a child that does not succeed, or a failed check, ends the release ``RolledBack`` (the child rolled
 its own wave back), marks the version bad in the ledger, and (``rollback_promoted``, the default) takes the stage's
 promoted waves back, newest first, to the environment's last known good version through the same strategy (child
-``<wave id>.restore``, no approval: it is compensation). An abort at any point aborts the running child (it undoes
-its own wave) and compensates the same way. One compensation block: ``_compensate``.
+``<wave id>.restore``, no approval: it is compensation; a canary wave's restore swaps the ramp's sides, so traffic goes
+back to the stable side that served before the wave, ``core.release.canary_restore``). An abort at any point aborts
+the running child (it undoes its own wave) and compensates the same way. One compensation block: ``_compensate``.
 """
 
 from __future__ import annotations
@@ -492,7 +493,9 @@ class Release(RunbookWorkflow):
         if result.status == "Succeeded":
             wave.phase = "restored"
             self.step_failed(rec, f"back on {target}: {result.summary}", status="compensated")
-            ending.compensated.append(f"{where} back on {target} ({child_id})")
+            how = (f": all traffic on the stable side, which served before this release; {self.input.version} left "
+                   "at 0 % on the canary side" if stage.strategy == "canary" else "")
+            ending.compensated.append(f"{where} back on {target} ({child_id}){how}")
         else:
             wave.phase = "not-restored"
             self.step_failed(rec, f"{child_id} {result.status}: {result.reason or result.summary}")

@@ -185,7 +185,11 @@ async def test_a_wave_that_rolls_back_stops_the_line_and_restores_the_promoted_w
     assert eu.phase == "restored" and eu.restore_workflow_id == f"{eu.child_workflow_id}.restore"
     restore = await run.env.client.get_workflow_handle(eu.restore_workflow_id).result()
     assert restore["status"] == "Succeeded" and "v1" in restore["summary"], restore["summary"]
-    assert result.compensated == [f"production/eu back on v1 ({eu.restore_workflow_id})"]
+    assert result.compensated == [f"production/eu back on v1 ({eu.restore_workflow_id}): all traffic on the stable "
+                                  "side, which served before this release; v2 left at 0 % on the canary side"]
+    # the restore ramped the side that served before the wave (its stable group) back to 100 %: the canary group,
+    # which runs v2 (the ramp changes no image), is at 0 % again
+    assert release.fleet.canary_weight("eu") == 0 and restore["version"] == "v1"
     assert result.marked_bad
     view = run.ledger.ledger_read(LedgerQuery(service=service))
     assert "v2" in view.bad and view.last_good == {"production": "v1"}
@@ -260,7 +264,7 @@ async def test_abort_mid_wave_aborts_the_child_and_restores_the_promoted_wave(re
     assert us.child_status == "Aborted" and release.fleet.canary_weight("us") == 0
     child = await run.env.client.get_workflow_handle(us.child_workflow_id).result()
     assert "erin" in child["reason"]
-    assert eu.phase == "restored"
+    assert eu.phase == "restored" and release.fleet.canary_weight("eu") == 0  # all traffic back on eu's stable side
     assert not result.marked_bad  # an abort says nothing about the version
     assert "v2" not in run.ledger.ledger_read(LedgerQuery(service=service)).bad
     await harness.save_history(run.handle, "release-abort_mid_wave_restores_promoted_wave")
