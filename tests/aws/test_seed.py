@@ -9,10 +9,17 @@ def test_seed_demo_twice_is_idempotent(aws):
     second = seed_demo(session)
     assert first == second
     elb = session.client("elbv2")
-    assert len(elb.describe_load_balancers()["LoadBalancers"]) == 1
-    assert len(elb.describe_target_groups()["TargetGroups"]) == 4
+    # demo-alb, and the release demo's production wave in this region
+    assert sorted(lb["LoadBalancerName"] for lb in elb.describe_load_balancers()["LoadBalancers"]) == [
+        "demo-alb", "prod-us-east-1"]
+    assert len(elb.describe_target_groups()["TargetGroups"]) == 4 + 4 + 2
     listeners = elb.describe_listeners(LoadBalancerArn=first["load_balancer_arn"])["Listeners"]
-    assert sorted(lst["Port"] for lst in listeners) == [80, 8080]
+    assert sorted(lst["Port"] for lst in listeners) == [80, 8080, 8081, 8082]  # the release's development and staging
+    west = session.client("elbv2", region_name="us-west-2")
+    assert [lb["LoadBalancerName"] for lb in west.describe_load_balancers()["LoadBalancers"]] == ["prod-us-west-2"]
+    assert sorted(tg["TargetGroupName"] for tg in west.describe_target_groups()["TargetGroups"]) == [
+        "checkout-prod-blue", "checkout-prod-green"]
+    assert set(first["release_listeners"]) == {"demo-alb:8081", "demo-alb:8082", "prod-us-east-1:80", "prod-us-west-2:80"}
     bg = next(lst for lst in listeners if lst["Port"] == 80)
     groups = {g["TargetGroupArn"]: g["Weight"] for g in bg["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]}
     assert groups == {first["target_groups"]["checkout-blue"]: 100, first["target_groups"]["checkout-green"]: 0}
