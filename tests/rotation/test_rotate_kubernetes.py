@@ -15,11 +15,14 @@ import hvac
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from activities.database import DatabaseActivities
 from activities.http_checks import HttpCheckActivities, _served_serial
 from activities.kubernetes import KubernetesActivities
 from activities.vault import SecretEngineActivities, VaultReader
+from core import errors
 from core.kubernetes import SecretRef
 from core.restore import PgServer
 from core.rotation import RotateSecretInput, RotateSecretResult, serial_of
@@ -243,3 +246,27 @@ async def test_an_api_key_reaches_the_restarted_pods_through_the_secret(ts_env, 
         assert len(rec.restarts) == 1 and rec.destroyed_versions == [1]
         for key in app.keys:
             assert key.encode() not in history
+
+
+async def test_a_rollout_that_never_becomes_ready_never_revokes_what_the_pods_may_use(
+        ts_env, task_queue, recording, vault, db_engine, seeded, kube):
+    """Stuck pods (never ready): the old credential goes back into KV and the Secret and the Deployment is restarted
+    again; that restart does not become ready either, so the new lease is NOT revoked (a pod may run on it): the
+    run ends Failed and says what was not undone."""
+    role, path = seeded
+    old = kv(vault, path)
+    put_secret(kube, SECRET, {"username": old["username"], "password": old["password"]})
+    put_deployment(kube, APP)
+    kube.fake.set_rollout(NS, APP, "stuck")
+    with pytest.raises(WorkflowFailureError) as failed:
+        await run(ts_env, task_queue, db_acts(kube, vault, recording),
+                  db_input(role, path, db_engine, rollout_timeout=timedelta(seconds=1)))
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == errors.RUN_FAILED
+    result = cause.details[0]
+    rec = result["rotation"]
+    assert result["status"] == "Failed" and "roll out" in result["reason"]
+    assert secret_data(kube.fake, NS, SECRET) == {"username": old["username"], "password": old["password"]}
+    assert len(rec["restarts"]) == 2 and kv(vault, path)["username"] == old["username"]
+    assert rec["revoked"] == [] and role_exists(db_engine, rec["new_username"]) and role_exists(db_engine, old["username"])
+    assert any("not rolled out" in line for line in result["not_undone"]), result["not_undone"]
