@@ -29,14 +29,12 @@ from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetr
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 
+from core.buttons import APPROVE_ACTION, REJECT_ACTION, button_value
 from core.events import RunbookEvent
 
 log = logging.getLogger(__name__)
 
 GATE_REQUESTS = ("approval_needed", "approval_reminder", "approval_escalated")  # refresh the gate's message
-APPROVE_ACTION = "runbook_approve"
-REJECT_ACTION = "runbook_reject"
-REJECT_VIEW = "runbook_reject_reason"
 
 MAX_LOG_LINES = 20
 MAX_LINE_CHARS = 160
@@ -105,20 +103,6 @@ def web_client(token: str, base_url: str = "https://slack.com/api/", *, max_retr
             BoundedRateLimitRetryHandler(max_retry_count=max_retries, max_wait_seconds=max_wait_seconds),
         ],
     )
-
-
-def button_value(workflow_id: str, gate_id: str, binding: str | None) -> str:
-    value: dict[str, str] = {"w": workflow_id, "g": gate_id}
-    if binding:
-        value["b"] = binding
-    return json.dumps(value, separators=(",", ":"))
-
-
-def parse_button_value(value: str) -> dict[str, str]:
-    data = json.loads(value)
-    if not isinstance(data, dict) or not isinstance(data.get("w"), str) or not isinstance(data.get("g"), str):
-        raise ValueError("not a runbook approval button")
-    return data
 
 
 def _clip(text: str, limit: int = MAX_LINE_CHARS) -> str:

@@ -38,8 +38,9 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.slack import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, SlackChannel, parse_button_value, run_message
+from activities.slack import SlackChannel, run_message
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
+from core.buttons import APPROVE_ACTION, REJECT_ACTION, REJECT_VIEW, parse_button_value
 from core.catalog import Catalog, PagerDutyTrigger, ParameterError, RunbookSpec, render_trigger_parameters
 from core.config import Settings
 from core.events import MAX_NOTIFIED_ACTIONS, RunbookEvent

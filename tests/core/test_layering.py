@@ -29,7 +29,7 @@ def test_upward_names_whole_packages_only():
 
 
 def test_core_has_the_runbooks_contracts():
-    assert {"catalog", "canary", "bluegreen", "failover", "restore", "provision", "release", "rotation", "runbook"} <= set(CORE)
+    assert {"buttons", "catalog", "canary", "bluegreen", "failover", "restore", "provision", "release", "rotation", "runbook"} <= set(CORE)
 
 
 @pytest.mark.parametrize("module", CORE)

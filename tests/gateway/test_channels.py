@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 from activities.notify import NotificationActivities
 from activities.pagerduty import PagerDutyChannel, clients, dedup_key
-from activities.slack import APPROVE_ACTION, SlackChannel, parse_button_value, web_client
+from activities.slack import SlackChannel, web_client
 from core.approval import GateView
+from core.buttons import APPROVE_ACTION, parse_button_value
 from core.events import RunbookEvent
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)

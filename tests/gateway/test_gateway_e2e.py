@@ -23,7 +23,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.notify import NotificationActivities
 from activities.pagerduty import PagerDutyChannel
-from activities.slack import APPROVE_ACTION, SlackChannel
+from activities.slack import SlackChannel
+from core.buttons import APPROVE_ACTION
 from core.catalog import Catalog
 from core.config import Settings
 from core.runbook import RunbookResult

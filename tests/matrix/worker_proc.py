@@ -27,6 +27,7 @@ import boto3  # noqa: F401
 import kubernetes.client  # noqa: F401
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker._worker import load_default_build_id
 
 from activities.aws import AwsClients, ElbActivities, RdsActivities, Route53Activities, S3Activities
 from activities.calendar import CalendarActivities
@@ -44,11 +45,25 @@ from workflows.registry import WORKFLOWS
 
 WARM_SESSION = boto3.Session()
 WARM_SERVICES = ("elbv2", "route53", "rds", "s3", "cloudwatch")
+CLIENTS: list[AwsClients] = []  # the child's AWS clients (its case's credentials), set by build_activities
+
+
+def _cloudwatch(region: str | None) -> Any:
+    return CLIENTS[0].client("cloudwatch", region)
+
+
+# Built once in the zygote: their HTTP clients' TLS contexts (the CA bundle loaded) cost about 0.1 s per worker. A
+# fork inherits them with no connection open; each child's requests then use its own copy.
+HTTP_CHECKS = HttpCheckActivities()
+METRICS = MetricsActivities(cloudwatch=_cloudwatch)
 
 
 def warm() -> None:
     """Load the service models once in the zygote (children inherit them). Explicit dummy credentials, so the
-    session resolves none: each child resolves its own case's from its environment."""
+    session resolves none: each child resolves its own case's from its environment. Compute the worker's build id
+    too (the SDK memoizes it): it hashes the code of every imported module, about 1 s of CPU, in every worker that
+    does not inherit it."""
+    load_default_build_id()
     for service in WARM_SERVICES:
         WARM_SESSION.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
                             endpoint_url="http://127.0.0.1:9")
@@ -91,13 +106,14 @@ def build_activities(config: dict) -> list[Callable]:
 
     vault = VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None
     clients = AwsClients(session=WARM_SESSION)
+    CLIENTS[:] = [clients]
     instances = [
         NotificationActivities([RecordingChannel(Path(config["dir"]) / "events.jsonl")]),
         CalendarActivities(None),  # no change calendar: nothing is frozen
         KubernetesActivities(api_for),
-        HttpCheckActivities(),
+        HTTP_CHECKS,
         TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
-        MetricsActivities(cloudwatch=lambda region: clients.client("cloudwatch", region)),
+        METRICS,
         DatabaseActivities(clients.client("s3"), vault, default_pg_bin_dir()),
         ReleaseLedgerActivities(os.environ.get("RUNBOOK_RELEASE_LEDGER_DSN")),
         SecretEngineActivities(vault.client if vault is not None else None),
@@ -159,9 +175,21 @@ def child(config_path: str) -> None:
     os._exit(code)
 
 
+def _reap(*_: Any) -> None:
+    """Wait for every child that ended: reaped by a wait (not auto-reaped by ignoring SIGCHLD), a child's CPU time
+    counts in the zygote's, and so in the test process's (``time``, ``getrusage(RUSAGE_CHILDREN)``)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def zygote() -> None:
     warm()
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
+    signal.signal(signal.SIGCHLD, _reap)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     for line in sys.stdin:
