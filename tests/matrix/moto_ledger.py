@@ -5,9 +5,10 @@ Run as ``python -m tests.matrix.moto_ledger PORT``. The WSGI middleware:
 - maps an access key ``MX<12 digits>...`` to the moto account of those digits (``x-moto-account-id``), so every
   matrix case has its own, isolated AWS (moto keeps one backend per account);
 - for a watched account, serialises its mutating requests (ELBv2, Route53, RDS, S3 writes) and after each one
-  takes a snapshot of the account's resources through the public API (boto3 against this very server) and appends
-  every resource whose state changed to the account's ledger: the ordered list of EFFECTIVE changes. A retried
-  write that changes nothing leaves no entry; a write applied twice (a second replica, a second record) does.
+  takes a snapshot of that service's resources in the account through the public API (boto3 requests, answered by
+  this very server's WSGI application in the same process, not over a socket) and appends every resource whose
+  state changed to the account's ledger: the ordered list of EFFECTIVE changes. A retried write that changes
+  nothing leaves no entry; a write applied twice (a second replica, a second record) does.
 
 Endpoints: ``POST /_ledger/<account>/watch`` {"services": [...], "regions": [...]} (takes the initial snapshot
 and empties the ledger), ``GET /_ledger/<account>`` {"entries", "snapshot"} (the snapshot is taken fresh).
@@ -15,20 +16,23 @@ and empties the ledger), ``GET /_ledger/<account>`` {"entries", "snapshot"} (the
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
 import sys
 import threading
 import time
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.config import Config
 
 _CRED = re.compile(r"Credential=([A-Za-z0-9]+)/\d+/([a-z0-9-]+)/([a-z0-9-]+)/")
 READ_PREFIXES = ("Describe", "List", "Get")
+SERVICE_OF_SCOPE = {"elasticloadbalancing": "elbv2"}  # SigV4 signing name -> the snapshot's service name
 _SESSION = boto3.Session()  # one session: service models load once for every account
 _SESSION_LOCK = threading.Lock()
 
@@ -46,24 +50,52 @@ def access_key_for(account: str) -> str:
 class Snapshotter:
     """The resources of one account, read through the public API, as {key: normalised state}."""
 
-    def __init__(self, endpoint: str, account: str, services: list[str], regions: list[str]) -> None:
+    def __init__(self, endpoint: str, account: str, services: list[str], regions: list[str],
+                 app: Callable | None = None) -> None:
         self.services, self.regions = services, regions
         self.access_key = access_key_for(account)
         self.endpoint = endpoint
+        self.app = app  # when given, requests are answered by this WSGI application in process
         self._clients: dict[tuple[str, str], Any] = {}
 
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
         if key not in self._clients:
             with _SESSION_LOCK:
-                self._clients[key] = _SESSION.client(
+                client = _SESSION.client(
                     service, region_name=region, endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
                     aws_secret_access_key="x", config=Config(retries={"max_attempts": 1}))
+            if self.app is not None:
+                client.meta.events.register("before-send", self._in_process)
+            self._clients[key] = client
         return self._clients[key]
 
-    def take(self) -> dict[str, Any]:
+    def _in_process(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+        """Answer a signed request with the WSGI application, as the HTTP server would, without the socket, the
+        server's thread per connection and urllib3 (most of a snapshot's cost)."""
+        from moto.core.botocore_stubber import MockRawResponse
+        from werkzeug.test import EnvironBuilder
+
+        assert self.app is not None
+        url = urlsplit(request.url)
+        body = request.body or b""
+        body = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else body.read()
+        environ = EnvironBuilder(path=url.path or "/", base_url=f"{url.scheme}://{url.netloc}", query_string=url.query,
+                                 method=request.method, data=body,
+                                 headers={k: v.decode() if isinstance(v, bytes) else v
+                                          for k, v in request.headers.items()}).get_environ()
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+            answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+            return lambda data: None
+
+        data = b"".join(self.app(environ, start_response))
+        return AWSResponse(request.url, answer["status"], answer["headers"], MockRawResponse(data))
+
+    def take(self, services: list[str] | None = None) -> dict[str, Any]:
         snap: dict[str, Any] = {}
-        for service in self.services:
+        for service in services if services is not None else self.services:
             getattr(self, f"_{service}")(snap)
         return snap
 
@@ -151,7 +183,7 @@ class LedgerMiddleware:
         if account is None:
             return self.app(environ, start_response)
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = account
-        service = match.group(3)
+        service = SERVICE_OF_SCOPE.get(match.group(3), match.group(3))
         watched = self.accounts.get(account)
         if watched is None or service not in watched.snapshotter.services:
             return self.app(environ, start_response)
@@ -178,7 +210,9 @@ class LedgerMiddleware:
 
             chunks = list(self.app(environ, capture))
             if int(captured["status"].split()[0]) < 300:
-                snap = watched.snapshotter.take()
+                # a write changes only its own service's resources: the others are carried over from the last
+                snap = {k: v for k, v in watched.last.items() if not k.startswith(f"{service}:")}
+                snap.update(watched.snapshotter.take([service]))
                 for key in sorted(set(snap) | set(watched.last)):
                     if snap.get(key) != watched.last.get(key):
                         watched.entries.append({"op": op, "key": key, "value": snap.get(key), "t": time.time()})
@@ -204,7 +238,8 @@ class LedgerMiddleware:
         account = parts[1]
         if len(parts) == 3 and parts[2] == "watch":
             spec = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
-            snapshotter = Snapshotter(self.endpoint, account, spec.get("services", []), spec.get("regions", ["us-east-1"]))
+            snapshotter = Snapshotter(self.endpoint, account, spec.get("services", []), spec.get("regions", ["us-east-1"]),
+                                      app=self)
             with self._lock:
                 self.accounts[account] = _Account(snapshotter)
             answer: Any = {"snapshot": self.accounts[account].last}
@@ -221,9 +256,13 @@ class LedgerMiddleware:
 
 
 def main(port: int) -> None:
+    from moto import backends
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
+    # moto lists its package directory on every request to find the service (os.listdir and a stat per service):
+    # the list does not change while the server runs
+    backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
     endpoint = f"http://127.0.0.1:{port}"
     app = LedgerMiddleware(DomainDispatcherApplication(create_backend_app), endpoint)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
