@@ -37,7 +37,8 @@ from tests.matrix.runbooks import SCENARIOS, Ctx, Scenario
 TERMINAL = ("Succeeded", "RolledBack", "Aborted", "Rejected", "Refused", "Held", "Failed")
 KINDS = ("kill", "fail", "abort", "cancel")
 CHAOS_SEEDS = (1, 2, 3)
-CASE_TIMEOUT = 60.0
+STALL = 60.0  # a run with no new activity attempt and no new history event for this long is stuck
+CASE_CAP = 300.0  # and none, however busy, runs longer than this (a run looping on without end)
 _accounts = itertools.count(100000000000 + (os.getpid() % 1000) * 100000)
 
 
@@ -89,6 +90,13 @@ class Runtime:
     def __init__(self, moto_url: str, zygote: subprocess.Popen, root: Path, shared: dict[str, Any]) -> None:
         self.moto_url, self.zygote, self.root, self.shared = moto_url, zygote, root, shared
         self._spawn_lock = asyncio.Lock()
+        # the ledger's HTTP clients, one each for the session (a new client loads the CA bundle: about 30 ms of CPU)
+        self.http = httpx.AsyncClient(timeout=30)
+        self.http_sync = httpx.Client(timeout=30)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        self.http_sync.close()
 
     async def spawn(self, config: dict, name: str) -> int:
         path = Path(config["dir"]) / f"{name}.json"
@@ -113,20 +121,45 @@ def kill(pid: int) -> None:
         pass
 
 
-async def _wait_for(path: Path, handle: WorkflowHandle, timeout: float) -> bool:
-    """Wait for a marker file; False when the run closed (or the time ran out) first."""
-    deadline = time.monotonic() + timeout
+class Progress:
+    """Whether a run still moves: a new activity attempt (steps.log, the run's and its children's) or a new event in
+    its history. A case gives up on a run that stalls (STALL) or exceeds CASE_CAP, not after a fixed time: on a
+    loaded machine (a Terraform plan taking 10 s) cases get slower, not failing."""
+
+    def __init__(self, case_dir: Path, started: float) -> None:
+        self.steps = case_dir / "steps.log"
+        self.seen: tuple[int, int] = (-1, -1)
+        self.since = time.monotonic()
+        self.cap = started + CASE_CAP
+
+    def note(self, history_length: int) -> None:
+        seen = (self.steps.stat().st_size if self.steps.exists() else 0, history_length)
+        if seen != self.seen:
+            self.seen, self.since = seen, time.monotonic()
+
+    def stalled(self) -> str | None:
+        now = time.monotonic()
+        if now - self.since > STALL:
+            return f"timeout: no activity attempt and no history event for {STALL:.0f}s"
+        if now > self.cap:
+            return f"timeout: no end within {CASE_CAP:.0f}s"
+        return None
+
+
+async def _wait_for(path: Path, handle: WorkflowHandle, progress: Progress) -> bool:
+    """Wait for a marker file; False when the run closed (or stalled) first."""
     checks = 0
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
+    while not path.exists():
         checks += 1
         if checks % 10 == 0:
             desc = await handle.describe()
             if desc.status is not None and desc.status.name != "RUNNING":
                 return path.exists()
+            progress.note(desc.raw_description.workflow_execution_info.history_length)
+            if progress.stalled():
+                return path.exists()
         await asyncio.sleep(0.02)
-    return path.exists()
+    return True
 
 
 async def run_case(case: Case, rt: Runtime) -> Outcome:
@@ -148,9 +181,8 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
             ctx.kube[context] = KubeFake().start()
         await loop.run_in_executor(None, scenario.seed, ctx)
         out.mark("seeded", started)
-        async with httpx.AsyncClient(timeout=30) as http:
-            await http.post(f"{rt.moto_url}/_ledger/{account}/watch",
-                            json={"services": list(scenario.aws_services), "regions": list(scenario.regions)})
+        await rt.http.post(f"{rt.moto_url}/_ledger/{account}/watch",
+                           json={"services": list(scenario.aws_services), "regions": list(scenario.regions)})
         out.initial = await loop.run_in_executor(None, lambda: snapshot_sync(scenario, ctx, rt))
         out.mark("snapshot", started)
         env = await harness.start_time_skipping()
@@ -175,9 +207,10 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
                                                  execution_timeout=timedelta(days=30),
                                                  task_timeout=timedelta(seconds=2 if case.kind == "kill" else 10))
         result_task = asyncio.ensure_future(_result(handle))
+        progress = Progress(case_dir, started)
         reached = case_dir / "reached"
         if case.kind in ("kill", "abort", "cancel"):
-            out.reached = await _wait_for(reached, handle, CASE_TIMEOUT / 2)
+            out.reached = await _wait_for(reached, handle, progress)
             if out.reached:
                 where = json.loads(reached.read_text())
                 if case.kind == "kill":
@@ -195,7 +228,7 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
                     except Exception as err:  # noqa: BLE001 - a refused abort is a finding, not a crash
                         out.problems.append(f"{case.kind} request failed: {type(err).__name__}: {err}")
                     (case_dir / "go").write_text("")
-        ended = await _watch(handle, result_task, CASE_TIMEOUT)
+        ended = await _watch(handle, result_task, progress)
         if ended is None:
             status, ending, reason, result = result_task.result()
         else:
@@ -239,7 +272,7 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
     return out
 
 
-async def _cancel_processed(handle: WorkflowHandle, timeout: float = 15.0) -> None:
+async def _cancel_processed(handle: WorkflowHandle, timeout: float = 60.0) -> None:
     """Wait until the run has answered the cancel request (a workflow task completed after it), as the abort Update
     waits for its handler, before the held activity is let go. Otherwise the activity may complete while the
     workflow task that asks to cancel it is under way: a real server buffers that completion and accepts the
@@ -253,7 +286,7 @@ async def _cancel_processed(handle: WorkflowHandle, timeout: float = 15.0) -> No
             elif seen and event.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
                                                EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED):
                 return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
 
 
 async def _lost(env: WorkflowEnvironment, handle: WorkflowHandle, where: dict, case_dir: Path) -> None:
@@ -276,22 +309,24 @@ async def _lost(env: WorkflowEnvironment, handle: WorkflowHandle, where: dict, c
             await asyncio.sleep(0.05)
 
 
-async def _watch(handle: WorkflowHandle, result_task: asyncio.Future, timeout: float) -> str | None:
+async def _watch(handle: WorkflowHandle, result_task: asyncio.Future, progress: Progress) -> str | None:
     """None when the run ended; otherwise why the test gave up on it (a workflow task failing over and over
-    never ends on its own)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    never ends on its own; a run that stalls)."""
+    while True:
         done, _ = await asyncio.wait([result_task], timeout=1.0)
         if done:
             return None
         try:
             desc = await handle.describe()
             attempt = desc.raw_description.pending_workflow_task.attempt
+            progress.note(desc.raw_description.workflow_execution_info.history_length)
         except Exception:  # noqa: BLE001
             attempt = 0
         if attempt >= 3:
             return f"stuck: the workflow task failed {attempt - 1} times in a row (a bug, not a fault)"
-    return f"timeout: no end within {timeout:.0f}s"
+        stalled = progress.stalled()
+        if stalled:
+            return stalled
 
 
 async def _result(handle: WorkflowHandle) -> tuple[str | None, str, str, dict | None]:
@@ -345,8 +380,7 @@ async def _scan(env: WorkflowEnvironment, handle: WorkflowHandle, history: Any, 
 
 
 async def _ledger(ctx: Ctx, rt: Runtime) -> list[dict]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        moto = (await http.get(f"{rt.moto_url}/_ledger/{ctx.account}")).json()["entries"]
+    moto = (await rt.http.get(f"{rt.moto_url}/_ledger/{ctx.account}")).json()["entries"]
     entries = [dict(e, key=f"aws:{e['key']}") for e in moto]
     for context, fake in ctx.kube.items():
         entries += [dict(e, key=f"k8s:{context}:{e['key']}") for e in fake.ledger]
@@ -355,7 +389,7 @@ async def _ledger(ctx: Ctx, rt: Runtime) -> list[dict]:
 
 def snapshot_sync(scenario: Scenario, ctx: Ctx, rt: Runtime) -> dict[str, Any]:
     snap: dict[str, Any] = {}
-    answer = httpx.get(f"{rt.moto_url}/_ledger/{ctx.account}", timeout=30).json()
+    answer = rt.http_sync.get(f"{rt.moto_url}/_ledger/{ctx.account}").json()
     snap.update({f"aws:{k}": v for k, v in answer["snapshot"].items()})
     for context, fake in ctx.kube.items():
         snap.update({f"k8s:{context}:{k}": v for k, v in fake.state().items()})

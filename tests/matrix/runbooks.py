@@ -43,13 +43,17 @@ class Ctx:
     servers: list[Any] = field(default_factory=list)  # HTTP stand-ins to close
     shared: dict[str, Any] = field(default_factory=dict)  # session stand-ins (postgres, vault, dump)
     data: dict[str, Any] = field(default_factory=dict)  # what seeding found out (ARNs, zone id)
+    clients: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def client(self, service: str, region: str = EAST) -> Any:
-        """A boto3 client of this case's moto account (one shared session: service models load once)."""
+        """A boto3 client of this case's moto account (one shared session: service models load once), one per
+        service and region (creating one costs tens of milliseconds of CPU)."""
         with _SESSION_LOCK:
-            return _SESSION.client(service, region_name=region, endpoint_url=self.moto_url,
-                                   aws_access_key_id=self.access_key, aws_secret_access_key="x",
-                                   config=Config(retries={"max_attempts": 2}))
+            if (service, region) not in self.clients:
+                self.clients[service, region] = _SESSION.client(
+                    service, region_name=region, endpoint_url=self.moto_url, aws_access_key_id=self.access_key,
+                    aws_secret_access_key="x", config=Config(retries={"max_attempts": 2}))
+            return self.clients[service, region]
 
     @property
     def tf_root(self) -> Path:
