@@ -67,7 +67,7 @@ async def matrix(request: pytest.FixtureRequest, postgres: str, openbao: tuple[s
     _STATE["started"] = time.monotonic()
     async with open_runtime(pg_uri=postgres, vault=openbao) as rt:
         base = await run_cases([Case(r, "baseline") for r in SCENARIOS], rt)
-        baselines = {o.case.runbook: o for o in base.values()}
+        baselines = {r: base[f"{r}-baseline"] for r in SCENARIOS}  # in SCENARIOS order: baselines.json stays stable
         fresh_steps = {r: o.steps for r, o in baselines.items()}
         if any(recorded.get("runbooks", {}).get(r, {}).get("steps") != s for r, s in fresh_steps.items()):
             data = {"source_hash": source_hash(),

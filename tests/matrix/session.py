@@ -48,17 +48,25 @@ def scope() -> str:
 
     - ``full`` (make chaos): every step x kill, fail, abort, cancel, and three chaos seeds per runbook;
     - ``steps``: every step with one fault kind, the kinds taking turns along the path, and one chaos seed;
-    - ``quick`` (the default, what make test runs): every fault kind at least twice per runbook, where its path
-      allows (QUICK_PER_RUNBOOK steps: distinct activities of the main path, per workflow and activity type at their
-      first occurrence, spread evenly from its first to its last), the kinds taking turns, and one chaos seed.
+    - ``quick`` (the default, what make test runs): every fault kind once per runbook, counting the named cases:
+      each kind a named case does not already bring gets one step (distinct activities of the main path, per
+      workflow and activity type at their first occurrence, spread evenly from its first to its last; the kinds
+      take turns from a different first kind per runbook, so that across runbooks each kind meets early, middle
+      and late steps), and one chaos seed.
     Every scope adds the cases issue 11 names (NAMED) and the fault-free runs."""
     return os.environ.get("MATRIX_SCOPE", "quick")
 
 
-QUICK_PER_RUNBOOK = 2 * len(KINDS)
+def quick_cases(runbook_index: int, steps: list[str], named: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The quick scope's (kind, step) pairs of one runbook besides its named cases: one step for each fault kind
+    that no named case brings, the kinds in turn starting at the runbook's index."""
+    covered = {kind for kind, _ in named}
+    order = [KINDS[(runbook_index + i) % len(KINDS)] for i in range(len(KINDS))]
+    kinds = [kind for kind in order if kind not in covered]
+    return list(zip(kinds, quick_steps(steps, len(kinds)), strict=False)) if kinds else []  # a path shorter than 4
 
 
-def quick_steps(steps: list[str], count: int = QUICK_PER_RUNBOOK) -> list[str]:
+def quick_steps(steps: list[str], count: int) -> list[str]:
     """``count`` steps of a main path for the quick scope, in path order: its distinct activities (first occurrence of
     each workflow role and activity type) spread evenly from the first to the last; when there are fewer distinct
     activities than fault kinds, repeated activities fill up, so every kind still gets a step."""
@@ -74,6 +82,8 @@ def quick_steps(steps: list[str], count: int = QUICK_PER_RUNBOOK) -> list[str]:
         distinct.sort(key=steps.index)
     if len(distinct) <= count:
         return distinct
+    if count == 1:
+        return [distinct[len(distinct) // 2]]
     picked = sorted({round(i * (len(distinct) - 1) / (count - 1)) for i in range(count)})
     return [distinct[i] for i in picked]
 
@@ -103,23 +113,21 @@ def named_steps(runbook: str, steps: list[str]) -> set[tuple[str, str]]:
 def cases_from(baselines: dict, which: str | None = None) -> list[Case]:
     which = which or scope()
     cases: list[Case] = []
-    for runbook in SCENARIOS:
+    for index, runbook in enumerate(SCENARIOS):
         recorded = baselines.get("runbooks", {}).get(runbook, {})
         steps = recorded.get("steps", [])
         cases.append(Case(runbook, "baseline"))
         named = named_steps(runbook, steps)
-        quick = set(quick_steps(steps)) if which == "quick" else set()
-        turn = 0
-        for step in steps:
+        quick = set(quick_cases(index, steps, named)) if which == "quick" else set()
+        for turn, step in enumerate(steps):
             if which == "full":
                 kinds: tuple[str, ...] = KINDS
-            elif which == "steps" or step in quick:
+            elif which == "steps":
                 kinds = (KINDS[turn % len(KINDS)],)
-                turn += 1
             else:
                 kinds = ()
             for kind in KINDS:
-                if kind in kinds or (kind, step) in named:
+                if kind in kinds or (kind, step) in named or (kind, step) in quick:
                     cases.append(Case(runbook, kind, step))
         for seed in CHAOS_SEEDS if which == "full" else CHAOS_SEEDS[:1]:
             cases.append(Case(runbook, "chaos", seed=seed))
@@ -169,7 +177,11 @@ async def open_runtime(pg_uri: str | None = None, vault: tuple[str, str] | None 
             shared = {"pg_uri": pg_uri, "pg_server": pg_server, "source": source,
                       "env": {"VAULT_ADDR": addr, "VAULT_TOKEN": token, "CHECKPOINT_DISABLE": "1",
                               "RUNBOOK_RELEASE_LEDGER_DSN": pg_uri}}
-            yield Runtime(moto_url, zygote, root, shared)
+            rt = Runtime(moto_url, zygote, root, shared)
+            try:
+                yield rt
+            finally:
+                await rt.close()
         finally:
             for proc in (zygote, moto):
                 proc.kill()
