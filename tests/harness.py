@@ -11,6 +11,7 @@ file (mode 0600) for code that reads ``RUNBOOK_CODEC_KEYS_FILE`` (the CLI, the g
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,7 +24,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import httpx
 from temporalio.api.common.v1 import Payload
@@ -48,6 +49,7 @@ from workflows import search_attributes as sa
 from workflows.summaries import SummaryInterceptor
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
+T = TypeVar("T")
 TEST_KEYS = Path(__file__).resolve().parent / "codec_test_keys.json"
 TEST_KEYRING = KeyRing.from_document(
     {k: v for k, v in json.loads(TEST_KEYS.read_text()).items() if not k.startswith("_")}, str(TEST_KEYS)
@@ -143,6 +145,20 @@ async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | Non
         dev_server_extra_args=extra,
         dev_server_startup_timeout=SERVER_STARTUP,
     )
+
+
+async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], object], what: str, timeout: float = 60.0) -> T:
+    """``read()`` again every 50 ms until ``done`` holds for what it returned; that value. Bounded by a deadline in
+    seconds, not by a number of reads: a read costs a millisecond on a quiet machine and a run's next step seconds on
+    a loaded one (CI: 2 cores, 3 test processes), so a count of reads ran out there before the run got anywhere."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s; last read {value!r:.300}")
+        await asyncio.sleep(0.05)
 
 
 def new_task_queue() -> str:

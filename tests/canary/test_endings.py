@@ -49,14 +49,6 @@ def weight_writes(rig: Rig) -> list[int]:
     return [w for kind, w in rig.log if kind == "weights"]
 
 
-async def until(predicate, what: str) -> None:
-    for _ in range(500):
-        if await predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never reached: {what}")
-
-
 async def stop_run(handle: WorkflowHandle, how: str) -> None:
     if how == "abort":
         await handle.execute_update(CanaryRamp.abort, AbortInput(requested_by="carol", reason="stop it"))

@@ -6,7 +6,6 @@ while waiting changes nothing; an edited calendar reaches a waiting run; a runbo
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import textwrap
 from datetime import datetime, timedelta, timezone
@@ -71,12 +70,8 @@ class FrozenRig(Rig):
 
 
 async def waiting(handle: WorkflowHandle) -> RunbookStatus:
-    for _ in range(300):
-        status = await handle.query(CanaryRamp.status)
-        if status.status == "WaitingForWindow":
-            return status
-        await asyncio.sleep(0.02)
-    raise AssertionError("the run never waited for the window")
+    return await harness.poll(lambda: handle.query(CanaryRamp.status), lambda s: s.status == "WaitingForWindow",
+                              "the run waits for the window")
 
 
 async def test_a_canary_started_inside_a_freeze_waits_and_runs_at_its_end(ts_env, task_queue, tmp_path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -82,12 +81,8 @@ async def sleep_between_ticks(env: WorkflowEnvironment, duration: timedelta) -> 
 
 
 async def gate_open(handle: WorkflowHandle) -> str:
-    for _ in range(200):
-        status = await handle.query(CanaryRamp.status)
-        if status.gate is not None:
-            return status.gate.gate_id
-        await asyncio.sleep(0.02)
-    raise AssertionError("no gate opened")
+    status = await harness.poll(lambda: handle.query(CanaryRamp.status), lambda s: s.gate is not None, "a gate opens")
+    return status.gate.gate_id
 
 
 async def test_full_default_ramp_promotes_on_schedule(ts_env: WorkflowEnvironment, task_queue: str) -> None:

@@ -197,7 +197,6 @@ async def test_raw_history_of_a_run_holds_no_clear_text_input(ts_env, task_queue
 async def test_a_worker_without_the_writers_key_fails_the_task_naming_the_key_id(ts_env, task_queue):
     """A starter on a newer keyring than the worker: the workflow task fails (and retries) with a message naming
     the key id, readable by whoever holds a key (the message itself is encrypted in history)."""
-    import asyncio
 
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
@@ -208,13 +207,14 @@ async def test_a_worker_without_the_writers_key_fails_the_task_naming_the_key_id
                    data_converter=converter_for(KeyRing.generate("k-next")))
     async with harness.running_worker(ts_env.client, task_queue, [ReplayProbe], [probe]):
         handle = await ahead.start_workflow(ReplayProbe.run, 1, id=f"ahead-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-        for _ in range(100):
-            history = await ts_env.client.get_workflow_handle(handle.id).fetch_history()
-            failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
-            if failed:
-                break
-            await asyncio.sleep(0.1)
-        await handle.terminate("test over")
+        try:  # started through a client of its own (not ts_env's, which terminates what its tests leave open)
+            history = await harness.poll(
+                ts_env.client.get_workflow_handle(handle.id).fetch_history,
+                lambda h: any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in h.events),
+                "the worker fails the workflow task")
+        finally:
+            await handle.terminate("test over")
+        failed = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     failure = failed[0].workflow_task_failed_event_attributes.failure
     assert "k-next" not in failure.message  # encrypted like every failure message
     decoded = await harness.DATA_CONVERTER.decode_failure(failure)

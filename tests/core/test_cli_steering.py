@@ -45,11 +45,8 @@ def _canary_input() -> CanaryRampInput:
 
 
 async def _wait_step(handle, index: int) -> None:
-    for _ in range(200):
-        if (await handle.query(CanaryRamp.canary)).step_index == index:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the canary never reached step {index}")
+    await harness.poll(lambda: handle.query(CanaryRamp.canary), lambda c: c.step_index == index,
+                       f"the canary reaches step {index}")
 
 
 async def test_canary_steered_from_the_cli(cli_env, dev_env):

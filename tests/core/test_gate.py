@@ -23,11 +23,8 @@ def _input(policy: ApprovalPolicy = POLICY, **kw) -> GatedChangeInput:
 
 
 async def _wait_for_gate(handle: WorkflowHandle) -> RunbookStatus:
-    for _ in range(200):
-        state = await handle.query(GatedChange.status)
-        if state.gate is not None:
-            return state
-    raise AssertionError("the run never opened a gate")
+    return await harness.poll(lambda: handle.query(GatedChange.status), lambda s: s.gate is not None,
+                              "the run opens a gate")
 
 
 async def _start(env: WorkflowEnvironment, task_queue: str, inp: GatedChangeInput) -> WorkflowHandle:
@@ -123,10 +120,9 @@ async def test_ui_signal_approvals_are_checked_and_refusals_recorded(ts_env, tas
         gate_id = (await _wait_for_gate(handle)).gate.gate_id
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver="alice"))
         await handle.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate_id, approver=""))
-        for _ in range(200):  # a signal's identity check is a local activity: the refusal lands a moment later
-            state = await handle.query(GatedChange.status)
-            if len(state.refused) == 2:
-                break
+        # a signal's identity check is a local activity: the refusal lands a moment later
+        state = await harness.poll(lambda: handle.query(GatedChange.status), lambda s: len(s.refused) == 2,
+                                   "both signals refused")
         assert [r.reason for r in state.refused] == [
             "alice requested this run and cannot approve it (self-approval is off)",
             "the approver's identity is missing",
@@ -206,11 +202,9 @@ def _two_gates(policy: ApprovalPolicy = POLICY, **kw) -> TwoGatesInput:
 
 
 async def _open_gates(handle: WorkflowHandle, count: int) -> list[str]:
-    for _ in range(400):
-        state = await handle.query(TwoGates.status)
-        if len(state.open_gates) >= count:
-            return [g.gate_id for g in state.open_gates]
-    raise AssertionError(f"the run never held {count} open gates")
+    state = await harness.poll(lambda: handle.query(TwoGates.status), lambda s: len(s.open_gates) >= count,
+                               f"the run holds {count} open gates")
+    return [g.gate_id for g in state.open_gates]
 
 
 async def _no_task_failures(handle: WorkflowHandle) -> None:

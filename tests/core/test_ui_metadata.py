@@ -4,7 +4,6 @@ details, and the parameters as YAML in the static details."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import EventType
@@ -31,11 +30,7 @@ async def test_every_activity_and_timer_has_a_summary_and_the_gate_says_how_to_a
     async with rig.worker():
         handle = await rig.start(make_input(plan=plan))
         await ts_env.sleep(timedelta(minutes=6))  # past the timed pause, to the gate
-        for _ in range(500):
-            state = await handle.query(CanaryRamp.status)
-            if state.gate is not None:
-                break
-            await asyncio.sleep(0.02)
+        state = await harness.poll(lambda: handle.query(CanaryRamp.status), lambda s: s.gate is not None, "a gate opens")
         gate = state.gate
         assert gate is not None
         shown = await _details(handle)

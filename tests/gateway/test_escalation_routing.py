@@ -37,11 +37,8 @@ async def _start(env, task_queue: str, inp: NoticedChangeInput) -> WorkflowHandl
 
 
 async def _gate(handle: WorkflowHandle) -> RunbookStatus:
-    for _ in range(200):
-        state = await handle.query(NoticedChange.status)
-        if state.gate is not None:
-            return state
-    raise AssertionError("the run never opened a gate")
+    return await harness.poll(lambda: handle.query(NoticedChange.status), lambda s: s.gate is not None,
+                              "the run opens a gate")
 
 
 def _actions(fake_pd, key: str) -> list[str]:

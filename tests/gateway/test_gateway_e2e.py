@@ -87,7 +87,7 @@ def click(action_id: str, value: str, user: str, channel: str, message: Any) -> 
     return urlencode({"payload": json.dumps(payload)})
 
 
-async def eventually(check, timeout: float = 15.0):
+async def eventually(check, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -165,7 +165,7 @@ async def test_incident_starts_runbook_once_and_slack_button_approves_it(gw):
 
     payload = click(APPROVE_ACTION, approve["value"], "U0ALICE", CHANNEL, message)
     assert (await http.post("/slack/interactions", content=payload, headers=slack_signed(payload))).status_code == 200
-    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
+    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 60)
     assert result.status == "Succeeded"
     assert "approved by <@U0ALICE>" in message.all_text()
 
@@ -260,13 +260,13 @@ async def test_slash_command_start_status_and_approval_rules(gw):
 
     async def waiting() -> bool:
         return "WaitingForApproval" in await command(f"status {workflow_id}", "U0REQ")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not await waiting():
         assert time.monotonic() < deadline
     # the requester may not approve their own run; the approver is accepted
     assert "U0REQ requested this run and cannot approve it" in await command(f"approve {workflow_id}", "U0REQ")
     assert "approved by <@U0BOB>" in await command(f"approve {workflow_id} looks fine", "U0BOB")
-    assert (await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)).status == "Succeeded"
+    assert (await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 60)).status == "Succeeded"
     assert "orders-drill" in await command("list", "U0REQ")
     assert "Usage" in await command("help", "U0REQ")
 
@@ -291,7 +291,7 @@ async def test_priority_filter_and_incident_resolved_reaches_the_run(gw):
     async def resolved_seen() -> bool:
         status = await handle.query("status")
         return any(a["action"] == "incident_resolved" for a in status["actions"])
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while not await resolved_seen():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
@@ -301,7 +301,7 @@ async def test_priority_filter_and_incident_resolved_reaches_the_run(gw):
     assert (await http.post("/slack/commands", content=body, headers=slack_signed(body))).status_code == 200
     reply = await eventually(lambda: next((b["text"] for k, b in slack.responses if k == "abort"), None))
     assert "abort requested by U0REQ" in reply
-    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
+    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 60)
     assert result.status == "Aborted"
 
 
@@ -340,6 +340,6 @@ async def test_reject_button_opens_reason_dialog_and_rejects(gw):
     accepted = submit("U0ALICE", "snapshot is too old")
     answer = await http.post("/slack/interactions", content=accepted, headers=slack_signed(accepted))
     assert answer.status_code == 200 and not answer.content.strip()
-    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 30)
+    result = await asyncio.wait_for(client.get_workflow_handle(workflow_id, result_type=RunbookResult).result(), 60)
     assert result.status == "Rejected" and "rejected by slack:U0ALICE: snapshot is too old" in result.summary
     await eventually(lambda: "rejected by <@U0ALICE>: snapshot is too old" in message.all_text())

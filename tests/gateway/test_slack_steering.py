@@ -70,10 +70,8 @@ async def test_canary_steered_from_slack_with_its_message_updated_in_place(dev_e
 
         handle = await dev_env.client.start_workflow(CanaryRamp.run, _canary_input(), id=workflow_id,
                                                      task_queue=task_queue)
-        for _ in range(200):  # in the 30-minute analysis step at weight 10
-            if (await handle.query(CanaryRamp.canary)).step_index == 1:
-                break
-            await asyncio.sleep(0.05)
+        await harness.poll(lambda: handle.query(CanaryRamp.canary), lambda c: c.step_index == 1,
+                           "the canary in its 30-minute analysis step at weight 10")
         message = await eventually(lambda: next((m for m in fake_slack.channel_messages(CHANNEL)
                                                  if workflow_id in json.dumps(m.blocks)), None))
         updates = len(message.history)
@@ -111,7 +109,7 @@ async def test_canary_steered_from_slack_with_its_message_updated_in_place(dev_e
             ("resume", "slack:U0ALICE01", "back from lunch"), ("promote", "slack:U0ALICE01", "hotfix")]
 
         await command(f"abort {workflow_id} test over")
-        result = await asyncio.wait_for(handle.result(), 30)
+        result = await asyncio.wait_for(handle.result(), 60)
         assert result.status == "Aborted"
         # the worker's own rewrites keep the steering lines
         await eventually(lambda: "Aborted" in message.all_text())

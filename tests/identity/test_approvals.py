@@ -61,11 +61,8 @@ async def start(env: WorkflowEnvironment, task_queue: str, approval: ApprovalPol
     meta = RunbookMeta(runbook="gated-change", target="payments", requested_by=requested_by, approval=approval)
     inp = GatedChangeInput(meta=meta, service="payments", hold=timedelta(0), **kw)
     handle = await env.client.start_workflow(GatedChange.run, inp, id=f"id-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-    for _ in range(200):
-        state = await handle.query(GatedChange.status)
-        if state.gate is not None:
-            return handle, state.gate.gate_id
-    raise AssertionError("no gate opened")
+    state = await harness.poll(lambda: handle.query(GatedChange.status), lambda s: s.gate is not None, "a gate opens")
+    return handle, state.gate.gate_id
 
 
 async def refused(handle: WorkflowHandle, req: ApproveInput) -> str:
@@ -75,11 +72,8 @@ async def refused(handle: WorkflowHandle, req: ApproveInput) -> str:
 
 
 async def state_after_signals(handle: WorkflowHandle, count: int) -> RunbookStatus:
-    for _ in range(400):
-        state = await handle.query(GatedChange.status)
-        if len(state.refused) >= count:
-            return state
-    raise AssertionError(f"expected {count} refusals, saw {len(state.refused)}")
+    return await harness.poll(lambda: handle.query(GatedChange.status), lambda s: len(s.refused) >= count,
+                              f"{count} refusals")
 
 
 async def ended(handle: WorkflowHandle) -> RunbookStatus:

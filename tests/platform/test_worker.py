@@ -8,7 +8,6 @@ import sys
 import uuid
 
 import httpx
-import pytest
 
 from tests import harness
 from tests.platform.procs import LoggedProcess, worker_process
@@ -59,13 +58,9 @@ async def test_sigterm_lets_a_running_activity_finish(dev_env, task_queue):
             Slow.run, SlowInput(sleep_s=2.0), id=f"slow-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
         # wait until the activity is running on the worker, then ask it to stop
-        for _ in range(100):
-            desc = await handle.describe()
-            if desc.raw_description.pending_activities and desc.raw_description.pending_activities[0].last_started_time.seconds:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("activity never started")
+        await harness.poll(handle.describe, lambda d: d.raw_description.pending_activities and
+                           d.raw_description.pending_activities[0].last_started_time.seconds,
+                           "the activity runs on the worker")
         worker.proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(worker.proc.wait, 20)
         assert worker.proc.returncode == 0, worker.output

@@ -66,13 +66,8 @@ async def test_schedule_fires_a_drill(dev_env, recording, db_activities, s3, sou
         described = await handle.describe()
         assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         await handle.trigger()
-        workflow_id = None
-        for _ in range(100):
-            described = await handle.describe()
-            if described.info.recent_actions:
-                workflow_id = described.info.recent_actions[0].action.workflow_id
-                break
-            await asyncio.sleep(0.1)
+        described = await harness.poll(handle.describe, lambda d: d.info.recent_actions, "the schedule starts a run")
+        workflow_id = described.info.recent_actions[0].action.workflow_id
         assert workflow_id and workflow_id.startswith(plan.workflow_id)
         result = await client.get_workflow_handle(workflow_id, result_type=RestoreDrillResult).result()
         assert result.report.passed, result.report.failures
@@ -80,12 +75,10 @@ async def test_schedule_fires_a_drill(dev_env, recording, db_activities, s3, sou
         started = [e for e in recording[0].events if e.workflow_id == workflow_id]
         assert started and started[-1].kind == "finished"
 
-        listed = []
-        for _ in range(100):  # the schedule list is eventually consistent
-            listed = [s for s in await list_schedules(client) if s.schedule_id == schedule_id]
-            if listed:
-                break
-            await asyncio.sleep(0.1)
+        async def ours() -> list:
+            return [s for s in await list_schedules(client) if s.schedule_id == schedule_id]
+
+        listed = await harness.poll(ours, bool, "the schedule listed")  # the schedule list is eventually consistent
         assert listed and listed[0].runbook == "restore-drill" and listed[0].cron == "0 3 1 * *"
         assert listed[0].params["database"] == "shop" and listed[0].workflow_type == "RestoreDrill"
         assert listed[0].next_runs and listed[0].next_runs[0].day == 1

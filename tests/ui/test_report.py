@@ -129,11 +129,9 @@ async def test_canary_rolled_back_and_running_through_the_cli(ts_env, task_queue
         live = Rig(ts_env, task_queue)
         running = await live.start(make_input())
         await ts_env.sleep(timedelta(minutes=2))  # two one-minute ticks of the analysis at 5 %
-        for _ in range(100):  # until its measurements are in the history
-            live_data = await report.collect(ts_env.client, running.id)
-            if {m["metric"] for m in report.measurements(live_data)} == set(HEALTHY):
-                break
-            await asyncio.sleep(0.1)
+        live_data = await harness.poll(  # until its measurements are in the history
+            lambda: report.collect(ts_env.client, running.id),
+            lambda data: {m["metric"] for m in report.measurements(data)} == set(HEALTHY), "the live canary measured")
     assert rolled_back.status is None and live_data.status is not None and live_data.canary is not None
 
     # the CLI command writes the same page (from the history alone: the run is over)
