@@ -525,6 +525,13 @@ class KubernetesActivities:
         attempt created, never a second), then poll it, heartbeating, until its Complete or Failed condition, or
         until its deadline has passed (NotFinished). The outcome carries the tail of its pod's log. Cancelled, the
         Job is deleted (with its pods) so nothing keeps running for a check nobody waits for."""
+        try:
+            return self._run_job(req)
+        except CancelledError:  # raised into the thread wherever it is (a worker set up to do so, or tests)
+            self._delete_job(req)
+            raise
+
+    def _run_job(self, req: JobRunInput) -> JobOutcome:
         where = f"{req.namespace}/{req.name}"
         details = activity.info().heartbeat_details
         started = float(details[0]) if details else time.time()
@@ -546,11 +553,7 @@ class KubernetesActivities:
                                   reason="DeadlineExceeded",
                                   message=f"not finished {elapsed:.0f}s after the wait began (deadline "
                                           f"{req.deadline_seconds:.0f}s)", created=created, pod=pod, log_tail=tail)
-            try:
-                activity.wait_for_cancelled_sync(min(req.poll_seconds, max(req.deadline_seconds + grace - elapsed, 0.0)))
-            except CancelledError:  # raised into the thread where the worker is set up to do so
-                self._delete_job(req)
-                raise
+            activity.wait_for_cancelled_sync(min(req.poll_seconds, max(req.deadline_seconds + grace - elapsed, 0.0)))
             if activity.is_cancelled():
                 self._delete_job(req)
                 raise ApplicationError(f"job {where}: cancelled; the Job was deleted", type="Cancelled",

@@ -69,7 +69,15 @@ def test_a_name_taken_by_another_job_is_refused(kube: KubeHandle) -> None:
 def test_a_cancelled_wait_deletes_the_job_and_its_pod(kube: KubeHandle) -> None:
     kube.fake.set_job(NS, "running")
     env = ActivityEnvironment()
-    threading.Thread(target=lambda: (time.sleep(0.5), env.cancel()), daemon=True).start()
+
+    def cancel_once_created() -> None:  # the cancel arrives while the Job runs (a loaded machine may be slow to create it)
+        deadline = time.monotonic() + 30
+        while kube.fake.get("jobs", NS, "e2e-0123456789") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        env.cancel()
+
+    threading.Thread(target=cancel_once_created, daemon=True).start()
     # the test environment raises the cancel into the thread; a worker without that raiser lets the wait return
     with pytest.raises((ApplicationError, CancelledError)):
         env.run(KubernetesActivities(lambda context: kube.api).run_job, job())
