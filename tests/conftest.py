@@ -25,6 +25,9 @@ from activities.notify import NotificationActivities, RecordingChannel
 from tests import harness
 
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+# moto builds its catalogue of public AMIs (an EBS volume and snapshot each) for every region after every reset; no
+# test uses them, and they were a large share of the CPU of every test that touches EC2 (the demo ALB's VPC).
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 # Every Settings() of the suite (the CLI, the gateway, worker processes) encrypts with the harness's test key, so
 # they read what the harness's clients and workers write (and a developer's sourced dev.env does not leak in).
 os.environ["RUNBOOK_CODEC_KEYS_FILE"] = str(harness.test_keys_file())

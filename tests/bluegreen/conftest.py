@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 from typing import Any, AsyncIterator
 
-import boto3
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
@@ -84,8 +83,8 @@ class Alb:
     """An ALB in moto: VPC, two subnets, a target group per colour, a listener forwarding to blue."""
 
     def __init__(self) -> None:
-        self.elb = boto3.client("elbv2", region_name="us-east-1")
-        ec2 = boto3.client("ec2", region_name="us-east-1")
+        self.elb = aws_session.client("elbv2", region_name="us-east-1")
+        ec2 = aws_session.client("ec2", region_name="us-east-1")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnets = [
             ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
@@ -107,7 +106,7 @@ class Alb:
             Port=80,
             DefaultActions=[{"Type": "forward", "TargetGroupArn": self.groups["blue"]}],
         )["Listeners"][0]["ListenerArn"]
-        self.cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+        self.cloudwatch = aws_session.client("cloudwatch", region_name="us-east-1")
 
     def weights(self) -> dict[str, int]:
         action = self.elb.describe_listeners(ListenerArns=[self.listener])["Listeners"][0]["DefaultActions"][0]

@@ -75,7 +75,7 @@ async def test_alb_and_cloudwatch_in_moto(aws: str, ts_env: WorkflowEnvironment,
             listener_arn=demo["listener_canary_arn"], stable_target_group=tgs["checkout-stable"], canary_target_group=tgs["checkout-canary"]
         )
     elb = ElbActivities(AwsClients(aws_session.session()))
-    metrics = MetricsActivities()
+    metrics = MetricsActivities(cloudwatch=lambda region: aws_session.client("cloudwatch", region))
     recorder = Recorder([])
     inp = CanaryRampInput(meta=meta(), service="checkout", version="v2", router=router, plan=short_plan(20, 50))
     async with harness.running_worker(

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import boto3
 import httpx
 import psycopg
 import pytest
@@ -136,7 +135,7 @@ async def test_blue_green_alb_shows_the_forward_action_before_and_after(ts_env, 
 
 # ----------------------------------------------------------------------------------------------- canary
 def seed_canary_alb() -> dict[str, str]:
-    elb, ec2 = boto3.client("elbv2", region_name=EAST), boto3.client("ec2", region_name=EAST)
+    elb, ec2 = aws_session.client("elbv2", region_name=EAST), aws_session.client("ec2", region_name=EAST)
     vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"]
                for i, z in ((1, "a"), (2, "b"))]
@@ -292,7 +291,7 @@ async def test_failover_drill_lists_the_ordered_changes_with_before_and_after(ts
 
 async def test_failover_drill_that_would_be_refused_says_why(ts_env, aws) -> None:
     async with two_regions() as (zone, health, east, west):
-        boto3.client("rds", region_name=EAST).create_db_instance(
+        aws_session.client("rds", region_name=EAST).create_db_instance(
             DBInstanceIdentifier="orders-east-failback", DBInstanceClass="db.t3.micro", Engine="postgres",
             MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20)
         inp = RegionFailoverInput(meta=meta("region-failover", "shop"), service="shop", mode="drill",
@@ -380,7 +379,7 @@ async def test_provision_shows_the_terraform_plan_per_address_and_writes_no_stat
 
 # ----------------------------------------------------------------------------------------------- restore drill
 async def test_restore_drill_names_the_backup_it_would_pick(ts_env, aws, moto, postgres) -> None:
-    s3 = boto3.client("s3")
+    s3 = aws_session.client("s3")
     for bucket in ("drill-dumps", "drill-reports"):
         s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket="drill-dumps", Key="orders/2026-01-01.dump", Body=b"old")

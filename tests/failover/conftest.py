@@ -10,7 +10,6 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator
 
-import boto3
 import pytest
 
 from activities.aws import AwsClients, RdsActivities, Route53Activities
@@ -90,7 +89,7 @@ class Regions:
         return DnsSpec(zone_id=self.zone_id, record_name=RECORD)
 
     def records(self) -> dict[str, str]:
-        r53 = boto3.client("route53")
+        r53 = aws_session.client("route53")
         sets = r53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"]
         return {s["Failover"]: s["ResourceRecords"][0]["Value"] for s in sets if s.get("Failover")}
 
@@ -107,7 +106,7 @@ class Regions:
         for identifier, region in databases:
             try:
                 raw = self.db(identifier, region)
-            except boto3.client("rds", region_name=region).exceptions.DBInstanceNotFoundFault:
+            except aws_session.client("rds", region_name=region).exceptions.DBInstanceNotFoundFault:
                 dbs[f"{region}/{identifier}"] = None
                 continue
             tags = {t["Key"]: t["Value"] for t in raw.get("TagList", []) if t["Key"].startswith("runbook:")}
@@ -120,7 +119,7 @@ class Regions:
                 "status": raw["DBInstanceStatus"],
                 "endpoint": raw["Endpoint"]["Address"],
             }
-        r53 = boto3.client("route53")
+        r53 = aws_session.client("route53")
         records = sorted(
             (s for s in r53.list_resource_record_sets(HostedZoneId=self.zone_id)["ResourceRecordSets"] if s["Name"] == RECORD),
             key=lambda s: s.get("SetIdentifier", ""),
@@ -129,7 +128,7 @@ class Regions:
                 "compute": {EAST: self.replicas(EAST), WEST: self.replicas(WEST)}}
 
     def db(self, identifier: str, region: str) -> dict:
-        return boto3.client("rds", region_name=region).describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
+        return aws_session.client("rds", region_name=region).describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]
 
 
 def seed_deployment(fake, replicas: int) -> None:
@@ -150,20 +149,20 @@ def seed_deployment(fake, replicas: int) -> None:
 
 def seed_aws(primary_db: str = "orders-east", replica_db: str | None = "orders-west") -> str:
     for region in (EAST, WEST):
-        rds = boto3.client("rds", region_name=region)
+        rds = aws_session.client("rds", region_name=region)
         rds.create_db_parameter_group(
             DBParameterGroupName="read-only", DBParameterGroupFamily="postgres16", Description="default_transaction_read_only=on"
         )
-    east = boto3.client("rds", region_name=EAST)
+    east = aws_session.client("rds", region_name=EAST)
     source = east.create_db_instance(
         DBInstanceIdentifier=primary_db, DBInstanceClass="db.t3.micro", Engine="postgres",
         MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20,
     )["DBInstance"]
     if replica_db:
-        boto3.client("rds", region_name=WEST).create_db_instance_read_replica(
+        aws_session.client("rds", region_name=WEST).create_db_instance_read_replica(
             DBInstanceIdentifier=replica_db, SourceDBInstanceIdentifier=source["DBInstanceArn"], SourceRegion=EAST
         )
-    r53 = boto3.client("route53")
+    r53 = aws_session.client("route53")
     zone = r53.create_hosted_zone(Name="example.com.", CallerReference="failover-tests")["HostedZone"]["Id"].split("/")[-1]
     r53.change_resource_record_sets(
         HostedZoneId=zone,
@@ -213,7 +212,7 @@ def meta(runbook: str = "region-failover", **approval) -> RunbookMeta:
 def report_lag(identifier: str, region: str, seconds: float) -> None:
     from datetime import datetime, timezone
 
-    boto3.client("cloudwatch", region_name=region).put_metric_data(
+    aws_session.client("cloudwatch", region_name=region).put_metric_data(
         Namespace="AWS/RDS",
         MetricData=[{"MetricName": "ReplicaLag", "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": identifier}],
                      "Value": seconds, "Timestamp": datetime.now(timezone.utc)}],

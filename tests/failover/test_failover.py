@@ -290,7 +290,6 @@ async def test_failback_with_approval(ts_env, task_queue, regions):
 async def test_drill_on_the_local_stack_seed_leaves_it_as_it_found_it(ts_env, task_queue, regions):
     """The named bug's own resources: orders-db, orders-db-replica, orders-db-failback, the demo's failover records
     with a health check on the PRIMARY, the orders-read-only parameter group; no compute."""
-    import boto3
 
     from starters.demo_aws import seed_demo
     from workflows.failover import DnsSpec
@@ -301,14 +300,14 @@ async def test_drill_on_the_local_stack_seed_leaves_it_as_it_found_it(ts_env, ta
     def everything() -> dict:
         dbs = {}
         for identifier, region in (("orders-db", EAST), ("orders-db-replica", WEST), ("orders-db-failback", EAST)):
-            found = boto3.client("rds", region_name=region).describe_db_instances()["DBInstances"]
+            found = aws_session.client("rds", region_name=region).describe_db_instances()["DBInstances"]
             raw = next((d for d in found if d["DBInstanceIdentifier"] == identifier), None)
             if raw is not None:  # raw: the replica link and our tags as moto shows them
                 tags = sorted(t["Key"] for t in raw.get("TagList", []) if t["Key"].startswith("runbook:"))
                 raw = (raw.get("ReadReplicaSourceDBInstanceIdentifier"), tags,
                        [g["DBParameterGroupName"] for g in raw["DBParameterGroups"]], raw["Endpoint"]["Address"])
             dbs[identifier] = raw
-        sets = boto3.client("route53").list_resource_record_sets(HostedZoneId=demo["hosted_zone_id"])["ResourceRecordSets"]
+        sets = aws_session.client("route53").list_resource_record_sets(HostedZoneId=demo["hosted_zone_id"])["ResourceRecordSets"]
         return {"dbs": dbs, "records": [s for s in sets if s["Name"] == "orders-db.demo.internal."]}
 
     before = everything()

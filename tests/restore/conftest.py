@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-import boto3
 import hvac
 import psycopg
 import pytest
@@ -18,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 from activities.database import DatabaseActivities, default_pg_bin_dir
 from activities.vault import VaultReader
 from core.restore import PgDatabaseRef, PgServer
+from tests import aws_session
 
 VAULT_PATH = "secret/db/restore-drill"
 DUMP_BUCKET = "drill-dumps"
@@ -124,7 +124,7 @@ def fresh_dump(source_db: SourceDb) -> bytes:
 
 @pytest.fixture
 def s3(aws: str):
-    client = boto3.client("s3")
+    client = aws_session.client("s3")
     for bucket in (DUMP_BUCKET, REPORT_BUCKET):
         client.create_bucket(Bucket=bucket)
     return client

@@ -13,7 +13,6 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError
@@ -249,7 +248,7 @@ async def test_cancellation_mid_restore_cleans_up(how, ts_env, task_queue, recor
 
 # ------------------------------------------------------------------------------------------------------- RDS
 def seed_rds(instance: str) -> str:
-    rds = boto3.client("rds")
+    rds = aws_session.client("rds")
     rds.create_db_instance(DBInstanceIdentifier=instance, Engine="postgres", DBInstanceClass="db.t3.micro",
                            MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20)
     snap = f"{instance}-manual-1"
@@ -269,7 +268,7 @@ def rds_input(pg_server, source_db, **kw) -> RestoreDrillInput:
 
 
 def instance_ids() -> set[str]:
-    return {i["DBInstanceIdentifier"] for i in boto3.client("rds").describe_db_instances()["DBInstances"]}
+    return {i["DBInstanceIdentifier"] for i in aws_session.client("rds").describe_db_instances()["DBInstances"]}
 
 
 async def test_rds_retried_restore_reuses_the_scratch_instance(ts_env, task_queue, recording, db_activities, s3, rds_source, pg_server, admin_uri):
