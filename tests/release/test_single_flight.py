@@ -127,3 +127,47 @@ def test_an_exclusion_over_an_unknown_parameter_is_refused_naming_it() -> None:
     # the plan carries the rendered ids; its own id is never among them
     assert plan("canary-ramp", "shop").excludes == ["release:shop"]
     assert plan("release", "shop").excludes == ["canary:shop", "bluegreen:shop"]
+
+
+async def test_runbook_start_of_a_canary_during_a_release_exits_4_naming_the_release(
+        dev_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI as a person runs it, with the product's catalog entries; no worker polls the task queue, so the
+    release stays Running."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from starters.cli import app
+
+    catalog = tmp_path / "runbooks"
+    catalog.mkdir()
+    for name in ("release.yaml", "canary-ramp.yaml", "blue-green.yaml", "groups.yaml"):
+        shutil.copy(RUNBOOKS / name, catalog / name)
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    monkeypatch.setenv("RUNBOOK_CATALOG_DIR", str(catalog))
+    monkeypatch.setenv("RUNBOOK_TASK_QUEUE", harness.new_task_queue())
+    monkeypatch.setenv("RUNBOOK_USER", "alice")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+
+    async def runbook(*args: str) -> Any:
+        return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+    release = await runbook("start", "release", "--set", f"service={service}", "--set", "version=v2")
+    assert release.exit_code == 0, release.output
+    try:
+        canary = await runbook("start", "canary-ramp", "--set", f"service={service}", "--set", "version=v2")
+        assert canary.exit_code == 4, canary.output
+        message = " ".join(canary.stderr.split())
+        assert f"already running: release:{service} (run " in message
+        assert f"canary:{service} may not run beside it (single flight per service); nothing new was started" in message
+        assert f"runbook watch release:{service}" in message
+        as_json = await runbook("start", "canary-ramp", "--set", f"service={service}", "--set", "version=v2", "--json")
+        assert as_json.exit_code == 4
+        import json
+
+        body = json.loads(as_json.stdout)
+        assert (body["status"], body["workflow_id"], body["excluded"]) == ("AlreadyRunning", f"release:{service}",
+                                                                           f"canary:{service}")
+    finally:
+        await dev_env.client.get_workflow_handle(f"release:{service}").terminate("test cleanup")
