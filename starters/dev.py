@@ -371,7 +371,10 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Chil
 
 
 def http_ok(url: str) -> Callable[[], bool]:
-    return lambda: httpx.get(url, timeout=1.0).status_code == 200
+    # One client for all the polls of a wait: httpx.get builds a client (and its TLS context) per call, tens of ms of
+    # CPU every 0.1 s while the stack starts.
+    client = httpx.Client(timeout=1.0)
+    return lambda: client.get(url).status_code == 200
 
 
 def tail(path: Path, lines: int = 15) -> str:

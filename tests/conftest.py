@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
-import httpx
 import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
@@ -84,7 +83,7 @@ def moto() -> Iterator[str]:
 @pytest.fixture
 def aws(moto: str) -> str:
     """moto, emptied before the test."""
-    httpx.post(f"{moto}/moto-api/reset", timeout=10)
+    harness.http().post(f"{moto}/moto-api/reset").raise_for_status()
     return moto
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -75,17 +76,27 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout: float = 20.0, ok: Callable[[httpx.Response], bool] | None = None) -> None:
+    # One client for the whole wait: ``httpx.get`` builds a client, and its TLS context, per call (tens of ms of CPU,
+    # more than the 50 ms between polls on a loaded machine: a wait for a slow server used to burn a whole core).
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=1.0)
-            if ok is None or ok(response):
-                return
-        except httpx.HTTPError as err:
-            last = err
-        time.sleep(0.05)
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.get(url)
+                if ok is None or ok(response):
+                    return
+            except httpx.HTTPError as err:
+                last = err
+            time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout}s: {last}")
+
+
+@functools.cache
+def http() -> httpx.Client:
+    """One HTTP client per test process for the tests' plain calls to their local servers (a new client per call
+    costs tens of ms of CPU: its TLS context)."""
+    return httpx.Client(timeout=10.0)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import httpx
 import psycopg
 import pytest
 from temporalio.testing import ActivityEnvironment
@@ -424,5 +423,5 @@ async def test_a_run_already_going_for_the_key_is_reported_not_planned(ts_env, a
 
 def test_moto_is_untouched_by_describing_it(moto) -> None:
     """The snapshot itself only reads (so it cannot hide a change)."""
-    httpx.post(f"{moto}/moto-api/reset", timeout=10)
+    harness.http().post(f"{moto}/moto-api/reset").raise_for_status()
     assert moto_state(moto) == moto_state(moto)
