@@ -298,7 +298,7 @@ def gate_lines(state: RunbookStatus, gate: GateView, now: datetime) -> list[str]
 
 def stage_lines(details: dict[str, Any]) -> list[str]:
     """A release's stages and waves (``details.stages``): each stage's phase, each wave's phase, child run and its
-    ending; empty for other runbooks."""
+    ending, each check's outcome; empty for other runbooks."""
     lines = []
     for stage in details.get("stages") or []:
         if not isinstance(stage, dict):
@@ -311,6 +311,10 @@ def stage_lines(details: dict[str, Any]) -> list[str]:
             ending = f" {wave['child_status']}" if wave.get("child_status") else ""
             restore = f", restore {wave['restore_workflow_id']}" if wave.get("restore_workflow_id") else ""
             lines.append(f"  {wave.get('wave')}: {wave.get('phase')}  {child}{ending}{restore}")
+        for check in stage.get("checks") or []:  # the check step's outcomes (an HTTP smoke, a Kubernetes Job)
+            verdict = "passed" if check.get("passed") else "failed"
+            lines.append(f"  check {check.get('name')} ({check.get('kind')}, after {check.get('where')}): {verdict}  "
+                         f"{check.get('summary', '')}")
     return lines
 
 

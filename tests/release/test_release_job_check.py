@@ -15,6 +15,7 @@ from activities.kubernetes import KubernetesActivities
 from activities.release_ledger import ReleaseLedgerActivities
 from core.catalog import ParameterError
 from core.release import LedgerQuery, job_name
+from starters.render import stage_lines
 from tests import harness
 from tests.fakes.kubernetes import KubeHandle, kube_fake
 from tests.release.stand_ins import Fleet
@@ -60,6 +61,9 @@ async def test_a_job_check_that_completes_passes_the_stage_with_its_outcome_in_t
     assert check["passed"] and check["kind"] == "job" and check["where"] == "staging"
     assert check["job"]["condition"] == "Complete" and check["job"]["name"] == name
     assert check["job"]["log_tail"] == "collected 12 items\n12 passed in 3.1s"
+    shown = stage_lines(result.model_dump(mode="json"))  # `runbook status` / `watch`
+    assert f"  check e2e (job, after staging): passed  job {NS}/{name} Complete (CompletionsReached: Reached expected " \
+        "number of succeeded pods)" in shown
     job = release.kube.fake.get("jobs", NS, name)
     assert job is not None
     container = job["spec"]["template"]["spec"]["containers"][0]
