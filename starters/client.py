@@ -278,8 +278,10 @@ class RunbookClient:
         Single flight across runbooks: a run of another runbook that holds the same thing (the plan's ``excludes``,
         from the catalog, e.g. ``release:{service}`` for a canary) is read by its id first (a strongly consistent
         describe, not the visibility list); one running is reported as already running (``excluded`` names the
-        planned id) and nothing is started. Two starts of different runbooks in the same instant can both pass this
-        read: it narrows the window, it is not a lock.
+        planned id) and nothing is started. Two starts of different runbooks in the same instant can both pass that
+        read, so after starting the run reads them again: of two running, the one the server started later is
+        cancelled at once (a runbook treats a cancel as an abort and undoes whatever it did) and reported as
+        refused. The earlier one never sees the later one in its own second read, so exactly one goes on.
         """
         blocking = await self._running_excluded(plan)
         if blocking is not None:
@@ -300,7 +302,31 @@ class RunbookClient:
         except WorkflowAlreadyStartedError as err:
             existing = self.handle(plan.workflow_id, err.run_id)
             return StartOutcome(plan.workflow_id, err.run_id, False, existing)
+        raced = await self._yield_if_raced(plan, handle)
+        if raced is not None:
+            return raced
         return StartOutcome(plan.workflow_id, handle.first_execution_run_id, True, handle)
+
+    async def _yield_if_raced(self, plan: StartPlan, handle: WorkflowHandle) -> StartOutcome | None:
+        """The second read of single flight: an excluded run started before this one (by the server's clock; the same
+        instant: the smaller id first) means this start lost a race it could not see. It is cancelled and the
+        other run reported, as the first read would have."""
+        if not plan.excludes:
+            return None
+        mine = await handle.describe()
+        for workflow_id in plan.excludes:
+            try:
+                other = await self.handle(workflow_id).describe()
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            if other.status == WorkflowExecutionStatus.RUNNING and \
+                    (other.start_time, workflow_id) < (mine.start_time, plan.workflow_id):
+                await handle.cancel()
+                return StartOutcome(workflow_id, other.run_id, False, self.handle(workflow_id, other.run_id),
+                                    excluded=plan.workflow_id)
+        return None
 
     async def _running_excluded(self, plan: StartPlan) -> tuple[str, str] | None:
         """The first of the plan's ``excludes`` that is running now: (its workflow id, its run id)."""

@@ -171,3 +171,32 @@ async def test_runbook_start_of_a_canary_during_a_release_exits_4_naming_the_rel
                                                                            f"canary:{service}")
     finally:
         await dev_env.client.get_workflow_handle(f"release:{service}").terminate("test cleanup")
+
+
+async def test_of_two_starts_that_raced_past_the_first_read_the_later_one_is_cancelled(
+        ts_env: WorkflowEnvironment) -> None:
+    """Two starts in one instant both find nothing running; each then reads again after starting. Both runs are
+    started here past the first read (as such a race leaves them), then each start's second read is made."""
+    runs = RunbookClient(ts_env.client, harness.new_task_queue())
+    service = f"svc-{uuid.uuid4().hex[:8]}"
+    first, second = plan("release", service), plan("canary-ramp", service)
+    handles = []
+    try:
+        for planned in (first, second):
+            handles.append(await ts_env.client.start_workflow(planned.workflow_type, planned.input,
+                                                              id=planned.workflow_id, task_queue=runs.task_queue))
+        release, canary = handles
+        assert await runs._yield_if_raced(first, release) is None  # the earlier start goes on
+        lost = await runs._yield_if_raced(second, canary)
+        assert lost is not None and not lost.started
+        assert (lost.workflow_id, lost.excluded) == (first.workflow_id, second.workflow_id)
+        events = (await canary.fetch_history()).events
+        assert any(e.HasField("workflow_execution_cancel_requested_event_attributes") for e in events)
+        events = (await release.fetch_history()).events
+        assert not any(e.HasField("workflow_execution_cancel_requested_event_attributes") for e in events)
+    finally:
+        for handle in handles:
+            try:
+                await handle.terminate("test cleanup")
+            except Exception:  # noqa: BLE001 (already ended)
+                pass
