@@ -90,13 +90,11 @@ class Runtime:
     def __init__(self, moto_url: str, zygote: subprocess.Popen, root: Path, shared: dict[str, Any]) -> None:
         self.moto_url, self.zygote, self.root, self.shared = moto_url, zygote, root, shared
         self._spawn_lock = asyncio.Lock()
-        # the ledger's HTTP clients, one each for the session (a new client loads the CA bundle: about 30 ms of CPU)
+        # the ledger's HTTP client, one for the session (a new client loads the CA bundle: about 30 ms of CPU)
         self.http = httpx.AsyncClient(timeout=30)
-        self.http_sync = httpx.Client(timeout=30)
 
     async def close(self) -> None:
         await self.http.aclose()
-        self.http_sync.close()
 
     async def spawn(self, config: dict, name: str) -> int:
         path = Path(config["dir"]) / f"{name}.json"
@@ -151,7 +149,7 @@ async def _wait_for(path: Path, handle: WorkflowHandle, progress: Progress) -> b
     checks = 0
     while not path.exists():
         checks += 1
-        if checks % 10 == 0:
+        if checks % 25 == 0:  # the run's state twice a second, the marker 50 times
             desc = await handle.describe()
             if desc.status is not None and desc.status.name != "RUNNING":
                 return path.exists()
@@ -181,9 +179,10 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
             ctx.kube[context] = KubeFake().start()
         await loop.run_in_executor(None, scenario.seed, ctx)
         out.mark("seeded", started)
-        await rt.http.post(f"{rt.moto_url}/_ledger/{account}/watch",
-                           json={"services": list(scenario.aws_services), "regions": list(scenario.regions)})
-        out.initial = await loop.run_in_executor(None, lambda: snapshot_sync(scenario, ctx, rt))
+        watched = (await rt.http.post(f"{rt.moto_url}/_ledger/{account}/watch",
+                                      json={"services": list(scenario.aws_services),
+                                            "regions": list(scenario.regions)})).json()
+        out.initial = await loop.run_in_executor(None, snapshot_sync, scenario, ctx, watched["snapshot"])
         out.mark("snapshot", started)
         env = await harness.start_time_skipping()
         out.mark("server", started)
@@ -241,8 +240,9 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
         out.mark("ended", started)
         history = await handle.fetch_history()
         out.workflow_task_failures, out.steps = await _scan(env, handle, history, workflow_id)
-        out.ledger = await _ledger(ctx, rt)
-        out.final = await loop.run_in_executor(None, lambda: snapshot_sync(scenario, ctx, rt))
+        answer = (await rt.http.get(f"{rt.moto_url}/_ledger/{ctx.account}")).json()
+        out.ledger = _ledger(ctx, answer["entries"])
+        out.final = await loop.run_in_executor(None, snapshot_sync, scenario, ctx, answer["snapshot"])
         out.mark("judged", started)
     except Exception as err:  # noqa: BLE001
         out.problems.append(f"harness error: {type(err).__name__}: {err}\n{traceback.format_exc()}")
@@ -379,18 +379,18 @@ async def _scan(env: WorkflowEnvironment, handle: WorkflowHandle, history: Any, 
     return failures, steps
 
 
-async def _ledger(ctx: Ctx, rt: Runtime) -> list[dict]:
-    moto = (await rt.http.get(f"{rt.moto_url}/_ledger/{ctx.account}")).json()["entries"]
+def _ledger(ctx: Ctx, moto: list[dict]) -> list[dict]:
+    """The moto ledger's entries and the Kubernetes fakes', in one order (same machine, same clock)."""
     entries = [dict(e, key=f"aws:{e['key']}") for e in moto]
     for context, fake in ctx.kube.items():
         entries += [dict(e, key=f"k8s:{context}:{e['key']}") for e in fake.ledger]
-    return sorted(entries, key=lambda e: e["t"])  # one order across the stand-ins (same machine, same clock)
+    return sorted(entries, key=lambda e: e["t"])
 
 
-def snapshot_sync(scenario: Scenario, ctx: Ctx, rt: Runtime) -> dict[str, Any]:
-    snap: dict[str, Any] = {}
-    answer = rt.http_sync.get(f"{rt.moto_url}/_ledger/{ctx.account}").json()
-    snap.update({f"aws:{k}": v for k, v in answer["snapshot"].items()})
+def snapshot_sync(scenario: Scenario, ctx: Ctx, aws: dict[str, Any]) -> dict[str, Any]:
+    """The whole snapshot: ``aws`` (the ledger server's, taken with its answer to watch or to the ledger's read),
+    every Kubernetes fake's objects and the scenario's own parts."""
+    snap: dict[str, Any] = {f"aws:{k}": v for k, v in aws.items()}
     for context, fake in ctx.kube.items():
         snap.update({f"k8s:{context}:{k}": v for k, v in fake.state().items()})
     snap.update(scenario.extra_snapshot(ctx))
