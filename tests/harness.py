@@ -158,18 +158,31 @@ async def start_dev_server(ui_port: int | None = None, codec_endpoint: str | Non
     )
 
 
+POLL_FIRST_S, POLL_MAX_S = 0.02, 0.2
+
+
+async def backoff(attempt: int) -> None:
+    """The pause before a test's next read of something it waits for: 20 ms, growing by half each time up to 200 ms.
+    A read is not free (a status query costs about 10 ms of CPU between the test, the worker and the server on a
+    loaded machine), and a wait that lasts seconds used to read every 25-50 ms: its CPU grew with the machine's load.
+    Short waits stay short; polling never makes the time-skipping server skip time."""
+    await asyncio.sleep(min(POLL_MAX_S, POLL_FIRST_S * 1.5**attempt))
+
+
 async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], object], what: str, timeout: float = 60.0) -> T:
-    """``read()`` again every 50 ms until ``done`` holds for what it returned; that value. Bounded by a deadline in
+    """``read()`` again (``backoff``) until ``done`` holds for what it returned; that value. Bounded by a deadline in
     seconds, not by a number of reads: a read costs a millisecond on a quiet machine and a run's next step seconds on
     a loaded one (CI: 2 cores, 3 test processes), so a count of reads ran out there before the run got anywhere."""
     deadline = time.monotonic() + timeout
+    reads = 0
     while True:
         value = await read()
         if done(value):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f} s; last read {value!r:.300}")
-        await asyncio.sleep(0.05)
+        await backoff(reads)
+        reads += 1
 
 
 def new_task_queue() -> str:

@@ -209,6 +209,7 @@ async def start(client: Client, task_queue: str, inp: BlueGreenInput, workflow_i
 async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0):
     """Poll the status query (no time skipping happens while we poll) until ``predicate(status)`` holds."""
     deadline = asyncio.get_running_loop().time() + timeout
+    reads = 0
     while True:
         status = await handle.query(BlueGreenCutover.status)
         if predicate(status):
@@ -217,7 +218,8 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0):
             raise AssertionError(f"the run ended while we waited: {status.status}: {status.stage}")
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting; last status: {status.status} {status.stage} {status.details.get('phase')}")
-        await asyncio.sleep(0.05)
+        await harness.backoff(reads)
+        reads += 1
 
 
 def open_gate(status, gate_prefix: str):

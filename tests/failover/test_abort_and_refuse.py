@@ -125,10 +125,10 @@ async def test_cancelling_a_failover_is_an_abort(ts_env, task_queue, regions):
         await handle.cancel()
         # let the run take the cancel in before the paused activity completes: the time-skipping test server
         # refuses the cancel of an activity that completed meanwhile (ACTIVITY_UNKNOWN), a race of the test setup
-        for _ in range(600):
+        for reads in range(600):
             if any(a.action == "abort" for a in (await handle.query(RegionFailover.status)).actions):
                 return
-            await asyncio.sleep(0.05)
+            await harness.backoff(reads)
 
     result = await stop_at(ts_env, task_queue, regions, "rds_wait_available", None, cancel)
     assert result.status == "Aborted" and "cancelled" in result.reason, result.summary

@@ -206,12 +206,12 @@ async def test_verification_failure_holds_and_pages(ts_env, task_queue, regions,
         # the run is held before its page goes out (a notify activity after the status change): wait for both (a
         # run left held by a failure here is terminated when the test ends: tests/conftest.py)
         status, pages = None, []
-        for _ in range(600):  # up to ~30 s on a loaded machine
+        for reads in range(600):  # up to ~2 min on a loaded machine
             status = await handle.query(RegionFailover.status)
             pages = [e for e in alerts(recording) if e.severity == "critical"]
             if status.details.get("held") and pages:
                 break
-            await asyncio.sleep(0.05)
+            await harness.backoff(reads)
         assert status.status == "Paused" and status.details["held"] and status.details["dns_shifted"]
         assert pages and "HELD" in pages[0].title
         # DNS stays on DR: no automatic flapping back
@@ -238,10 +238,10 @@ async def test_verification_failure_aborted_ends_held(ts_env, task_queue, region
             RegionFailover.run, failover_input(regions, verify_attempts=2, verify_interval=timedelta(milliseconds=100)), id=f"fo-{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
-        for _ in range(600):  # up to ~30 s on a loaded machine
+        for reads in range(600):  # up to ~2 min on a loaded machine
             if (await handle.query(RegionFailover.status)).details.get("held"):
                 break
-            await asyncio.sleep(0.05)
+            await harness.backoff(reads)
         await handle.execute_update(RegionFailover.abort, AbortInput(requested_by="dave", reason="taking over by hand"))
         result = await handle.result()
     assert result.status == "Held" and result.outcome == "held" and result.dns_shifted and "dave" in result.summary
@@ -269,12 +269,12 @@ async def test_failback_with_approval(ts_env, task_queue, regions):
             RegionFailback.run, wf_input, id=f"fb-{uuid.uuid4().hex[:6]}", task_queue=task_queue
         )
         gate = status = None
-        for _ in range(600):  # up to ~30 s on a loaded machine
+        for reads in range(600):  # up to ~2 min on a loaded machine
             status = await handle.query(RegionFailback.status)
             gate = status.gate
             if gate is not None:
                 break
-            await asyncio.sleep(0.05)
+            await harness.backoff(reads)
         assert gate is not None and "caught up" in gate.summary, status.details["evidence"]
         await handle.execute_update(
             RegionFailback.approve, ApproveInput(gate_id=gate.gate_id, approver="alice", binding=gate.binding)

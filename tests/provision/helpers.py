@@ -92,13 +92,15 @@ def latest(env: WorkflowEnvironment, handle: WorkflowHandle) -> WorkflowHandle:
 
 async def status_when(handle: WorkflowHandle, predicate: Any, timeout: float = 30) -> RunbookStatus:
     deadline = asyncio.get_running_loop().time() + timeout
+    reads = 0
     while True:
         status = await handle.query(ProvisionEnvironment.status)
         if predicate(status):
             return status
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached; status {status.status} {status.stage}")
-        await asyncio.sleep(0.05)
+        await harness.backoff(reads)
+        reads += 1
 
 
 async def approve(handle: WorkflowHandle, gate_id: str, who: str, binding: str | None) -> None:

@@ -108,12 +108,12 @@ async def cancel_and_wait_delivered(handle: WorkflowHandle) -> None:
     """Cancel, and return once a workflow task has processed the cancellation (so a held change is released after
     the workflow knows, deterministically)."""
     await handle.cancel()
-    for _ in range(400):
+    for reads in range(400):  # the whole history each time: not every 25 ms
         types = [e.event_type async for e in handle.fetch_history_events()]
         requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
         if requested in types and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(requested):]:
             return
-        await asyncio.sleep(0.025)
+        await harness.backoff(reads)
     raise AssertionError("the cancellation never reached the workflow")
 
 
