@@ -291,10 +291,11 @@ async def test_priority_filter_and_incident_resolved_reaches_the_run(gw):
     async def resolved_seen() -> bool:
         status = await handle.query("status")
         return any(a["action"] == "incident_resolved" for a in status["actions"])
-    deadline = time.monotonic() + 60
+    deadline, reads = time.monotonic() + 60, 0
     while not await resolved_seen():
         assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+        await harness.backoff(reads)
+        reads += 1
 
     # abort from Slack by someone allowed there; the run stops at its gate
     body = slash(f"abort {workflow_id} incident is over", "U0REQ", slack.response_url("abort"))
