@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -314,15 +315,8 @@ class RunbookClient:
         if not plan.excludes:
             return None
         mine = await handle.describe()
-        for workflow_id in plan.excludes:
-            try:
-                other = await self.handle(workflow_id).describe()
-            except RPCError as error:
-                if error.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                continue
-            if other.status == WorkflowExecutionStatus.RUNNING and \
-                    (other.start_time, workflow_id) < (mine.start_time, plan.workflow_id):
+        async for workflow_id, other in self._excluded_running(plan):
+            if (other.start_time, workflow_id) < (mine.start_time, plan.workflow_id):
                 await handle.cancel()
                 return StartOutcome(workflow_id, other.run_id, False, self.handle(workflow_id, other.run_id),
                                     excluded=plan.workflow_id)
@@ -330,6 +324,12 @@ class RunbookClient:
 
     async def _running_excluded(self, plan: StartPlan) -> tuple[str, str] | None:
         """The first of the plan's ``excludes`` that is running now: (its workflow id, its run id)."""
+        async for workflow_id, described in self._excluded_running(plan):
+            return workflow_id, described.run_id
+        return None
+
+    async def _excluded_running(self, plan: StartPlan) -> AsyncIterator[tuple[str, WorkflowExecutionDescription]]:
+        """The plan's ``excludes`` that are running now, in the catalog's order, each with its description."""
         for workflow_id in plan.excludes:
             try:
                 described = await self.handle(workflow_id).describe()
@@ -338,8 +338,7 @@ class RunbookClient:
                     raise
                 continue
             if described.status == WorkflowExecutionStatus.RUNNING:
-                return workflow_id, described.run_id
-        return None
+                yield workflow_id, described
 
     async def dry_run(self, plan: StartPlan) -> DryRunOutcome:
         """What ``start(plan)`` would change, computed by the worker's read-only ``RunbookDryRun`` workflow (the

@@ -23,7 +23,7 @@ from workflows.canary_ramp import CanaryRamp
 from workflows.registry import inputs
 from workflows.release import Release
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")  # not module-wide: one test here is sync
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 
 
@@ -49,6 +49,7 @@ def plan(runbook: str, service: str, **params: Any) -> StartPlan:
                               inputs=inputs())
 
 
+@SESSION_LOOP
 async def test_a_release_and_a_stand_alone_canary_or_cutover_of_one_service_exclude_each_other(
         ts_env: WorkflowEnvironment) -> None:
     """No worker polls this task queue: a started run stays Running, which is all single flight looks at."""
@@ -96,6 +97,7 @@ async def _exists(runs: RunbookClient, workflow_id: str) -> bool:
     return True
 
 
+@SESSION_LOOP
 async def test_the_releases_own_children_are_not_refused(ts_env: WorkflowEnvironment, postgres: str,
                                                          task_queue: str, recording) -> None:
     """A release started through the client runs its canary children while it holds the service."""
@@ -129,6 +131,7 @@ def test_an_exclusion_over_an_unknown_parameter_is_refused_naming_it() -> None:
     assert plan("release", "shop").excludes == ["canary:shop", "bluegreen:shop"]
 
 
+@SESSION_LOOP
 async def test_runbook_start_of_a_canary_during_a_release_exits_4_naming_the_release(
         dev_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI as a person runs it, with the product's catalog entries; no worker polls the task queue, so the
@@ -173,6 +176,7 @@ async def test_runbook_start_of_a_canary_during_a_release_exits_4_naming_the_rel
         await dev_env.client.get_workflow_handle(f"release:{service}").terminate("test cleanup")
 
 
+@SESSION_LOOP
 async def test_of_two_starts_that_raced_past_the_first_read_the_later_one_is_cancelled(
         ts_env: WorkflowEnvironment) -> None:
     """Two starts in one instant both find nothing running; each then reads again after starting. Both runs are
