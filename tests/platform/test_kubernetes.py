@@ -50,15 +50,16 @@ def config(objects: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------- RBAC from the code
-API_GROUP = {k8s.AppsV1Api: "apps", k8s.CoreV1Api: "", k8s.NetworkingV1Api: "networking.k8s.io"}
+API_GROUP = {k8s.AppsV1Api: "apps", k8s.BatchV1Api: "batch", k8s.CoreV1Api: "", k8s.NetworkingV1Api: "networking.k8s.io"}
 VERB = {"read": "get", "get": "get", "create": "create", "patch": "patch", "delete": "delete", "replace": "update",
         "list": "list"}
 CALL = re.compile(r"^(read|get|create|patch|delete|replace|list)_(namespaced_)?(\w+?)$")
 
 
 def _plural(resource: str) -> str:
-    """The client's snake_case kind to the API's resource name (deployment_scale -> deployments/scale)."""
-    *kind, sub = resource.split("_") if resource.endswith(("_scale", "_status")) else (resource, None)
+    """The client's snake_case kind to the API's resource name (deployment_scale -> deployments/scale, pod_log ->
+    pods/log)."""
+    *kind, sub = resource.split("_") if resource.endswith(("_scale", "_status", "_log")) else (resource, None)
     name = "".join(kind if sub else [resource]).replace("_", "")
     name = name[:-1] + "ies" if name.endswith("y") else name + "s"
     return f"{name}/{sub}" if sub else name
