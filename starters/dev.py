@@ -664,7 +664,10 @@ class DevStack:
             ],
             essential=True,
         )  # fmt: skip
-        moto = self.spawn("moto", [binary("moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.moto)], essential=True)
+        # without the catalogue of public AMIs (the demo uses none): it draws from the seeded generator, so whether
+        # it loads changes every id after it, and the suite's moto (tests/conftest.py) skips it too
+        moto = self.spawn("moto", [binary("moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.moto)], essential=True,
+                          env={"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"})
         bao = self.spawn(
             "openbao",
             [
