@@ -24,7 +24,7 @@ from workflows.canary_ramp import CanaryRamp
 from workflows.registry import inputs
 from workflows.release import Release
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")  # not module-wide: one test here is sync
 NS = "release-checks"
 
 
@@ -51,6 +51,7 @@ async def release(ts_env: WorkflowEnvironment, postgres: str, task_queue: str, r
             yield JobReleases(ts_env, task_queue, fleet, ledger, kube=kube)
 
 
+@SESSION_LOOP
 async def test_a_job_check_that_completes_passes_the_stage_with_its_outcome_in_the_result(release: JobReleases) -> None:
     release.kube.fake.set_job(NS, "complete", after=3, log="collected 12 items\n12 passed in 3.1s")
     run = await release([single("staging", checks=[e2e()])])
@@ -74,6 +75,7 @@ async def test_a_job_check_that_completes_passes_the_stage_with_its_outcome_in_t
     assert release.ledger.ledger_read(LedgerQuery(service=result.service)).last_good == {"staging": "v2"}
 
 
+@SESSION_LOOP
 async def test_a_failed_job_check_stops_the_line_marks_the_version_bad_and_restores(release: JobReleases) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
     seed(release.ledger, service, "v1", environment="staging")
@@ -93,6 +95,7 @@ async def test_a_failed_job_check_stops_the_line_marks_the_version_bad_and_resto
     assert wave.phase == "restored" and result.compensated[0].startswith("staging/all back on v1")
 
 
+@SESSION_LOOP
 async def test_a_job_check_that_cannot_run_stops_the_line_without_marking_the_version_bad(
         release: JobReleases) -> None:
     service = f"svc-{uuid.uuid4().hex[:8]}"
