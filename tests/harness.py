@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import httpx
 from temporalio.api.common.v1 import Payload
@@ -39,7 +39,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowHistory,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -167,6 +167,18 @@ async def backoff(attempt: int) -> None:
     loaded machine), and a wait that lasts seconds used to read every 25-50 ms: its CPU grew with the machine's load.
     Short waits stay short; polling never makes the time-skipping server skip time."""
     await asyncio.sleep(min(POLL_MAX_S, POLL_FIRST_S * 1.5**attempt))
+
+
+async def query(handle: Any, query: Any, attempts: int = 6) -> Any:
+    """``handle.query(query)``, sent again when the server lost it: a query that reaches the time-skipping server as
+    the run continues as new is never answered, and its RPC ends "Timeout expired" (CANCELLED) or DEADLINE_EXCEEDED
+    (a CI run: a blue-green bake continuing as new while its test polled the status). Each try waits 10 s."""
+    for attempt in range(attempts):
+        try:
+            return await handle.query(query, rpc_timeout=timedelta(seconds=10))
+        except RPCError as error:
+            if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED) or attempt == attempts - 1:
+                raise
 
 
 async def poll(read: Callable[[], Awaitable[T]], done: Callable[[T], object], what: str, timeout: float = 60.0) -> T:

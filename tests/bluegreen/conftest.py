@@ -211,7 +211,7 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     reads = 0
     while True:
-        status = await handle.query(BlueGreenCutover.status)
+        status = await harness.query(handle, BlueGreenCutover.status)
         if predicate(status):
             return status
         if status.status in TERMINAL:
