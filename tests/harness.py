@@ -31,6 +31,7 @@ import httpx
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import (
     Client,
     Interceptor,
@@ -178,6 +179,29 @@ async def query(handle: Any, query: Any, attempts: int = 6) -> Any:
             return await handle.query(query, rpc_timeout=timedelta(seconds=10))
         except RPCError as error:
             if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED) or attempt == attempts - 1:
+                raise
+
+
+SKIP_CHUNK = timedelta(minutes=1)
+
+
+async def skip(env: WorkflowEnvironment, duration: timedelta) -> None:
+    """``env.sleep(duration)`` on a time-skipping server, a minute of its clock at a time and each minute sent again
+    if its RPC is lost. One long sleep is one RPC that the client abandons after 30 s of real time ("Timeout expired",
+    CANCELLED), and on a loaded machine twenty minutes of a bake (a tick, two probes and a continuation each minute)
+    took longer than that (a fresh-clone CI run). The server's own clock says how far it got, so a retry never skips
+    more than asked."""
+    if not env.supports_time_skipping:
+        await env.sleep(duration)
+        return
+    target = await env.get_current_time() + duration
+    while (remaining := target - await env.get_current_time()) > timedelta(0):
+        request = SleepRequest()
+        request.duration.FromTimedelta(min(remaining, SKIP_CHUNK))
+        try:
+            await env.client.test_service.unlock_time_skipping_with_sleep(request, timeout=timedelta(seconds=60))
+        except RPCError as error:
+            if error.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
                 raise
 
 

@@ -107,7 +107,7 @@ async def reach(ts_env, handle, step: str, hold: Hold):
     elif step in ("bake", "scale-down delay", "retire"):
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
         # the first bake tick (its measurement is held), or past the 10 m bake
-        skipping = asyncio.ensure_future(ts_env.sleep(timedelta(minutes=1 if step == "bake" else 11)))
+        skipping = asyncio.ensure_future(harness.skip(ts_env, timedelta(minutes=1 if step == "bake" else 11)))
         if step == "scale-down delay":
             await wait_for(handle, lambda s: s.stage == "scale-down")
     if STEPS[step][0] is not None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from core.approval import AbortInput
+from tests import harness
 from tests.bluegreen.abort_cases import abort_at, per_case_ts_env  # noqa: F401 (the ts_env fixture of these cases)
 from tests.bluegreen.conftest import activities, approve, make_input, start, wait_for, worker
 from tests.bluegreen.stand_ins import Hold, workflow_task_failures
@@ -34,7 +35,7 @@ async def test_abort_while_retiring_alb_brings_the_old_targets_back(ts_env, task
         try:
             await approve(handle)
             await wait_for(handle, lambda s: s.details.get("phase") == "bake")
-            skipping = asyncio.ensure_future(ts_env.sleep(timedelta(minutes=11)))
+            skipping = asyncio.ensure_future(harness.skip(ts_env, timedelta(minutes=11)))
             await hold.reached()
             assert alb.weights().get("blue", 0) == 0 and alb.targets("blue") == found[0]
             await handle.execute_update(BlueGreenCutover.abort, AbortInput(requested_by="carol", reason="stop it"))

@@ -39,7 +39,7 @@ async def both_gates_open(ts_env, handle):
     await wait_for(handle, lambda s: s.details.get("phase") == "bake")
     await handle.execute_update(BlueGreenCutover.promote_now, PromoteNowInput(requested_by="carol", reason="looks fine"))
     await wait_for(handle, lambda s: open_gate(s, "promote-now") is not None)
-    await ts_env.sleep(timedelta(minutes=1, seconds=1))  # the first bake tick: Inconclusive
+    await harness.skip(ts_env, timedelta(minutes=1, seconds=1))  # the first bake tick: Inconclusive
     status = await wait_for(handle, lambda s: open_gate(s, "bake-inconclusive") is not None)
     assert [g.gate_id for g in status.open_gates] == ["promote-now-2", "bake-inconclusive-3"]
     assert status.gate.gate_id == "promote-now-2" and status.status == "WaitingForApproval"

@@ -30,7 +30,7 @@ async def test_worker_restart_resumes_without_repeating_weight_changes(ts_env: W
                        activity_executor=pool, max_cached_workflows=0)
         async with first:
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-            await ts_env.sleep(15 * M)
+            await harness.skip(ts_env, 15 * M)
     # the worker is gone (its workflow cache with it): a new worker replays the history and carries on
     async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], acts):
         result = await handle.result()
@@ -49,7 +49,7 @@ async def test_steered_history_replays(ts_env: WorkflowEnvironment, task_queue: 
     async with harness.running_worker(ts_env.client, task_queue, [CanaryRamp], [traffic.get, traffic.set, metrics.measure, metrics.measure_batch, recorder.notify]):
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
-            await ts_env.sleep(4 * M)
+            await harness.skip(ts_env, 4 * M)
             gate = await gate_open(handle)
             await handle.execute_update(CanaryRamp.approve, ApproveInput(gate_id=gate, approver="bob", reason="cpu exporter restarted"))
             await handle.execute_update(CanaryRamp.extend, ExtendInput(by="bob", reason="watch longer", duration="2m"))

@@ -165,7 +165,7 @@ async def test_abort_or_cancel_at_every_step_puts_traffic_back(ts_env: WorkflowE
             if where == "set weight":
                 assert await asyncio.to_thread(rig.traffic.entered.wait, 10)
             elif where == "continue gate":
-                await ts_env.sleep(11 * M)
+                await harness.skip(ts_env, 11 * M)
                 await gate_open(handle)
             else:
                 await sleep_between_ticks(ts_env, (2 if where == "timed pause" else 7) * M)
@@ -194,7 +194,7 @@ async def test_abort_or_cancel_during_promotion_lets_it_finish(ts_env: WorkflowE
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input(plan=plan))
-            await ts_env.sleep(2 * M)
+            await harness.skip(ts_env, 2 * M)
             assert await asyncio.to_thread(rig.traffic.entered.wait, 10)
             await stop_run(handle, how)
             rig.traffic.release.set()
@@ -210,7 +210,7 @@ async def test_abort_at_the_analysis_decision_gate(ts_env: WorkflowEnvironment, 
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input())
-            await ts_env.sleep(4 * M)
+            await harness.skip(ts_env, 4 * M)
             gate = await gate_open(handle)
             assert gate.startswith("analysis-decision")
             await stop_run(handle, "abort")

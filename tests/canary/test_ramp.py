@@ -66,8 +66,8 @@ def offsets(result: CanaryRampResult) -> list[tuple[int, timedelta]]:
 
 
 async def sleep_between_ticks(env: WorkflowEnvironment, duration: timedelta) -> None:
-    """``env.sleep(duration)`` and half a minute more: a test that steers right after its sleep never meets a timer
-    firing.
+    """``harness.skip(env, duration)`` and half a minute more: a test that steers right after its sleep never meets a
+    timer firing.
 
     The canary's timers (measurement ticks, step ends) fall on whole minutes of the run, and a steering update
     (extend, pause, resume, promote, abort) wakes a timed wait, which cancels its timer. When that timer fires while
@@ -77,7 +77,7 @@ async def sleep_between_ticks(env: WorkflowEnvironment, duration: timedelta) -> 
     Under load the run reaches its ticks seconds after the test's sleep ends, just when the test steers; half a
     minute is room for any load and changes no outcome the tests assert.
     """
-    await env.sleep(duration + M / 2)
+    await harness.skip(env, duration + M / 2)
 
 
 async def gate_open(handle: WorkflowHandle) -> str:
@@ -127,12 +127,12 @@ async def test_inconclusive_pauses_and_a_person_continues(ts_env: WorkflowEnviro
     async with rig.worker():
         with ts_env.auto_time_skipping_disabled():
             handle = await rig.start(make_input())
-            await ts_env.sleep(5 * M)
+            await harness.skip(ts_env, 5 * M)
             gate = await gate_open(handle)
             assert gate.startswith("analysis-decision")
             view = await handle.query(CanaryRamp.canary)
             assert view.phase == "WaitingForDecision" and view.last_verdict.phase == "Inconclusive"
-            await ts_env.sleep(7 * M)  # the person decides at 12 min: the step's clock stood still for 9
+            await harness.skip(ts_env, 7 * M)  # the person decides at 12 min: the step's clock stood still for 9
             await handle.execute_update(CanaryRamp.approve, ApproveInput(gate_id=gate, approver="bob", reason="dashboards fine"))
         result = await handle.result()
         status = await handle.query(CanaryRamp.status)
@@ -206,7 +206,7 @@ async def test_extend_and_pause_move_the_step_end(ts_env: WorkflowEnvironment, t
                 await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", duration="0s"))
             await handle.execute_update(CanaryRamp.extend, ExtendInput(by="dave", reason="slow traffic", duration="3m"))
             await handle.execute_update(CanaryRamp.pause, SteerInput(by="dave", reason="lunch"))
-            await ts_env.sleep(4 * M)  # from between two ticks to between two ticks
+            await harness.skip(ts_env, 4 * M)  # from between two ticks to between two ticks
             await handle.execute_update(CanaryRamp.resume, SteerInput(by="dave"))
         result = await handle.result()
         await harness.save_history(handle, "canary-extend_and_pause_move_the_step_end")

@@ -170,7 +170,7 @@ async def test_escalation_extends_the_gate_to_the_escalation_approvers(ts_env, t
         handle = await _start(ts_env, task_queue, _input(policy))
         gate_id = (await _wait_for_gate(handle)).gate.gate_id
         assert "not an approver" in await _refusal(handle, ApproveInput(gate_id=gate_id, approver="oncall-lead"))
-        await ts_env.sleep(timedelta(minutes=61))
+        await harness.skip(ts_env, timedelta(minutes=61))
         state = await handle.query(GatedChange.status)
         assert state.gate is not None and state.gate.escalated and "oncall-lead" in state.gate.eligible
         await handle.execute_update(GatedChange.approve, ApproveInput(gate_id=gate_id, approver="oncall-lead"))
@@ -219,7 +219,7 @@ async def test_two_open_gates_are_decided_independently(ts_env, task_queue, reco
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(TwoGates.run, _two_gates(), id=f"two-{uuid.uuid4().hex[:8]}",
                                                         task_queue=task_queue)
-            await ts_env.sleep(timedelta(minutes=2))
+            await harness.skip(ts_env, timedelta(minutes=2))
             first, second = await _open_gates(handle, 2)
             state = await handle.query(TwoGates.status)
             assert state.status == "WaitingForApproval" and state.gate.gate_id == first

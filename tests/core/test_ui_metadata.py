@@ -29,7 +29,7 @@ async def test_every_activity_and_timer_has_a_summary_and_the_gate_says_how_to_a
             PlanStep(set_weight=100)]
     async with rig.worker():
         handle = await rig.start(make_input(plan=plan))
-        await ts_env.sleep(timedelta(minutes=6))  # past the timed pause, to the gate
+        await harness.skip(ts_env, timedelta(minutes=6))  # past the timed pause, to the gate
         state = await harness.poll(lambda: handle.query(CanaryRamp.status), lambda s: s.gate is not None, "a gate opens")
         gate = state.gate
         assert gate is not None

@@ -89,12 +89,12 @@ async def test_escalation_pages_once_and_resolves_when_decided(ts_env, task_queu
     async with harness.running_worker(ts_env.client, task_queue, [NoticedChange], [notifier.notify]):
         handle = await _start(ts_env, task_queue, _input(policy))
         gate_id = (await _gate(handle)).gate.gate_id
-        await ts_env.sleep(timedelta(minutes=50))  # two reminders: Slack only
+        await harness.skip(ts_env, timedelta(minutes=50))  # two reminders: Slack only
         assert fake_pd.events == []
-        await ts_env.sleep(timedelta(minutes=15))  # past the deadline: escalated
+        await harness.skip(ts_env, timedelta(minutes=15))  # past the deadline: escalated
         state = await handle.query(NoticedChange.status)
         assert state.gate is not None and state.gate.escalated and "carol" in state.gate.eligible
-        await ts_env.sleep(timedelta(minutes=30))  # reminders after the escalation page no one
+        await harness.skip(ts_env, timedelta(minutes=30))  # reminders after the escalation page no one
         await handle.execute_update(NoticedChange.approve, ApproveInput(gate_id=gate_id, approver="carol"))
         result = await handle.result()
     assert result.status == "Succeeded"

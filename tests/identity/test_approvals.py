@@ -172,7 +172,7 @@ async def test_each_bad_token_is_refused_with_its_reason_and_nothing_counts(
 
         # expired at the RUN's clock: the token was fine when minted, the run's time moved on past its expiry
         late = token_of("bob")
-        await env.sleep(timedelta(minutes=20))
+        await harness.skip(env, timedelta(minutes=20))
         expired = await refused(again, ApproveInput(gate_id=gate2, token=late))
         assert "token refused: expired" in expired
         await again.signal(GatedChange.approve_signal, ApproveInput(gate_id=gate2, token=late))

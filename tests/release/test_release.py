@@ -73,7 +73,7 @@ class Run:
                 return status
             if status.status in TERMINAL:
                 raise AssertionError(f"ended {status.status} while waiting for {what}: {status.stage}")
-            await self.env.sleep(timedelta(seconds=20))
+            await harness.skip(self.env, timedelta(seconds=20))
         raise AssertionError(f"never reached: {what}; at {status.stage}")
 
     async def gate(self, prefix: str) -> str:
@@ -208,7 +208,7 @@ async def test_a_version_marked_bad_is_refused_and_an_approved_override_releases
     assert [s.phase for s in result.stages] == ["pending"]
     assert result.stages[0].waves[0].child_workflow_id is None  # nothing was started
     # the override asks the production approvers
-    await run.env.sleep(timedelta(seconds=1))
+    await harness.skip(run.env, timedelta(seconds=1))
     run = await release([single("development")], service=service, override_bad_version=True)
     await run.approve(await run.gate("override-bad-version"), "alice", "carol")
     result = await run.result()
