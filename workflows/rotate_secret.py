@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -54,9 +54,11 @@ with workflow.unsafe.imports_passed_through():
         expiry_alert,
         rollout_problems,
     )
+    from core.runbook import StepRecord
     from workflows.base import ACTIVITY_RETRY, Ending, RunbookWorkflow, Stop, cause_of, until_done
 
 NOTHING_CHANGED = "nothing was changed"
+T = TypeVar("T", str, int)
 COMPENSATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1),
                                maximum_attempts=10, non_retryable_error_types=[errors.INVALID_INPUT, errors.ACCESS_DENIED])
 
@@ -92,10 +94,7 @@ class RotateSecret(RunbookWorkflow):
 
     async def _rotate(self, input: RotateSecretInput) -> Ending:
         step = self.step_started("validate")
-        problems = input.problems()
-        if problems:
-            self.step_failed(step, "; ".join(problems))
-            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, input.problems())
         state = await self.interruptible(workflow.execute_activity_method(
             SecretEngineActivities.db_rotation_target, DbRotationTarget(mount=input.mount, role=input.role, kv_path=input.kv_path),
             start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
@@ -105,9 +104,7 @@ class RotateSecret(RunbookWorkflow):
         if not state.kv_version:
             why.append(f"kv_path: {input.kv_path} does not exist (the consumers' current credential)")
         why += await self._rollout_problems(input)
-        if why:
-            self.step_failed(step, "; ".join(why))
-            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, why)
         self.record.old_version, self.record.old_username = state.kv_version, state.kv_username
         self.record.old_lease_id = state.kv_lease_id
         await self.step_done(step, f"role {input.role}; {input.kv_path} v{state.kv_version} ({state.kv_username})",
@@ -139,19 +136,20 @@ class RotateSecret(RunbookWorkflow):
             retry_policy=ACTIVITY_RETRY), "verify consumers")
         await self.step_done(step, f"{len(sessions.users)} consumer(s) connected as {issued.username}")
 
-        step = self.step_started("revoke old credential")
-        if issued.previous_lease_id:
-            done = await self._too_late_to_abort("revoke old credential", workflow.execute_activity_method(
-                SecretEngineActivities.vault_revoke_lease, LeaseRef(lease_id=issued.previous_lease_id),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
-            r.revoked.append(issued.previous_lease_id)
-            await self.step_done(step, f"lease {done.lease_id} {'revoked' if done.revoked else 'was already gone'}: "
-                                       f"user {issued.previous_username} dropped")
-        else:
-            self._old_revoked = True
-            await self.step_done(step, "the old version has no lease (a static credential): nothing to revoke")
+        await self._retire_old(
+            "revoke old credential", issued.previous_lease_id, SecretEngineActivities.vault_revoke_lease,
+            lambda lease: LeaseRef(lease_id=lease), into=r.revoked,
+            done=lambda d: f"lease {d.lease_id} {'revoked' if d.revoked else 'was already gone'}: "
+                           f"user {issued.previous_username} dropped",
+            nothing="the old version has no lease (a static credential): nothing to revoke")
         return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: consumers on "
                                    f"{r.new_username}, {r.old_username or 'old credential'} revoked")
+
+    def _refuse(self, step: StepRecord, why: list[str]) -> None:
+        """Part of every kind's read-only validate step: any reason ends the run Refused, before any change."""
+        if why:
+            self.step_failed(step, "; ".join(why))
+            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
 
     async def _compensate(self, input: RotateSecretInput, ending: Ending) -> None:
         """Before the old lease is revoked: put the old credential back where consumers read it and revoke the new
@@ -206,6 +204,33 @@ class RotateSecret(RunbookWorkflow):
     def _compensating(activity: Any, arg: Any) -> Awaitable[Any]:
         return workflow.execute_activity_method(activity, arg, start_to_close_timeout=timedelta(minutes=1),
                                                 retry_policy=COMPENSATE_RETRY)
+
+    async def _retire_old(self, name: str, old: T, activity: Any, request: Callable[[T], Any], *, into: list[T],
+                          done: Callable[[Any], str], nothing: str) -> None:
+        """The last step of every kind, once the consumers are verified: retire the old material ``old`` (a lease, a
+        serial, a KV version) with ``activity`` on ``request(old)`` and record it ``into`` the rotation record;
+        ``done`` describes the activity's answer. No old material (``old`` empty): ``nothing`` to retire.
+        An abort or a cancel arriving while it runs is too late: refused (recorded), the rotation completes; a
+        failed retire fails the step (compensation rolls back)."""
+        step = self.step_started(name)
+        if not old:
+            self._old_revoked = True
+            await self.step_done(step, nothing)
+            return
+        self.check_abort(name)
+        await self.respect_freeze(name)
+        task = asyncio.ensure_future(workflow.execute_activity_method(
+            activity, request(old), start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
+        if await until_done(task):
+            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
+        result = task.result()
+        self._old_revoked = True
+        if self.aborting:
+            req = self.abort_request
+            self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
+                               note=f"arrived during {name}: the rotation completed")
+        into.append(old)
+        await self.step_done(step, done(result))
 
     # ------------------------------------------------------------------------------ rollout through Kubernetes
     async def _rollout_problems(self, input: RotateSecretInput) -> list[str]:
@@ -277,10 +302,7 @@ class RotateSecret(RunbookWorkflow):
         """Issue from the PKI role into the KV path the TLS endpoint reads, wait until every endpoint presents the
         new serial in a handshake, then revoke the old certificate. Both certificates are valid until then."""
         step = self.step_started("validate")
-        problems = input.problems()
-        if problems:
-            self.step_failed(step, "; ".join(problems))
-            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, input.problems())
         target = PkiRotationTarget(mount=input.pki_mount, role=input.role, common_name=input.common_name,
                                    kv_path=input.kv_path)
         state = await self.interruptible(workflow.execute_activity_method(
@@ -295,9 +317,7 @@ class RotateSecret(RunbookWorkflow):
         if not state.kv_version:
             why.append(f"kv_path: {input.kv_path} does not exist (the endpoint's current certificate)")
         why += await self._rollout_problems(input)
-        if why:
-            self.step_failed(step, "; ".join(why))
-            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, why)
         r = self.record
         r.old_version, r.old_serial = state.kv_version, state.kv_serial
         await self.step_done(step, f"role {input.role} allows {input.common_name}; {input.kv_path} v{state.kv_version} "
@@ -340,35 +360,13 @@ class RotateSecret(RunbookWorkflow):
             retry_policy=ACTIVITY_RETRY), "verify endpoints")
         await self.step_done(step, f"{len(served.serials)} endpoint(s) present serial {cert.serial}")
 
-        step = self.step_started("revoke old certificate")
-        if cert.previous_serial:
-            await self._too_late_to_abort("revoke old certificate", workflow.execute_activity_method(
-                SecretEngineActivities.pki_revoke_certificate,
-                PkiRevokeInput(mount=input.pki_mount, serial=cert.previous_serial),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
-            r.revoked.append(cert.previous_serial)
-            await self.step_done(step, f"serial {cert.previous_serial} revoked")
-        else:
-            self._old_revoked = True
-            await self.step_done(step, "the old version names no serial: nothing to revoke")
+        await self._retire_old(
+            "revoke old certificate", cert.previous_serial, SecretEngineActivities.pki_revoke_certificate,
+            lambda serial: PkiRevokeInput(mount=input.pki_mount, serial=serial), into=r.revoked,
+            done=lambda _: f"serial {cert.previous_serial} revoked",
+            nothing="the old version names no serial: nothing to revoke")
         return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: endpoints present "
                                    f"{r.new_serial}, {r.old_serial or 'old certificate'} revoked")
-
-    async def _too_late_to_abort(self, where: str, call: Any) -> Any:
-        """The revoke of the old material, once the consumers are verified: an abort or a cancel arriving while it
-        runs is refused (recorded) and the rotation completes; a failed revoke fails the step (compensation)."""
-        self.check_abort(where)
-        await self.respect_freeze(where)
-        task = asyncio.ensure_future(call)
-        if await until_done(task):
-            self.request_abort(AbortInput(requested_by="temporal", reason="the workflow was cancelled"))
-        result = task.result()
-        self._old_revoked = True
-        if self.aborting:
-            req = self.abort_request
-            self.record_action("abort", req.requested_by if req else "?", req.reason if req else "", accepted=False,
-                               note=f"arrived during {where}: the rotation completed")
-        return result
 
     async def _compensate_certificate(self, input: RotateSecretInput, ending: Ending) -> None:
         """Before the old certificate is revoked: put it back where the endpoint reads it, revoke the new one."""
@@ -394,18 +392,13 @@ class RotateSecret(RunbookWorkflow):
         """A new key as the next KV version (the old version stays: both valid), verified when every consumer URL
         reports the new key's fingerprint, then, after the grace period, the old version destroyed."""
         step = self.step_started("validate")
-        problems = input.problems()
-        if problems:
-            self.step_failed(step, "; ".join(problems))
-            raise Stop("Refused", f"{'; '.join(problems)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, input.problems())
         state = await self.interruptible(workflow.execute_activity_method(
             SecretEngineActivities.apikey_rotation_target, ApiKeyTarget(kv_path=input.kv_path),
             start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY), "validate")
         why = [f"kv_path: {input.kv_path} does not exist (the consumers' current key)"] if not state.kv_version else []
         why += await self._rollout_problems(input)
-        if why:
-            self.step_failed(step, "; ".join(why))
-            raise Stop("Refused", f"{'; '.join(why)}: {NOTHING_CHANGED}", severity="warning")
+        self._refuse(step, why)
         r = self.record
         r.old_version, r.old_fingerprint = state.kv_version, state.fingerprint
         await self.step_done(step, f"{input.kv_path} v{state.kv_version} ({state.fingerprint or 'no fingerprint'})",
@@ -448,16 +441,11 @@ class RotateSecret(RunbookWorkflow):
                 pass
         await self.step_done(step, f"{input.grace_period} passed with both versions readable", notify=False)
 
-        step = self.step_started("destroy old version")
-        if key.previous.version:
-            await self._too_late_to_abort("destroy old version", workflow.execute_activity_method(
-                SecretEngineActivities.kv_destroy_version, KvRef(path=input.kv_path, version=key.previous.version),
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=ACTIVITY_RETRY))
-            r.destroyed_versions.append(key.previous.version)
-            await self.step_done(step, f"{input.kv_path} v{key.previous.version} destroyed")
-        else:
-            self._old_revoked = True
-            await self.step_done(step, "no old version: nothing to destroy")
+        await self._retire_old(
+            "destroy old version", key.previous.version, SecretEngineActivities.kv_destroy_version,
+            lambda version: KvRef(path=input.kv_path, version=version), into=r.destroyed_versions,
+            done=lambda _: f"{input.kv_path} v{key.previous.version} destroyed",
+            nothing="no old version: nothing to destroy")
         return Ending("Succeeded", f"{input.kv_path} v{r.old_version} -> v{r.new_version}: consumers on "
                                    f"{r.new_fingerprint}, v{r.old_version} destroyed")
 
