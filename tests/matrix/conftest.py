@@ -22,10 +22,11 @@ import pytest_asyncio
 from tests.matrix.engine import Case, Outcome
 from tests.matrix.judge import judge
 from tests.matrix.runbooks import SCENARIOS
-from tests.matrix.session import BASELINES, cases_from, load_baselines, open_runtime, run_cases, source_hash
+from tests.matrix.session import BASELINES, cases_from, load_baselines, open_runtime, played, run_cases, source_hash
 
 REPORT = Path(__file__).resolve().parents[2] / ".state" / "matrix-report.txt"
 _SELECTED = pytest.StashKey[list]()
+_RUNBOOKS = pytest.StashKey[set]()  # the runbooks of the selected tests: only their fault-free runs are played
 _STATE: dict[str, Any] = {"verdicts": {}, "started": None, "ended": None}
 
 
@@ -38,16 +39,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = [c for c in cases_from(load_baselines()) if c.kind != "baseline"]
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
     elif "runbook" in metafunc.fixturenames:
-        metafunc.parametrize("runbook", list(SCENARIOS))
+        metafunc.parametrize("runbook", played())
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     selected: list[Case] = []
+    runbooks: set[str] = set()
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and isinstance(callspec.params.get("case"), Case):
             selected.append(callspec.params["case"])
+            runbooks.add(callspec.params["case"].runbook)
+        elif callspec is not None and isinstance(callspec.params.get("runbook"), str):
+            runbooks.add(callspec.params["runbook"])
     session.config.stash[_SELECTED] = selected
+    session.config.stash[_RUNBOOKS] = runbooks
 
 
 class Matrix:
@@ -63,16 +69,18 @@ class Matrix:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def matrix(request: pytest.FixtureRequest, postgres: str, openbao: tuple[str, str]) -> Matrix:
     selected: list[Case] = request.config.stash.get(_SELECTED, [])
+    runbooks = [r for r in played() if r in request.config.stash.get(_RUNBOOKS, set())]
     recorded = load_baselines()
     _STATE["started"] = time.monotonic()
     async with open_runtime(pg_uri=postgres, vault=openbao) as rt:
-        base = await run_cases([Case(r, "baseline") for r in SCENARIOS], rt)
-        baselines = {r: base[f"{r}-baseline"] for r in SCENARIOS}  # in SCENARIOS order: baselines.json stays stable
+        base = await run_cases([Case(r, "baseline") for r in runbooks], rt)
+        baselines = {r: base[f"{r}-baseline"] for r in runbooks}
         fresh_steps = {r: o.steps for r, o in baselines.items()}
         if any(recorded.get("runbooks", {}).get(r, {}).get("steps") != s for r, s in fresh_steps.items()):
-            data = {"source_hash": source_hash(),
-                    "runbooks": {r: {"steps": o.steps, "status": o.status, "ending": o.ending}
-                                 for r, o in baselines.items()}}
+            kept = recorded.get("runbooks", {})  # the runbooks this scope did not play keep their recorded path
+            fresh = {r: {"steps": o.steps, "status": o.status, "ending": o.ending} for r, o in baselines.items()}
+            data = {"source_hash": source_hash(),  # in SCENARIOS order: baselines.json stays stable
+                    "runbooks": {r: fresh.get(r, kept.get(r)) for r in SCENARIOS if r in fresh or r in kept}}
             BASELINES.write_text(json.dumps(data, indent=1) + "\n")
         outcomes = await run_cases(selected, rt)
     _STATE["ended"] = time.monotonic()

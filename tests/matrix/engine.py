@@ -195,7 +195,8 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
             "plan": str(case_dir / "plan.json"), "tf_root": str(ctx.tf_root), "no_cache": case.kind == "kill",
             "kube": {c: f.url for c, f in ctx.kube.items()},
             "env": {"AWS_ACCESS_KEY_ID": ctx.access_key, "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
-                    "AWS_ENDPOINT_URL": rt.moto_url, "AWS_MAX_ATTEMPTS": "1", **rt.shared.get("env", {})},
+                    "AWS_ENDPOINT_URL": rt.moto_url, "AWS_MAX_ATTEMPTS": "1", **rt.shared.get("env", {}),
+                    **scenario.worker_env(ctx)},
         }
         pids.append(await rt.spawn(config, "worker-1"))
         out.mark("worker", started)
@@ -241,7 +242,7 @@ async def run_case(case: Case, rt: Runtime) -> Outcome:
         history = await handle.fetch_history()
         out.workflow_task_failures, out.steps = await _scan(env, handle, history, workflow_id)
         answer = (await rt.http.get(f"{rt.moto_url}/_ledger/{ctx.account}")).json()
-        out.ledger = _ledger(ctx, answer["entries"])
+        out.ledger = scenario.ledger(ctx, _ledger(ctx, answer["entries"]))
         out.final = await loop.run_in_executor(None, snapshot_sync, scenario, ctx, answer["snapshot"])
         out.mark("judged", started)
     except Exception as err:  # noqa: BLE001

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import boto3
 import psycopg
@@ -100,6 +100,10 @@ class Scenario:
     drill = False  # a drill may end Failed when it proves something unsafe
     success_is_initial = False  # a successful run leaves everything as found (drills, sandboxes)
     rules: tuple[StepRule, ...] = ()  # per-step exceptions to the general expectation (the runbook's docs say why)
+    # what the quick scope (make test) plays: "each kind" (the fault-free run and every fault kind once, see
+    # session.quick_cases), "one" (one fault case, no fault-free run: for a variant of a runbook already there)
+    # or "none" (covered by another variant's case)
+    quick = "each kind"
 
     def rule(self, kind: str, step: str | None) -> StepRule | None:
         return next((r for r in self.rules if r.applies(kind, step)), None)
@@ -114,6 +118,15 @@ class Scenario:
     def safe_key(self, key: str) -> bool:
         """Which snapshot keys the safe state speaks about (reports and records are not infrastructure)."""
         return True
+
+    def worker_env(self, ctx: Ctx) -> dict[str, str]:
+        """Variables the case's workers get on top of the session's (after seeding)."""
+        return {}
+
+    def ledger(self, ctx: Ctx, entries: list[dict]) -> list[dict]:
+        """The case's change ledger (moto's and the Kubernetes fakes' entries in time order): a scenario may add its
+        own stand-ins' entries and name values that differ from case to case (random material) by what they are."""
+        return entries
 
 
 # ------------------------------------------------------------------------------------------------------- canary
@@ -494,9 +507,311 @@ class Rotate(Scenario):
                 "pg:other users": len([u for u in users if u != old])}
 
 
-SCENARIOS: dict[str, Callable[[], Scenario]] = {
+class RotateMaterial(Scenario):
+    """rotate-secret's certificate and API key kinds (kind ``certificate`` on the session's OpenBao PKI engine, kind
+    ``api_key`` in KV v2), each with the KV rollout (the consumer reads the KV path) and the Kubernetes rollout (the
+    consumer reads a Secret of the case's Kubernetes fake; an API key's Deployment is restarted onto it).
+
+    The case's worker reaches OpenBao through its own ledger proxy (tests/matrix/vault_ledger.py), so OpenBao's
+    effective changes are in the ledger with moto's and the fake's. Material is named, never shown: ``old`` (what
+    the case was seeded with) and ``new#1``, ``new#2``... in order of appearance, so that the cases compare with the
+    baseline: a second new certificate or key where the baseline has one is a change off the baseline's path. The
+    snapshot says which material the KV path's newest version holds, which material is still valid (certificates:
+    not revoked; keys: a version holding it not destroyed), what the consumer serves or reports and, with the
+    Kubernetes rollout, what the Secret holds and which material the Deployment's pods were restarted onto."""
+
+    kube_contexts: tuple[str, ...] = ()
+    rollout = "kv"
+    kind = ""
+    # the Secret and the consumer Deployment of the Kubernetes rollout
+    NS, SECRET, APP = "shop", "shop-material", "shop-api"
+
+    def __init__(self) -> None:
+        from workflows.rotate_secret import RotateSecret
+
+        self.workflow = RotateSecret.run
+        if self.rollout == "kubernetes":
+            self.kube_contexts = ("default",)
+
+    def _vault(self, ctx: Ctx) -> Any:
+        import hvac
+
+        env = ctx.shared["env"]
+        return hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"])
+
+    # -- naming material --------------------------------------------------------------------------------------
+    def identity(self, data: dict[str, str]) -> str:
+        """What tells one material from another in a KV version's data (a serial, a key's fingerprint)."""
+        raise NotImplementedError
+
+    def secret_identity(self, data: dict[str, str]) -> str:
+        """The same, from the Kubernetes Secret's decoded data."""
+        raise NotImplementedError
+
+    def label(self, ctx: Ctx, identity: str) -> str:
+        labels: dict[str, str] = ctx.data.setdefault("labels", {})
+        if identity not in labels:
+            labels[identity] = "old" if not labels else f"new#{len(labels)}"
+        return labels[identity]
+
+    def valid(self, ctx: Ctx, vault: Any, label: str, identity: str, live: bool) -> bool:
+        """Whether the material is still valid (``live``: a version holding it is not destroyed)."""
+        raise NotImplementedError
+
+    def vault_state(self, ctx: Ctx) -> dict[str, Any]:
+        """The case's OpenBao state, by material: the ledger proxy takes it around every write, the snapshot too."""
+        vault = self._vault(ctx)
+        path = ctx.data["kv"]
+        meta = vault.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]
+        seen: dict[int, str] = ctx.data.setdefault("versions", {})  # version -> identity (a version never changes)
+        live: dict[str, bool] = {}
+        with ctx.data.setdefault("lock", threading.Lock()):
+            for number, version in sorted(meta["versions"].items(), key=lambda item: int(item[0])):
+                gone = bool(version["destroyed"] or version["deletion_time"])
+                if int(number) not in seen and not gone:
+                    data = vault.secrets.kv.v2.read_secret_version(path=path, version=int(number), mount_point="secret",
+                                                                   raise_on_deleted_version=True)["data"]["data"]
+                    seen[int(number)] = self.identity(data)
+                identity = seen.get(int(number), f"unread v{number}")
+                live[identity] = live.get(identity, False) or not gone
+            state: dict[str, Any] = {f"vault:{path} newest": self.label(ctx, seen.get(int(meta["current_version"]), "?"))}
+            for identity, alive in live.items():
+                label = self.label(ctx, identity)
+                if self.valid(ctx, vault, label, identity, alive):
+                    state[f"vault:{path} {label}"] = "valid"
+        return state
+
+    # -- seeding ----------------------------------------------------------------------------------------------
+    def seed_material(self, ctx: Ctx, vault: Any, path: str) -> dict[str, str]:
+        """The case's first material, written to KV ``path`` (below secret/) as a deploy would have."""
+        raise NotImplementedError
+
+    def consumer(self, ctx: Ctx, vault: Any) -> Any:
+        """The consumer stand-in, entered."""
+        raise NotImplementedError
+
+    def seed(self, ctx: Ctx) -> None:
+        from tests.matrix.vault_ledger import VaultLedger
+
+        vault = self._vault(ctx)
+        path = f"apps/mx-{ctx.account[-6:]}/{self.kind}"
+        ctx.data["kv"] = path
+        data = self.seed_material(ctx, vault, path)
+        self.label(ctx, self.identity(data))  # "old"
+        if self.rollout == "kubernetes":
+            self.seed_kubernetes(ctx, data)
+        ledger = VaultLedger(ctx.shared["env"]["VAULT_ADDR"], lambda: self.vault_state(ctx)).__enter__()
+        ctx.servers.append(ledger)
+        ctx.data["vault_ledger"] = ledger
+        consumer = self.consumer(ctx, vault)
+        ctx.servers.append(consumer)
+        ctx.data["consumer"] = consumer
+
+    def seed_kubernetes(self, ctx: Ctx, data: dict[str, str]) -> None:
+        import base64
+
+        fake = ctx.kube["default"]
+        secret_type, keys = self.layout()
+        fake.put_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.NS}})
+        fake.put_object({"apiVersion": "v1", "kind": "Secret", "type": secret_type,
+                         "metadata": {"name": self.SECRET, "namespace": self.NS},
+                         "data": {k: base64.b64encode(data[field].encode()).decode() for k, field in keys.items()}})
+        if self.deployments():
+            labels = {"app": self.APP}
+            fake.put_object({"apiVersion": "apps/v1", "kind": "Deployment",
+                             "metadata": {"name": self.APP, "namespace": self.NS},
+                             "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+                                 "metadata": {"labels": labels},
+                                 "spec": {"containers": [{"name": "app", "image": "shop:v1"}]}}}})
+
+    def layout(self) -> tuple[str, dict[str, str]]:
+        from core.rotation import SECRET_LAYOUT
+
+        return SECRET_LAYOUT[self.kind]
+
+    def deployments(self) -> list[str]:
+        return [self.APP] if self.kind != "certificate" else []
+
+    def worker_env(self, ctx: Ctx) -> dict[str, str]:
+        return {"VAULT_ADDR": ctx.data["vault_ledger"].url}
+
+    def rollout_input(self) -> dict[str, Any]:
+        from core.kubernetes import SecretRef
+
+        if self.rollout != "kubernetes":
+            return {}
+        return {"rollout": "kubernetes", "secret": SecretRef(namespace=self.NS, name=self.SECRET, context="default"),
+                "deployments": self.deployments()}
+
+    # -- snapshot and ledger ----------------------------------------------------------------------------------
+    def served(self, ctx: Ctx) -> str:
+        """The identity of the material the consumer serves or reports now."""
+        raise NotImplementedError
+
+    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
+        import time
+
+        state = self.vault_state(ctx)
+        # where the consumers read it: the KV path's newest version, or the Secret; the consumer reloads within a
+        # second (a Deployment's pods when it is restarted): give it that long to agree
+        wanted = state[f"vault:{ctx.data['kv']} newest"]
+        if self.rollout == "kubernetes":
+            wanted = self.label(ctx, self.secret_identity(self.secret_data(ctx)))
+            state[f"k8s:default:secrets/{self.NS}/{self.SECRET}"] = {"holds": wanted}
+        deadline = time.monotonic() + 3
+        served = self.label(ctx, self.served(ctx))
+        while served != wanted and time.monotonic() < deadline:
+            time.sleep(0.1)
+            served = self.label(ctx, self.served(ctx))
+        state["consumer serves"] = served
+        if self.rollout == "kubernetes" and self.deployments():
+            state[f"k8s:default:deployments/{self.NS}/{self.APP}"] = {"pods on": served}
+        return state
+
+    def secret_data(self, ctx: Ctx) -> dict[str, str]:
+        from tests.rotation.stand_ins import secret_data
+
+        return secret_data(ctx.kube["default"], self.NS, self.SECRET)
+
+    def ledger(self, ctx: Ctx, entries: list[dict]) -> list[dict]:
+        """OpenBao's entries merged in; the fake's Secret and Deployment entries named by material, as in the
+        snapshot (the Secret: what it holds; the Deployment: what its pods were restarted onto, i.e. what the
+        Secret held when it was restarted)."""
+        import base64
+
+        out = []
+        holds = "old"
+        for entry in sorted(entries + ctx.data["vault_ledger"].ledger, key=lambda e: e["t"]):
+            key = entry["key"]
+            if key == f"k8s:default:secrets/{self.NS}/{self.SECRET}" and entry["value"] is not None:
+                data = {k: base64.b64decode(v).decode() for k, v in (entry["value"].get("data") or {}).items()}
+                holds = self.label(ctx, self.secret_identity(data))
+                entry = dict(entry, value={"holds": holds})
+            elif key == f"k8s:default:deployments/{self.NS}/{self.APP}" and entry["value"] is not None:
+                entry = dict(entry, value={"pods on": holds})
+            out.append(entry)
+        return out
+
+
+class RotateCertificate(RotateMaterial):
+    kind = "certificate"
+    quick = "none"  # the quick scope plays the Kubernetes variant: its path has every activity of this one
+    rules = (
+        StepRule(kinds=("abort", "cancel"), activity="pki_revoke_certificate", outcome=("Succeeded",), safe="as left",
+                 why="the endpoints present the new serial and the old one's revoke has started: it completes"),
+    )
+
+    def identity(self, data: dict[str, str]) -> str:
+        return data["serial"]
+
+    def secret_identity(self, data: dict[str, str]) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from core.rotation import serial_of
+
+        return serial_of(x509.load_pem_x509_certificate(data["tls.crt"].encode()).public_bytes(Encoding.DER))
+
+    def valid(self, ctx: Ctx, vault: Any, label: str, identity: str, live: bool) -> bool:
+        from tests.rotation.stand_ins import PKI_MOUNT
+
+        return not int(vault.read(f"{PKI_MOUNT}/cert/{identity}")["data"].get("revocation_time") or 0)
+
+    def seed_material(self, ctx: Ctx, vault: Any, path: str) -> dict[str, str]:
+        from tests.rotation.stand_ins import PKI_MOUNT, configure_pki
+
+        configure_pki(vault)
+        issued = vault.write_data(f"{PKI_MOUNT}/issue/web", data={"common_name": "www.shop.test"})["data"]
+        data = {"certificate": issued["certificate"], "private_key": issued["private_key"],
+                "serial": issued["serial_number"]}
+        vault.secrets.kv.v2.create_or_update_secret(path=path, mount_point="secret", secret=data)
+        return data
+
+    def consumer(self, ctx: Ctx, vault: Any) -> Any:
+        from tests.rotation.stand_ins import SecretTlsEndpoint, TlsEndpoint
+
+        if self.rollout == "kubernetes":
+            return SecretTlsEndpoint(vault, ctx.kube["default"], self.NS, self.SECRET).__enter__()
+        return TlsEndpoint(vault, f"secret/{ctx.data['kv']}").__enter__()
+
+    def served(self, ctx: Ctx) -> str:
+        from activities.http_checks import _served_serial
+
+        return _served_serial(ctx.data["consumer"].endpoint)
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.rotation import RotateSecretInput
+        from tests.rotation.stand_ins import PKI_MOUNT
+
+        path = f"secret/{ctx.data['kv']}"
+        return RotateSecretInput(meta=meta("rotate-secret", path), kind="certificate", role="web", pki_mount=PKI_MOUNT,
+                                 common_name="www.shop.test", kv_path=path, endpoints=[ctx.data["consumer"].endpoint],
+                                 verify_timeout=timedelta(seconds=30), **self.rollout_input())
+
+
+class RotateCertificateK8s(RotateCertificate):
+    rollout = "kubernetes"
+    quick = "one"
+
+
+class RotateApiKey(RotateMaterial):
+    kind = "api_key"
+    quick = "none"  # as for certificates
+    rules = (
+        StepRule(kinds=("abort", "cancel"), activity="kv_destroy_version", outcome=("Succeeded",), safe="as left",
+                 why="the consumers report the new key, the grace period passed and the destroy has started: it "
+                     "completes"),
+    )
+
+    def identity(self, data: dict[str, str]) -> str:
+        from core.rotation import fingerprint_of
+
+        return fingerprint_of(data["api_key"])
+
+    def secret_identity(self, data: dict[str, str]) -> str:
+        return self.identity(data)
+
+    def valid(self, ctx: Ctx, vault: Any, label: str, identity: str, live: bool) -> bool:
+        return live
+
+    def seed_material(self, ctx: Ctx, vault: Any, path: str) -> dict[str, str]:
+        import secrets
+
+        from core.rotation import fingerprint_of
+
+        key = secrets.token_urlsafe(32)
+        data = {"api_key": key, "fingerprint": fingerprint_of(key)}
+        vault.secrets.kv.v2.create_or_update_secret(path=path, mount_point="secret", secret=data)
+        return data
+
+    def consumer(self, ctx: Ctx, vault: Any) -> Any:
+        from tests.rotation.stand_ins import KeyConsumer, PodKeyConsumer
+
+        if self.rollout == "kubernetes":
+            return PodKeyConsumer(vault, ctx.kube["default"], self.NS, self.APP, self.SECRET).__enter__()
+        return KeyConsumer(vault, f"secret/{ctx.data['kv']}").__enter__()
+
+    def served(self, ctx: Ctx) -> str:
+        return ctx.data["consumer"].fingerprint
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.rotation import RotateSecretInput
+
+        path = f"secret/{ctx.data['kv']}"
+        return RotateSecretInput(meta=meta("rotate-secret", path), kind="api_key", kv_path=path,
+                                 consumer_urls=[ctx.data["consumer"].url], verify_timeout=timedelta(seconds=30),
+                                 grace_period=timedelta(minutes=10), **self.rollout_input())
+
+
+class RotateApiKeyK8s(RotateApiKey):
+    rollout = "kubernetes"
+    quick = "one"
+
+
+SCENARIOS: dict[str, type[Scenario]] = {
     "canary": Canary, "bluegreen": BlueGreen, "failover": Failover, "provision": Provision, "restore": Restore,
-    "release": Release, "rotate": Rotate,
+    "release": Release, "rotate": Rotate, "rotate-cert": RotateCertificate, "rotate-cert-k8s": RotateCertificateK8s,
+    "rotate-key": RotateApiKey, "rotate-key-k8s": RotateApiKeyK8s,
 }
 
 

@@ -110,7 +110,7 @@ def build_activities(config: dict) -> list[Callable]:
     instances = [
         NotificationActivities([RecordingChannel(Path(config["dir"]) / "events.jsonl")]),
         CalendarActivities(None),  # no change calendar: nothing is frozen
-        KubernetesActivities(api_for),
+        KubernetesActivities(api_for, vault),  # k8s_write_secret_from_vault reads the KV version it writes
         HTTP_CHECKS,
         TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
         METRICS,
