@@ -18,6 +18,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -167,6 +168,36 @@ class VaultReader:
         return out
 
 
+@dataclass(frozen=True)
+class _KvVersion:
+    """One version of a KV v2 secret as the rotation activities read or wrote it (version 0: none). Its data holds
+    secrets: it never leaves the activity; the answers below keep versions, user names, serials and fingerprints."""
+
+    ref: KvRef
+    data: dict[str, str]
+
+
+def _key_fingerprint(data: Mapping[str, str]) -> str:
+    """The fingerprint a KV version's API key has (written beside it, or computed from the key)."""
+    return data.get("fingerprint") or (fingerprint_of(data["api_key"]) if data.get("api_key") else "")
+
+
+def _db_issued(new: _KvVersion, old: _KvVersion) -> DbCredentialIssued:
+    return DbCredentialIssued(kv=new.ref, username=new.data.get("username", ""), lease_id=new.data.get("lease_id", ""),
+                              previous=old.ref, previous_username=old.data.get("username", ""),
+                              previous_lease_id=old.data.get("lease_id", ""))
+
+
+def _pki_issued(new: _KvVersion, old: _KvVersion) -> PkiIssued:
+    return PkiIssued(kv=new.ref, serial=new.data.get("serial", ""), not_after=new.data.get("not_after", ""),
+                     previous=old.ref, previous_serial=old.data.get("serial", ""))
+
+
+def _api_key_issued(new: _KvVersion, old: _KvVersion) -> ApiKeyIssued:
+    return ApiKeyIssued(kv=new.ref, fingerprint=_key_fingerprint(new.data), previous=old.ref,
+                        previous_fingerprint=_key_fingerprint(old.data))
+
+
 class SecretEngineActivities:
     """OpenBao/Vault secret engines for the rotate-secret runbook (hvac): the database engine's credentials, KV v2
     versions the consumers read, and lease revocation. Every secret stays inside these activities: they answer with
@@ -200,6 +231,31 @@ class SecretEngineActivities:
             path=sub, mount_point=mount, version=version, raise_on_deleted_version=True), f"{mount}/{sub} v{version}")
         return {str(k): str(v) for k, v in (resp["data"]["data"] or {}).items()}
 
+    def _newest(self, path: str) -> _KvVersion:
+        """The newest version of ``path`` and its data (version 0 and no data: the path does not exist)."""
+        mount, sub, version = self._kv_versions(path)
+        return _KvVersion(KvRef(path=path, version=version), self._kv_read(mount, sub, version) if version else {})
+
+    def _already_issued(self, kv_path: str, rotation_id: str) -> tuple[_KvVersion, _KvVersion | None]:
+        """The idempotency read of every issue activity: the newest version of ``kv_path`` and, when rotation
+        ``rotation_id`` wrote it (a retry after the write, or the roll-back asking what the issue wrote), the version
+        before it; the activity then answers with the pair instead of issuing again, so one rotation never issues
+        twice. Otherwise None: the newest version is the one to rotate away from."""
+        newest = self._newest(kv_path)
+        if not newest.ref.version or newest.data.get("rotation_id") != rotation_id:
+            return newest, None
+        mount, sub = self._kv._split(kv_path)
+        version = newest.ref.version - 1
+        return newest, _KvVersion(KvRef(path=kv_path, version=version),
+                                  self._kv_read(mount, sub, version) if version else {})
+
+    def _write_next(self, after: KvRef, secret: dict[str, str]) -> _KvVersion:
+        """Write ``secret`` as the version after ``after`` (check-and-set: fails if another writer came between)."""
+        mount, sub = self._kv._split(after.path)
+        written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
+            path=sub, mount_point=mount, cas=after.version, secret=secret), f"{mount}/{sub}")
+        return _KvVersion(KvRef(path=after.path, version=int(written["data"]["version"])), secret)
+
     @staticmethod
     def _vault(call: Callable[[], Any], what: str) -> Any:
         try:
@@ -227,51 +283,40 @@ class SecretEngineActivities:
             if err.type != errors.NOT_FOUND:
                 raise
             role_exists = False
-        mount, sub, version = self._kv_versions(req.kv_path)
-        data = self._kv_read(mount, sub, version) if version else {}
-        return DbRotationTargetState(role_exists=role_exists, kv_version=version, kv_username=data.get("username", ""),
-                                     kv_lease_id=data.get("lease_id", ""), kv_rotation_id=data.get("rotation_id", ""))
+        kv = self._newest(req.kv_path)
+        return DbRotationTargetState(role_exists=role_exists, kv_version=kv.ref.version,
+                                     kv_username=kv.data.get("username", ""), kv_lease_id=kv.data.get("lease_id", ""),
+                                     kv_rotation_id=kv.data.get("rotation_id", ""))
 
     @activity.defn
     def db_issue_credential(self, req: DbCredentialInput) -> DbCredentialIssued:
         """A new user from the engine, written as the next KV version; a retry finds its own version and returns it
         (the lease id and user recorded beside it), so one rotation never issues two users."""
-        mount, sub, current = self._kv_versions(req.kv_path)
-        data = self._kv_read(mount, sub, current) if current else {}
-        if current and data.get("rotation_id") == req.rotation_id:
-            previous = current - 1
-            before = self._kv_read(mount, sub, previous) if previous else {}
-            return DbCredentialIssued(
-                kv=KvRef(path=req.kv_path, version=current), username=data.get("username", ""),
-                lease_id=data.get("lease_id", ""), previous=KvRef(path=req.kv_path, version=previous),
-                previous_username=before.get("username", ""), previous_lease_id=before.get("lease_id", ""))
+        newest, before = self._already_issued(req.kv_path, req.rotation_id)
+        if before is not None:
+            return _db_issued(newest, before)
         creds = self._vault(lambda: self._client.secrets.database.generate_credentials(req.role, mount_point=req.mount),
                             f"{req.mount}/creds/{req.role}")
-        lease_id, username = creds["lease_id"], creds["data"]["username"]
+        lease_id = creds["lease_id"]
         try:
-            written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
-                path=sub, mount_point=mount, cas=current,
-                secret={"username": username, "password": creds["data"]["password"], "lease_id": lease_id,
-                        "rotation_id": req.rotation_id}), f"{mount}/{sub}")
+            written = self._write_next(newest.ref, {"username": creds["data"]["username"],
+                                                    "password": creds["data"]["password"], "lease_id": lease_id,
+                                                    "rotation_id": req.rotation_id})
         except ApplicationError:
             self._revoke(lease_id)  # nobody will ever read this user: do not leave it behind
             raise
-        return DbCredentialIssued(
-            kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), username=username, lease_id=lease_id,
-            previous=KvRef(path=req.kv_path, version=current), previous_username=data.get("username", ""),
-            previous_lease_id=data.get("lease_id", ""))
+        return _db_issued(written, newest)
 
     @activity.defn
     def kv_restore_version(self, req: KvRestoreInput) -> KvRef:
         """Write version ``source.version``'s data again as the newest version (a rollback the consumers see as a
         change); when the newest already holds that data, nothing is written."""
-        mount, sub, current = self._kv_versions(req.source.path)
+        mount, sub = self._kv._split(req.source.path)
         wanted = self._kv_read(mount, sub, req.source.version)
-        if current and self._kv_read(mount, sub, current) == wanted:
-            return KvRef(path=req.source.path, version=current)
-        written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
-            path=sub, mount_point=mount, secret=wanted, cas=current), f"{mount}/{sub}")
-        return KvRef(path=req.source.path, version=int(written["data"]["version"]))
+        newest = self._newest(req.source.path)
+        if newest.ref.version and newest.data == wanted:
+            return newest.ref
+        return self._write_next(newest.ref, wanted).ref
 
     def _revoke(self, lease_id: str) -> bool:
         try:
@@ -304,27 +349,23 @@ class SecretEngineActivities:
         allowed = bool(data.get("allow_any_name")) or cn_allowed(
             req.common_name, domains, subdomains=bool(data.get("allow_subdomains")),
             bare=bool(data.get("allow_bare_domains")))
-        mount, sub, version = self._kv_versions(req.kv_path)
-        current = self._kv_read(mount, sub, version) if version else {}
+        kv = self._newest(req.kv_path)
+        current = kv.data
         not_after = ""
         if current.get("certificate"):
             from cryptography import x509
 
             not_after = x509.load_pem_x509_certificate(current["certificate"].encode()).not_valid_after_utc.isoformat()
         return PkiTargetState(role_exists=role is not None, cn_allowed=allowed, allowed_domains=domains,
-                              kv_version=version, kv_serial=current.get("serial", ""), kv_not_after=not_after,
+                              kv_version=kv.ref.version, kv_serial=current.get("serial", ""), kv_not_after=not_after,
                               kv_rotation_id=current.get("rotation_id", ""))
 
     @activity.defn
     def pki_issue_certificate(self, req: PkiIssueInput) -> PkiIssued:
         """A certificate from the PKI role, written as the next KV version; a retry returns the version it wrote."""
-        mount, sub, current = self._kv_versions(req.kv_path)
-        data = self._kv_read(mount, sub, current) if current else {}
-        if current and data.get("rotation_id") == req.rotation_id:
-            before = self._kv_read(mount, sub, current - 1) if current > 1 else {}
-            return PkiIssued(kv=KvRef(path=req.kv_path, version=current), serial=data.get("serial", ""),
-                             not_after=data.get("not_after", ""), previous=KvRef(path=req.kv_path, version=current - 1),
-                             previous_serial=before.get("serial", ""))
+        newest, before = self._already_issued(req.kv_path, req.rotation_id)
+        if before is not None:
+            return _pki_issued(newest, before)
         params: dict[str, Any] = {"common_name": req.common_name}
         if req.ttl:
             params["ttl"] = req.ttl
@@ -333,16 +374,13 @@ class SecretEngineActivities:
         serial = str(issued["serial_number"])
         not_after = datetime.fromtimestamp(int(issued["expiration"]), timezone.utc).isoformat()
         try:
-            written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
-                path=sub, mount_point=mount, cas=current,
-                secret={"certificate": issued["certificate"], "private_key": issued["private_key"], "serial": serial,
-                        "not_after": not_after, "rotation_id": req.rotation_id}), f"{mount}/{sub}")
+            written = self._write_next(newest.ref, {
+                "certificate": issued["certificate"], "private_key": issued["private_key"], "serial": serial,
+                "not_after": not_after, "rotation_id": req.rotation_id})
         except ApplicationError:
             self._revoke_serial(req.mount, serial)  # nobody will ever serve it
             raise
-        return PkiIssued(kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), serial=serial,
-                         not_after=not_after, previous=KvRef(path=req.kv_path, version=current),
-                         previous_serial=data.get("serial", ""))
+        return _pki_issued(written, newest)
 
     def _revoke_serial(self, mount: str, serial: str) -> bool:
         cert = self._vault(lambda: self._client.read(f"{mount}/cert/{serial}"), f"{mount}/cert/{serial}")
@@ -364,30 +402,21 @@ class SecretEngineActivities:
     @activity.defn
     def apikey_rotation_target(self, req: ApiKeyTarget) -> ApiKeyState:
         """Read-only: the KV path's current version and the fingerprint of its key."""
-        mount, sub, version = self._kv_versions(req.kv_path)
-        data = self._kv_read(mount, sub, version) if version else {}
-        fingerprint = data.get("fingerprint") or (fingerprint_of(data["api_key"]) if data.get("api_key") else "")
-        return ApiKeyState(kv_version=version, fingerprint=fingerprint, kv_rotation_id=data.get("rotation_id", ""))
+        kv = self._newest(req.kv_path)
+        return ApiKeyState(kv_version=kv.ref.version, fingerprint=_key_fingerprint(kv.data),
+                           kv_rotation_id=kv.data.get("rotation_id", ""))
 
     @activity.defn
     def apikey_issue(self, req: ApiKeyIssueInput) -> ApiKeyIssued:
         """A new random key as the next KV version (the old version stays readable: both valid); idempotent."""
-        mount, sub, current = self._kv_versions(req.kv_path)
-        data = self._kv_read(mount, sub, current) if current else {}
-        if current and data.get("rotation_id") == req.rotation_id:
-            before = self._kv_read(mount, sub, current - 1) if current > 1 else {}
-            return ApiKeyIssued(kv=KvRef(path=req.kv_path, version=current), fingerprint=data.get("fingerprint", ""),
-                                previous=KvRef(path=req.kv_path, version=current - 1),
-                                previous_fingerprint=before.get("fingerprint", ""))
+        newest, before = self._already_issued(req.kv_path, req.rotation_id)
+        if before is not None:
+            return _api_key_issued(newest, before)
         key = secrets.token_urlsafe(req.bytes)
-        fingerprint = fingerprint_of(key)
-        kept = {k: v for k, v in data.items() if k not in ("api_key", "fingerprint", "rotation_id")}
-        written = self._vault(lambda: self._client.secrets.kv.v2.create_or_update_secret(
-            path=sub, mount_point=mount, cas=current,
-            secret={**kept, "api_key": key, "fingerprint": fingerprint, "rotation_id": req.rotation_id}), f"{mount}/{sub}")
-        previous = data.get("fingerprint") or (fingerprint_of(data["api_key"]) if data.get("api_key") else "")
-        return ApiKeyIssued(kv=KvRef(path=req.kv_path, version=int(written["data"]["version"])), fingerprint=fingerprint,
-                            previous=KvRef(path=req.kv_path, version=current), previous_fingerprint=previous)
+        kept = {k: v for k, v in newest.data.items() if k not in ("api_key", "fingerprint", "rotation_id")}
+        written = self._write_next(newest.ref, {**kept, "api_key": key, "fingerprint": fingerprint_of(key),
+                                                "rotation_id": req.rotation_id})
+        return _api_key_issued(written, newest)
 
     @activity.defn
     def kv_destroy_version(self, req: KvRef) -> KvDestroyed:
