@@ -25,6 +25,12 @@ _configured: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
 
+def newest(vault: hvac.Client, path: str) -> tuple[int, dict[str, str]]:
+    """(version, data) of the newest version of KV ``path`` (below secret/): what every consumer here follows."""
+    resp = vault.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)
+    return int(resp["data"]["metadata"]["version"]), resp["data"]["data"]
+
+
 def configure_engine(vault: hvac.Client, pg_uri: str) -> None:
     """Mount the database engine and point its connection ``pg`` at the server (once per OpenBao and server)."""
     info = conninfo_to_dict(pg_uri)
@@ -100,9 +106,7 @@ class Consumer:
 
     def _source(self) -> tuple[Any, dict[str, str]]:
         """(a marker that changes when the credential may have changed, the credential)."""
-        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.kv_path, mount_point="secret",
-                                                            raise_on_deleted_version=True)
-        return int(resp["data"]["metadata"]["version"]), resp["data"]["data"]
+        return newest(self.vault, self.kv_path)
 
     def _reload(self) -> None:
         version, data = self._source()
@@ -180,9 +184,7 @@ class TlsEndpoint:
 
     def _source(self) -> tuple[Any, dict[str, str]]:
         """(a marker that changes with the certificate, {certificate, private_key})."""
-        resp = self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
-                                                            raise_on_deleted_version=True)
-        return int(resp["data"]["metadata"]["version"]), resp["data"]["data"]
+        return newest(self.vault, self.path)
 
     def _reload(self) -> None:
         import ssl
@@ -265,8 +267,7 @@ class KeyConsumer:
         self._server.server_close()
 
     def _source(self) -> dict[str, str]:
-        return self.vault.secrets.kv.v2.read_secret_version(path=self.path, mount_point="secret",
-                                                            raise_on_deleted_version=True)["data"]["data"]
+        return newest(self.vault, self.path)[1]
 
     def _reload(self) -> None:
         data = self._source()
