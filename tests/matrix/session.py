@@ -52,7 +52,9 @@ def scope() -> str:
       each kind a named case does not already bring gets one step (distinct activities of the main path, per
       workflow and activity type at their first occurrence, spread evenly from its first to its last; the kinds
       take turns from a different first kind per runbook, so that across runbooks each kind meets early, middle
-      and late steps), and one chaos seed.
+      and late steps), and one chaos seed. A scenario whose ``quick`` is "one" (a variant of a runbook already
+      there: rotate-secret's certificate and api_key kinds) plays one fault case instead and no fault-free run, one
+      whose ``quick`` is "none" nothing (``played``, ONE_KINDS).
     Every scope adds the cases issue 11 names (NAMED) and the fault-free runs."""
     return os.environ.get("MATRIX_SCOPE", "quick")
 
