@@ -98,12 +98,10 @@ ACTIVITY_RETRY = RetryPolicy(
 VERIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3,
                            non_retryable_error_types=["TokenRefused"])
 MAX_LEEWAY_SECONDS = 300  # the validator's expiry pre-check allows the most clock skew a verifier may allow
-# Change freeze windows (core.calendar): checked before each change. The patch that introduced the check is
-# deprecated (every recorded history that reaches a change has its marker; those from before it were re-recorded on
-# 2026-12-01); remove the call once no history or open run holds a non-deprecated marker (each deprecated call still
-# costs a run a marker and a TemporalChangeVersion upsert). A run waiting out a window reads the calendar again at
-# least this often, so an edited calendar (a window shortened, extended or removed) reaches it.
-FREEZE_PATCH = "change-freeze-windows"
+# Change freeze windows (core.calendar): checked before each change. The patch that introduced the check
+# (change-freeze-windows) is gone: every recorded history was re-recorded without its marker on 2026-12-02, and the
+# product has had no release, so no run of the code before it can be open. A run waiting out a window reads the
+# calendar again at least this often, so an edited calendar (a window shortened, extended or removed) reaches it.
 CALENDAR_RECHECK = timedelta(minutes=15)
 CALENDAR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                              maximum_attempts=5, non_retryable_error_types=errors.NON_RETRYABLE)
@@ -597,7 +595,6 @@ class RunbookWorkflow(Runbook):
         (read again at least every CALENDAR_RECHECK, so an edited calendar reaches the run) or a break-glass
         approval through the window's gate lets this run change for the rest of it. An abort ends the wait."""
         where = where or self._stage
-        workflow.deprecate_patch(FREEZE_PATCH)
         freeze = await self._read_freeze(where)
         if freeze is None:
             return
