@@ -30,6 +30,8 @@ from tests.canary.standins import CANARY, STABLE, FakeMetrics, FakeTraffic, Reco
 from workflows.canary_ramp import CanaryRamp
 
 ROOT = Path(__file__).resolve().parents[2]
+# A time of day as the CLI prints it: with the date when it is not today (a run near midnight UTC ends tomorrow).
+CLOCK = r"\((\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d UTC\)"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 
 
@@ -115,7 +117,7 @@ async def test_watch_on_a_terminal_shows_progress_time_left_and_measurements(dev
         await handle.result()
     text = ANSI.sub("", screen)
     assert "━" in text, text  # Rich's progress bars: the canary weight and the analysis step's clock
-    assert re.search(r"this step +━+ *\d+% +\d+m\d*s? left, ends in \d+m\d*s? \(\d\d:\d\d:\d\d UTC\)", text), text
+    assert re.search(r"this step +━+ *\d+% +\d+m\d*s? left, ends in \d+m\d*s? " + CLOCK, text), text
     assert re.search(r"canary weight +━+.* 25%", text), text
     assert re.search(r"running [⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]", text), text  # the current step turns at every redraw
     for word in ("measurements (last", "metric", "value", "threshold", "verdict", "error-rate", "< 0.5", "Successful",
@@ -155,9 +157,9 @@ async def test_status_and_watch_on_a_pipe_are_plain_and_complete(dev_env, task_q
     lines = status.stdout.splitlines()
     assert "  > running     step 2/2: analysis fast for 10m" in " ".join(lines) or any(
         line.startswith("  > running     step 2/2: analysis fast for 10m [") for line in lines), lines
-    assert any(re.fullmatch(r"this step: \[#*-*\] +\d+% 9m\d*s? left, ends in 9m\d*s? \(\d\d:\d\d:\d\d UTC\)", line)
+    assert any(re.fullmatch(r"this step: \[#*-*\] +\d+% 9m\d*s? left, ends in 9m\d*s? " + CLOCK, line)
                for line in lines), lines
-    assert any(re.fullmatch(r"  (now|.* ago) \(\d\d:\d\d:\d\d UTC\)  error-rate = 0.1  threshold < 0.5  Successful", line)
+    assert any(re.fullmatch(r"  (now|.* ago) " + CLOCK + r"  error-rate = 0.1  threshold < 0.5  Successful", line)
                for line in lines), lines
     assert max(len(line) for line in lines) > 80 and not any("…" in line for line in lines)  # never cut at 80
     assert "\x1b[" not in status.stdout  # no colour codes in a pipe
