@@ -142,6 +142,7 @@ def test_banner_lists_one_command_per_runbook(stack):
         assert f"runbook start {name} " in dev.output
 
 
+@pytest.mark.timeout(300)  # real-time runbooks on the whole stack: under a minute idle, over two at a load of 20
 def test_demo_commands_run_to_succeeded(stack):
     state, _, _ = stack
     env = dev_env(state)
