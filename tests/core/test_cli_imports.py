@@ -1,6 +1,8 @@
-"""`runbook status` and `runbook list` load the Temporal client, the data converter and the run's status model, and
-nothing a reading command does not use (issue 14: each command imports only what it needs; bench/cli_speed.py
-measures the time). Run as the console script runs them, against the dev server, with a run in flight."""
+"""`runbook status ID --json` answers through the SDK's client core alone (starters/fast_read.py): no `temporalio`
+package, pydantic nor Typer, and the same answer, errors and exit codes as the full command; `runbook list` loads the
+Temporal client, the data converter and the run's model, and nothing a reading command does not use (issue 14: each
+command imports only what it needs; bench/cli_speed.py measures the time). Run as the console script runs them,
+against the dev server, with a run in flight and the suite's encrypted payloads."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from starters import fast_read
 from tests import harness
 from tests.core.gated_workflows import GatedChange
 from tests.core.test_cli import _notify, _service, cli_env, runbook  # noqa: F401 (cli_env: the fixture, used by name)
@@ -21,8 +24,12 @@ HEAVY = ("boto3", "botocore", "psycopg", "hvac", "kubernetes", "slack_sdk", "htt
          "starters.render", "starters.report", "starters.gateway", "temporalio.worker")
 # The declarations a client calls runs by (method references and search attribute keys), not workflow code.
 DECLARATIONS = ("workflows", "workflows.contract", "workflows.search_attributes")
+# What `status ID --json` does without: the SDK's Python packages (their import is most of the full command's time),
+# the models and the command-line framework.
+FULL_COMMAND = ("temporalio", "pydantic", "pydantic_core", "typer", "click", "starters.cli", "starters.client",
+                "core")
 
-# The console script's `main`, with the module list written out just before it ends the process (main ends with
+# The console script's `main` (pyproject.toml's [project.scripts]), with the module list written out just before it ends the process (main ends with
 # os._exit once its output is flushed, so an atexit hook would never run).
 DRIVER = """
 import os, sys
@@ -34,20 +41,44 @@ def report_and_exit(code):
     exit_now(code)
 os._exit = report_and_exit
 sys.argv = ["runbook", *args]
-from starters.cli import main
+from starters.fast_read import main
 main()
 """
 
 
+def _within(modules: list[str], packages: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)]
+
+
 def heavy(modules: list[str]) -> list[str]:
-    return [m for m in modules if m not in DECLARATIONS and any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    return [m for m in _within(modules, HEAVY) if m not in DECLARATIONS]
 
 
 def _console(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The command as the console script runs it, in a folder of its own (a .env file where the suite runs would
+    send `status --json` to the full command)."""
     modules_file = tmp_path / "modules.txt"
+    modules_file.unlink(missing_ok=True)
     proc = subprocess.run([sys.executable, "-c", DRIVER, str(modules_file), *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)
     return proc, modules_file.read_text().split()
+
+
+def test_only_status_json_takes_the_fast_path():
+    assert fast_read.parse(["status", "run-1", "--json"]) == fast_read.StatusRequest("run-1")
+    assert fast_read.parse(["status", "--json", "run-1", "--address", "h:1", "--namespace=ns"]) == \
+        fast_read.StatusRequest("run-1", "h:1", "ns")
+    for argv in (["status", "run-1"], ["status", "--json"], ["status", "a", "b", "--json"], ["list", "--json"],
+                 ["status", "run-1", "--json", "--help"], ["status", "run-1", "--json", "--address"], []):
+        assert fast_read.parse(argv) is None, argv
+
+
+def test_protobuf_fields_round_trip():
+    request = fast_read.query_request("ns", "wf-\u00e9" * 40, "status")  # a length over 127 takes a 2-byte varint
+    assert [number for number, _ in fast_read._fields(request)] == [1, 2, 3]
+    assert fast_read._one(request, 1) == b"ns"
+    assert fast_read._one(fast_read._one(request, 2), 1).decode() == "wf-\u00e9" * 40
+    assert fast_read._one(fast_read._one(request, 3), 1) == b"status"
 
 
 def test_heavy_names_whole_packages_only():
@@ -63,12 +94,32 @@ async def test_status_and_list_import_no_outside_client_nor_workflow(cli_env, de
         started = await runbook("start", "gated-change", "--set", f"service={service}", "--json")
         assert started.exit_code == 0, started.output
         workflow_id = json.loads(started.stdout)["workflow_id"]
+        full = await harness.poll(lambda: runbook("status", workflow_id, "--json"),  # a run that holds still
+                                  lambda result: result.exit_code == 0 and json.loads(result.stdout)["gate"],
+                                  "the run waiting at its gate")
 
         proc, modules = await asyncio.to_thread(_console, tmp_path, "status", workflow_id, "--json")
         assert proc.returncode == 0, proc.stderr
+        assert "workers.keyring" in modules  # fast_read answered (decrypting the answer), the full command never loaded
+        assert _within(modules, FULL_COMMAND) == [] and heavy(modules) == [], _within(modules, FULL_COMMAND + HEAVY)
+        assert proc.stdout == full.stdout  # the answer the full command prints, to the byte
         assert json.loads(proc.stdout)["workflow_id"] == workflow_id
-        assert "temporalio.client" in modules and "core.runbook" in modules  # the real client and model were used
-        assert heavy(modules) == [], heavy(modules)
+
+        (tmp_path / ".env").write_text("RUNBOOK_UI_URL=http://ui.example\n")  # settings only the full command reads
+        proc, modules = await asyncio.to_thread(_console, tmp_path, "status", workflow_id, "--json")
+        (tmp_path / ".env").unlink()
+        assert (proc.returncode, proc.stdout) == (0, full.stdout) and "starters.cli" in modules, proc.stderr
+
+        proc, modules = await asyncio.to_thread(_console, tmp_path, "status", "no-such-run", "--json")
+        full = await runbook("status", "no-such-run", "--json")
+        assert (proc.returncode, proc.stderr) == (full.exit_code, full.stderr) == (2, "error: no runbook run with id "
+                                                                                       "'no-such-run'\n")
+        assert "temporalio" not in modules
+
+        proc, modules = await asyncio.to_thread(_console, tmp_path, "status", workflow_id)  # the drawn view
+        assert proc.returncode == 0, proc.stderr
+        assert workflow_id in proc.stdout and "typer" in modules  # the full command drew it
+        assert [m for m in heavy(modules) if not m.startswith(("rich", "starters.render"))] == [], heavy(modules)
 
         for _ in range(100):  # visibility is eventually consistent
             proc, modules = await asyncio.to_thread(_console, tmp_path, "list", "--target", service, "--json")

@@ -1,0 +1,341 @@
+"""The `runbook` console script's entry: `runbook status ID --json` answered without the SDK's Python client.
+
+Importing ``temporalio`` at all costs about 0.4 s on an idle 2-core machine (its package imports every service's
+API protos), Typer and the product's pydantic models as much again, while the answer is one gRPC call: issue 14's
+goal is 0.25 s. So this module answers that one command with the SDK's own client core (its Rust bridge, the
+extension module every SDK client connects through, loaded alone), the SDK's environment configuration (the
+bridge's loader, the same ``TEMPORAL_*`` variables, profiles and config file), the product's codec keys
+(``workers.keyring``) and a hand-written encoding of the one request and answer (``QueryWorkflowRequest`` /
+``Response``, their field numbers from temporal/api: protobuf field numbers never change). It prints what the full
+command prints (the run's ``RunbookStatus`` as JSON, the same errors and exit codes).
+
+Anything else (another command, an option this path does not know, ``--help``, a ``.env`` file, codec keys in
+Vault, tracing on, TLS with certificates, an answer it does not recognise, a bridge it cannot load) goes to the
+full command, ``starters.cli``, which is always right and only slower. tests/core/test_cli_imports.py checks both
+give the same answer and that this path loads no ``temporalio`` package, pydantic nor Typer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE = 0, 1, 2  # as starters.cli's
+NOT_FOUND, UNAVAILABLE = 5, 14  # gRPC status codes
+DEFAULT_ADDRESS, DEFAULT_NAMESPACE = "localhost:7233", "default"  # as workers.connection's
+# The SDK's defaults for a client (temporalio.service.ConnectConfig, temporalio.runtime.LoggingConfig.default)
+LOG_FILTER = ("ERROR,temporalio_common=WARN,temporalio_sdk_core=WARN,temporalio_client=WARN,temporalio_sdk=WARN,"
+              "temporal_sdk_bridge=WARN")
+KEEP_ALIVE = {"interval_millis": 30000, "timeout_millis": 15000}
+PAYLOADS_WARN_SIZE, MEMO_WARN_SIZE = 512 * 1024, 2 * 1024
+ENCRYPTED, KEY_ID = b"binary/encrypted", "encryption-key-id"  # workers.keyring's
+
+
+class Fallback(Exception):
+    """This path cannot answer as the full command would: the full command answers."""
+
+
+class Failed(Exception):
+    """The command's answer is an error: ``error: <message>`` on stderr and ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StatusRequest:
+    workflow_id: str
+    address: str | None = None
+    namespace: str | None = None
+
+
+def parse(argv: list[str]) -> StatusRequest | None:
+    """``status ID --json [--address A] [--namespace N]`` (``--opt=value`` too), else None."""
+    if not argv or argv[0] != "status":
+        return None
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    as_json = False
+    rest = argv[1:]
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if arg == "--json":
+            as_json = True
+        elif name in ("--address", "--namespace"):
+            if not eq:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            options[name[2:]] = value
+        elif arg.startswith("-"):
+            return None  # --help, -h, an unknown option: Typer's to answer
+        else:
+            positional.append(arg)
+    if not as_json or len(positional) != 1:
+        return None
+    return StatusRequest(positional[0], options.get("address"), options.get("namespace"))
+
+
+# ----------------------------------------------------------------------------- settings
+def _setting(env: Mapping[str, str], *names: str) -> str | None:
+    """A setting as core.config.Settings reads it from the environment (names are not case-sensitive)."""
+    wanted = {name.lower() for name in names}
+    for key, value in env.items():
+        if key.lower() in wanted:
+            return value
+    return None
+
+
+def _keyring(env: Mapping[str, str]) -> Any:
+    if Path(".env").exists():
+        raise Fallback("settings from a .env file")
+    from workers.telemetry import tracing_enabled
+
+    if tracing_enabled(env):
+        raise Fallback("tracing")
+    keys_file = _setting(env, "RUNBOOK_CODEC_KEYS_FILE")
+    if keys_file:
+        from workers.keyring import KeyRing
+
+        return KeyRing.from_file(Path(keys_file))
+    if _setting(env, "RUNBOOK_CODEC_VAULT_PATH"):
+        raise Fallback("codec keys in Vault")
+    return None
+
+
+# ----------------------------------------------------------------------------- the bridge
+def _bridge() -> tuple[Any, str]:
+    """The SDK's client core alone, without the ``temporalio`` package (whose import is what this path avoids), and
+    the SDK's version (the client's version header), from the package's installed metadata folder's name."""
+    import importlib.util
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    package = importlib.util.find_spec("temporalio")
+    if package is None or not package.submodule_search_locations:
+        raise Fallback("no temporalio package")
+    folder = Path(next(iter(package.submodule_search_locations)))
+    found = [folder / "bridge" / f"temporal_sdk_bridge{suffix}" for suffix in EXTENSION_SUFFIXES]
+    versions = [d.name[len("temporalio-"):-len(".dist-info")] for d in folder.parent.glob("temporalio-*.dist-info")]
+    so = next((path for path in found if path.exists()), None)
+    if so is None or len(versions) != 1:
+        raise Fallback(f"SDK bridge not found by {folder}")
+    spec = importlib.util.spec_from_file_location("temporal_sdk_bridge", so)
+    if spec is None or spec.loader is None:
+        raise Fallback(f"SDK bridge {so} not loadable")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as error:
+        raise Fallback(f"SDK bridge: {error}") from None
+    return module, versions[0]
+
+
+@dataclass
+class _Obj:
+    """A plain object with attributes: what the bridge reads its configurations from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _client_config(bridge: Any, sdk_version: str, profile: str | None) -> tuple[str, str, _Obj]:
+    """Address, namespace and the bridge's client configuration, from the environment configuration as
+    ``temporalio.envconfig.ClientConfig.load_client_connect_config`` and ``temporalio.service.ConnectConfig`` make
+    them."""
+    raw = bridge.envconfig.load_client_connect_config(profile=profile, path=None, data=None, disable_file=False,
+                                                      disable_env=False, config_file_strict=False, env_vars=None)
+    address = raw.get("address") or DEFAULT_ADDRESS
+    namespace = raw.get("namespace")
+    namespace = DEFAULT_NAMESPACE if namespace is None else namespace
+    api_key = raw.get("api_key")
+    tls = raw.get("tls") or {}
+    if set(tls) - {"disabled", "server_name"} or "://" in address:
+        raise Fallback("TLS certificates")
+    use_tls = (api_key is not None and not tls) or (bool(tls) and tls.get("disabled") is not True)
+    tls_config = None
+    if use_tls:
+        tls_config = _Obj(dict(server_root_ca_cert=None, domain=tls.get("server_name"), client_cert=None,
+                               client_private_key=None, verification_server_name=None))
+    config = _Obj(dict(
+        target_url=f"{'https' if use_tls else 'http'}://{address}", metadata=dict(raw.get("grpc_meta") or {}),
+        api_key=api_key, identity=f"{os.getpid()}@{socket.gethostname()}", tls_config=tls_config, retry_config=None,
+        keep_alive_config=_Obj(dict(KEEP_ALIVE)), client_name="temporal-python", client_version=sdk_version,
+        http_connect_proxy_config=None, dns_load_balancing_config=None, grpc_compression="gzip",
+        payloads_warn_size=PAYLOADS_WARN_SIZE, memo_warn_size=MEMO_WARN_SIZE, connect_timeout_millis=None))
+    return address, namespace, config
+
+
+# ----------------------------------------------------------------------------- protobuf, the few fields we use
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _bytes_field(number: int, value: str | bytes) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    """A message's fields in order: (number, int) for varints, (number, bytes) for length-delimited ones."""
+    out: list[tuple[int, int | bytes]] = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        value = shift = 0
+        while True:
+            byte = buf[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while i < len(buf):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out.append((number, varint()))
+        elif wire == 2:
+            size = varint()
+            out.append((number, buf[i:i + size]))
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise Fallback(f"protobuf wire type {wire}")
+    return out
+
+
+def _one(buf: bytes, number: int) -> bytes:
+    values = [v for n, v in _fields(buf) if n == number and isinstance(v, bytes)]
+    return values[-1] if values else b""
+
+
+def query_request(namespace: str, workflow_id: str, query_type: str) -> bytes:
+    """QueryWorkflowRequest{namespace=1, execution=2 WorkflowExecution{workflow_id=1}, query=3 WorkflowQuery{
+    query_type=1}} (no arguments, no reject condition: as the SDK's handle.query sends it)."""
+    return (_bytes_field(1, namespace) + _bytes_field(2, _bytes_field(1, workflow_id))
+            + _bytes_field(3, _bytes_field(1, query_type)))
+
+
+def payload_parts(payload: bytes) -> tuple[dict[str, bytes], bytes]:
+    """Payload{metadata=1 map<string, bytes>, data=2}."""
+    metadata: dict[str, bytes] = {}
+    for number, value in _fields(payload):
+        if number == 1 and isinstance(value, bytes):
+            metadata[_one(value, 1).decode()] = _one(value, 2)
+    return metadata, _one(payload, 2)
+
+
+def query_answer(response: bytes, keyring: Any) -> Any:
+    """The JSON value of QueryWorkflowResponse{query_result=1 Payloads{payloads=1}} (its one payload, decrypted
+    as workers.codec does)."""
+    fields = _fields(response)
+    if any(number == 2 for number, _ in fields):
+        raise Fallback("query rejected")
+    payloads = [v for n, v in _fields(_one(response, 1)) if n == 1 and isinstance(v, bytes)]
+    if len(payloads) != 1:
+        raise Fallback(f"{len(payloads)} payloads")
+    metadata, data = payload_parts(payloads[0])
+    if metadata.get("encoding") == ENCRYPTED:
+        if keyring is None:
+            raise Fallback("an encrypted answer and no keys")
+        metadata, data = payload_parts(keyring.open(metadata.get(KEY_ID, b"").decode(errors="replace"), data))
+    if metadata.get("encoding") != b"json/plain":
+        raise Fallback(f"payload encoding {metadata.get('encoding')!r}")
+    return json.loads(data)
+
+
+# ----------------------------------------------------------------------------- the command
+async def status(request: StatusRequest, env: Mapping[str, str] = os.environ) -> Any:
+    """The run's status as the full command's ``status --json`` prints it."""
+    keyring = _keyring(env)
+    bridge, sdk_version = _bridge()
+    profile = _setting(env, "TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE")
+    try:
+        address, namespace, config = _client_config(bridge, sdk_version, profile)
+    except Fallback:
+        raise
+    except Exception as error:  # a profile or config file the SDK refuses: the full command says how
+        raise Fallback(f"environment configuration: {error}") from None
+    runtime = bridge.init_runtime(_Obj(dict(
+        telemetry=_Obj(dict(logging=_Obj(dict(filter=LOG_FILTER, forward_to=None, format=None)), metrics=None)),
+        worker_heartbeat_interval_millis=None, disable_environment_info=False)))
+    try:
+        client = await bridge.connect_client(runtime, config)
+    except RuntimeError:
+        raise Failed(f"cannot reach Temporal at {address} (set TEMPORAL_ADDRESS or --address)", EXIT_UNREACHABLE) from None
+    call = _Obj(dict(rpc="query_workflow", req=query_request(namespace, request.workflow_id, "status"), retry=True,
+                     metadata={}, timeout_millis=None))
+    try:
+        response = await client.call_workflow_service(call)
+    except bridge.RPCError as error:
+        code, message, _details = error.args
+        if code == NOT_FOUND:
+            raise Failed(f"no runbook run with id {request.workflow_id!r}", EXIT_USAGE) from None  # RunNotFound's
+        if code == UNAVAILABLE:
+            raise Failed(f"Temporal unavailable: {message}", EXIT_UNREACHABLE) from None
+        raise Failed(f"Temporal refused the request: {message}", EXIT_UNREACHABLE) from None
+    return query_answer(bytes(response), keyring)
+
+
+def answer(argv: list[str]) -> int | None:
+    """The exit code of the command answered here, or None for the full command to answer it."""
+    request = parse(argv)
+    if request is None:
+        return None
+    if request.address:
+        os.environ["TEMPORAL_ADDRESS"] = request.address
+    if request.namespace:
+        os.environ["TEMPORAL_NAMESPACE"] = request.namespace
+    from workers.keyring import CodecKeyError
+
+    try:
+        state = asyncio.run(status(request))
+    except Fallback:
+        return None
+    except CodecKeyError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return EXIT_USAGE
+    except Failed as error:
+        sys.stderr.write(f"error: {error}\n")
+        return error.code
+    sys.stdout.write(json.dumps(state, indent=2, default=str) + "\n")
+    return EXIT_OK
+
+
+def main() -> None:
+    """The console script (``runbook``): this path when it can answer, else the full command."""
+    code = answer(sys.argv[1:])
+    if code is None:
+        from starters.cli import main as full
+
+        full()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # as starters.cli.main ends: the SDK's runtime threads may abort interpreter finalisation
+
+
+if __name__ == "__main__":
+    main()
