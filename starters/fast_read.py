@@ -152,18 +152,17 @@ class _Obj:
             raise AttributeError(name) from None
 
 
-def _client_config(bridge: Any, sdk_version: str, profile: str | None) -> tuple[str, str, _Obj]:
-    """Address, namespace and the bridge's client configuration, from the environment configuration as
-    ``temporalio.envconfig.ClientConfig.load_client_connect_config`` and ``temporalio.service.ConnectConfig`` make
-    them."""
-    raw = bridge.envconfig.load_client_connect_config(profile=profile, path=None, data=None, disable_file=False,
-                                                      disable_env=False, config_file_strict=False, env_vars=None)
+def client_config(raw: Mapping[str, Any], sdk_version: str) -> tuple[str, str, _Obj]:
+    """Address, namespace and the bridge's client configuration from the profile the bridge's environment-config
+    loader read (``raw``), as ``temporalio.envconfig.ClientConfigProfile`` and ``temporalio.service.ConnectConfig``
+    make them (with workers.connection's defaults)."""
     address = raw.get("address") or DEFAULT_ADDRESS
     namespace = raw.get("namespace")
     namespace = DEFAULT_NAMESPACE if namespace is None else namespace
     api_key = raw.get("api_key")
     tls = raw.get("tls") or {}
-    if set(tls) - {"disabled", "server_name"} or "://" in address:
+    if set(tls) - {"disabled", "server_name", "disable_host_verification"} or "://" in address:  # the SDK
+        # ignores disable_host_verification; certificates (files or data) are more than this path reads
         raise Fallback("TLS certificates")
     use_tls = (api_key is not None and not tls) or (bool(tls) and tls.get("disabled") is not True)
     tls_config = None
@@ -273,7 +272,9 @@ async def status(request: StatusRequest, env: Mapping[str, str] = os.environ) ->
     bridge, sdk_version = _bridge()
     profile = _setting(env, "TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE")
     try:
-        address, namespace, config = _client_config(bridge, sdk_version, profile)
+        raw = bridge.envconfig.load_client_connect_config(profile=profile, path=None, data=None, disable_file=False,
+                                                          disable_env=False, config_file_strict=False, env_vars=None)
+        address, namespace, config = client_config(raw, sdk_version)
     except Fallback:
         raise
     except Exception as error:  # a profile or config file the SDK refuses: the full command says how

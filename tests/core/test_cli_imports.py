@@ -7,10 +7,13 @@ against the dev server, with a run in flight and the suite's encrypted payloads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from starters import fast_read
 from tests import harness
@@ -71,6 +74,40 @@ def test_only_status_json_takes_the_fast_path():
     for argv in (["status", "run-1"], ["status", "--json"], ["status", "a", "b", "--json"], ["list", "--json"],
                  ["status", "run-1", "--json", "--help"], ["status", "run-1", "--json", "--address"], []):
         assert fast_read.parse(argv) is None, argv
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, fast_read._Obj):
+        return {k: _plain(v) for k, v in value.values.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+@pytest.mark.parametrize("raw", [
+    {}, {"address": "t.example:7233", "namespace": "ns"}, {"api_key": "k"},
+    {"api_key": "k", "tls": {"disabled": True, "disable_host_verification": False}},
+    {"tls": {"disabled": False, "server_name": "sni.example", "disable_host_verification": False}},
+    {"grpc_meta": {"x-team": "ops"}, "namespace": ""},
+])
+def test_connection_is_the_sdks_own(raw):
+    """What fast_read hands the bridge is what the SDK's envconfig and ConnectConfig make of the same profile, with
+    the SDK's client defaults (an SDK upgrade that changes them fails here, not in a person's terminal)."""
+    from temporalio.envconfig import ClientConfigProfile
+    from temporalio.runtime import LoggingConfig
+    from temporalio.service import ConnectConfig, __version__
+
+    connect = {"target_host": "localhost:7233", "namespace": "default",
+               **ClientConfigProfile.from_dict(raw).to_client_connect_config()}  # workers.connection's defaults
+    address, namespace, config = fast_read.client_config(raw, __version__)
+    assert (address, namespace) == (connect.pop("target_host"), connect.pop("namespace"))
+    assert _plain(config) == _plain(ConnectConfig(target_host=address, **connect)._to_bridge_config())
+    assert fast_read.LOG_FILTER == LoggingConfig.default.filter.formatted()
+
+
+def test_tls_certificates_go_to_the_full_command():
+    with pytest.raises(fast_read.Fallback):
+        fast_read.client_config({"tls": {"server_ca_cert": {"path": "/ca.pem"}}}, "1")
 
 
 def test_protobuf_fields_round_trip():
