@@ -30,6 +30,7 @@ from core.approval import AbortInput, ApproveInput, RejectInput
 from core.config import Settings
 from core.runbook import RunbookStatus
 from starters.client import DryRunFailed, DryRunOutcome, RunbookClient, RunbookClientError, Steer, describe_verb
+from starters.fast_read import visibility_query
 from starters.simulate import simulate_app
 from workers.codec import CodecKeyError
 from workers.connection import TemporalUnreachable, connect, connect_config
@@ -517,15 +518,6 @@ def list_(
         return EXIT_OK
 
     _run(body)
-
-
-def visibility_query(*, runbook: str | None = None, target: str | None = None, status: str | None = None) -> str:
-    clauses = ["RunbookName IS NOT NULL"]
-    for attr, value in (("RunbookName", runbook), ("RunbookTarget", target), ("RunbookStatus", status)):
-        if value:
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            clauses.append(f'{attr} = "{escaped}"')
-    return " AND ".join(clauses)
 
 
 @app.command()

@@ -1,18 +1,20 @@
-"""The `runbook` console script's entry: `runbook status ID --json` answered without the SDK's Python client.
+"""The `runbook` console script's entry: `runbook status ID --json` and `runbook list --json` answered without the
+SDK's Python client.
 
 Importing ``temporalio`` at all costs about 0.4 s on an idle 2-core machine (its package imports every service's
-API protos), Typer and the product's pydantic models as much again, while the answer is one gRPC call: issue 14's
-goal is 0.25 s. So this module answers that one command with the SDK's own client core (its Rust bridge, the
+API protos), Typer and the product's pydantic models as much again, while each answer is one gRPC call: issue 14's
+goal is 0.25 s. So this module answers those two commands with the SDK's own client core (its Rust bridge, the
 extension module every SDK client connects through, loaded alone), the SDK's environment configuration (the
-bridge's loader, the same ``TEMPORAL_*`` variables, profiles and config file), the product's codec keys
-(``workers.keyring``) and a hand-written encoding of the one request and answer (``QueryWorkflowRequest`` /
-``Response``, their field numbers from temporal/api: protobuf field numbers never change). It prints what the full
-command prints (the run's ``RunbookStatus`` as JSON, the same errors and exit codes).
+bridge's loader, the same ``TEMPORAL_*`` variables, profiles and config file, turned into the same connection:
+tests check it against ``temporalio.service.ConnectConfig``), the product's codec keys (``workers.keyring``) and a
+hand-written encoding of the few fields it sends and reads (``QueryWorkflow`` and ``ListWorkflowExecutions``; field
+numbers from temporal/api, which protobuf's rules never let change). It prints what the full command prints (the
+run's ``RunbookStatus``, ``RunbookClient.runs``' rows), with the same errors and exit codes.
 
 Anything else (another command, an option this path does not know, ``--help``, a ``.env`` file, codec keys in
-Vault, tracing on, TLS with certificates, an answer it does not recognise, a bridge it cannot load) goes to the
-full command, ``starters.cli``, which is always right and only slower. tests/core/test_cli_imports.py checks both
-give the same answer and that this path loads no ``temporalio`` package, pydantic nor Typer.
+Vault, tracing on, TLS with certificates, an answer or attribute it does not recognise, a bridge it cannot load)
+goes to the full command, ``starters.cli``, which is always right and only slower. tests/core/test_cli_imports.py
+checks both give the same bytes and that this path loads no ``temporalio`` package, pydantic nor Typer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,26 +54,35 @@ class Failed(Exception):
 
 
 @dataclass
-class StatusRequest:
-    workflow_id: str
+class Request:
+    command: str  # "status" or "list"
+    workflow_id: str = ""
     address: str | None = None
     namespace: str | None = None
+    runbook: str | None = None
+    target: str | None = None
+    status: str | None = None
+    limit: int = 50
 
 
-def parse(argv: list[str]) -> StatusRequest | None:
-    """``status ID --json [--address A] [--namespace N]`` (``--opt=value`` too), else None."""
-    if not argv or argv[0] != "status":
+OPTIONS = {"status": ("--address", "--namespace"),
+           "list": ("--address", "--namespace", "--runbook", "--target", "--status", "--limit")}
+
+
+def parse(argv: list[str]) -> Request | None:
+    """``status ID --json`` or ``list --json`` with their options (``--opt=value`` too), else None."""
+    if not argv or argv[0] not in OPTIONS:
         return None
+    command, rest = argv[0], argv[1:]
     positional: list[str] = []
     options: dict[str, str] = {}
     as_json = False
-    rest = argv[1:]
     while rest:
         arg = rest.pop(0)
         name, eq, value = arg.partition("=")
         if arg == "--json":
             as_json = True
-        elif name in ("--address", "--namespace"):
+        elif name in OPTIONS[command]:
             if not eq:
                 if not rest:
                     return None
@@ -80,9 +92,21 @@ def parse(argv: list[str]) -> StatusRequest | None:
             return None  # --help, -h, an unknown option: Typer's to answer
         else:
             positional.append(arg)
-    if not as_json or len(positional) != 1:
+    limit = options.pop("limit", "50")
+    if not as_json or len(positional) != (1 if command == "status" else 0) or not limit.isdigit() or int(limit) < 1:
         return None
-    return StatusRequest(positional[0], options.get("address"), options.get("namespace"))
+    return Request(command, positional[0] if positional else "", options.get("address"), options.get("namespace"),
+                   options.get("runbook"), options.get("target"), options.get("status"), int(limit))
+
+
+def visibility_query(*, runbook: str | None = None, target: str | None = None, status: str | None = None) -> str:
+    """The visibility query of ``runbook list``: runbook runs, narrowed by the Runbook* search attributes."""
+    clauses = ["RunbookName IS NOT NULL"]
+    for attr, value in (("RunbookName", runbook), ("RunbookTarget", target), ("RunbookStatus", status)):
+        if value:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            clauses.append(f'{attr} = "{escaped}"')
+    return " AND ".join(clauses)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -193,6 +217,10 @@ def _bytes_field(number: int, value: str | bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
+def _int_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
 def _fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     """A message's fields in order: (number, int) for varints, (number, bytes) for length-delimited ones."""
     out: list[tuple[int, int | bytes]] = []
@@ -230,6 +258,11 @@ def _one(buf: bytes, number: int) -> bytes:
     return values[-1] if values else b""
 
 
+def _int(buf: bytes, number: int) -> int:
+    values = [v for n, v in _fields(buf) if n == number and isinstance(v, int)]
+    return values[-1] if values else 0
+
+
 def query_request(namespace: str, workflow_id: str, query_type: str) -> bytes:
     """QueryWorkflowRequest{namespace=1, execution=2 WorkflowExecution{workflow_id=1}, query=3 WorkflowQuery{
     query_type=1}} (no arguments, no reject condition: as the SDK's handle.query sends it)."""
@@ -265,39 +298,123 @@ def query_answer(response: bytes, keyring: Any) -> Any:
     return json.loads(data)
 
 
-# ----------------------------------------------------------------------------- the command
-async def status(request: StatusRequest, env: Mapping[str, str] = os.environ) -> Any:
+EXECUTION_STATUS = {1: "RUNNING", 2: "COMPLETED", 3: "FAILED", 4: "CANCELED", 5: "TERMINATED", 6: "CONTINUED_AS_NEW",
+                    7: "TIMED_OUT"}  # temporal.api.enums.v1.WorkflowExecutionStatus, as the SDK's enum names them
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PAGE_SIZE = 1000  # the SDK's list_workflows default
+
+
+def list_request(namespace: str, query: str, page_size: int, token: bytes) -> bytes:
+    """ListWorkflowExecutionsRequest{namespace=1, page_size=2, next_page_token=3, query=4}."""
+    return (_bytes_field(1, namespace) + _int_field(2, page_size) + (_bytes_field(3, token) if token else b"")
+            + _bytes_field(4, query))
+
+
+def _search_attribute(payload: bytes) -> str:
+    """One search attribute as RunbookClient.runs shows it: the first of its values, as text ("" for none)."""
+    metadata, data = payload_parts(payload)
+    if metadata.get("encoding") != b"json/plain" or metadata.get("type") == b"Datetime":
+        raise Fallback(f"search attribute encoding {metadata.get('encoding')!r}, type {metadata.get('type')!r}")
+    values = json.loads(data)
+    values = values if isinstance(values, list) else [values]
+    return str(values[0]) if values else ""
+
+
+def run_row(info: bytes) -> dict[str, Any]:
+    """A WorkflowExecutionInfo{execution=1 {workflow_id=1, run_id=2}, start_time=3 {seconds=1, nanos=2}, status=5,
+    search_attributes=11 {indexed_fields=1 map<string, Payload>}} as RunbookClient.runs makes its row."""
+    execution, start = _one(info, 1), _one(info, 3)
+    attrs = {_one(entry, 1).decode(): _one(entry, 2)
+             for number, entry in _fields(_one(info, 11)) if number == 1 and isinstance(entry, bytes)}
+
+    def attr(name: str) -> str:
+        return _search_attribute(attrs[name]) if name in attrs else ""
+
+    started = EPOCH + timedelta(seconds=_int(start, 1), microseconds=_int(start, 2) // 1000)
+    return {
+        "workflow_id": _one(execution, 1).decode(),
+        "run_id": _one(execution, 2).decode(),
+        "runbook": attr("RunbookName"),
+        "target": attr("RunbookTarget"),
+        "environment": attr("RunbookEnvironment"),
+        "requested_by": attr("RunbookRequestedBy"),
+        "status": attr("RunbookStatus"),
+        "execution": EXECUTION_STATUS.get(_int(info, 5)),
+        "started": started.isoformat(),
+    }
+
+
+# ----------------------------------------------------------------------------- the commands
+class _Connection:
+    """The bridge's client, connected as the full command connects (workers.connection.connect)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.keyring = _keyring(env)
+        self.bridge, sdk_version = _bridge()
+        profile = _setting(env, "TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE")
+        try:
+            raw = self.bridge.envconfig.load_client_connect_config(
+                profile=profile, path=None, data=None, disable_file=False, disable_env=False,
+                config_file_strict=False, env_vars=None)
+            self.address, self.namespace, self.config = client_config(raw, sdk_version)
+        except Fallback:
+            raise
+        except Exception as error:  # a profile or config file the SDK refuses: the full command says how
+            raise Fallback(f"environment configuration: {error}") from None
+        self.client: Any = None
+
+    async def call(self, rpc: str, request: bytes) -> bytes:
+        """One WorkflowService call; a gRPC error as the full command reports it (starters.cli._run)."""
+        if self.client is None:
+            runtime = self.bridge.init_runtime(_Obj(dict(
+                telemetry=_Obj(dict(logging=_Obj(dict(filter=LOG_FILTER, forward_to=None, format=None)), metrics=None)),
+                worker_heartbeat_interval_millis=None, disable_environment_info=False)))
+            try:
+                self.client = await self.bridge.connect_client(runtime, self.config)
+            except RuntimeError:
+                raise Failed(f"cannot reach Temporal at {self.address} (set TEMPORAL_ADDRESS or --address)",
+                             EXIT_UNREACHABLE) from None
+        call = _Obj(dict(rpc=rpc, req=request, retry=True, metadata={}, timeout_millis=None))
+        try:
+            return bytes(await self.client.call_workflow_service(call))
+        except self.bridge.RPCError as error:
+            code, message, _details = error.args
+            if code == NOT_FOUND:
+                raise Failed(message, EXIT_USAGE) from None
+            if code == UNAVAILABLE:
+                raise Failed(f"Temporal unavailable: {message}", EXIT_UNREACHABLE) from None
+            raise Failed(f"Temporal refused the request: {message}", EXIT_UNREACHABLE) from None
+
+
+async def status(request: Request, env: Mapping[str, str] = os.environ) -> Any:
     """The run's status as the full command's ``status --json`` prints it."""
-    keyring = _keyring(env)
-    bridge, sdk_version = _bridge()
-    profile = _setting(env, "TEMPORAL_PROFILE", "RUNBOOK_TEMPORAL_PROFILE")
+    connection = _Connection(env)
     try:
-        raw = bridge.envconfig.load_client_connect_config(profile=profile, path=None, data=None, disable_file=False,
-                                                          disable_env=False, config_file_strict=False, env_vars=None)
-        address, namespace, config = client_config(raw, sdk_version)
-    except Fallback:
+        response = await connection.call("query_workflow", query_request(connection.namespace, request.workflow_id,
+                                                                         "status"))
+    except Failed as error:
+        if error.code == EXIT_USAGE:  # NOT_FOUND: RunbookClient's RunNotFound
+            raise Failed(f"no runbook run with id {request.workflow_id!r}", EXIT_USAGE) from None
         raise
-    except Exception as error:  # a profile or config file the SDK refuses: the full command says how
-        raise Fallback(f"environment configuration: {error}") from None
-    runtime = bridge.init_runtime(_Obj(dict(
-        telemetry=_Obj(dict(logging=_Obj(dict(filter=LOG_FILTER, forward_to=None, format=None)), metrics=None)),
-        worker_heartbeat_interval_millis=None, disable_environment_info=False)))
-    try:
-        client = await bridge.connect_client(runtime, config)
-    except RuntimeError:
-        raise Failed(f"cannot reach Temporal at {address} (set TEMPORAL_ADDRESS or --address)", EXIT_UNREACHABLE) from None
-    call = _Obj(dict(rpc="query_workflow", req=query_request(namespace, request.workflow_id, "status"), retry=True,
-                     metadata={}, timeout_millis=None))
-    try:
-        response = await client.call_workflow_service(call)
-    except bridge.RPCError as error:
-        code, message, _details = error.args
-        if code == NOT_FOUND:
-            raise Failed(f"no runbook run with id {request.workflow_id!r}", EXIT_USAGE) from None  # RunNotFound's
-        if code == UNAVAILABLE:
-            raise Failed(f"Temporal unavailable: {message}", EXIT_UNREACHABLE) from None
-        raise Failed(f"Temporal refused the request: {message}", EXIT_UNREACHABLE) from None
-    return query_answer(bytes(response), keyring)
+    return query_answer(response, connection.keyring)
+
+
+async def runs(request: Request, env: Mapping[str, str] = os.environ) -> list[dict[str, Any]]:
+    """The runs as the full command's ``list --json`` prints them (RunbookClient.runs, paged as the SDK's
+    list_workflows pages)."""
+    connection = _Connection(env)
+    query = visibility_query(runbook=request.runbook, target=request.target, status=request.status)
+    rows: list[dict[str, Any]] = []
+    token = b""
+    while len(rows) < request.limit:
+        page = await connection.call("list_workflow_executions", list_request(
+            connection.namespace, query, min(PAGE_SIZE, request.limit - len(rows)), token))
+        infos = [info for number, info in _fields(page) if number == 1 and isinstance(info, bytes)]
+        rows += [run_row(info) for info in infos[:request.limit - len(rows)]]
+        token = _one(page, 2)
+        if not token:
+            break
+    return rows
 
 
 def answer(argv: list[str]) -> int | None:
@@ -312,7 +429,7 @@ def answer(argv: list[str]) -> int | None:
     from workers.keyring import CodecKeyError
 
     try:
-        state = asyncio.run(status(request))
+        found = asyncio.run(status(request) if request.command == "status" else runs(request))
     except Fallback:
         return None
     except CodecKeyError as error:
@@ -321,7 +438,7 @@ def answer(argv: list[str]) -> int | None:
     except Failed as error:
         sys.stderr.write(f"error: {error}\n")
         return error.code
-    sys.stdout.write(json.dumps(state, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(found, indent=2, default=str) + "\n")
     return EXIT_OK
 
 

@@ -1,8 +1,8 @@
-"""`runbook status ID --json` answers through the SDK's client core alone (starters/fast_read.py): no `temporalio`
-package, pydantic nor Typer, and the same answer, errors and exit codes as the full command; `runbook list` loads the
-Temporal client, the data converter and the run's model, and nothing a reading command does not use (issue 14: each
-command imports only what it needs; bench/cli_speed.py measures the time). Run as the console script runs them,
-against the dev server, with a run in flight and the suite's encrypted payloads."""
+"""`runbook status ID --json` and `runbook list --json` answer through the SDK's client core alone
+(starters/fast_read.py): no `temporalio` package, pydantic nor Typer, and the same answer, errors and exit codes as
+the full command, which answers everything else and imports only what it uses (issue 14: each command imports only
+what it needs; bench/cli_speed.py measures the time). Run as the console script runs them, against the dev server,
+with a run in flight and the suite's encrypted payloads."""
 
 from __future__ import annotations
 
@@ -67,13 +67,23 @@ def _console(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
     return proc, modules_file.read_text().split()
 
 
-def test_only_status_json_takes_the_fast_path():
-    assert fast_read.parse(["status", "run-1", "--json"]) == fast_read.StatusRequest("run-1")
+def test_only_status_and_list_json_take_the_fast_path():
+    assert fast_read.parse(["status", "run-1", "--json"]) == fast_read.Request("status", "run-1")
     assert fast_read.parse(["status", "--json", "run-1", "--address", "h:1", "--namespace=ns"]) == \
-        fast_read.StatusRequest("run-1", "h:1", "ns")
-    for argv in (["status", "run-1"], ["status", "--json"], ["status", "a", "b", "--json"], ["list", "--json"],
-                 ["status", "run-1", "--json", "--help"], ["status", "run-1", "--json", "--address"], []):
+        fast_read.Request("status", "run-1", "h:1", "ns")
+    assert fast_read.parse(["list", "--json", "--target", "t", "--status=Running", "--runbook", "r", "--limit", "7"]) \
+        == fast_read.Request("list", target="t", status="Running", runbook="r", limit=7)
+    for argv in (["status", "run-1"], ["status", "--json"], ["status", "a", "b", "--json"], ["list"],
+                 ["list", "x", "--json"], ["list", "--json", "--limit", "0"], ["list", "--json", "--limit", "many"],
+                 ["status", "run-1", "--json", "--target", "t"], ["status", "run-1", "--json", "--help"],
+                 ["status", "run-1", "--json", "--address"], ["start", "--json"], []):
         assert fast_read.parse(argv) is None, argv
+
+
+def test_visibility_query_quotes_values():
+    assert fast_read.visibility_query() == "RunbookName IS NOT NULL"
+    assert fast_read.visibility_query(target='a"b\\', status="Running") == \
+        'RunbookName IS NOT NULL AND RunbookTarget = "a\\"b\\\\" AND RunbookStatus = "Running"'
 
 
 def _plain(value: object) -> object:
@@ -158,13 +168,14 @@ async def test_status_and_list_import_no_outside_client_nor_workflow(cli_env, de
         assert workflow_id in proc.stdout and "typer" in modules  # the full command drew it
         assert [m for m in heavy(modules) if not m.startswith(("rich", "starters.render"))] == [], heavy(modules)
 
-        for _ in range(100):  # visibility is eventually consistent
-            proc, modules = await asyncio.to_thread(_console, tmp_path, "list", "--target", service, "--json")
-            assert proc.returncode == 0, proc.stderr
-            if json.loads(proc.stdout):
-                break
-            await asyncio.sleep(0.1)
+        async def both_lists():  # visibility is eventually consistent, and the run's status attribute changes
+            fast = await asyncio.to_thread(_console, tmp_path, "list", "--target", service, "--json")
+            return fast, await runbook("list", "--target", service, "--json")
+
+        (proc, modules), full = await harness.poll(
+            both_lists, lambda got: got[0][0].returncode == 0 and got[0][0].stdout == got[1].stdout
+            and json.loads(got[1].stdout), "runbook list --json: the same rows both ways")
         assert [row["workflow_id"] for row in json.loads(proc.stdout)] == [workflow_id]
-        assert heavy(modules) == []
+        assert _within(modules, FULL_COMMAND) == [] and heavy(modules) == [], _within(modules, FULL_COMMAND + HEAVY)
 
         assert (await runbook("abort", workflow_id, "--reason", "test over")).exit_code == 0
