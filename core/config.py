@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     graceful_shutdown_timeout: Duration = Field(
         timedelta(seconds=30), description="on SIGTERM/SIGINT, how long running activities get to finish"
     )
+    worker_build_id: str | None = Field(
+        None, description="the worker's build id; unset: the SDK hashes the bytecode of every loaded module (about a second "
+        "of CPU per process start)",
+    )
     state_dir: Path = Path(".state")
 
     # Notifications: which channels the worker delivers runbook events to

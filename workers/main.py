@@ -112,6 +112,7 @@ async def run_worker(
                 max_concurrent_activities=min(settings.max_concurrent_activities, settings.activity_threads),
                 graceful_shutdown_timeout=grace,
                 identity=identity,
+                build_id=settings.worker_build_id,  # None: the SDK's hash of the loaded code
                 interceptors=[SummaryInterceptor()],  # a summary on every activity, for the web UI's timeline
             )
             async with worker:

@@ -8,9 +8,12 @@ import sys
 import uuid
 
 import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from tests import harness
-from tests.platform.procs import LoggedProcess, worker_process
+from tests.platform.procs import BUILD_ID, LoggedProcess, worker_process
 from tests.platform.workflows import FanOut, FanOutInput, Slow, SlowInput
 
 READY = "polling task queue"
@@ -33,6 +36,10 @@ async def test_two_worker_processes_share_one_task_queue_and_serve_prometheus_me
         by_pid = {w.proc.pid: result.pids.count(w.proc.pid) for w in workers}
         assert sum(by_pid.values()) == 24
         assert all(n > 0 for n in by_pid.values()), f"one process did all the work: {by_pid}"
+        # both poll with the build id they were given (RUNBOOK_WORKER_BUILD_ID), not one the SDK hashed
+        described = await dev_env.client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+            namespace="default", task_queue=TaskQueue(name=task_queue), task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+        assert {p.worker_version_capabilities.build_id for p in described.pollers} == {BUILD_ID}, described.pollers
 
         # each serves the SDK runtime's metrics, its activities' among them
         for w, port in zip(workers, ports, strict=True):
