@@ -10,12 +10,14 @@ time is printed:
     cli_list_median_s        runbook list --json (50 of the 100 runs, the default limit)
     temporal_query_median_s  temporal workflow query --workflow-id ID --name status (the same query)
     sdk_import_median_s      python -c 'import temporalio.client, temporalio.contrib.pydantic': the floor of any
-                             Python command that reads a run through the SDK's client and the pydantic converter
+                             command that goes through the SDK's Python client and the pydantic converter (every
+                             command but these two, which starters/fast_read.py answers through the SDK's client
+                             core alone)
 
 and the median CPU time (user + system) of each (``*_cpu_median_s``), which a loaded machine inflates less than the
 wall time, and the 1-minute load average while measuring. Target: cli_status_median_s <= 0.25 s on an idle
-machine; no change of ours can bring it under sdk_import_median_s. Figures depend on the machine's load: compare
-runs on one machine at one load.
+machine. Figures depend on the machine's load: compare runs on one machine at one load (the CPU figures vary
+less).
     python bench/cli_speed.py [RUNS]
 """
 

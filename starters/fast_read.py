@@ -38,7 +38,6 @@ LOG_FILTER = ("ERROR,temporalio_common=WARN,temporalio_sdk_core=WARN,temporalio_
               "temporal_sdk_bridge=WARN")
 KEEP_ALIVE = {"interval_millis": 30000, "timeout_millis": 15000}
 PAYLOADS_WARN_SIZE, MEMO_WARN_SIZE = 512 * 1024, 2 * 1024
-ENCRYPTED, KEY_ID = b"binary/encrypted", "encryption-key-id"  # workers.keyring's
 
 
 class Fallback(Exception):
@@ -120,6 +119,8 @@ def _setting(env: Mapping[str, str], *names: str) -> str | None:
 
 
 def _keyring(env: Mapping[str, str]) -> Any:
+    """The codec's keyring (workers.keyring.KeyRing) or None, as the full command loads it; ``Fallback`` for the
+    settings this path does not read (a .env file, keys in Vault, tracing)."""
     if Path(".env").exists():
         raise Fallback("settings from a .env file")
     from workers.telemetry import tracing_enabled
@@ -289,10 +290,11 @@ def query_answer(response: bytes, keyring: Any) -> Any:
     if len(payloads) != 1:
         raise Fallback(f"{len(payloads)} payloads")
     metadata, data = payload_parts(payloads[0])
-    if metadata.get("encoding") == ENCRYPTED:
-        if keyring is None:
-            raise Fallback("an encrypted answer and no keys")
-        metadata, data = payload_parts(keyring.open(metadata.get(KEY_ID, b"").decode(errors="replace"), data))
+    if keyring is not None:
+        from workers.keyring import ENCODING, KEY_ID
+
+        if metadata.get("encoding") == ENCODING:
+            metadata, data = payload_parts(keyring.open(metadata.get(KEY_ID, b"").decode(errors="replace"), data))
     if metadata.get("encoding") != b"json/plain":
         raise Fallback(f"payload encoding {metadata.get('encoding')!r}")
     return json.loads(data)
