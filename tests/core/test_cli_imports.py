@@ -99,6 +99,7 @@ def _plain(value: object) -> object:
     {"api_key": "k", "tls": {"disabled": True, "disable_host_verification": False}},
     {"tls": {"disabled": False, "server_name": "sni.example", "disable_host_verification": False}},
     {"grpc_meta": {"x-team": "ops"}, "namespace": ""},
+    {"tls": {"disabled": None, "server_name": "sni.example", "disable_host_verification": False}},
 ])
 def test_connection_is_the_sdks_own(raw):
     """What fast_read hands the bridge is what the SDK's envconfig and ConnectConfig make of the same profile, with
@@ -179,3 +180,14 @@ async def test_status_and_list_import_no_outside_client_nor_workflow(cli_env, de
         assert _within(modules, FULL_COMMAND) == [] and heavy(modules) == [], _within(modules, FULL_COMMAND + HEAVY)
 
         assert (await runbook("abort", workflow_id, "--reason", "test over")).exit_code == 0
+
+
+async def test_a_profile_beyond_the_fast_path_gets_the_full_commands_answer(cli_env, tmp_path, monkeypatch):  # noqa: F811
+    """A CA certificate is more than fast_read reads: it hands over after loading the client core, and the full
+    command (which loads the SDK's own copy of it) answers, here that the plain-text dev server is no TLS server."""
+    monkeypatch.setenv("TEMPORAL_TLS_SERVER_CA_CERT_DATA", "not a certificate")
+    proc, modules = await asyncio.to_thread(_console, tmp_path, "status", "any-run", "--json")
+    full = await runbook("status", "any-run", "--json")
+    assert "starters.cli" in modules and "temporalio.client" in modules
+    assert (proc.returncode, proc.stderr) == (full.exit_code, full.stderr) == (
+        1, f"error: cannot reach Temporal at {cli_env['address']} (set TEMPORAL_ADDRESS or --address)\n")
