@@ -450,67 +450,10 @@ class Release(Scenario):
 
 
 # ------------------------------------------------------------------------------------------------ rotate-secret
-class Rotate(Scenario):
-    """A database credential on the session's OpenBao (its database engine) and PostgreSQL, one role, KV path and
-    consumer per case. The snapshot says which credential the consumers are given (old or new) and which users
-    exist, not their random names, so that cases compare with the baseline."""
-
-    name = "rotate"
-    rules = (
-        # docs/rotate-secret.md: once the consumers are verified and the old lease's revoke has started, an abort or
-        # a cancel is too late to roll back: the rotation completes
-        StepRule(kinds=("abort", "cancel"), activity="vault_revoke_lease", outcome=("Succeeded",), safe="as left",
-                 why="the consumers are verified on the new user and the old one is being revoked: it completes"),
-    )
-
-    def __init__(self) -> None:
-        from workflows.rotate_secret import RotateSecret
-
-        self.workflow = RotateSecret.run
-
-    def _vault(self, ctx: Ctx) -> Any:
-        import hvac
-
-        env = ctx.shared["env"]
-        return hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"])
-
-    def seed(self, ctx: Ctx) -> None:
-        from tests.rotation.stand_ins import Consumer, configure_engine, make_role, seed_credential
-
-        vault = self._vault(ctx)
-        configure_engine(vault, ctx.shared["pg_uri"])
-        role = make_role(vault, f"mx-{ctx.account[-6:]}")
-        path = f"apps/{role}/db"
-        old = seed_credential(vault, role, path)
-        consumer = Consumer(vault, ctx.shared["pg_server"], f"secret/{path}", name=f"mx-app-{ctx.account[-6:]}")
-        consumer.__enter__()
-        ctx.servers.append(consumer)
-        ctx.data.update(role=role, path=f"secret/{path}", old_user=old["username"], consumer=consumer.name)
-
-    def input(self, ctx: Ctx) -> Any:
-        from core.rotation import RotateSecretInput
-
-        return RotateSecretInput(meta=meta("rotate-secret", ctx.data["path"]), role=ctx.data["role"],
-                                 kv_path=ctx.data["path"], consumers=[ctx.data["consumer"]],
-                                 server=ctx.shared["pg_server"], verify_timeout=timedelta(seconds=30))
-
-    def extra_snapshot(self, ctx: Ctx) -> dict[str, Any]:
-        vault = self._vault(ctx)
-        data = vault.secrets.kv.v2.read_secret_version(path=ctx.data["path"].removeprefix("secret/"),
-                                                       mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
-        old = ctx.data["old_user"]
-        with psycopg.connect(**conninfo_to_dict(ctx.shared["pg_uri"]), autocommit=True) as conn:
-            users = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
-                                                (f"v-token-{ctx.data['role']}-%",))]
-        return {"vault:kv consumers read": "old" if data["username"] == old else "new",
-                "pg:old user": "exists" if old in users else "absent",
-                "pg:other users": len([u for u in users if u != old])}
-
-
 class RotateMaterial(Scenario):
-    """rotate-secret's certificate and API key kinds (kind ``certificate`` on the session's OpenBao PKI engine, kind
-    ``api_key`` in KV v2), each with the KV rollout (the consumer reads the KV path) and the Kubernetes rollout (the
-    consumer reads a Secret of the case's Kubernetes fake; an API key's Deployment is restarted onto it).
+    """rotate-secret's kinds (``database`` on the session's OpenBao database engine and PostgreSQL, ``certificate`` on
+    its PKI engine, ``api_key`` in KV v2), each with the KV rollout (the consumer reads the KV path) and the Kubernetes
+    rollout (the consumer reads a Secret of the case's Kubernetes fake; a Deployment's pods are restarted onto it).
 
     The case's worker reaches OpenBao through its own ledger proxy (tests/matrix/vault_ledger.py), so OpenBao's
     effective changes are in the ledger with moto's and the fake's. Material is named, never shown: ``old`` (what
@@ -693,6 +636,76 @@ class RotateMaterial(Scenario):
         return out
 
 
+class RotateDatabase(RotateMaterial):
+    """A database credential: one role, KV path and consumer (its own ``application_name``) per case. The material is
+    a user of the role; it is valid while the user exists (revoking its lease drops it)."""
+
+    kind = "database"
+    rules = (
+        # docs/rotate-secret.md: once the consumers are verified and the old lease's revoke has started, an abort or
+        # a cancel is too late to roll back: the rotation completes
+        StepRule(kinds=("abort", "cancel"), activity="vault_revoke_lease", outcome=("Succeeded",), safe="as left",
+                 why="the consumers are verified on the new user and the old one is being revoked: it completes"),
+    )
+
+    def identity(self, data: dict[str, str]) -> str:
+        return data["username"]
+
+    def secret_identity(self, data: dict[str, str]) -> str:
+        return data["username"]
+
+    def users(self, ctx: Ctx) -> list[str]:
+        with psycopg.connect(**conninfo_to_dict(ctx.shared["pg_uri"]), autocommit=True) as conn:
+            return [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
+                                                (f"v-token-{ctx.data['role']}-%",))]
+
+    def valid(self, ctx: Ctx, vault: Any, label: str, identity: str, live: bool) -> bool:
+        return identity in self.users(ctx)
+
+    def vault_state(self, ctx: Ctx) -> dict[str, Any]:
+        """As for every kind, and the users of the role no KV version names (issued and left behind)."""
+        state = super().vault_state(ctx)
+        untracked = [u for u in self.users(ctx) if u not in ctx.data["versions"].values()]
+        if untracked:
+            state["pg:users no KV version names"] = len(untracked)
+        return state
+
+    def seed_material(self, ctx: Ctx, vault: Any, path: str) -> dict[str, str]:
+        from tests.rotation.stand_ins import configure_engine, make_role, seed_credential
+
+        configure_engine(vault, ctx.shared["pg_uri"])
+        # the engine's user names are v-<token display name>-<role, cut to 8 characters>-...: a role of 7, unique per
+        # case, so that the case's users are found by their prefix (mx-<6 digits> was cut, and the prefix matched none)
+        ctx.data["role"] = make_role(vault, f"m{ctx.account[-6:]}")
+        return seed_credential(vault, ctx.data["role"], path)
+
+    def consumer(self, ctx: Ctx, vault: Any) -> Any:
+        from tests.rotation.stand_ins import Consumer, PodConsumer
+
+        name = f"mx-app-{ctx.account[-6:]}"  # what pg_stat_activity shows: one per case on the shared server
+        if self.rollout == "kubernetes":
+            pods = PodConsumer(vault, ctx.shared["pg_server"], ctx.kube["default"], self.NS, self.APP, self.SECRET)
+            pods.name = name
+            return pods.__enter__()
+        return Consumer(vault, ctx.shared["pg_server"], f"secret/{ctx.data['kv']}", name=name).__enter__()
+
+    def served(self, ctx: Ctx) -> str:
+        return ctx.data["consumer"].user
+
+    def input(self, ctx: Ctx) -> Any:
+        from core.rotation import RotateSecretInput
+
+        path = f"secret/{ctx.data['kv']}"
+        return RotateSecretInput(meta=meta("rotate-secret", path), role=ctx.data["role"], kv_path=path,
+                                 consumers=[ctx.data["consumer"].name], server=ctx.shared["pg_server"],
+                                 verify_timeout=timedelta(seconds=30), **self.rollout_input())
+
+
+class RotateDatabaseK8s(RotateDatabase):
+    quick = "none"  # the database kind's quick cases are the KV rollout's (scenario rotate)
+    rollout = "kubernetes"
+
+
 class RotateCertificate(RotateMaterial):
     kind = "certificate"
     quick = "none"  # the quick scope plays the Kubernetes variant: its path has every activity of this one
@@ -810,8 +823,9 @@ class RotateApiKeyK8s(RotateApiKey):
 
 SCENARIOS: dict[str, type[Scenario]] = {
     "canary": Canary, "bluegreen": BlueGreen, "failover": Failover, "provision": Provision, "restore": Restore,
-    "release": Release, "rotate": Rotate, "rotate-cert": RotateCertificate, "rotate-cert-k8s": RotateCertificateK8s,
-    "rotate-key": RotateApiKey, "rotate-key-k8s": RotateApiKeyK8s,
+    "release": Release, "rotate": RotateDatabase, "rotate-cert": RotateCertificate,
+    "rotate-cert-k8s": RotateCertificateK8s, "rotate-key": RotateApiKey, "rotate-key-k8s": RotateApiKeyK8s,
+    "rotate-db-k8s": RotateDatabaseK8s,
 }
 
 

@@ -1,7 +1,8 @@
 """OpenBao's part of the change ledger: a per-case HTTP proxy in front of the session's OpenBao.
 
 The case's worker reaches OpenBao through the proxy (its ``VAULT_ADDR``); the consumers and the test read OpenBao
-directly. Around every request that may write (any method but GET and LIST), the proxy takes the case's OpenBao
+directly. Around every request that may write (any method but GET and LIST, and a GET of a dynamic secret engine's
+``creds/<role>``, which creates a user), the proxy takes the case's OpenBao
 state (``state``: a function of the scenario, reading OpenBao directly) before and after, and appends one entry
 ``{"op", "key", "value", "t"}`` per key whose value the request changed, as the moto ledger and the Kubernetes fake
 do: a retried write that changes nothing records nothing. Requests are serialised, so each entry belongs to one.
@@ -65,7 +66,7 @@ class VaultLedger:
         def send() -> httpx.Response:
             return self._http.request(method, self.upstream + path, headers=headers, content=body)
 
-        if method in READS:
+        if method in READS and "/creds/" not in path:  # reading <engine>/creds/<role> creates a user
             resp = send()
         else:
             with self._lock:
