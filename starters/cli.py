@@ -33,7 +33,7 @@ from starters.client import DryRunFailed, DryRunOutcome, RunbookClient, RunbookC
 from starters.fast_read import visibility_query
 from starters.simulate import simulate_app
 from workers.codec import CodecKeyError
-from workers.connection import TemporalUnreachable, connect, connect_config
+from workers.connection import TemporalConfigError, TemporalUnreachable, connect, connect_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -184,8 +184,8 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, RunbookClientError, CodecKeyError, *_loaded_errors("core.catalog:ParameterError",
-                                                                         "starters.schedules:ScheduleError")) as error:
+    except (UserError, RunbookClientError, CodecKeyError, TemporalConfigError,
+            *_loaded_errors("core.catalog:ParameterError", "starters.schedules:ScheduleError")) as error:
         _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
     except _loaded_errors("core.catalog:CatalogError") as error:

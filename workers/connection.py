@@ -26,8 +26,16 @@ class TemporalUnreachable(Exception):
         self.address = address
 
 
+class TemporalConfigError(Exception):
+    """The environment configuration cannot be loaded (an unknown profile, a config file that does not parse)."""
+
+
 def connect_config(settings: Settings) -> dict:
-    config = ClientConfig.load_client_connect_config(profile=settings.temporal_profile)
+    try:
+        config = ClientConfig.load_client_connect_config(profile=settings.temporal_profile)
+    except RuntimeError as err:  # the SDK's ConfigError
+        raise TemporalConfigError(f"Temporal environment configuration (TEMPORAL_PROFILE, TEMPORAL_CONFIG_FILE): "
+                                  f"{err}") from None
     config.setdefault("target_host", DEFAULT_ADDRESS)
     config.setdefault("namespace", "default")
     return dict(config)

@@ -191,3 +191,12 @@ async def test_a_profile_beyond_the_fast_path_gets_the_full_commands_answer(cli_
     assert "starters.cli" in modules and "temporalio.client" in modules
     assert (proc.returncode, proc.stderr) == (full.exit_code, full.stderr) == (
         1, f"error: cannot reach Temporal at {cli_env['address']} (set TEMPORAL_ADDRESS or --address)\n")
+
+
+async def test_an_unknown_profile_is_one_line_naming_it(cli_env, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("TEMPORAL_PROFILE", "no-such-profile")
+    for args in (("status", "any-run", "--json"), ("list", "--json")):
+        proc, modules = await asyncio.to_thread(_console, tmp_path, *args)
+        assert "starters.cli" in modules  # fast_read handed the SDK's refusal to the full command
+        assert (proc.returncode, proc.stderr) == (2, "error: Temporal environment configuration (TEMPORAL_PROFILE, "
+                                                     "TEMPORAL_CONFIG_FILE): Profile 'no-such-profile' not found\n")
