@@ -19,6 +19,7 @@ from starters import fast_read
 from tests import harness
 from tests.core.gated_workflows import GatedChange
 from tests.core.test_cli import _notify, _service, cli_env, runbook  # noqa: F401 (cli_env: the fixture, used by name)
+from workers.keyring import KeyRing
 
 # What a reading command must not pay for: outside systems' clients, the activities and workflows that use them,
 # the catalog (YAML) and the drawing (Rich, plotly). (The suite encrypts payloads, so the codec's cipher is used.)
@@ -152,6 +153,15 @@ async def test_status_and_list_import_no_outside_client_nor_workflow(cli_env, de
         assert _within(modules, FULL_COMMAND) == [] and heavy(modules) == [], _within(modules, FULL_COMMAND + HEAVY)
         assert proc.stdout == full.stdout  # the answer the full command prints, to the byte
         assert json.loads(proc.stdout)["workflow_id"] == workflow_id
+
+        other_keys = KeyRing.generate("other").write(tmp_path / "other-keys.json")  # the answer is under the suite's
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RUNBOOK_CODEC_KEYS_FILE", str(other_keys))
+            proc, modules = await asyncio.to_thread(_console, tmp_path, "status", workflow_id, "--json")
+            full_refusal = await runbook("status", workflow_id, "--json")
+        assert "starters.cli" not in modules
+        assert (proc.returncode, proc.stderr) == (full_refusal.exit_code, full_refusal.stderr), full_refusal.output
+        assert proc.returncode == 2 and "unknown codec key id" in proc.stderr
 
         (tmp_path / ".env").write_text("RUNBOOK_UI_URL=http://ui.example\n")  # settings only the full command reads
         proc, modules = await asyncio.to_thread(_console, tmp_path, "status", workflow_id, "--json")
