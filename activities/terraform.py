@@ -90,6 +90,21 @@ _TRANSIENT_PATTERNS = [
 ]
 _STALE_PATTERNS = [r"Saved plan is stale", r"plan file can no longer be applied"]
 _DONT_COPY = shutil.ignore_patterns(".terraform", "terraform.tfstate*", "*.tfplan", ".terraform.lock.hcl")
+_INIT_MARK = "runbook-init.sha256"  # in .terraform/: what the working dir was last initialised from
+
+
+def init_key(source: Path, backend_config: Mapping[str, str] | None, terraform_bin: str) -> str:
+    """What ``terraform init`` of a copy of ``source`` depends on: every file the copy takes (as copytree with
+    ``_DONT_COPY`` walks it), the backend configuration and the binary. Equal keys: an init would change nothing."""
+    digest = hashlib.sha256(json.dumps([dict(backend_config or {}), terraform_bin], sort_keys=True).encode())
+    for folder, dirs, files in os.walk(source):
+        skipped = _DONT_COPY(folder, [*dirs, *files])
+        dirs[:] = sorted(d for d in dirs if d not in skipped)
+        for name in sorted(f for f in files if f not in skipped):
+            path = Path(folder, name)
+            digest.update(f"{path.relative_to(source)}\0{path.stat().st_size}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def default_terraform_bin() -> str:
@@ -170,7 +185,9 @@ class TerraformAdapter:
     def __init__(self, working_dir: Path | str, *, terraform_bin: str | None = None,
                  env: Mapping[str, str] | None = None) -> None:
         base = dict(os.environ if env is None else env)
-        base.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0")
+        # TF_FORK=0: Terraform 1.0 otherwise runs every command twice over, a copy of itself under a panic wrapper
+        # (twice the processes, about twice the CPU of each command); a panic still reaches stderr, which we keep.
+        base.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0", TF_FORK="0")
         base.pop("TF_WORKSPACE", None)  # the adapter selects workspaces itself
         self.working_dir = str(working_dir)
         # Bug 5: never a positional directory; the working directory is the process's cwd.
@@ -196,22 +213,41 @@ class TerraformAdapter:
                                                reconfigure=IsFlagged, no_color=IsFlagged, input=False,
                                                var=None, get=True), env=env, tick=None)
 
-    def workspaces(self) -> list[str]:
+    def _listing(self) -> tuple[list[str], str]:
+        """The workspaces and the selected one, from one ``workspace list``."""
         # Bug 8: workspace commands colour their output (and mark the current one with "*").
         _, out, _ = self._run("workspace list", lambda: self.tf.cmd("workspace list", no_color=IsFlagged),
                               env=None, tick=None)
-        return [line.strip().lstrip("*").strip() for line in out.splitlines() if line.strip()]
+        names, current = [], "default"
+        for line in (line.strip() for line in out.splitlines()):
+            if line:
+                names.append(line.lstrip("*").strip())
+                if line.startswith("*"):
+                    current = names[-1]
+        return names, current
+
+    def workspaces(self) -> list[str]:
+        return self._listing()[0]
 
     def current_workspace(self) -> str:
         _, out, _ = self._run("workspace show", lambda: self.tf.cmd("workspace show", no_color=IsFlagged),
                               env=None, tick=None)
         return out.strip()
 
-    def select_workspace(self, name: str, *, create: bool = True) -> bool:
-        """Select ``name``, creating it if needed; True when it was created."""
-        if name in self.workspaces():
+    def select_if_exists(self, name: str) -> bool:
+        """Select ``name`` if it exists (one ``workspace list``, and ``select`` only when another is selected);
+        False when it does not exist."""
+        names, current = self._listing()
+        if name not in names:
+            return False
+        if current != name:
             self._run("workspace select", lambda: self.tf.cmd("workspace select", name, no_color=IsFlagged),
                       env=None, tick=None)
+        return True
+
+    def select_workspace(self, name: str, *, create: bool = True) -> bool:
+        """Select ``name``, creating it if needed; True when it was created."""
+        if self.select_if_exists(name):
             return False
         if not create:
             raise TerraformFailed("workspace select", 1, f'Workspace "{name}" doesn\'t exist.')
@@ -219,9 +255,10 @@ class TerraformAdapter:
         return True
 
     def delete_workspace(self, name: str) -> None:
-        if name not in self.workspaces():
+        names, current = self._listing()
+        if name not in names:
             return
-        if self.current_workspace() == name:
+        if current == name:
             self._run("workspace select", lambda: self.tf.cmd("workspace select", "default", no_color=IsFlagged),
                       env=None, tick=None)
         self._run("workspace delete", lambda: self.tf.cmd("workspace delete", name, no_color=IsFlagged),
@@ -355,7 +392,14 @@ class TerraformActivities:
             old.unlink()
         shutil.copytree(source, workdir, dirs_exist_ok=True, ignore=_DONT_COPY)
         tf = TerraformAdapter(workdir, terraform_bin=self._bin)
-        tf.init(target.backend_config, env=env)
+        # init only when the module, its backend configuration or the binary changed since the last one here (a
+        # destroy after its plan, a second plan): Terraform's slowest command, and then a no-op
+        key, mark = init_key(source, target.backend_config, self._bin), workdir / ".terraform" / _INIT_MARK
+        if not (mark.is_file() and mark.read_text() == key):
+            mark.unlink(missing_ok=True)
+            tf.init(target.backend_config, env=env)
+            mark.parent.mkdir(exist_ok=True, mode=0o700)  # a module without providers or modules gets none
+            mark.write_text(key)
         tf.select_workspace(target.workspace)
         return tf
 
@@ -419,9 +463,8 @@ class TerraformActivities:
         with self._lock(target):
             try:
                 tf = TerraformAdapter(self._workdir(target), terraform_bin=self._bin)
-                if target.workspace not in tf.workspaces():
+                if not tf.select_if_exists(target.workspace):
                     return StateVersion(exists=False)
-                tf.select_workspace(target.workspace, create=False)
                 state = tf.state()
             except TerraformFailed as err:
                 raise classify(err) from None
@@ -480,9 +523,8 @@ class TerraformActivities:
         if not (self._workdir(target) / ".terraform").is_dir():
             return {}
         tf = TerraformAdapter(self._workdir(target), terraform_bin=self._bin)
-        if target.workspace not in tf.workspaces():
+        if not tf.select_if_exists(target.workspace):
             return {}
-        tf.select_workspace(target.workspace, create=False)
         return tf.state()
 
     @activity.defn(name="terraform_apply")

@@ -4,6 +4,7 @@ carry Terraform's own text (lock: retryable; configuration: not), a tampered pla
 from __future__ import annotations
 
 import fcntl
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,28 @@ def test_destroy_is_idempotent(run: ActivityEnvironment, tf_root: Path) -> None:
     t = target("gone")
     run.run(acts.apply, ApplyInput(target=t, plan_hash=run.run(acts.plan, PlanInput(target=t)).plan_hash))
     assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
+    assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
+
+
+def test_init_runs_again_only_when_the_module_changed(run: ActivityEnvironment, tf_root: Path, tmp_path: Path) -> None:
+    """The working dir is initialised once per content of the module: a second plan or a destroy of the same module
+    skips ``terraform init`` (the slowest command); a module that gained a child module is initialised again, or
+    its plan would fail ("Module not installed")."""
+    module = tmp_path / "app"
+    shutil.copytree(MODULES / "app", module)
+    acts = TerraformActivities(None, tf_root)
+    t = target("reinit").model_copy(update={"module": str(module)})
+    run.run(acts.apply, ApplyInput(target=t, plan_hash=run.run(acts.plan, PlanInput(target=t)).plan_hash))
+    mark = tf_root / "reinit" / ".terraform" / "runbook-init.sha256"
+    first = mark.stat().st_mtime_ns
+    assert not run.run(acts.plan, PlanInput(target=t)).has_changes
+    assert mark.stat().st_mtime_ns == first  # not initialised again
+    (module / "child").mkdir()
+    (module / "child" / "main.tf").write_text('output "zone" { value = "internal" }\n')
+    (module / "child.tf").write_text('module "child" { source = "./child" }\noutput "zone" { value = module.child.zone }\n')
+    changed = run.run(acts.plan, PlanInput(target=t))
+    assert changed.output_changes == {"zone": "create"}
+    assert mark.stat().st_mtime_ns != first
     assert run.run(acts.destroy, DestroyInput(target=t)).destroyed
 
 
