@@ -2,7 +2,8 @@
 
 Finished runs of every kind come from the recorded histories of tests/replay (history alone, as for a run whose
 worker is gone); a canary that rolls back, and one still running (its live queries), are run here on the
-time-skipping server and reported through ``collect`` as the CLI does. Needs Debian's ``chromium`` and
+time-skipping server and reported through ``collect`` as the CLI does. One browser (a module fixture) draws every
+page of the module: its start costs about as much CPU as two pages. Needs Debian's ``chromium`` and
 ``playwright-core`` from npm in tests/ui/node_modules (.ci/run installs both).
 """
 
@@ -12,8 +13,11 @@ import asyncio
 import json
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import IO
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -32,19 +36,52 @@ SCRIPT = HERE / "report_charts.mjs"
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
 
-async def _charts(pages: list[Path]) -> list[dict]:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        cfg = {"urls": [p.as_uri() for p in pages], "chromium": CHROMIUM, "profile_dir": profile, "timeout_ms": 120000}
-        proc = await asyncio.create_subprocess_exec(
-            NODE, str(SCRIPT), json.dumps(cfg), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 250)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    seen = json.loads(out.decode().strip().splitlines()[-1])["pages"]
-    for page in seen:
-        assert "error" not in page, page
-        assert page["requests"] == [], f"the page fetched something: {page['requests']}"
-    return seen
+class Browser:
+    """report_charts.mjs: one headless Chromium that draws each batch of pages it is sent (a JSON line in, one out)."""
+
+    def __init__(self, profile: str, log: IO[str]) -> None:
+        cfg = {"chromium": CHROMIUM, "profile_dir": profile, "timeout_ms": 120000}
+        self.log = log
+        self.proc = subprocess.Popen([NODE, str(SCRIPT), json.dumps(cfg)], cwd=HERE, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log, text=True)
+        self._one_at_a_time = threading.Lock()
+
+    def _draw(self, urls: list[str]) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self._one_at_a_time:
+            self.proc.stdin.write(json.dumps({"urls": urls}) + "\n")
+            self.proc.stdin.flush()
+            return self.proc.stdout.readline()
+
+    async def charts(self, pages: list[Path]) -> list[dict]:
+        line = await asyncio.wait_for(asyncio.to_thread(self._draw, [p.as_uri() for p in pages]), 250)
+        if not line:
+            self.log.seek(0)
+            raise AssertionError(f"the browser script ended (exit {self.proc.poll()}): {self.log.read()[-2000:]}")
+        seen = json.loads(line)["pages"]
+        for page in seen:
+            assert "error" not in page, page
+            assert page["requests"] == [], f"the page fetched something: {page['requests']}"
+        return seen
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile, tempfile.TemporaryFile("w+") as log:
+        chromium = Browser(profile, log)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 def _by_id(page: dict) -> dict[str, dict]:
@@ -67,7 +104,7 @@ def _write(tmp_path: Path, name: str, data: report.RunData) -> Path:
     return page  # that it fetches nothing when it opens is checked in the browser (requests == [])
 
 
-async def test_finished_runs_of_every_kind_draw_their_charts(tmp_path: Path) -> None:
+async def test_finished_runs_of_every_kind_draw_their_charts(browser: Browser, tmp_path: Path) -> None:
     names = {
         "bluegreen": "bluegreen-breach_during_bake_switches_back_alb",
         "failover": "failover-verification_failure_holds_and_pages",
@@ -76,7 +113,7 @@ async def test_finished_runs_of_every_kind_draw_their_charts(tmp_path: Path) -> 
         "provision": "provision-production_needs_two_distinct_approvers_from_both_groups",
     }
     runs = {kind: await _from_recording(name) for kind, name in names.items()}
-    pages = await _charts([_write(tmp_path, kind, data) for kind, data in runs.items()])
+    pages = await browser.charts([_write(tmp_path, kind, data) for kind, data in runs.items()])
     seen = dict(zip(names, pages, strict=True))
 
     # blue-green: the bake analysis's error rate against its threshold, the failed sample marked; its http-health
@@ -116,7 +153,8 @@ async def test_finished_runs_of_every_kind_draw_their_charts(tmp_path: Path) -> 
             assert f"approved by {approval['approver']}" in html
 
 
-async def test_canary_rolled_back_and_running_through_the_cli(ts_env, task_queue: str, tmp_path: Path) -> None:
+async def test_canary_rolled_back_and_running_through_the_cli(ts_env, task_queue: str, browser: Browser,
+                                                               tmp_path: Path) -> None:
     def bad_at_25(metric: str, weight: int, n: int) -> float:
         return 2.0 if metric == "error-rate" and weight >= 25 else HEALTHY[metric]
 
@@ -144,7 +182,7 @@ async def test_canary_rolled_back_and_running_through_the_cli(ts_env, task_queue
     assert result.exit_code == 0, result.output
     assert f"report written to {out}" in result.output
 
-    pages = await _charts([out, _write(tmp_path, "live", live_data)])
+    pages = await browser.charts([out, _write(tmp_path, "live", live_data)])
     done, running_page = (_by_id(p) for p in pages)
     weights = [w for _, w, _ in report.weights(rolled_back)]
     assert weights == [5, 25, 0]
