@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -115,7 +116,7 @@ def stack() -> Iterator[tuple[Path, dict[str, int], list]]:
     """The module's stack: (state folder, ports, [the running `runbook dev`]); the last test replaces the process."""
     with short_state_dir() as state:
         ports = free_dev_ports()
-        devs = [start_dev(state, ports, RUNBOOK_DEMO_METRICS_INTERVAL="1")]
+        devs = [start_dev(state, ports)]  # the demo metrics every 5 s, as `make dev` has them
         try:
             devs[-1].wait_for(READY, timeout=120)
             devs[-1].wait_for("Ctrl-C stops everything", timeout=10)
@@ -142,15 +143,20 @@ def test_banner_lists_one_command_per_runbook(stack):
         assert f"runbook start {name} " in dev.output
 
 
-@pytest.mark.timeout(300)  # real-time runbooks on the whole stack: under a minute idle, over two at a load of 20
+@pytest.mark.timeout(600)  # real-time runbooks on the whole stack: about 1.5 minutes idle, over 4 at a load of 20
 def test_demo_commands_run_to_succeeded(stack):
+    """The banner's demos, side by side where they act on different services (one run per service at a time): blue-green
+    and the failover drill wait at their gates while the restore drill runs, then the three rotate-secret demos
+    (together) while blue-green bakes and the drill fails over and back; then the release of the same checkout
+    service as blue-green, on its own listeners and ALBs."""
     state, _, _ = stack
     env = dev_env(state)
     elb = boto3.client("elbv2", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     started = time.monotonic()
 
-    # blue-green and the failover drill start and wait at their gates; the restore drill runs meanwhile
+    # blue-green and the failover drill start and wait at their gates; the restore drill runs
+    runs = before_rotations(state)
     for command in (BLUEGREEN[0], FAILOVER[0]):
         out = sh(state, command)
         assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
@@ -165,6 +171,7 @@ def test_demo_commands_run_to_succeeded(stack):
         out = sh(state, command)
         assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
 
+    run_rotations(state, runs)  # while blue-green bakes and the drill fails over and back
     wait_status(state, "bluegreen:checkout", "Succeeded", timeout=60)
     wait_status(state, "region-move-orders", "Succeeded", timeout=60)
     elapsed = time.monotonic() - started
@@ -184,6 +191,10 @@ def test_demo_commands_run_to_succeeded(stack):
     steps = {s["name"]: s["status"] for s in fo["steps"]}
     assert steps["fence-compute"] == "skipped" and steps["scale"] == "skipped", steps
     print(f"demo_runbooks_wall_s {elapsed:.1f} s")
+
+    start_release(state)
+    finish_rotations_and_release(state, runs)
+    print(f"all_demos_wall_s {time.monotonic() - started:.1f} s")
 
 
 def test_banner_door_examples_pass_the_gateway(stack):
@@ -234,7 +245,7 @@ def consumer_users(pg_uri: str) -> list[str]:
 
 @dataclass
 class RotationsAndRelease:
-    """The rotate-secret demos and the release, started by ``start_rotations_and_release``: what they began from."""
+    """The rotate-secret demos: what they began from (``before_rotations``) and how each ended (``run_rotations``)."""
 
     before: dict[str, dict]
     rotations: list[subprocess.CompletedProcess] = field(default_factory=list)
@@ -244,8 +255,8 @@ def kv_now(vault: hvac.Client, path: str) -> dict:
     return vault.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)["data"]
 
 
-def start_release(state: Path) -> RotationsAndRelease:
-    """The banner's release command (it runs development and staging meanwhile); what the rotations start from."""
+def before_rotations(state: Path) -> RotationsAndRelease:
+    """What the rotations start from: the secrets in KV, and the consumers on them."""
     from starters.demo_rotation import API_KEY_KV, DB_KV, TLS_KV
 
     env = dev_env(state)
@@ -253,14 +264,19 @@ def start_release(state: Path) -> RotationsAndRelease:
     before = {path: kv_now(vault, path) for path in (DB_KV, TLS_KV, API_KEY_KV)}
     assert consumer_users(env["RUNBOOK_DEMO_POSTGRES_URI"]) == [before[DB_KV]["data"]["username"]]
     assert served_serial(env["RUNBOOK_DEMO_TLS_ENDPOINT"]) == before[TLS_KV]["data"]["serial"]
-    out = sh(state, RELEASE[0])
-    assert out.returncode in OK and "started release:checkout" in out.stdout, out.stdout + out.stderr
     return RotationsAndRelease(before)
 
 
+def start_release(state: Path) -> None:
+    """The banner's release command (it runs development and staging, then waits for its approvers)."""
+    out = sh(state, RELEASE[0])
+    assert out.returncode in OK and "started release:checkout" in out.stdout, out.stdout + out.stderr
+
+
 def run_rotations(state: Path, runs: RotationsAndRelease) -> None:
-    """The banner's three rotate-secret commands (each with --wait), one after the other."""
-    runs.rotations = [sh(state, cmds[0], timeout=120) for cmds in ROTATE]
+    """The banner's three rotate-secret commands (each with --wait), together: each rotates its own secret."""
+    with ThreadPoolExecutor(len(ROTATE)) as pool:
+        runs.rotations = list(pool.map(lambda cmds: sh(state, cmds[0], timeout=180), ROTATE))
 
 
 def finish_rotations_and_release(state: Path, runs: RotationsAndRelease) -> None:
@@ -309,19 +325,6 @@ def finish_rotations_and_release(state: Path, runs: RotationsAndRelease) -> None
         green = elb.describe_target_groups(Names=["checkout-prod-green"])["TargetGroups"][0]["TargetGroupArn"]
         weights = {t["TargetGroupArn"]: t["Weight"] for t in action["ForwardConfig"]["TargetGroups"]}
         assert weights[green] > 0 and all(w == 0 for arn, w in weights.items() if arn != green), (region, weights)
-
-
-@pytest.mark.timeout(480)  # about 2 minutes; 4.5 under a load average of 20 on 2 cores
-def test_rotation_and_release_demos_run_to_succeeded(stack):
-    """The banner's rotate-secret commands (database, certificate, API key) and the release with its two approvals,
-    on their own listeners, ALBs, KV paths and consumers: the rotations run while the release goes through
-    development and staging."""
-    state, _, _ = stack
-    started = time.monotonic()
-    runs = start_release(state)
-    run_rotations(state, runs)
-    finish_rotations_and_release(state, runs)
-    print(f"rotation_and_release_demos_wall_s {time.monotonic() - started:.1f} s")
 
 
 @pytest.mark.timeout(360)  # a second start of the whole stack; on a loaded 2-core machine it can take a minute
@@ -397,8 +400,8 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     assert all(alive(pid) for pid in first.values())
 
     # the next start stops them (their command lines still match) and comes up on the same ports
-    # (every 2 s from here: a refresh during the demo tests' restore drill would change the backup it reads)
-    dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="2", RUNBOOK_DEMO_METRICS_INTERVAL="1")
+    # (every second from here: a refresh during the demo tests' restore drill would change the backup it reads)
+    dev = start_dev(state, ports, RUNBOOK_DEMO_BACKUP_INTERVAL="1")
     devs.append(dev)
     dev.wait_for(READY, timeout=120)
     assert "left over from an earlier run" in dev.output
@@ -414,8 +417,8 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     second = recorded_pids(state, CORE)
     assert set(second) == CORE and not set(second.values()) & set(first.values())
 
-    # the demo backup refreshes on its schedule (2 s on this start), each time after a new order
-    taken = wait_for(lambda: (lambda found: found if len(found) >= 3 else None)(backups(aws)), 30,
+    # the demo backup refreshes on its schedule (1 s on this start; the start took the first), after a new order
+    taken = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(backups(aws)), 30,
                      "the demo backup was not refreshed")
     assert taken[-1]["row_counts"]["orders"] > taken[0]["row_counts"]["orders"], taken
 
