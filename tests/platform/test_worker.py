@@ -14,7 +14,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from tests import harness
 from tests.platform.procs import BUILD_ID, LoggedProcess, worker_process
-from tests.platform.workflows import FanOut, FanOutInput, Slow, SlowInput
+from tests.platform.workflows import FanOut, FanOutInput, Slow, SlowInput, slow
 
 READY = "polling task queue"
 
@@ -76,11 +76,9 @@ async def test_sigterm_lets_a_running_activity_finish(dev_env, task_queue):
         history = await handle.fetch_history()
         completed = [e for e in history.events if e.HasField("activity_task_completed_event_attributes")]
         assert len(completed) == 1, "activity did not complete before the worker exited"
-        second = worker_process(address(dev_env), task_queue, harness.free_port())
-        try:
+        # (in this process: a second worker process would cost seconds of CPU to import for one workflow task)
+        async with harness.running_worker(dev_env.client, task_queue, [Slow], [slow]):
             assert await handle.result() == worker.proc.pid
-        finally:
-            second.stop()
     finally:
         worker.stop()
 
