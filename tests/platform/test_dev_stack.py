@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -145,40 +146,44 @@ def test_banner_lists_one_command_per_runbook(stack):
 
 @pytest.mark.timeout(600)  # real-time runbooks on the whole stack: about 1.5 minutes idle, over 4 at a load of 20
 def test_demo_commands_run_to_succeeded(stack):
-    """The banner's demos, side by side where they act on different services (one run per service at a time): blue-green
-    and the failover drill wait at their gates while the restore drill runs, then the three rotate-secret demos
-    (together) while blue-green bakes and the drill fails over and back; then the release of the same checkout
-    service as blue-green, on its own listeners and ALBs."""
+    """The banner's demos, side by side where they act on different services (one run per service at a time), in
+    two lines: the checkout service's release, then its blue-green switch; meanwhile the orders database's failover
+    drill waits at its gate while the restore drill runs, and the three rotate-secret demos run together while the
+    drill fails over and back."""
     state, _, _ = stack
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        checkout = pool.submit(release_then_blue_green, state)
+        orders = pool.submit(drills_and_rotations, state)
+        checkout.result(), orders.result()  # each line's failure is raised here
+    print(f"all_demos_wall_s {time.monotonic() - started:.1f} s")
+
+
+APPROVING = threading.Lock()  # one login cache ($XDG_CACHE_HOME/runbook/login.json): a login and its approval together
+
+
+def approve(state: Path, command: str, answer: str) -> None:
+    with APPROVING:
+        out = sh(state, command)
+    assert out.returncode in OK and answer in out.stdout, out.stdout + out.stderr
+
+
+def release_then_blue_green(state: Path) -> None:
+    """The release (approved by bob and carol) to Succeeded, then blue-green to Succeeded with the ALB on green."""
+    start_release(state)
+    finish_release(state)
     env = dev_env(state)
     elb = boto3.client("elbv2", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    started = time.monotonic()
-
-    # blue-green and the failover drill start and wait at their gates; the restore drill runs
-    runs = before_rotations(state)
-    for command in (BLUEGREEN[0], FAILOVER[0]):
-        out = sh(state, command)
-        assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
-    restore = sh(state, RESTORE[0], timeout=60)
-    assert restore.returncode in OK, restore.stdout + restore.stderr
-    assert "PASSED" in restore.stdout and "checks 6/6" in restore.stdout.replace("\n", " "), restore.stdout
-
+    out = sh(state, BLUEGREEN[0])
+    assert out.returncode in OK and "started" in out.stdout, out.stdout + out.stderr
     gate = wait_status(state, "bluegreen:checkout", "WaitingForApproval")
     assert gate["gate"]["binding"] in BLUEGREEN[1], gate["gate"]
-    wait_status(state, "region-move-orders", "WaitingForApproval")
-    for command in (BLUEGREEN[1], FAILOVER[1]):
-        out = sh(state, command)
-        assert out.returncode in OK and ("started" in out.stdout or "approved" in out.stdout), out.stdout + out.stderr
-
-    run_rotations(state, runs)  # while blue-green bakes and the drill fails over and back
-    wait_status(state, "bluegreen:checkout", "Succeeded", timeout=60)
-    wait_status(state, "region-move-orders", "Succeeded", timeout=60)
-    elapsed = time.monotonic() - started
+    approve(state, BLUEGREEN[1], "approved")
+    wait_status(state, "bluegreen:checkout", "Succeeded", timeout=90)
     # what a user reads: `runbook status ID --json` through the real CLI
-    bg, fo = status_json(state, "bluegreen:checkout"), status_json(state, "region-move-orders")
-    assert bg["status"] == fo["status"] == "Succeeded", (bg["status"], fo["status"])
-
+    bg = status_json(state, "bluegreen:checkout")
+    assert bg["status"] == "Succeeded", bg["status"]
     # the ALB's default action now forwards everything to green
     lb = elb.describe_load_balancers(Names=["demo-alb"])["LoadBalancers"][0]
     listener = next(lst for lst in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"] if lst["Port"] == 80)
@@ -187,14 +192,26 @@ def test_demo_commands_run_to_succeeded(stack):
     assert weights[green] > 0 and all(w == 0 for arn, w in weights.items() if arn != green), weights
     assert [s["name"] for s in bg["steps"]][-2:] == ["bake", "scale-down"]
 
+
+def drills_and_rotations(state: Path) -> None:
+    """The failover drill waits at its gate while the restore drill runs (6/6 checks); approved, it fails over and
+    back while the three rotations run; all end Succeeded."""
+    runs = before_rotations(state)
+    out = sh(state, FAILOVER[0])
+    assert out.returncode in OK and "started" in out.stdout, out.stdout + out.stderr
+    restore = sh(state, RESTORE[0], timeout=90)
+    assert restore.returncode in OK, restore.stdout + restore.stderr
+    assert "PASSED" in restore.stdout and "checks 6/6" in restore.stdout.replace("\n", " "), restore.stdout
+    wait_status(state, "region-move-orders", "WaitingForApproval")
+    approve(state, FAILOVER[1], "approved")
+    run_rotations(state, runs)
+    check_rotations(state, runs)
+    wait_status(state, "region-move-orders", "Succeeded", timeout=90)
+    fo = status_json(state, "region-move-orders")
+    assert fo["status"] == "Succeeded", fo["status"]
     # the drill skipped compute (none on the local stack) and failed back
     steps = {s["name"]: s["status"] for s in fo["steps"]}
     assert steps["fence-compute"] == "skipped" and steps["scale"] == "skipped", steps
-    print(f"demo_runbooks_wall_s {elapsed:.1f} s")
-
-    start_release(state)
-    finish_rotations_and_release(state, runs)
-    print(f"all_demos_wall_s {time.monotonic() - started:.1f} s")
 
 
 def test_banner_door_examples_pass_the_gateway(stack):
@@ -244,7 +261,7 @@ def consumer_users(pg_uri: str) -> list[str]:
 
 
 @dataclass
-class RotationsAndRelease:
+class Rotations:
     """The rotate-secret demos: what they began from (``before_rotations``) and how each ended (``run_rotations``)."""
 
     before: dict[str, dict]
@@ -255,7 +272,7 @@ def kv_now(vault: hvac.Client, path: str) -> dict:
     return vault.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)["data"]
 
 
-def before_rotations(state: Path) -> RotationsAndRelease:
+def before_rotations(state: Path) -> Rotations:
     """What the rotations start from: the secrets in KV, and the consumers on them."""
     from starters.demo_rotation import API_KEY_KV, DB_KV, TLS_KV
 
@@ -264,7 +281,7 @@ def before_rotations(state: Path) -> RotationsAndRelease:
     before = {path: kv_now(vault, path) for path in (DB_KV, TLS_KV, API_KEY_KV)}
     assert consumer_users(env["RUNBOOK_DEMO_POSTGRES_URI"]) == [before[DB_KV]["data"]["username"]]
     assert served_serial(env["RUNBOOK_DEMO_TLS_ENDPOINT"]) == before[TLS_KV]["data"]["serial"]
-    return RotationsAndRelease(before)
+    return Rotations(before)
 
 
 def start_release(state: Path) -> None:
@@ -273,17 +290,16 @@ def start_release(state: Path) -> None:
     assert out.returncode in OK and "started release:checkout" in out.stdout, out.stdout + out.stderr
 
 
-def run_rotations(state: Path, runs: RotationsAndRelease) -> None:
+def run_rotations(state: Path, runs: Rotations) -> None:
     """The banner's three rotate-secret commands (each with --wait), together: each rotates its own secret."""
     with ThreadPoolExecutor(len(ROTATE)) as pool:
         runs.rotations = list(pool.map(lambda cmds: sh(state, cmds[0], timeout=180), ROTATE))
 
 
-def finish_rotations_and_release(state: Path, runs: RotationsAndRelease) -> None:
+def check_rotations(state: Path, runs: Rotations) -> None:
     """Each rotation ended Succeeded and the stand-ins show it (orders-api on a new PostgreSQL user, the old one
     dropped; the TLS endpoint presenting the new serial, the old one revoked; the consumer reporting the new key, the
-    old version destroyed); the release, approved by bob and carol, ends Succeeded with both production ALBs (one per
-    wave) on green."""
+    old version destroyed)."""
     from starters.demo_rotation import API_KEY_KV, DB_KV, PKI_MOUNT, TLS_KV
 
     env = dev_env(state)
@@ -306,11 +322,14 @@ def finish_rotations_and_release(state: Path, runs: RotationsAndRelease) -> None
     versions = vault.secrets.kv.v2.read_secret_metadata(path=API_KEY_KV, mount_point="secret")["data"]["versions"]
     assert versions[str(before[API_KEY_KV]["metadata"]["version"])]["destroyed"] is True
 
+
+def finish_release(state: Path) -> None:
+    """The release, approved by bob and carol, ends Succeeded with both production ALBs (one per wave) on green."""
+    env = dev_env(state)
     gate = wait_status(state, "release:checkout", "WaitingForApproval", timeout=120)
     assert gate["gate"]["binding"] in RELEASE[1], gate["gate"]
     for command in RELEASE[1:]:
-        out = sh(state, command)
-        assert out.returncode in OK and "approved gate" in out.stdout, out.stdout + out.stderr
+        approve(state, command, "approved gate")
     wait_status(state, "release:checkout", "Succeeded", timeout=240)
     release = status_json(state, "release:checkout")
     waves = [s["name"] for s in release["steps"] if s["name"].startswith("production/") and s["status"] == "done"]
