@@ -372,7 +372,8 @@ def check_ports_free(ports: dict[str, tuple[int, str]], settle_s: float = 0.0) -
 
 
 # ----------------------------------------------------------------------------- waiting
-def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Child | None = None) -> None:
+def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Child | None = None,
+               interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child is not None and child.popen is not None and child.popen.poll() is not None:
@@ -380,7 +381,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Chil
         with contextlib.suppress(Exception):
             if check():
                 return
-        time.sleep(0.1)
+        time.sleep(interval)
     raise DevStackError(f"{what} not ready within {timeout:.0f}s" + (f"; see {child.log}\n{tail(child.log)}" if child else ""))
 
 
@@ -759,8 +760,10 @@ class DevStack:
             self.threads.append(thread)
 
         self.write_env_file()
+        # a client and two RPCs per look (about 10 ms of CPU here and in the server), while the worker takes seconds
         wait_until(
-            "worker polling", lambda: asyncio.run(_pollers(self.temporal_address, self.settings.task_queue)) > 0, 60, worker
+            "worker polling", lambda: asyncio.run(_pollers(self.temporal_address, self.settings.task_queue)) > 0, 60, worker,
+            interval=0.5,
         )
         self.out(f"local stack ready in {time.monotonic() - started:.1f}s")
 
