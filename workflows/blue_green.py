@@ -554,7 +554,7 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
             if step.status == "running":
                 self.step_failed(step, f"stopped: {ending.summary}")
         if self._retired:
-            if not self.aborting or not workflow.patched(UNRETIRE_ON_ABORT):
+            if not self.aborting:  # an abort while the old colour was being retired brings it back
                 return  # Held: the summary says what to do by hand
             assert live is not None
             rec = self.step_started("restore-old-colour", live)
@@ -591,10 +591,6 @@ class BlueGreenCutover(RunbookWorkflow, BlueGreenSteering):
                 return
             ending.compensated.append(f"{new} removed")
             await self.step_done(rec, f"{new} removed; {live} untouched", notify=False)
-
-
-# An abort while the old colour is being retired brings it back (new commands on a path that used to end there).
-UNRETIRE_ON_ABORT = "bluegreen-unretire-on-abort"
 
 
 def _refusing(err: BaseException) -> bool:

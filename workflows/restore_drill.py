@@ -84,8 +84,6 @@ WAIT_RETRY = RetryPolicy(
 CLEANUP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=1), maximum_attempts=10,
                             non_retryable_error_types=[errors.INVALID_INPUT, errors.ACCESS_DENIED])
 # What a read-only validation call can say about a target a person named: it is not there, or not ours to read.
-# An abort during a passed drill's report ends it Aborted (a second report write, on a path that used to succeed).
-ABORT_AT_REPORT = "restore-abort-at-report"
 REFUSING_ERRORS = (errors.NOT_FOUND, errors.ACCESS_DENIED, errors.INVALID_INPUT)
 NOTHING_CHANGED = "nothing was changed"
 
@@ -439,7 +437,7 @@ class RestoreDrill(RunbookWorkflow):
             return
         step = self.step_started("report")
         written = await self._write_to_end(input)
-        if ending.status == "Succeeded" and self.aborting and workflow.patched(ABORT_AT_REPORT):
+        if ending.status == "Succeeded" and self.aborting:  # an abort during a passed drill's report ends it Aborted
             stopped = "cancelled at report: treated as an abort" if self._cancelled_at_report \
                 else self.abort_stop("report").ending.summary
             ending.status, ending.summary = "Aborted", f"{stopped} (the drill itself had passed: {ending.summary})"
