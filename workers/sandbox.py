@@ -28,14 +28,11 @@ from collections.abc import Iterable
 
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-# the product's workflow package whole, its __init__ too: a workflow module passed through alone left the sandbox to
-# import the package afresh during an activation ("Module workflows was imported after initial workflow load")
-PASSED_THROUGH = ("core", "activities", "workflows")
+PASSED_THROUGH = ("core", "activities")
 
 
 def workflow_runner(workflows: Iterable[type]) -> SandboxedWorkflowRunner:
-    """The sandbox for these workflow classes: their modules (the product's and any team's) and the contracts
-    passed through."""
+    """The sandbox for these workflow classes: their modules and the contracts passed through."""
     modules = sorted({cls.__module__ for cls in workflows})
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH, *modules))
