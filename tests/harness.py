@@ -182,6 +182,20 @@ async def query(handle: Any, query: Any, attempts: int = 6) -> Any:
                 raise
 
 
+async def settled(handle: Any, timeout: float = 60.0, *, continued: bool = False) -> None:
+    """Until the latest run of ``handle``'s workflow has no workflow task and no activity pending (and, with
+    ``continued``, is a continuation, not the first run): read with describe, never with a query. On the time-skipping
+    server a query that races a continue-as-new keeps a workflow task's time-skipping lock for ever, so no time skips
+    on that server again (a fresh-clone CI run: the long-bake test stalled until its 120 s timeout; a bare workflow
+    continuing as new under a polled query stalls the same way, and never without the query). A settled run does
+    nothing until a timer falls due, and time does not skip outside ``skip`` and ``result()``: a query then is safe."""
+    def done(d: Any) -> bool:
+        info = d.raw_description
+        return (not info.HasField("pending_workflow_task") and not info.pending_activities
+                and (not continued or d.run_id != handle.first_execution_run_id))
+    await poll(handle.describe, done, f"{handle.id} settled{' after continuing as new' if continued else ''}", timeout)
+
+
 SKIP_CHUNK = timedelta(minutes=1)
 
 

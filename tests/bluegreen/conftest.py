@@ -206,11 +206,14 @@ async def start(client: Client, task_queue: str, inp: BlueGreenInput, workflow_i
     )
 
 
-async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0):
-    """Poll the status query (no time skipping happens while we poll) until ``predicate(status)`` holds."""
+async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0, settle: bool = False):
+    """Poll the status query (no time skipping happens while we poll) until ``predicate(status)`` holds. ``settle``:
+    query only a run with nothing pending (``harness.settled``): a run that may continue as new meanwhile."""
     deadline = asyncio.get_running_loop().time() + timeout
     reads = 0
     while True:
+        if settle:
+            await harness.settled(handle, timeout)
         status = await harness.query(handle, BlueGreenCutover.status)
         if predicate(status):
             return status

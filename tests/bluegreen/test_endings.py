@@ -158,10 +158,12 @@ async def test_long_bake_continues_as_new_and_keeps_its_cursor(ts_env, task_queu
     async with worker(ts_env, task_queue, recording, kube, {"measure_metrics": measurer.activity}) as client:
         handle = await start(client, task_queue, inp)
         await approve(handle)
+        # the bake's first tick continues as new (history_limit): no query may race it (harness.settled)
+        await harness.settled(handle, continued=True)
         await wait_for(handle, lambda s: s.details.get("phase") == "bake")
         await handle.execute_update(BlueGreenCutover.extend_bake, ExtendBakeInput(requested_by="carol", by="20m"))
         await harness.skip(ts_env, timedelta(minutes=20))  # several continuations
-        status = await wait_for(handle, lambda s: s.continued >= 1)
+        status = await wait_for(handle, lambda s: s.continued >= 1, settle=True)
         assert status.details["phase"] == "bake" and status.details["bake_extended_seconds"] == 1200
         with pytest.raises(WorkflowUpdateFailedError) as refused:  # the extension total was carried over
             await handle.execute_update(BlueGreenCutover.extend_bake, ExtendBakeInput(requested_by="carol", by="15m"))
