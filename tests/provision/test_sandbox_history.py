@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from core.provision import ExtendInput, ProvisionEnvironmentResult
+from tests import harness
 from workflows.provision import ProvisionEnvironment
 
 from .helpers import assert_gone, latest, make_input, start, status_when, worker
@@ -28,6 +29,7 @@ async def test_live_sandbox_continues_as_new_and_keeps_its_ttl_reminder_and_tear
             answer = await handle.execute_update(ProvisionEnvironment.extend, ExtendInput(by="10m", requested_by="zed"))
             extends += 1
             assert extends <= 40, "the run never continued as new twice"
+            await harness.settled(handle)  # the update may set off a continuation: no query may race it
             status = await handle.query(ProvisionEnvironment.status)
         assert status.details["phase"] == "live" and status.details["namespace"] == "sb-long"
         assert status.details["record_key"] == "environments/sb-long.json"
