@@ -173,7 +173,8 @@ async def backoff(attempt: int) -> None:
 async def query(handle: Any, query: Any, attempts: int = 6) -> Any:
     """``handle.query(query)``, sent again when the server lost it: a query that reaches the time-skipping server as
     the run continues as new is never answered, and its RPC ends "Timeout expired" (CANCELLED) or DEADLINE_EXCEEDED
-    (a CI run: a blue-green bake continuing as new while its test polled the status). Each try waits 10 s."""
+    (a CI run: a blue-green bake continuing as new while its test polled the status). Each try waits 10 s. The lost
+    query also keeps a time-skipping lock for ever: query a run that may continue as new only when ``settled``."""
     for attempt in range(attempts):
         try:
             return await handle.query(query, rpc_timeout=timedelta(seconds=10))
