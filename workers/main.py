@@ -105,7 +105,7 @@ async def run_worker(
                 client,
                 task_queue=settings.task_queue,
                 workflows=workflows,
-                workflow_runner=workflow_runner(workflows),  # workflow modules compiled once, contracts passed through
+                workflow_runner=workflow_runner(workflows),  # workflow modules and contracts passed through
                 activities=activities,
                 activity_executor=pool,
                 # more concurrent activities than threads would only queue inside the process
