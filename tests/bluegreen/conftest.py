@@ -212,8 +212,8 @@ async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 60.0, set
     deadline = asyncio.get_running_loop().time() + timeout
     reads = 0
     while True:
-        if settle:
-            await harness.settled(handle, timeout)
+        if settle:  # within the same deadline as the reads
+            await harness.settled(handle, max(deadline - asyncio.get_running_loop().time(), 1.0))
         status = await harness.query(handle, BlueGreenCutover.status)
         if predicate(status):
             return status
