@@ -11,9 +11,11 @@ the activity is retried, so a worker restart does not repeat checks that already
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -33,12 +35,27 @@ from core.rotation import TlsServed, TlsServedInput, serial_of
 USER_AGENT = "runbook-automation/http-checks"
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The process's one TLS context for its HTTP clients, with httpx's defaults (certifi's CA bundle, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``). Building one loads the whole CA bundle, tens of ms of CPU, and every
+    ``httpx.Client`` built without ``verify`` builds its own: a worker's activity objects built three. A context is
+    read-only once built and safe to share between clients and threads."""
+    return httpx.create_ssl_context()
+
+
+def http_client(**options: Any) -> httpx.Client:
+    """``httpx.Client(**options)`` on the shared TLS context (a caller's own ``verify`` wins)."""
+    options.setdefault("verify", tls_context())
+    return httpx.Client(**options)
+
+
 class HttpCheckActivities:
     """HTTP checks over one shared ``httpx.Client`` (connection pooling; the worker may hand in its own client,
     e.g. with a corporate CA bundle or a proxy)."""
 
     def __init__(self, client: httpx.Client | None = None) -> None:
-        self._client = client or httpx.Client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
+        self._client = client or http_client(follow_redirects=False, headers={"User-Agent": USER_AGENT})
 
     # ------------------------------------------------------------------ one request
     def probe(self, req: HttpProbeInput) -> HttpProbeResult:

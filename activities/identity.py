@@ -19,6 +19,7 @@ import jwt
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.http_checks import http_client
 from core import errors
 from core.identity import (
     OidcConfig,
@@ -41,7 +42,7 @@ class JwksCache:
 
     def __init__(self, config: OidcConfig, http: httpx.Client | None = None) -> None:
         self._config = config
-        self._http = http or httpx.Client(timeout=10.0)
+        self._http = http or http_client(timeout=10.0)
         self._keys: dict[str, Any] = {}
         self._lock = threading.Lock()
 

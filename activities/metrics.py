@@ -28,7 +28,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.http_checks import HttpCheckActivities
+from activities.http_checks import HttpCheckActivities, http_client
 from core.analysis import (
     CloudWatchQuery,
     HttpHealthQuery,
@@ -63,7 +63,7 @@ class MetricsActivities:
     ) -> None:
         """``cloudwatch(region)`` returns a boto3 CloudWatch client (the worker caches one per region); ``prober``
         sends the requests of HTTP health metrics (the worker's HTTP check client)."""
-        self._http = http or httpx.Client(timeout=10.0)
+        self._http = http or http_client(timeout=10.0)
         self._prober = prober or HttpCheckActivities()
         self._prometheus_url = prometheus_url.rstrip("/")
         self._cloudwatch = cloudwatch or _default_cloudwatch

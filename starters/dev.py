@@ -57,9 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import httpx
 from pydantic import SecretStr
 
+from activities.http_checks import http_client
 from core.config import Settings
 from starters.demo_identity import DEMO_PASSWORD
 from workflows.search_attributes import REGISTRATION
@@ -388,7 +388,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, child: Chil
 def http_ok(url: str) -> Callable[[], bool]:
     # One client for all the polls of a wait: httpx.get builds a client (and its TLS context) per call, tens of ms of
     # CPU every 0.1 s while the stack starts.
-    client = httpx.Client(timeout=1.0)
+    client = http_client(timeout=1.0)
     return lambda: client.get(url).status_code == 200
 
 
@@ -715,7 +715,7 @@ class DevStack:
         session = boto3.Session(region_name=AWS_REGION)
         from starters.demo_aws import seed_demo
 
-        httpx.post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}", timeout=10).raise_for_status()  # the same ids
+        http_client(timeout=10).post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}").raise_for_status()  # the same ids
         seeded = seed_demo(session)
         self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)

@@ -44,6 +44,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.http_checks import http_client
 from starters.dev import binary as dev_binary
 from workers.codec import KeyRing, converter_for
 from workers.sandbox import workflow_runner
@@ -81,7 +82,7 @@ def wait_http(url: str, timeout: float = 20.0, ok: Callable[[httpx.Response], bo
     # more than the 50 ms between polls on a loaded machine: a wait for a slow server used to burn a whole core).
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    with httpx.Client(timeout=1.0) as client:
+    with http_client(timeout=1.0) as client:
         while time.monotonic() < deadline:
             try:
                 response = client.get(url)
@@ -97,7 +98,7 @@ def wait_http(url: str, timeout: float = 20.0, ok: Callable[[httpx.Response], bo
 def http() -> httpx.Client:
     """One HTTP client per test process for the tests' plain calls to their local servers (a new client per call
     costs tens of ms of CPU: its TLS context)."""
-    return httpx.Client(timeout=10.0)
+    return http_client(timeout=10.0)
 
 
 @contextlib.contextmanager

@@ -113,13 +113,9 @@ def aws_activities() -> list[Callable]:
 # ---------------------------------------------------------------------------- Metrics (Prometheus, CloudWatch)
 def metrics_activities(settings: Settings) -> list[Callable]:
     """measure_metric: Prometheus at PROMETHEUS_URL (httpx); CloudWatch through boto3's own configuration."""
-    import httpx
-
     from activities.metrics import MetricsActivities, cloudwatch_factory
 
-    metrics = MetricsActivities(
-        http=httpx.Client(timeout=10.0), prometheus_url=settings.prometheus_url, cloudwatch=cloudwatch_factory()
-    )
+    metrics = MetricsActivities(prometheus_url=settings.prometheus_url, cloudwatch=cloudwatch_factory())
     return [metrics.measure_metric, metrics.measure_metrics]
 
 

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from starters.dev import DEMO_COMMANDS, DOOR_COMMANDS
+from tests import harness
 from tests.platform.procs import OK, dev_env, free_dev_ports, sh, short_state_dir, start_dev, status_json, wait_status
 
 READY = "local stack ready"
@@ -317,7 +318,7 @@ def check_rotations(state: Path, runs: Rotations) -> None:
     new_serial, old_serial = after[TLS_KV]["data"]["serial"], before[TLS_KV]["data"]["serial"]
     assert served_serial(env["RUNBOOK_DEMO_TLS_ENDPOINT"]) == new_serial != old_serial
     assert vault.read(f"{PKI_MOUNT}/cert/{old_serial}")["data"]["revocation_time"] > 0
-    answer = httpx.get(f"{env['RUNBOOK_DEMO_URL']}/checkout/api-key", timeout=5).json()
+    answer = harness.http().get(f"{env['RUNBOOK_DEMO_URL']}/checkout/api-key", timeout=5).json()
     assert answer == {"api_key": after[API_KEY_KV]["data"]["fingerprint"]}
     versions = vault.secrets.kv.v2.read_secret_metadata(path=API_KEY_KV, mount_point="secret")["data"]["versions"]
     assert versions[str(before[API_KEY_KV]["metadata"]["version"])]["destroyed"] is True
@@ -353,7 +354,7 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     dev = devs[-1]
 
     # the UI answers
-    assert httpx.get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
+    assert harness.http().get(f"http://127.0.0.1:{ports['ui']}/", timeout=5).status_code == 200
     # moto: the demo infrastructure and the PostgreSQL backup
     aws = dict(
         endpoint_url=f"http://127.0.0.1:{ports['moto']}",
@@ -375,7 +376,7 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     assert f"export TEMPORAL_ADDRESS=127.0.0.1:{ports['temporal']}" in env_file
     assert f"export AWS_ENDPOINT_URL=http://127.0.0.1:{ports['moto']}" in env_file
     # the worker polls (run_dev waits for pollers before READY) and serves metrics
-    assert httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
+    assert harness.http().get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
     for name in ("temporal", "moto", "openbao", "worker"):
         assert (state / "logs" / f"{name}.log").exists()
 
@@ -393,7 +394,7 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     assert restarted != dead and alive(restarted)
     def serves_metrics() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
+            return harness.http().get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
     wait_for(serves_metrics, 60, "the restarted worker serves no metrics")
