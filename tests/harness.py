@@ -198,6 +198,20 @@ async def settled(handle: Any, timeout: float = 60.0, *, continued: bool = False
     await poll(handle.describe, done, f"{handle.id} settled{' after continuing as new' if continued else ''}", timeout)
 
 
+async def cancel_settled(handle: Any, timeout: float = 60.0) -> None:
+    """``handle.cancel()`` once the run is ``settled``. The cancel's workflow task asks the server to cancel every
+    activity the run awaits (a gate's ``approval_needed`` notification, a read); when one completes while that task
+    is under way, the time-skipping server (temporal-test-server 1.40.0) refuses the task's RequestCancelActivityTask
+    (ACTIVITY_UNKNOWN) after it has already marked the task completed, so it never schedules another and the run
+    hangs for ever (a real server fails the task and retries it; a full ``make test``: the blue-green cancel at its
+    gate hit its 120 s timeout). A settled run awaits no activity, and schedules none before the cancel is processed
+    (time does not skip outside ``skip`` and ``result()``). A run that awaits an activity the test holds never
+    settles: cancel it with ``handle.cancel()`` and release the hold only once the cancel was processed (a change,
+    which a cancel lets finish and never cancels, may be released at once)."""
+    await settled(handle, timeout)
+    await handle.cancel()
+
+
 SKIP_CHUNK = timedelta(minutes=1)
 
 

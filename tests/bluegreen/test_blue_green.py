@@ -253,7 +253,7 @@ async def test_cancel_behaves_like_abort(ts_env, task_queue, recording, kube, co
     async with worker(ts_env, task_queue, recording, kube) as client:
         handle = await start(client, task_queue, make_input(colours))
         await wait_for(handle, lambda s: s.gate is not None)
-        await handle.cancel()
+        await harness.cancel_settled(handle)  # not while the gate's approval_needed notification is under way
         result = await handle.result()  # cancel == abort: the run completes with status Aborted
     assert result.status == "Aborted" and "cancelled" in result.summary
     assert result.gates[0].decision == "aborted"

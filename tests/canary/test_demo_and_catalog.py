@@ -115,7 +115,7 @@ async def test_cancel_is_handled_like_an_abort(ts_env: WorkflowEnvironment, task
         with ts_env.auto_time_skipping_disabled():
             handle = await ts_env.client.start_workflow(CanaryRamp.run, make_input(), id=f"c-{uuid.uuid4().hex[:8]}", task_queue=task_queue)
             await sleep_between_ticks(ts_env, timedelta_minutes(12))
-            await handle.cancel()
+            await harness.cancel_settled(handle)
         result = await handle.result()  # cancel == abort: the run completes, Aborted, with the rollback done
     assert result.status == "Aborted" and "cancelled" in result.reason
     assert result.compensated and "at 0 %" in result.compensated[0]

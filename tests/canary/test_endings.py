@@ -49,11 +49,15 @@ def weight_writes(rig: Rig) -> list[int]:
     return [w for kind, w in rig.log if kind == "weights"]
 
 
-async def stop_run(handle: WorkflowHandle, how: str) -> None:
+async def stop_run(handle: WorkflowHandle, how: str, *, held: bool = False) -> None:
+    """Abort or cancel the run; a cancel only once it is settled (``harness.cancel_settled``), unless it awaits a
+    weight change the test holds (``held``: a change is never cancelled, it finishes and is then undone)."""
     if how == "abort":
         await handle.execute_update(CanaryRamp.abort, AbortInput(requested_by="carol", reason="stop it"))
-    else:
+    elif held:
         await handle.cancel()
+    else:
+        await harness.cancel_settled(handle)
 
 
 # ----------------------------------------------------------------------------------------------- refusal
@@ -171,7 +175,7 @@ async def test_abort_or_cancel_at_every_step_puts_traffic_back(ts_env: WorkflowE
                 await sleep_between_ticks(ts_env, (2 if where == "timed pause" else 7) * M)
                 view = await handle.query(CanaryRamp.canary)
                 assert view.step_index == (1 if where == "timed pause" else 2)
-            await stop_run(handle, how)
+            await stop_run(handle, how, held=where == "set weight")
             if where == "set weight" and how == "cancel":
                 await asyncio.sleep(0.2)  # room for a rollback that would not wait for the write in flight to overtake it
             rig.traffic.release.set()  # the write in flight finishes; only then does the rollback run
@@ -196,7 +200,7 @@ async def test_abort_or_cancel_during_promotion_lets_it_finish(ts_env: WorkflowE
             handle = await rig.start(make_input(plan=plan))
             await harness.skip(ts_env, 2 * M)
             assert await asyncio.to_thread(rig.traffic.entered.wait, 10)
-            await stop_run(handle, how)
+            await stop_run(handle, how, held=True)
             rig.traffic.release.set()
         result = await handle.result()
     assert result.status == "Succeeded"  # promotion is final: nothing rolled back

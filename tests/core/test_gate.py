@@ -263,7 +263,7 @@ async def test_cancel_is_an_abort_and_completes_with_a_result(ts_env, task_queue
     async with harness.running_worker(ts_env.client, task_queue, [GatedChange], [notifier.notify]):
         handle = await _start(ts_env, task_queue, _input())
         await _wait_for_gate(handle)
-        await handle.cancel()
+        await harness.cancel_settled(handle)  # not while the gate's approval_needed notification is under way
         result = await handle.result()
     assert result.status == "Aborted" and "cancelled" in result.summary
     assert result.gates[0].decision == "aborted"

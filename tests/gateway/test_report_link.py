@@ -58,7 +58,7 @@ async def test_the_gateway_serves_a_report_only_through_a_signed_link(ts_env, ta
         off = create_app(Settings(_env_file=None), ts_env.client, Catalog.load(tmp_path, inputs={}), {})
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=off), base_url="http://gateway") as http:
             not_served = await http.get(path)
-        await handle.cancel()
+        await harness.cancel_settled(handle)
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
     assert f"<title>canary-ramp {handle.id}: Running</title>" in served.text
     assert re.search(r'id="chart-weight"', served.text) and 'id="chart-metric-error-rate"' in served.text
