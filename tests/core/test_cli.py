@@ -267,6 +267,29 @@ async def test_dry_run_starts_nothing_and_unreachable_temporal_exits_1(cli_env, 
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.output
 
 
+async def test_dry_run_that_cannot_read_a_system_names_it_and_exits_1(cli_env, dev_env, tmp_path):
+    """Issue 13's bad input: a dry run that cannot read what it must says which system and what, exits non-zero,
+    and starts nothing. Here the worker's change calendar cannot be read (its catalog holds an inverted window)."""
+    from activities.calendar import CalendarActivities
+    from workflows.dry_run import RunbookDryRun
+
+    broken = tmp_path / "worker-catalog"
+    broken.mkdir()
+    (broken / "groups.yaml").write_text("groups: {sre: [dave]}\n")
+    (broken / "calendar.yaml").write_text("windows:\n  - {name: w, start: 2020-01-01T00:00, end: 2019-01-01T00:00}\n")
+    service = _service()
+    async with harness.running_worker(dev_env.client, cli_env["task_queue"], [RunbookDryRun],
+                                      [CalendarActivities(broken).check_freeze]):
+        failed = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run")
+        as_json = await runbook("start", "gated-change", "--set", f"service={service}", "--dry-run", "--json")
+    for result in (failed, as_json):
+        assert result.exit_code == 1, result.output
+        stderr = " ".join(result.stderr.split())
+        assert "change calendar: could not read runbooks/calendar.yaml:" in stderr and "nothing was started" in stderr
+        assert "Traceback" not in result.output
+    assert _json(await runbook("list", "--target", service, "--json")) == []
+
+
 def _notify():
     from activities.notify import NotificationActivities, RecordingChannel
 

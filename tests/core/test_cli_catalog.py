@@ -100,3 +100,60 @@ def test_piped_catalog_table_is_complete_whatever_COLUMNS_says(catalogs):
     listed = runbook("catalog", "--catalog", str(good), columns="80")
     assert listed.exit_code == 0 and "production: 2 of platform, security (each of platform, security)" in listed.stdout, \
         listed.stdout
+
+
+CALENDAR = """\
+timezone: Europe/Berlin
+break_glass: {groups: [sre], timeout: 4h}
+windows:
+  - name: year-end
+    description: year-end change freeze
+    start: 2026-12-23T00:00
+    end: 2027-01-04T00:00
+    rrule: FREQ=YEARLY
+    environments: [production]
+    exempt: [env-change]
+"""
+
+
+def test_calendar_shows_each_window_now_and_next(catalogs):
+    """`runbook calendar` (issue 13): the window in force at --at with its end, and the next occurrences."""
+    import json
+
+    good, _ = catalogs
+    (good / "calendar.yaml").write_text(CALENDAR)
+    frozen = runbook("calendar", "--catalog", str(good), "--at", "2026-12-25T10:00")
+    assert frozen.exit_code == 0, frozen.output
+    assert "year-end" in frozen.stdout and "FROZEN until 2027-01-03 23:00" in frozen.stdout  # Berlin: UTC+1
+    assert "production" in frozen.stdout and "env-change" in frozen.stdout and "sre" in frozen.stdout
+    assert "2027-12-22 23:00 -> 2028-01-03 23:00" in frozen.stdout  # the next year's occurrence
+    open_ = runbook("calendar", "--catalog", str(good), "--at", "2026-12-01T00:00", "--next", "1", "--json")
+    assert open_.exit_code == 0, open_.output
+    window = json.loads(open_.stdout)["windows"][0]
+    assert window["name"] == "year-end" and window["break_glass_groups"] == ["sre"]
+    assert [(o["starts_at"], o["active"]) for o in window["occurrences"]] == [("2026-12-22T23:00:00Z", False)]
+
+
+def test_calendar_of_a_catalog_without_one_freezes_nothing(catalogs):
+    good, _ = catalogs
+    shown = runbook("calendar", "--catalog", str(good))
+    assert shown.exit_code == 0 and "nothing is frozen" in shown.stdout, shown.output
+
+
+def test_validate_refuses_a_bad_calendar_naming_file_line_and_field(catalogs):
+    """Through the CLI, as an operator runs it: exit 2 and file:line: field for each bad calendar (issue 13)."""
+    good, _ = catalogs
+    for change, expected in [
+        (("FREQ=YEARLY", "FREQ=SOMETIMES"), "calendar.yaml:8: windows.0.rrule: cannot parse the RRULE 'FREQ=SOMETIMES'"),
+        (("Europe/Berlin", "Mars/Olympus"), "calendar.yaml:1: timezone: unknown time zone 'Mars/Olympus'"),
+        (("end: 2027-01-04T00:00", "end: 2026-12-01T00:00"), "calendar.yaml:7: windows.0.end: the window ends before it starts"),
+        (("exempt: [env-change]", "exempt: [env-change]\n  - {name: again, start: 2026-12-24T00:00, duration: 1d, "
+                                  "environments: [production]}"), "calendar.yaml:11: windows.1: 'again' overlaps 'year-end'"),
+    ]:
+        (good / "calendar.yaml").write_text(CALENDAR.replace(*change))
+        refused = runbook("catalog", "validate", str(good), columns="300")
+        assert refused.exit_code == 2, refused.output
+        assert expected in " ".join(refused.stderr.split()), refused.stderr
+    (good / "calendar.yaml").write_text(CALENDAR)
+    ok = runbook("catalog", "validate", str(good))
+    assert ok.exit_code == 0 and "1 freeze windows" in ok.stdout, ok.output

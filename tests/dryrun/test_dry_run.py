@@ -116,6 +116,10 @@ async def test_blue_green_kubernetes_shows_the_switch_and_changes_nothing(ts_env
     ]
     assert plan.approval[0] == "1 approval(s) from alice; no self-approval; timeout 1h -> reject"
     assert "gate: cutover (before the switch)" in plan.approval
+    # the bake and the rollback triggers (issue 13: "the bake and rollback triggers"), and what a rollback does
+    assert any(line.startswith("bake 3m, every 1m: http-health (2 request(s)") for line in plan.procedure), plan.procedure
+    assert plan.rollback[0].startswith("rolls back when: a preview check fails")
+    assert plan.rollback[1:] == ["Service shop-prod/shop selector back to colour=blue", "Deployment shop-green removed"]
 
 
 async def test_blue_green_alb_shows_the_forward_action_before_and_after(ts_env, aws, moto) -> None:
@@ -349,8 +353,9 @@ def apply_for_real(tf: TerraformActivities, inp: ProvisionEnvironmentInput) -> N
     env.run(tf.apply, ApplyInput(target=inp.target(), plan_hash=summary.plan_hash))
 
 
-async def test_provision_shows_the_terraform_plan_per_address_and_writes_no_state(ts_env, aws, tmp_path) -> None:
+async def test_provision_shows_the_terraform_plan_per_address_and_writes_no_state(ts_env, aws, moto, tmp_path) -> None:
     root = tmp_path / "terraform"
+    was = moto_state(moto)  # the S3 record it would write: not written (the real apply below touches no AWS)
     with kube_fake() as kube:
         async with dry_runner(ts_env, read_only_activities(lambda context: kube.api, root)) as dry:
             fresh = await dry("ProvisionEnvironment", provision_input("sbx-one"))
@@ -363,6 +368,7 @@ async def test_provision_shows_the_terraform_plan_per_address_and_writes_no_stat
             changed = await dry("ProvisionEnvironment", provision_input("sbx-one", replicas=5))
             after = ActivityEnvironment().run(tf.state_version, StateInput(target=provision_input("sbx-one").target()))
         assert kube.fake.ledger == []
+    assert moto_state(moto) == was
     assert (after.lineage, after.serial) == (state.lineage, state.serial)
     assert TerraformAdapter(root / "sbx-one").workspaces() == workspaces
     assert not list(root.glob(".dry-run-*"))
