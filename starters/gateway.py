@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -667,6 +669,17 @@ def build_bolt(gateway: Gateway, slack_client: AsyncWebClient) -> AsyncApp:
 
 
 # ---------------------------------------------------------------------------- the ASGI app
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL's host is this machine only (localhost, 127.0.0.0/8, ::1): a link to it opens nowhere else."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(
     settings: Settings,
     client: Client,
@@ -693,6 +706,10 @@ def create_app(
         log.warning("Slack is off: SLACK_SIGNING_SECRET is not set (/slack/* answer 503)")
     if not gateway.pagerduty_secrets:
         log.warning("PagerDuty webhooks are off: PAGERDUTY_WEBHOOK_SECRETS is not set (deliveries are refused)")
+    if (handler is not None or gateway.pagerduty_secrets) and is_loopback_url(settings.ui_url):
+        log.warning("links to the web UI point at %s, a loopback address: they open only on this host, not for the "
+                    "people in Slack or PagerDuty. Set RUNBOOK_UI_URL to the UI's address as they reach it",
+                    settings.ui_url)
 
     @api.get("/healthz")
     async def healthz() -> dict:

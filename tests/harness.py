@@ -47,6 +47,7 @@ from temporalio.worker import Worker
 from activities.http_checks import http_client
 from starters.dev import binary as dev_binary
 from workers.codec import KeyRing, converter_for
+from workers.log_context import RunbookContextInterceptor
 from workers.sandbox import workflow_runner
 from workflows import search_attributes as sa
 from workflows.summaries import SummaryInterceptor
@@ -282,7 +283,7 @@ async def running_worker(
             workflow_runner=workflow_runner(workflows),
             activities=with_verifier(activities),
             activity_executor=pool,
-            interceptors=[SummaryInterceptor()],
+            interceptors=[SummaryInterceptor(), RunbookContextInterceptor()],
         )
         async with worker:
             yield worker

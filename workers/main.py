@@ -31,6 +31,7 @@ from core.config import Settings
 from workers.activities import build_activities
 from workers.connection import TemporalUnreachable, connect
 from workers.health import HealthState, serve_health
+from workers.log_context import RunbookContextInterceptor
 from workers.sandbox import workflow_runner
 from workers.telemetry import configure_logging
 from workflows import metrics as runbook_metrics
@@ -113,7 +114,8 @@ async def run_worker(
                 graceful_shutdown_timeout=grace,
                 identity=identity,
                 build_id=settings.worker_build_id,  # None: the SDK's hash of the loaded code
-                interceptors=[SummaryInterceptor()],  # a summary on every activity, for the web UI's timeline
+                # a summary on every activity, for the web UI's timeline; the runbook and target into activities' logs
+                interceptors=[SummaryInterceptor(), RunbookContextInterceptor()],
             )
             async with worker:
                 health.polling = True

@@ -9,11 +9,15 @@ from it, and every start, signal, update and query made with it, carry the trace
 run, its activities and an approval's update are one trace.
 
 **Logs**: ``RUNBOOK_LOG_FORMAT=json`` writes one JSON object per line with the workflow id, run id, runbook and target
-of the workflow (or the activity's workflow) that logged it; anything else keeps the plain text format.
+of the workflow (or the activity's workflow) that logged it; anything else keeps the plain text format. An activity
+knows its workflow's ids but not its runbook and target: ``workers.log_context.RunbookContextInterceptor`` (installed
+on the worker) sends them along in a header of every activity a runbook schedules, as the tracing interceptor sends
+its span context.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -116,6 +120,7 @@ class JsonFormatter(logging.Formatter):
             line.update(workflow_id=act.get("workflow_id"), run_id=act.get("workflow_run_id"),
                         workflow_type=act.get("workflow_type"), activity_type=act.get("activity_type"),
                         attempt=act.get("attempt"))
+            line.update(getattr(record, "runbook_context", None) or {})
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in line and not key.startswith(("temporal_", "runbook_context")):
                 line[key] = value
@@ -125,12 +130,23 @@ class JsonFormatter(logging.Formatter):
 
 
 class _RunbookContext(logging.Filter):
-    """Adds the logging workflow's runbook and target while the record is still in the workflow's thread."""
+    """Adds the runbook and target of the logging workflow (or the activity's workflow) while the record is still in
+    the thread that logged it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "temporal_workflow", None) is not None and not hasattr(record, "runbook_context"):
+        if hasattr(record, "runbook_context"):
+            return True
+        if getattr(record, "temporal_workflow", None) is not None:
             record.runbook_context = _workflow_context()
+        elif getattr(record, "temporal_activity", None) is not None:
+            record.runbook_context = ACTIVITY_RUNBOOK_CONTEXT.get() or {}
         return True
+
+
+# the runbook and target of the workflow that scheduled the running activity, set by workers.log_context (a context
+# variable: the SDK copies the context into the thread of a synchronous activity)
+ACTIVITY_RUNBOOK_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "runbook_context", default=None)
 
 
 def json_handler(stream: Any = None) -> logging.Handler:

@@ -731,7 +731,7 @@ class RunbookWorkflow(Runbook):
         if status == "Succeeded":
             severity = "info" if ending.severity in (None, "info") else ending.severity
         self.set_status(status, result.summary)
-        self.metrics.run_ended(status, criterion=getattr(result, "failed_criterion", None))
+        self.metrics.run_ended(status, criterion=self.metrics.criterion_of(result))
         self.metrics.from_result(result)
         kind: EventKind = "failed" if status == "Failed" else "finished"
         await self.notify(kind, f"{self.meta.runbook}: {status}", result.summary, severity=severity, fields=fields,

@@ -79,6 +79,19 @@ class RunbookMetrics:
             meter.create_counter(ROLLBACKS, "runs that rolled back, by the criterion that failed").add(
                 1, {"runbook": self.runbook, "criterion": criterion or "step failed"})
 
+    @staticmethod
+    def criterion_of(result: object) -> str | None:
+        """The criterion a rolled-back run failed: the canary's ``failed_criterion``, else the deciding metric of a
+        failed analysis verdict (blue-green's ``bake_verdict``, its pre-promotion analysis or its bake)."""
+        if criterion := getattr(result, "failed_criterion", None):
+            return str(criterion)
+        verdict = getattr(result, "bake_verdict", None)
+        metric = getattr(verdict, "metric", None)
+        if not metric or getattr(verdict, "phase", None) == "Successful":
+            return None
+        condition = getattr(verdict, "condition", None)
+        return f"{metric} {condition}" if condition else str(metric)
+
     def step_finished(self, name: str, duration: timedelta) -> None:
         self._meter().create_histogram_float(STEP_DURATION, "duration of a runbook step", "s").record(
             max(duration.total_seconds(), 0.0), {"runbook": self.runbook, "step": step_kind(name)})

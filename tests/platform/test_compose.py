@@ -100,6 +100,37 @@ def test_temporal_is_the_server_image_on_postgresql_after_its_schema_job(model):
     assert services["postgresql"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/temporal_db_password"
 
 
+# temporalio/server (temporalio/temporal docker/targets/server.Dockerfile): alpine's busybox, `temporal-server` and, in
+# some releases, /etc/temporal/entrypoint.sh; the `temporal` CLI and temporal-sql-tool are only in admin-tools
+SERVER_IMAGE_COMMANDS = {"temporal-server", "sh", "nc", "cat", "getent", "hostname", "awk", "export", "exec", "set"}
+
+
+def test_temporal_server_runs_and_is_checked_with_only_what_its_image_holds(model, tmp_path):
+    temporal = model["services"]["temporal"]
+    health = temporal["healthcheck"]["test"]
+    assert health[0] == "CMD" and health[1] in SERVER_IMAGE_COMMANDS, health
+    assert health[1:] == ["nc", "-z", "127.0.0.1", "7233"]
+    assert temporal["entrypoint"][:2] == ["/bin/sh", "-c"]
+    text = temporal["entrypoint"][2].replace("$$", "$")  # compose's `$$` is a literal `$`
+    assert "temporal operator" not in text and "/etc/temporal/entrypoint.sh" not in text
+    # the script itself, with stand-ins for the image's commands: the password from the secret file, the broadcast
+    # address from the container's own name, then the server in the foreground
+    secret = tmp_path / "temporal_db_password"
+    secret.write_text("s3cret")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"temporal-server": 'echo "start=$1 pwd=$POSTGRES_PWD broadcast=$TEMPORAL_BROADCAST_ADDRESS bind=$BIND_ON_IP"',
+             "getent": 'echo "10.1.2.3      $2"', "hostname": "echo temporal-1"}
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **temporal["environment"]}
+    out = subprocess.run(["/bin/sh", "-c", text.replace("/run/secrets/temporal_db_password", str(secret))], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["start=start", "pwd=s3cret", "broadcast=10.1.2.3", "bind=0.0.0.0"]
+
+
 def test_setup_job_registers_exactly_the_products_attributes_and_retries(model):
     job = model["services"]["temporal-setup"]
     assert job["image"] == "temporalio/admin-tools:1.31.0"
@@ -233,7 +264,11 @@ def test_worker_replicas_share_one_terraform_root(model):
 
 def test_ui_is_the_local_stacks_version_and_decodes_through_the_codec_server(model):
     ui = model["services"]["temporal-ui"]
-    assert ui["image"] == "temporalio/ui:2.54.1"
+    # the version the local stack serves: `temporal --version` of the CLI `make dev` runs names its UI
+    version = subprocess.run([harness.binary("temporal"), "--version"], capture_output=True, text=True, timeout=30)
+    local_ui = re.search(r"\bUI (\d+\.\d+\.\d+)", version.stdout)
+    assert local_ui, version.stdout + version.stderr
+    assert ui["image"] == f"temporalio/ui:{local_ui.group(1)}"
     assert ui["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "http://127.0.0.1:8081"
     codec_port = model["services"]["codec-server"]["ports"][0]
     assert (codec_port["published"], codec_port["target"]) == ("8081", 8081)
@@ -274,3 +309,39 @@ def test_init_secrets_creates_every_mounted_file_and_the_entrypoint_exports_them
     lines = out.stdout.splitlines()
     assert "PAGERDUTY_API_TOKEN=tok" in lines
     assert not any(line.startswith(("SLACK_SIGNING_SECRET=", "codec_keys=")) for line in lines)
+
+
+# the user each image's process reads its secrets as: postgres reads POSTGRES_PASSWORD_FILE as root before it drops
+# privileges; temporalio/server and admin-tools run as temporal (1000); grafana/grafana as 472; this product as 10001
+IMAGE_READER = {"postgres": 0, "temporalio/server": 1000, "temporalio/admin-tools": 1000, "grafana/grafana": 472}
+
+
+def _reader_uid(service: dict) -> int:
+    if "build" in service:
+        return 10001  # the product's image (Dockerfile: USER 10001:10001)
+    return IMAGE_READER[service["image"].split(":")[0]]
+
+
+def test_each_secret_file_belongs_to_the_container_user_that_reads_it(full_model, tmp_path):
+    """Compose mounts a secret file with its host owner and mode (0600): the owner must be the reading process. As
+    root the script sets the owners; otherwise it prints the chown commands to run."""
+    secrets = tmp_path / "secrets"
+    out = subprocess.run(["sh", str(ROOT / "deploy" / "compose" / "init-secrets.sh")], check=True, capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "SECRETS_DIR": str(secrets)}, timeout=30)
+    if os.geteuid() == 0:
+        owner = {p.name: p.stat().st_uid for p in secrets.iterdir()}
+    else:
+        owner = {Path(path).name: int(uid_gid.split(":")[0])
+                 for uid_gid, path in re.findall(r"^  chown (\d+:\d+) (\S+)$", out.stdout, re.M)}
+    files = {name: Path(spec["file"]).name for name, spec in full_model["secrets"].items()}
+    assert set(owner) == set(files.values())
+    checked = 0
+    for service_name, service in full_model["services"].items():
+        mounts = service.get("secrets", [])
+        reader = _reader_uid(service) if mounts else 0
+        for mount in mounts:
+            name = files[mount["source"]]
+            if reader != 0:
+                assert owner[name] == reader, f"{service_name} (uid {reader}) cannot read {name} (uid {owner[name]})"
+            checked += 1
+    assert checked >= 20

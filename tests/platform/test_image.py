@@ -69,6 +69,14 @@ def test_lock_files_pin_every_declared_dependency():
     dev = pinned("requirements-dev.lock")
     extras = project["optional-dependencies"]
     assert {_name(r) for r in project["dependencies"] + extras["local"] + extras["dev"]} <= dev
+    # CI (.ci/run installs requirements-dev.lock) tests the versions the image ships: every package the image installs
+    # from requirements.lock or takes a binary from (tools.lock) is pinned to the same version in the dev lock
+    def versions(lock: str) -> dict[str, str]:
+        return {_name(n): v for n, v in re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", (ROOT / lock).read_text(), re.M)}
+    dev_versions = versions("requirements-dev.lock")
+    for lock in ("requirements.lock", "deploy/image/tools.lock"):
+        differ = {n: (v, dev_versions.get(n)) for n, v in versions(lock).items() if dev_versions.get(n) != v}
+        assert not differ, f"{lock} and requirements-dev.lock disagree: {differ}"
     for lock in ("requirements.lock", "requirements-dev.lock", "deploy/image/tools.lock"):
         text = (ROOT / lock).read_text()
         assert "--hash=sha256:" in text

@@ -163,3 +163,31 @@ def test_step_kind_is_bounded():
     assert m.step_kind("restore") == "restore"
     assert m.step_kind("wait for instance") == "wait for"
     assert m.step_kind("42") == "step"
+
+
+def test_the_fields_the_metrics_read_are_the_real_runbooks_result_fields():
+    """The drill above carries the real results' field names; these are the real results' models."""
+    from core.bluegreen import BlueGreenResult
+    from core.canary import CanaryRampResult
+    from core.failover import RegionMoveResult
+    from core.restore import RestoreDrillResult, RestoreReport
+
+    assert {"failed_criterion", "final_weight", "service"} <= set(CanaryRampResult.model_fields)
+    assert "rto_seconds" in RegionMoveResult.model_fields
+    assert "report" in RestoreDrillResult.model_fields
+    assert {"rpo_achieved", "rto_achieved"} <= set(RestoreReport.model_fields)
+    assert "bake_verdict" in BlueGreenResult.model_fields
+
+
+def test_rollback_criterion_of_a_canary_and_of_a_blue_green_run():
+    from types import SimpleNamespace
+
+    from core.analysis import AnalysisVerdict
+
+    criterion_of = m.RunbookMetrics.criterion_of
+    assert criterion_of(SimpleNamespace(failed_criterion="error-rate < 0.5")) == "error-rate < 0.5"
+    failed = AnalysisVerdict(phase="Failed", metric="latency-p99", condition="< 300")
+    assert criterion_of(SimpleNamespace(bake_verdict=failed)) == "latency-p99 < 300"
+    assert criterion_of(SimpleNamespace(bake_verdict=AnalysisVerdict(phase="Failed", metric="http-health"))) == "http-health"
+    assert criterion_of(SimpleNamespace(bake_verdict=AnalysisVerdict(phase="Successful", metric="x"))) is None
+    assert criterion_of(SimpleNamespace(bake_verdict=None)) is None  # a failed step: run_ended says "step failed"

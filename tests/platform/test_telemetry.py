@@ -133,6 +133,19 @@ async def test_json_log_lines_carry_workflow_run_runbook_and_target(dev_env, mon
     stepped = next(line for line in lines if line["message"] == "stepping payments")
     assert stepped["workflow_id"] == handle.id and stepped["activity_type"] == "drill_step"
     assert stepped["run_id"] == handle.result_run_id
+    # an activity's lines name its run's runbook and target too (workers.log_context, on the worker like the product's)
+    assert (stepped["runbook"], stepped["target"]) == ("metrics-drill", "payments")
+
+
+def test_activity_context_header_round_trip_and_malformed_header():
+    from temporalio.converter import PayloadConverter
+
+    from workers import log_context
+
+    payload = PayloadConverter.default.to_payload({"runbook": "canary", "target": "checkout", "extra": "x"})
+    assert log_context._read({log_context.HEADER: payload}) == {"runbook": "canary", "target": "checkout"}
+    assert log_context._read({}) is None
+    assert log_context._read({log_context.HEADER: PayloadConverter.default.to_payload("not a dict")}) is None
 
 
 def test_plain_text_unless_json_is_asked_for(monkeypatch):
@@ -143,3 +156,27 @@ def test_plain_text_unless_json_is_asked_for(monkeypatch):
     monkeypatch.setattr(root, "handlers", [])
     telemetry.configure_logging({})
     assert not isinstance(root.handlers[0].formatter, telemetry.JsonFormatter)
+
+
+async def test_the_product_worker_installs_the_log_context_interceptor(monkeypatch):
+    from core.config import Settings
+    from workers import main
+    from workers.log_context import RunbookContextInterceptor
+
+    class Built(Exception):
+        pass
+
+    captured: dict = {}
+
+    def fake_worker(client, **kwargs):
+        captured.update(kwargs)
+        raise Built
+
+    async def fake_connect(settings, runtime=None):
+        return object()
+
+    monkeypatch.setattr(main, "Worker", fake_worker)
+    monkeypatch.setattr(main, "connect", fake_connect)
+    with pytest.raises(Built):
+        await main.run_worker(Settings(_env_file=None, metrics_port=None, health_port=None))
+    assert any(isinstance(i, RunbookContextInterceptor) for i in captured["interceptors"])
