@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,13 @@ os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 # they read what the harness's clients and workers write (and a developer's sourced dev.env does not leak in).
 os.environ["RUNBOOK_CODEC_KEYS_FILE"] = str(harness.test_keys_file())
 os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the imports and the collection built (about 700,000 objects per test process) lives until the session
+    ends: freeze it, so the collector's full collections stop walking it. Each test process made about 30 of them,
+    and their share of its CPU was 15 %, measured with gc.callbacks over make test."""
+    gc.freeze()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -47,11 +47,9 @@ async def test_a_real_failover_is_exempt_and_a_drill_is_held(ts_env, task_queue,
     assert regions.everything() == before  # the drill changed nothing
 
     regions.east_health.status = 503
-    began = await ts_env.get_current_time()
     real = await run(ts_env, task_queue, acts, failover_input(regions, mode="real"))
     assert real.status == "Succeeded" and real.outcome == "failed_over", real.summary
     assert not [g for g in real.gates if g.gate_id.startswith("break-glass")]  # the window does not hold it
     assert real.rto_seconds is not None and real.rto_seconds < 120  # no wait for the day-long window
     assert regions.records()["PRIMARY"] == f"web.{WEST}.example.com"
     assert all(e.kind != "alert" or "change freeze" not in e.title for e in recording[0].events)
-    assert (await ts_env.get_current_time()) - began < timedelta(hours=1)
