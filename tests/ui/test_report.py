@@ -31,8 +31,8 @@ from tests.ui.test_codec_ui import CHROMIUM, HERE, NODE
 from tests.ui.test_codec_ui import pytestmark as needs_chromium
 
 SCRIPT = HERE / "report_charts.mjs"
-# a report embeds plotly.js (4.6 MB): on a quiet machine Chromium opens one in about a second, on a loaded one
-# (2 cores, load 16) in 25 s
+# a report embeds plotly.js (its basic bundle, 1.2 MB; the full one, 4.6 MB, took about a second on a quiet
+# machine and 25 s on a loaded one, 2 cores at load 16)
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
 
