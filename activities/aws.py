@@ -552,13 +552,15 @@ class Route53Activities:
             )
         self._wait_insync(change["ChangeInfo"]["Id"])
         out: list[RecordSet] = []
+        # one read-back per (name, type): a failover pair (PRIMARY and SECONDARY) shares one listing, and Route53
+        # allows five API requests a second per account
+        listed: dict[tuple[str, str], list[RecordSet]] = {}
         for record in input.records:
             want = self._normalised(record)
-            got = [
-                self._normalised(r)
-                for r in self._list(input.zone_id, record.name, record.type)
-                if r.set_identifier == record.set_identifier
-            ]
+            key = (_fqdn(record.name), record.type.upper())
+            if key not in listed:
+                listed[key] = self._list(input.zone_id, record.name, record.type)
+            got = [self._normalised(r) for r in listed[key] if r.set_identifier == record.set_identifier]
             if got != [want]:
                 raise ApplicationError(
                     f"record {want.name} {want.type} {want.set_identifier or ''} read back as "
@@ -916,12 +918,19 @@ class RdsActivities:
         cannot reach is reported (fenced=False, reason) rather than raised."""
         how = f"parameter-group:{input.parameter_group}" if input.parameter_group else "stopped"
         try:
-            inst = self._describe(input.identifier, input.region)
+            # one describe gives both the state and the parameter groups (the seam, in tests, describes separately)
+            raw: dict | None = None
+            if self._describe_seam is None:
+                raw = self._raw(input.identifier, input.region)
+                inst = self._to_instance(raw, input.region) if raw else RdsInstance(identifier=input.identifier, exists=False)
+            else:
+                inst = self._describe(input.identifier, input.region)
             if not inst.exists:
                 return RdsFenceResult(fenced=False, how=how, reason=f"{input.identifier} not found in {input.region}")
             rds = self._rds(input.region)
             if input.parameter_group:
-                raw = self._raw(input.identifier, input.region) or {}
+                if raw is None:
+                    raw = self._raw(input.identifier, input.region) or {}
                 groups = {g["DBParameterGroupName"] for g in raw.get("DBParameterGroups", [])}
                 if input.parameter_group not in groups:
                     with aws_errors(f"applying parameter group {input.parameter_group} to {input.identifier}"):

@@ -103,10 +103,14 @@ class Regions:
         """A describe of everything a drill touches, straight from moto (not through the runbook's activities): the
         raw replica link and the runbook's tags too, so a drill that leaves a promoted database behind shows."""
         dbs = {}
+        # one describe of all a region's instances (two calls, not one per database and an error for each absent one)
+        found = {
+            region: {d["DBInstanceIdentifier"]: d for d in aws_session.client("rds", region_name=region).describe_db_instances()["DBInstances"]}
+            for region in dict.fromkeys(region for _, region in databases)
+        }
         for identifier, region in databases:
-            try:
-                raw = self.db(identifier, region)
-            except aws_session.client("rds", region_name=region).exceptions.DBInstanceNotFoundFault:
+            raw = found[region].get(identifier)
+            if raw is None:
                 dbs[f"{region}/{identifier}"] = None
                 continue
             tags = {t["Key"]: t["Value"] for t in raw.get("TagList", []) if t["Key"].startswith("runbook:")}
