@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sysconfig
@@ -327,6 +328,21 @@ OPEN_RUNS = OpenRuns()
 
 
 HISTORIES = Path(__file__).resolve().parent / "replay" / "histories"
+
+
+NO_WINDOWS = "timezone: UTC\nwindows: []\n"
+
+
+def catalog_with_calendar(folder: Path, calendar: str = NO_WINDOWS) -> Path:
+    """The product's catalog (runbooks/*.yaml) copied into ``folder`` with ``calendar`` as its change calendar
+    (no window by default), for a worker whose calendar a test writes: the stock calendar freezes production over
+    the year end. The calendar is read afresh by every check, so a test may rewrite it while a run waits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (Path(__file__).resolve().parents[1] / "runbooks").glob("*.yaml"):
+        if path.name != "calendar.yaml":
+            shutil.copy(path, folder / path.name)
+    (folder / "calendar.yaml").write_text(calendar)
+    return folder
 
 
 def history_payloads(message) -> Iterator[Payload]:

@@ -6,7 +6,6 @@ folder, edited while the run waits."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,11 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def catalog(folder: Path) -> Path:
     """The product's catalog with an empty change calendar (nothing frozen yet)."""
-    for path in (REPO / "runbooks").glob("*.yaml"):
-        if path.name != "calendar.yaml":
-            shutil.copy(path, folder / path.name)
-    (folder / "calendar.yaml").write_text("timezone: UTC\nwindows: []\n")
-    return folder
+    return harness.catalog_with_calendar(folder)
 
 
 def freeze(folder: Path, start_at: datetime, length: timedelta) -> None:

@@ -6,7 +6,6 @@ while waiting changes nothing; an edited calendar reaches a waiting run; a runbo
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,12 +29,8 @@ M = timedelta(minutes=1)
 def catalog(folder: Path, start: datetime, length: timedelta, glass: str = "{groups: [sre], timeout: 2h}",
             **extra: str) -> Path:
     """The product's catalog with a calendar of one window on production (wall-clock UTC, whole minutes)."""
-    folder.mkdir(exist_ok=True)
-    for path in (REPO / "runbooks").glob("*.yaml"):
-        if path.name != "calendar.yaml":
-            shutil.copy(path, folder / path.name)
     lines = "".join(f"    {k}: {v}\n" for k, v in extra.items())
-    (folder / "calendar.yaml").write_text(textwrap.dedent(f"""\
+    return harness.catalog_with_calendar(folder, textwrap.dedent(f"""\
         timezone: UTC
         break_glass: {glass}
         windows:
@@ -45,7 +40,6 @@ def catalog(folder: Path, start: datetime, length: timedelta, glass: str = "{gro
             duration: {int(length.total_seconds())}s
             environments: [production]
         """) + lines)
-    return folder
 
 
 def production(**kw) -> CanaryRampInput:

@@ -6,12 +6,12 @@ test_failover.py."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from datetime import timedelta, timezone
 from pathlib import Path
 
 from activities.calendar import CalendarActivities
+from tests import harness
 from tests.failover.conftest import WEST
 from tests.failover.test_failover import failover_input, run
 
@@ -21,11 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 async def frozen_catalog(env, folder: Path) -> Path:
     """The product's catalog with one window in force now on production, exempting real failovers (as the stock
     calendar's year-end window does)."""
-    for path in (REPO / "runbooks").glob("*.yaml"):
-        if path.name != "calendar.yaml":
-            shutil.copy(path, folder / path.name)
     now = (await env.get_current_time()).astimezone(timezone.utc).replace(second=0, microsecond=0)
-    (folder / "calendar.yaml").write_text(textwrap.dedent(f"""\
+    return harness.catalog_with_calendar(folder, textwrap.dedent(f"""\
         timezone: UTC
         windows:
           - name: prod-freeze
@@ -34,7 +31,6 @@ async def frozen_catalog(env, folder: Path) -> Path:
             environments: [production]
             exempt: ["region-failover:real"]
         """))
-    return folder
 
 
 async def test_a_real_failover_is_exempt_and_a_drill_is_held(ts_env, task_queue, regions, recording, tmp_path):

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from tests import harness
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -126,10 +128,7 @@ def catalog_without_freezes(folder: Path) -> Path:
     """The stock catalog with an empty change calendar, for the stack's worker: the stock calendar freezes production
     over the year end, and the demo's runs (production by default) would wait there when the suite runs in those
     days. The calendar's own behaviour is tested with calendars of its tests (tests/canary/test_freeze.py)."""
-    if not folder.exists():
-        shutil.copytree(ROOT / "runbooks", folder)
-        (folder / "calendar.yaml").write_text("windows: []\n")
-    return folder
+    return folder if folder.exists() else harness.catalog_with_calendar(folder)
 
 
 OK = (0,)  # the CLI exits through os._exit after flushing, so SDK threads can no longer crash its exit

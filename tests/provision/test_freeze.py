@@ -5,7 +5,6 @@ reads a real catalog folder; real Terraform, the Kubernetes fake and moto as in 
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -15,19 +14,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.calendar import CalendarActivities
 from tests import harness
-from tests.provision.helpers import REPO, Hold, activities, make_input, record, start, status_when
+from tests.provision.helpers import Hold, activities, make_input, record, start, status_when
 from workflows.provision import ProvisionEnvironment
 
 
 async def test_a_window_opening_during_the_apply_holds_the_namespace_until_it_is_lifted(
     ts_env: WorkflowEnvironment, task_queue: str, recording: Any, kube: Any, aws: str, tf_root: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "catalog"
-    folder.mkdir()
-    for path in (REPO / "runbooks").glob("*.yaml"):
-        if path.name != "calendar.yaml":
-            shutil.copy(path, folder / path.name)
-    (folder / "calendar.yaml").write_text("timezone: UTC\nwindows: []\n")
+    folder = harness.catalog_with_calendar(tmp_path / "catalog")
     reals = activities(kube, tf_root, recording)
     hold = Hold(reals["terraform_apply"])
     acts = [*{**reals, "terraform_apply": hold.fn}.values(), CalendarActivities(folder).check_freeze]
@@ -50,7 +44,7 @@ async def test_a_window_opening_during_the_apply_holds_the_namespace_until_it_is
         assert kube.fake.get("namespaces", None, "dev-frz") is None  # held: not created
         assert record("environments/dev-frz.json") is None
         lifted = await ts_env.get_current_time()
-        (folder / "calendar.yaml").write_text("timezone: UTC\nwindows: []\n")  # the freeze is lifted
+        (folder / "calendar.yaml").write_text(harness.NO_WINDOWS)  # the freeze is lifted
         result = await handle.result()
     assert result.status == "Succeeded", result.summary
     assert kube.fake.get("namespaces", None, "dev-frz") is not None and record("environments/dev-frz.json")

@@ -5,7 +5,6 @@ issued before the window, is not held. Real OpenBao, the real ``check_freeze`` r
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 import uuid
 from datetime import timedelta, timezone
@@ -27,12 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def test_a_window_opening_in_the_grace_period_holds_the_destruction_until_it_ends(
         ts_env, task_queue, recording, vault: hvac.Client, key_path: str, tmp_path: Path) -> None:  # noqa: F811
-    for path in (REPO / "runbooks").glob("*.yaml"):
-        if path.name != "calendar.yaml":
-            shutil.copy(path, tmp_path / path.name)
     now = (await ts_env.get_current_time()).astimezone(timezone.utc).replace(second=0, microsecond=0)
     begins, ends = now + timedelta(minutes=30), now + timedelta(hours=3)  # the grace period ends at 2 h: inside it
-    (tmp_path / "calendar.yaml").write_text(textwrap.dedent(f"""\
+    harness.catalog_with_calendar(tmp_path, textwrap.dedent(f"""\
         timezone: UTC
         windows:
           - name: rotation-freeze
