@@ -23,26 +23,26 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Coroutine, Optional
 
 import typer
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
-from core.approval import AbortInput, ApproveInput, RejectInput
 from core.config import Settings
-from core.runbook import RunbookStatus
-from starters.client import DryRunFailed, DryRunOutcome, RunbookClient, RunbookClientError, Steer, describe_verb
 from starters.fast_read import visibility_query
 from starters.simulate import simulate_app
-from workers.codec import CodecKeyError
-from workers.connection import TemporalConfigError, TemporalUnreachable, connect, connect_config
+from starters.verbs import Steer, describe_verb
+from workers.keyring import CodecKeyError
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+    from temporalio.client import Client
 
     from core.catalog import Catalog, StartPlan
+    from core.runbook import RunbookStatus
+    from starters.client import DryRunOutcome, RunbookClient
 
 # Commands import only what they use: `runbook status --json` needs neither Rich, the catalog nor any workflow
-# module (bench/cli_speed.py measures it), so those are imported inside the commands that draw or plan.
+# module (bench/cli_speed.py measures it), so those are imported inside the commands that draw or plan; and the
+# commands that never reach Temporal (login, simulate, calendar, catalog validate, codec-keys, --help) do not import
+# its SDK either: the client, the connection and the approval inputs are imported by the commands that send.
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNSUCCESSFUL, EXIT_ALREADY_RUNNING, EXIT_NEEDS_PERSON = 0, 1, 2, 3, 4, 5
 
@@ -184,18 +184,21 @@ def _run(coro_factory: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """Run an async command; turn domain errors into one line and an exit code."""
     try:
         code = asyncio.run(coro_factory())
-    except (UserError, RunbookClientError, CodecKeyError, TemporalConfigError,
-            *_loaded_errors("core.catalog:ParameterError", "starters.schedules:ScheduleError")) as error:
+    except (UserError, CodecKeyError,
+            *_loaded_errors("starters.client:RunbookClientError", "workers.connection:TemporalConfigError",
+                            "core.catalog:ParameterError", "starters.schedules:ScheduleError")) as error:
         _error(f"{error}")
         raise typer.Exit(EXIT_USAGE) from None
     except _loaded_errors("core.catalog:CatalogError") as error:
         for problem in error.problems:
             _error(f"{problem}")
         raise typer.Exit(EXIT_USAGE) from None
-    except TemporalUnreachable as error:
+    except _loaded_errors("workers.connection:TemporalUnreachable") as error:
         _error(f"cannot reach Temporal at {error.address} (set TEMPORAL_ADDRESS or --address)")
         raise typer.Exit(EXIT_UNREACHABLE) from None
-    except RPCError as error:
+    except _loaded_errors("temporalio.service:RPCError") as error:
+        from temporalio.service import RPCStatusCode
+
         if error.status == RPCStatusCode.NOT_FOUND:
             _error(f"{error.message}")
             raise typer.Exit(EXIT_USAGE) from None
@@ -212,6 +215,8 @@ async def _client(settings: Settings, address: str | None, namespace: str | None
         os.environ["TEMPORAL_ADDRESS"] = address
     if namespace:
         os.environ["TEMPORAL_NAMESPACE"] = namespace
+    from workers.connection import connect
+
     return await connect(settings)
 
 
@@ -238,10 +243,14 @@ def _parse_sets(values: list[str]) -> dict[str, str]:
 
 
 async def _runs(settings: Settings, address: str | None, namespace: str | None) -> RunbookClient:
+    from starters.client import RunbookClient
+
     return RunbookClient(await _client(settings, address, namespace), settings.task_queue)
 
 
 async def _status(client: Client, workflow_id: str) -> RunbookStatus:
+    from starters.client import RunbookClient
+
     return await RunbookClient(client).status(workflow_id)
 
 
@@ -376,6 +385,8 @@ def start(
         from core.catalog import Catalog
 
         cat = Catalog.load(settings.catalog_dir, inputs=inputs)
+        from workers.connection import connect_config
+
         ns = namespace or connect_config(settings)["namespace"]
         plan = cat.plan_start(
             name,
@@ -439,6 +450,8 @@ def start(
 async def _dry_run(runs: RunbookClient, plan: StartPlan, as_json: bool) -> int:
     """``start --dry-run``: the worker's read-only plan of the run as a table (or JSON). Exit 0 a plan; 3 the run
     would be refused; 4 a run for the same key is already going (as a real start); 1 a system could not be read."""
+    from starters.client import DryRunFailed
+
     try:
         outcome = await runs.dry_run(plan)
     except DryRunFailed as failed:
@@ -484,6 +497,8 @@ def _print_dry_run(outcome: DryRunOutcome) -> None:
 
 
 async def _final(client: Client, workflow_id: str, run_id: str | None) -> tuple[str, Any]:
+    from starters.client import RunbookClient
+
     return await RunbookClient(client).result(workflow_id, run_id)
 
 
@@ -580,6 +595,8 @@ async def _watch(client: Client, workflow_id: str, interval: float = 1.0) -> Non
     """A Live view on a terminal, redrawn four times a second (bars and time left move between queries); elsewhere
     (a pipe, a log file) the whole view once, then one plain line per change as it happens."""
     from rich.live import Live
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
 
     from starters import render
 
@@ -657,6 +674,9 @@ def approve(
             return await _print_signal(client, workflow_id, gate, reason, expect)
         gate_id = await _open_gate(client, workflow_id, gate)
         token, who = _approval_identity()
+        from core.approval import ApproveInput
+        from starters.client import RunbookClient
+
         view = await RunbookClient(client).approve(
             workflow_id, ApproveInput(gate_id=gate_id, approver=who, reason=reason, binding=expect, token=token))
         out.print(f"approved gate {gate_id} of {workflow_id} ({len(view.approvals)}/{view.required_approvals} approvals; "
@@ -701,6 +721,9 @@ def reject(
         client = await _client(_settings(), address, namespace)
         gate_id = await _open_gate(client, workflow_id, gate)
         token, who = _approval_identity()
+        from core.approval import RejectInput
+        from starters.client import RunbookClient
+
         await RunbookClient(client).reject(
             workflow_id, RejectInput(gate_id=gate_id, approver=who, reason=reason, token=token))
         out.print(f"rejected gate {gate_id} of {workflow_id}")
@@ -772,6 +795,8 @@ def abort(
         if not reason.strip():
             raise UserError("--reason must say why")
         runs = await _runs(_settings(), address, namespace)
+        from core.approval import AbortInput
+
         message = await runs.abort(workflow_id, AbortInput(requested_by=_identity(as_user), reason=reason))
         out.print(message, highlight=False)
         return EXIT_OK
@@ -969,7 +994,7 @@ KeyFileArg = Annotated[Path, typer.Argument(help="the key file [env RUNBOOK_CODE
 @codec_keys_app.command("init")
 def codec_keys_init(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id", help="the first key's id")] = "k1") -> None:
     """Create a key file (mode 0600) with one new random AES-256 key."""
-    from workers.codec import KeyRing
+    from workers.keyring import KeyRing
 
     if path.exists():
         _error(f"{path} exists: rotate it instead")
@@ -982,7 +1007,7 @@ def codec_keys_init(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id"
 def codec_keys_rotate(path: KeyFileArg, key_id: Annotated[str, typer.Option("--id", help="the new key's id")]) -> None:
     """Add a new random key and make it the newest: new data is encrypted under it, the old keys still decrypt.
     Restart workers, starters and the codec server to pick it up; keep old keys while any history holds their data."""
-    from workers.codec import KeyRing
+    from workers.keyring import KeyRing
 
     try:
         ring = KeyRing.from_file(path).rotated(key_id)

@@ -40,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.approval import AbortInput, ApproveInput, GateView, RejectInput
 from core.duration import format_duration, parse_duration
 from core.runbook import RunbookStatus
+from starters.verbs import VERBS, Steer, describe_verb
 from workflows import search_attributes as sa
 from workflows.contract import IncidentResolvedInput, Runbook
 
@@ -153,15 +154,6 @@ class DryRunOutcome:
 
 # ------------------------------------------------------------------------------------------- steering
 @dataclass
-class Steer:
-    """One steering request as a person gives it: who, why, and for ``extend`` how long (e.g. ``10m``)."""
-
-    by: str
-    reason: str = ""
-    duration: str | None = None
-
-
-@dataclass
 class Steered:
     workflow_id: str
     verb: str
@@ -209,27 +201,12 @@ def steering() -> dict[str, dict[type[Runbook], _Build]]:
     }
 
 
-VERBS = ("pause", "resume", "promote", "extend", "destroy-now", "reverify")
-_WHAT = {
-    "pause": "pauses a canary ramp",
-    "resume": "resumes a paused canary ramp",
-    "promote": "promotes a canary to full weight, or ends a blue-green bake early (through the approval gate)",
-    "extend": "adds time to a canary step, a blue-green bake or a sandbox's time to live",
-    "destroy-now": "destroys a sandbox environment now",
-    "reverify": "checks a held region failover or failback again",
-}
-
-
 def verbs_for(workflow_type: str) -> list[str]:
     """The steering verbs a run of ``workflow_type`` supports."""
     from workflows.steering import contract_for
 
     contract = contract_for(workflow_type)
     return [verb for verb, table in steering().items() if any(issubclass(contract, c) for c in table)]
-
-
-def describe_verb(verb: str) -> str:
-    return _WHAT[verb]
 
 
 def steered_message(verb: str, result: Any) -> str:
@@ -464,7 +441,7 @@ class RunbookClient:
         if build is None:
             supported = verbs_for(kind)
             offer = f"it supports {', '.join(supported)}" if supported else "it has no steering verbs (abort still works)"
-            raise NotSupported(f"{verb}: a {kind} run cannot be steered this way ({verb} {_WHAT[verb]}); {offer}")
+            raise NotSupported(f"{verb}: a {kind} run cannot be steered this way ({verb} {describe_verb(verb)}); {offer}")
         try:
             update, arg = build(request)
         except ValidationError as err:

@@ -210,3 +210,37 @@ async def test_an_unknown_profile_is_one_line_naming_it(cli_env, tmp_path, monke
         assert "starters.cli" in modules  # fast_read handed the SDK's refusal to the full command
         assert (proc.returncode, proc.stderr) == (2, "error: Temporal environment configuration (TEMPORAL_PROFILE, "
                                                      "TEMPORAL_CONFIG_FILE): Profile 'no-such-profile' not found\n")
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    import base64
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.sig"
+
+
+def test_commands_that_never_reach_temporal_import_no_sdk(tmp_path, monkeypatch):
+    """`login`, `simulate`, `calendar`, `catalog validate`, `codec-keys` and the help pages talk to no Temporal
+    server, so they import no `temporalio` (the client alone was ~0.9 s of a 2.3 s `import starters.cli` under
+    load) nor any outside system's client; each runs as the console script runs it and reads sys.modules at exit."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RUNBOOK_CATALOG_DIR", str(root / "runbooks"))
+    token = tmp_path / "token"
+    token.write_text(_jwt({"preferred_username": "alice", "exp": 4102444800}))
+    keys = tmp_path / "keys.json"
+    commands = [("--help",), ("login", "--help"), ("login", "--token-command", f"cat {token}"), ("logout",),
+                ("simulate", "--help"), ("simulate", "slack", "--help"), ("calendar",), ("catalog", "validate"),
+                ("codec-keys", "init", str(keys)), ("codec-keys", "rotate", str(keys), "--id", "k2"),
+                ("approve", "--help"), ("start", "--help")]
+    for args in commands:
+        proc, modules = _console(tmp_path, *args)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        assert "starters.cli" in modules, args  # the full command answered, not fast_read
+        assert _within(modules, ("temporalio", "starters.client", "workers.connection", "workers.codec")) == [], \
+            (args, _within(modules, ("temporalio", "starters.client", "workers.connection", "workers.codec")))
+        assert _within(modules, ("boto3", "botocore", "psycopg", "hvac", "kubernetes", "slack_sdk")) == [], args
+    assert "logged in as alice" in _console(tmp_path, "login", "--token-command", f"cat {token}")[0].stdout
+    assert json.loads(keys.read_text())  # init then rotate wrote the key file
