@@ -60,9 +60,10 @@ def manifest(uri: str, backup_time: dt.datetime) -> dict[str, Any]:
     return {"backup_time": backup_time.isoformat(), "row_counts": counts, "checksums": {"orders_checksum": checksum}}
 
 
-def upload_backup(uri: str, session: Any = None, *, truncated: bool = False, s3: Any = None) -> str:
-    """Dump the database at ``uri`` and upload dump and manifest; returns the dump's key. ``s3``: a client to reuse
-    (a schedule keeps one: building a boto3 client costs about 0.1 s of CPU)."""
+def upload_backup(uri: str, s3: Any = None, *, truncated: bool = False) -> str:
+    """Dump the database at ``uri`` and upload dump and manifest; returns the dump's key. ``s3``: the boto3 S3 client
+    to use (a schedule keeps one: building a client costs about 0.1 s of CPU); a new one from boto3's defaults if
+    None."""
     backup_time = dt.datetime.now(dt.timezone.utc)
     body = manifest(uri, backup_time)
     dump = subprocess.run([pg_bin("pg_dump"), "-Fc", "--no-owner", "-d", uri], check=True, capture_output=True).stdout
@@ -71,7 +72,7 @@ def upload_backup(uri: str, session: Any = None, *, truncated: bool = False, s3:
     if s3 is None:
         import boto3
 
-        s3 = (session or boto3.Session()).client("s3")
+        s3 = boto3.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BACKUP_BUCKET)
     key = f"{BACKUP_PREFIX}{backup_time:%Y-%m-%dT%H%M%S.%fZ}.dump"
@@ -99,9 +100,9 @@ def run_backups(stop_event: threading.Event, uri: str, interval: float | None = 
     s3 = None
     while not stop_event.wait(interval):
         try:
-            s3 = s3 or boto3.Session().client("s3")  # one client for the schedule, not one per backup
+            s3 = s3 or boto3.client("s3")  # one client for the schedule, not one per backup
             record_order(uri)
-            key = upload_backup(uri, s3=s3)
+            key = upload_backup(uri, s3)
             log.info("demo backup: s3://%s/%s", BACKUP_BUCKET, key)
         except Exception as err:  # noqa: BLE001 - keep the schedule alive; the next tick tries again
             log.warning("demo backup: refresh failed: %s", err)

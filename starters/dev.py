@@ -55,7 +55,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import SecretStr
 
@@ -477,11 +477,11 @@ def start_postgres(data_dir: Path) -> PostgresServer:
     return server
 
 
-def upload_backup(server: PostgresServer, session: object) -> str:
+def upload_backup(server: PostgresServer, session: Any) -> str:
     """A backup of the orders database (``pg_dump -Fc`` and its manifest) in s3://demo-backups; returns the key."""
     from starters.demo_backup import upload_backup as upload
 
-    return upload(server.get_uri(DEMO_DATABASE), session)
+    return upload(server.get_uri(DEMO_DATABASE), session.client("s3"))
 
 
 def codec_material(state_dir: Path) -> tuple[Path, str]:
@@ -715,7 +715,8 @@ class DevStack:
         session = boto3.Session(region_name=AWS_REGION)
         from starters.demo_aws import seed_demo
 
-        http_client(timeout=10).post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}").raise_for_status()  # the same ids
+        with http_client(timeout=10) as moto_api:
+            moto_api.post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}").raise_for_status()  # the same ids
         seeded = seed_demo(session)
         self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
         key = upload_backup(self.postgres, session)

@@ -25,14 +25,14 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from workers.telemetry import ACTIVITY_RUNBOOK_CONTEXT, _workflow_context
+from workers.telemetry import ACTIVITY_RUNBOOK_CONTEXT, workflow_context
 
 HEADER = "runbook-context"
 FIELDS = ("runbook", "target")
 
 
 def _with_context(headers: Mapping[str, Payload]) -> Mapping[str, Payload]:
-    context = _workflow_context()
+    context = workflow_context()
     if not context:
         return headers
     return {**headers, HEADER: PayloadConverter.default.to_payload(context)}

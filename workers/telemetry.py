@@ -85,7 +85,7 @@ def tracing_interceptors(env: Mapping[str, str] = os.environ, span_exporter: Any
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
-def _workflow_context() -> dict[str, Any]:
+def workflow_context() -> dict[str, Any]:
     """Runbook and target of the workflow whose code is logging right now (its search attributes), if any."""
     try:
         from temporalio import workflow
@@ -137,7 +137,7 @@ class _RunbookContext(logging.Filter):
         if hasattr(record, "runbook_context"):
             return True
         if getattr(record, "temporal_workflow", None) is not None:
-            record.runbook_context = _workflow_context()
+            record.runbook_context = workflow_context()
         elif getattr(record, "temporal_activity", None) is not None:
             record.runbook_context = ACTIVITY_RUNBOOK_CONTEXT.get() or {}
         return True
