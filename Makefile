@@ -16,9 +16,12 @@ dev: $(STAMP)
 # file goes whole to one process (its module fixtures are set up once), the files with the most tests first: the
 # matrix (one file whose session fixture plays its cases MATRIX_CONCURRENCY at a time) starts at once in one process
 # while the others work through the rest. Most tests wait on servers and timers, so 3 processes suit 2 cores.
+# tests/warm_bytecode.py first writes the bytecode that PYTHONDONTWRITEBYTECODE (set by many shells) would have every
+# process compile again.
 TEST_JOBS ?= 3
 MATRIX_CONCURRENCY ?= 3
 test: $(STAMP)
+	$(BIN)/python -m tests.warm_bytecode
 	MATRIX_CONCURRENCY=$(MATRIX_CONCURRENCY) $(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_JOBS) --dist loadfile
 
 # The whole failure matrix (every step x every fault; MATRIX_SCOPE=quick for make test's scope): prints matrix_cases, matrix_failures and
