@@ -13,16 +13,16 @@ dev: $(STAMP)
 	$(BIN)/runbook dev
 
 # The whole suite, the failure matrix's quick scope included, spread over TEST_JOBS processes (pytest-xdist). Each test
-# file goes whole to one process (its module fixtures are set up once), the files with the most tests first: the
-# matrix (one file whose session fixture plays its cases MATRIX_CONCURRENCY at a time) starts at once in one process
-# while the others work through the rest. Most tests wait on servers and timers, so 3 processes suit 2 cores.
-# tests/warm_bytecode.py first writes the bytecode that PYTHONDONTWRITEBYTECODE (set by many shells) would have every
-# process compile again.
+# file goes whole to one process (its module fixtures are set up once), in the order tests/conftest.py gives: the
+# longest files first (the local stack, the matrix, whose session fixture plays its cases MATRIX_CONCURRENCY at a
+# time), then the files with the most tests, so that no long file is left running alone at the end. Most tests wait
+# on servers and timers, so 3 processes suit 2 cores. tests/warm_bytecode.py first writes the bytecode that
+# PYTHONDONTWRITEBYTECODE (set by many shells) would have every process compile again.
 TEST_JOBS ?= 3
 MATRIX_CONCURRENCY ?= 3
 test: $(STAMP)
 	$(BIN)/python -m tests.warm_bytecode
-	MATRIX_CONCURRENCY=$(MATRIX_CONCURRENCY) $(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_JOBS) --dist loadfile
+	MATRIX_CONCURRENCY=$(MATRIX_CONCURRENCY) $(BIN)/pytest $(PYTEST_FLAGS) -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 # The whole failure matrix (every step x every fault; MATRIX_SCOPE=quick for make test's scope): prints matrix_cases, matrix_failures and
 # matrix_wall_s, one line per failing case, and writes them to .state/matrix-report.txt.

@@ -34,6 +34,33 @@ os.environ["RUNBOOK_CODEC_KEYS_FILE"] = str(harness.test_keys_file())
 os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
 
 
+# The files that take longest (wall time in make test, 2026-12-02), first, longest first. make test gives each of its
+# processes the next whole file in collection order (pytest-xdist --dist loadfile --no-loadscope-reorder): begun
+# last, the local stack's two minutes ran alone at the end of every run, on one core of two.
+LONGEST_FIRST = (
+    "tests/platform/test_dev_stack.py",  # 120 s: the local stack, started twice
+    "tests/matrix/test_matrix.py",  # 72 s: the failure matrix's quick scope
+    "tests/provision/test_endings.py",  # 53 s
+    "tests/restore/test_drill_endings.py",  # 43 s
+    "tests/failover/test_abort_and_refuse.py",  # 43 s
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Whole files in the order above, then the rest by their number of tests, most first (pytest-xdist's own order);
+    the tests of a file keep their order."""
+    rank = {path: index for index, path in enumerate(LONGEST_FIRST)}
+    files: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+
+    def key(path: Path) -> tuple[int, int]:
+        relative = path.relative_to(config.rootpath).as_posix()
+        return (rank.get(relative, len(rank)), -len(files[path]))
+
+    items[:] = [item for path in sorted(files, key=key) for item in files[path]]
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """What the imports and the collection built (about 700,000 objects per test process) lives until the session
     ends: freeze it, so the collector's full collections stop walking it. Each test process made about 30 of them,
