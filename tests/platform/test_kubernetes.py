@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client as k8s
 
 from core.duration import parse_duration
 
@@ -50,7 +49,13 @@ def config(objects: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------- RBAC from the code
-API_GROUP = {k8s.AppsV1Api: "apps", k8s.BatchV1Api: "batch", k8s.CoreV1Api: "", k8s.NetworkingV1Api: "networking.k8s.io"}
+def api_groups() -> dict[type, str]:
+    """The client's API classes and their API groups (imported here: they load a second of models at collection)."""
+    from kubernetes import client as k8s
+
+    return {k8s.AppsV1Api: "apps", k8s.BatchV1Api: "batch", k8s.CoreV1Api: "", k8s.NetworkingV1Api: "networking.k8s.io"}
+
+
 VERB = {"read": "get", "get": "get", "create": "create", "patch": "patch", "delete": "delete", "replace": "update",
         "list": "list"}
 CALL = re.compile(r"^(read|get|create|patch|delete|replace|list)_(namespaced_)?(\w+?)$")
@@ -71,6 +76,7 @@ def calls_in_code() -> set[tuple[str, str, str]]:
     constants = {t.id: v.value for node in tree.body if isinstance(node, ast.Assign)
                  for t, v in zip(getattr(node.targets[0], "elts", node.targets), getattr(node.value, "elts", [node.value]), strict=True)
                  if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
+    groups = api_groups()
     found: set[tuple[str, str, str]] = set()
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
@@ -82,12 +88,12 @@ def calls_in_code() -> set[tuple[str, str, str]]:
             group, plural = (constants[a.id] if isinstance(a, ast.Name) else a.value for a in (args[0], args[3]))
             found.add((group, plural, VERB[method.split("_")[0]]))
             continue
-        apis = [api for api in API_GROUP if hasattr(api, method)]
+        apis = [api for api in groups if hasattr(api, method)]
         match = CALL.match(method)
         if not apis or not match:
             continue
         assert len(apis) == 1, f"{method} is on several APIs"
-        found.add((API_GROUP[apis[0]], _plural(match.group(3)), VERB[match.group(1)]))
+        found.add((groups[apis[0]], _plural(match.group(3)), VERB[match.group(1)]))
     return found
 
 
