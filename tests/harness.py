@@ -272,10 +272,18 @@ def with_verifier(activities: Sequence[Callable]) -> list[Callable]:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    client: Client, task_queue: str, workflows: Sequence[type], activities: Sequence[Callable]
+    client: Client, task_queue: str, workflows: Sequence[type], activities: Sequence[Callable],
+    *, heartbeat_throttle: timedelta | None = None,
 ) -> AsyncIterator[Worker]:
     """A worker like the product's: sync activities on a thread pool, activity summaries for the web UI. Approvals are checked by the unauthenticated
-    verifier (typed names, marked unverified) unless the test registers its own ``verify_id_token``."""
+    verifier (typed names, marked unverified) unless the test registers its own ``verify_id_token``.
+
+    ``heartbeat_throttle``: the longest the worker holds back an activity's heartbeats (the SDK's default: 80 % of the
+    activity's heartbeat timeout, at most 60 s). A cancellation reaches a running activity only in the answer to a
+    heartbeat, so a test that stops a step it holds (heartbeating) waits up to that long for it to stop."""
+    options: dict[str, Any] = {}
+    if heartbeat_throttle is not None:
+        options["max_heartbeat_throttle_interval"] = heartbeat_throttle
     with ThreadPoolExecutor(max_workers=16) as pool:
         worker = Worker(
             client,
@@ -285,6 +293,7 @@ async def running_worker(
             activities=with_verifier(activities),
             activity_executor=pool,
             interceptors=[SummaryInterceptor(), RunbookContextInterceptor()],
+            **options,
         )
         async with worker:
             yield worker

@@ -13,7 +13,7 @@ import json
 import threading
 import typing
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 import pytest
@@ -96,6 +96,12 @@ def recorded(name: str, real: Callable, log: list[str], line: str) -> Callable:
     return typed_activity(name, real, run)
 
 
+# A held step heartbeats every 50 ms and sees its cancellation in the answer to a heartbeat. The worker sends them at
+# most every 80 % of the step's heartbeat timeout (the restore's 2 s, the instance wait's 3 s): each test that stopped
+# the restore or the wait waited 1.6 or 2.4 s for it; here a heartbeat goes at most every 0.2 s (the timeouts stay).
+HEARTBEAT_THROTTLE = timedelta(milliseconds=200)
+
+
 async def entered(held: Held) -> None:
     for _ in range(1200):  # up to 30 s on a busy machine; usually well under 1 s
         if held.entered.is_set():
@@ -173,7 +179,8 @@ async def test_pg_dump_drill_stopped_at_every_step(step, how, ts_env, task_queue
     wf_id = f"restore-drill-{uuid.uuid4().hex[:8]}"
     try:
         async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill],
-                                          activities_for(db_activities, recording, **replace)):
+                                          activities_for(db_activities, recording, **replace),
+                                          heartbeat_throttle=HEARTBEAT_THROTTLE):
             handle = await ts_env.client.start_workflow(
                 RestoreDrill.run, dump_input(pg_server, **fast), id=wf_id, task_queue=task_queue)
             result = await stop_at(held, how, handle)
@@ -231,10 +238,11 @@ async def test_rds_drill_stopped_at_every_step(step, how, ts_env, task_queue, re
     wf_id = f"restore-drill-{uuid.uuid4().hex[:8]}"
     try:
         async with harness.running_worker(ts_env.client, task_queue, [RestoreDrill],
-                                          activities_for(db_activities, recording, **replace)):
+                                          activities_for(db_activities, recording, **replace),
+                                          heartbeat_throttle=HEARTBEAT_THROTTLE):
             handle = await ts_env.client.start_workflow(
-                # the instance wait's heartbeat timeout is poll_interval + heartbeat_timeout and its cancellation
-                # arrives with a heartbeat (throttled to 80 % of it): 1 s + 2 s, not 15 s + 2 s, of real time
+                # the instance wait's heartbeat timeout is poll_interval + heartbeat_timeout: 1 s + 2 s, not 15 s + 2 s,
+                # of real time (a missed heartbeat fails it; its cancellation arrives with one, HEARTBEAT_THROTTLE)
                 RestoreDrill.run, rds_input(pg_server, rds_source, heartbeat_timeout="2s", poll_interval="1s"),
                 id=wf_id, task_queue=task_queue)
             result = await stop_at(held, how, handle)
