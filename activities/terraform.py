@@ -190,9 +190,6 @@ class TerraformAdapter:
         base.update(CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0", TF_FORK="0")
         base.pop("TF_WORKSPACE", None)  # the adapter selects workspaces itself
         self.working_dir = str(working_dir)
-        # The workspace this adapter itself last selected or created: it exists and is the current one (a working dir
-        # is used by one activity at a time, under TerraformActivities' per-environment lock).
-        self._selected: str | None = None
         # Bug 5: never a positional directory; the working directory is the process's cwd.
         self.tf = _Terraform(working_dir=self.working_dir, terraform_bin_path=terraform_bin or default_terraform_bin(),
                              base_env=base)
@@ -246,7 +243,6 @@ class TerraformAdapter:
         if current != name:
             self._run("workspace select", lambda: self.tf.cmd("workspace select", name, no_color=IsFlagged),
                       env=None, tick=None)
-        self._selected = name
         return True
 
     def select_workspace(self, name: str, *, create: bool = True) -> bool:
@@ -256,22 +252,15 @@ class TerraformAdapter:
         if not create:
             raise TerraformFailed("workspace select", 1, f'Workspace "{name}" doesn\'t exist.')
         self._run("workspace new", lambda: self.tf.cmd("workspace new", name, no_color=IsFlagged), env=None, tick=None)
-        self._selected = name
         return True
 
     def delete_workspace(self, name: str) -> None:
-        """Delete ``name`` if it exists (Terraform deletes only another workspace than the current one: ``default``
-        is selected first). No ``workspace list`` when this adapter selected ``name`` itself (a destroy's)."""
-        if self._selected == name:
-            current = name
-        else:
-            names, current = self._listing()
-            if name not in names:
-                return
+        names, current = self._listing()
+        if name not in names:
+            return
         if current == name:
             self._run("workspace select", lambda: self.tf.cmd("workspace select", "default", no_color=IsFlagged),
                       env=None, tick=None)
-            self._selected = "default"
         self._run("workspace delete", lambda: self.tf.cmd("workspace delete", name, no_color=IsFlagged),
                   env=None, tick=None)
 

@@ -113,23 +113,6 @@ def test_bug8_workspace_colours_and_state_path(adapter: TerraformAdapter, workdi
     assert (workdir / "terraform.tfstate.d" / "unit" / "terraform.tfstate").exists()
 
 
-def test_deleting_the_workspace_it_selected_lists_none(adapter: TerraformAdapter, workdir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    listings: list[str] = []
-    real = adapter._listing
-    monkeypatch.setattr(adapter, "_listing", lambda: listings.append("list") or real())
-    adapter.delete_workspace("never-made")  # not selected by this adapter: looked up, absent, nothing to do
-    assert listings == ["list"]
-    assert adapter.select_workspace("scratch") is True  # created and selected by this adapter
-    applied(adapter, workdir)
-    adapter.delete_workspace("scratch")  # a destroy's: selected just before, so it exists and is current
-    assert listings == ["list", "list"]  # the select's own, none for the delete
-    other = TerraformAdapter(workdir)
-    assert "scratch" not in other.workspaces() and other.current_workspace() == "default"
-    adapter.delete_workspace("unit")  # selected earlier, no longer current: looked up, deleted
-    assert listings == ["list", "list", "list"] and other.workspaces() == ["default"]
-
-
 def test_secrets_reach_only_the_terraform_process(adapter: TerraformAdapter, workdir: Path) -> None:
     import os
 
