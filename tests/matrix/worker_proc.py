@@ -39,7 +39,7 @@ from activities.notify import NotificationActivities, RecordingChannel
 from activities.release_ledger import ReleaseLedgerActivities
 from activities.terraform import TerraformActivities
 from activities.vault import SecretEngineActivities, VaultReader
-from tests.harness import DATA_CONVERTER
+from tests.harness import DATA_CONVERTER, TEST_KEYRING
 from tests.matrix.faults import FaultInterceptor, FaultPlan
 from workflows.registry import WORKFLOWS
 
@@ -64,6 +64,9 @@ def warm() -> None:
     too (the SDK memoizes it): it hashes the code of every imported module, about 1 s of CPU, in every worker that
     does not inherit it."""
     load_default_build_id()
+    # the codec's cipher: every payload a worker sees is encrypted, and the keyring imports cryptography and builds
+    # its AES-GCM object on first use (about 15 ms of CPU per worker otherwise)
+    TEST_KEYRING.open(*TEST_KEYRING.seal(b"warm"))
     for service in WARM_SERVICES:
         WARM_SESSION.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
                             endpoint_url="http://127.0.0.1:9")
