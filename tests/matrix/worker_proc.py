@@ -14,8 +14,10 @@ its replacement worker, with no workflow cache); the sandbox's restrictions are 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +76,20 @@ def warm() -> None:
     from kubernetes import client as k8s
 
     api = k8s.ApiClient(k8s.Configuration())
-    for name in ("AppsV1Api", "CoreV1Api", "CustomObjectsApi", "NetworkingV1Api"):
-        getattr(k8s, name)(api)
+    # its API methods validate their arguments with pydantic, each building its validator on its first call (about
+    # 5 ms of CPU each, in every worker): build those the Kubernetes activities name, with an argument none takes
+    from pydantic import ValidationError
+
+    named = set(re.findall(r"\b(?:create|read|patch|replace|delete|list)_namespace\w*",
+                           inspect.getsource(sys.modules[KubernetesActivities.__module__])))
+    for name in ("AppsV1Api", "BatchV1Api", "CoreV1Api", "CustomObjectsApi", "NetworkingV1Api"):
+        group = getattr(k8s, name)(api)
+        for method in sorted(named):
+            if hasattr(group, method):
+                try:
+                    getattr(group, method)(_matrix_warm_up=True)
+                except ValidationError:
+                    pass
     for model in ("V1Deployment", "V1DeploymentList", "V1Scale", "V1Service", "V1Namespace", "V1ResourceQuota",
                   "V1LimitRange", "V1NetworkPolicy", "V1Status", "V1ServiceList", "V1NamespaceList"):
         try:
