@@ -16,6 +16,7 @@ and empties the ledger), ``GET /_ledger/<account>`` {"entries", "snapshot"} (the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -23,10 +24,11 @@ import re
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
+from botocore import UNSIGNED
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.config import Config
 
@@ -47,43 +49,53 @@ def access_key_for(account: str) -> str:
     return f"MX{account}LEDGER"
 
 
-class Snapshotter:
-    """The resources of one account, read through the public API, as {key: normalised state}."""
+class InProcess:
+    """Boto3 clients whose requests a WSGI application (the ledger's) answers in process, as the HTTP server would,
+    without the socket, the server's thread per connection and urllib3 (most of a snapshot's cost). One client per
+    service and region serves every account: a request is not signed (SigV4's hashing is wasted on a server that
+    checks no signature) but carries the Authorization header a signed one would, with the account's access key,
+    the region and the signing name, which is all moto and the ledger read of it (account, region, service)."""
 
-    def __init__(self, endpoint: str, account: str, services: list[str], regions: list[str],
-                 app: Callable | None = None) -> None:
-        self.services, self.regions = services, regions
-        self.access_key = access_key_for(account)
-        self.endpoint = endpoint
-        self.app = app  # when given, requests are answered by this WSGI application in process
+    def __init__(self, app: Callable, endpoint: str) -> None:
+        self.app, self.endpoint = app, endpoint
         self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()  # the access key of the account a thread is reading
+
+    @contextlib.contextmanager
+    def reading(self, access_key: str) -> Iterator[None]:
+        self._local.access_key = access_key
+        try:
+            yield
+        finally:
+            self._local.access_key = None
 
     def client(self, service: str, region: str) -> Any:
-        key = (service, region)
-        if key not in self._clients:
-            with _SESSION_LOCK:
-                client = _SESSION.client(
-                    service, region_name=region, endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-                    aws_secret_access_key="x", config=Config(retries={"max_attempts": 1}))
-            if self.app is not None:
-                client.meta.events.register("before-send", self._in_process)
-            self._clients[key] = client
-        return self._clients[key]
+        with self._lock:
+            client = self._clients.get((service, region))
+            if client is None:
+                with _SESSION_LOCK:
+                    client = _SESSION.client(service, region_name=region, endpoint_url=self.endpoint,
+                                             config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}))
+                scope = f"{region}/{client.meta.service_model.signing_name}/aws4_request"
+                client.meta.events.register("before-send", functools.partial(self._send, scope))
+                self._clients[service, region] = client
+            return client
 
-    def _in_process(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
-        """Answer a signed request with the WSGI application, as the HTTP server would, without the socket, the
-        server's thread per connection and urllib3 (most of a snapshot's cost)."""
+    def _send(self, scope: str, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         from moto.core.botocore_stubber import MockRawResponse
         from werkzeug.test import EnvironBuilder
 
-        assert self.app is not None
+        access_key = getattr(self._local, "access_key", None)
+        assert access_key, "an in-process request outside InProcess.reading"
         url = urlsplit(request.url)
         body = request.body or b""
         body = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else body.read()
+        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/20260101/{scope}, "
+                                    "SignedHeaders=host, Signature=0")
         environ = EnvironBuilder(path=url.path or "/", base_url=f"{url.scheme}://{url.netloc}", query_string=url.query,
-                                 method=request.method, data=body,
-                                 headers={k: v.decode() if isinstance(v, bytes) else v
-                                          for k, v in request.headers.items()}).get_environ()
+                                 method=request.method, data=body, headers=headers).get_environ()
         answer: dict[str, Any] = {}
 
         def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
@@ -93,10 +105,34 @@ class Snapshotter:
         data = b"".join(self.app(environ, start_response))
         return AWSResponse(request.url, answer["status"], answer["headers"], MockRawResponse(data))
 
+
+class Snapshotter:
+    """The resources of one account, read through the public API, as {key: normalised state}."""
+
+    def __init__(self, endpoint: str, account: str, services: list[str], regions: list[str],
+                 in_process: InProcess | None = None) -> None:
+        self.services, self.regions = services, regions
+        self.access_key = access_key_for(account)
+        self.endpoint = endpoint
+        self.in_process = in_process  # when given, its application answers the requests in process
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    def client(self, service: str, region: str) -> Any:
+        if self.in_process is not None:
+            return self.in_process.client(service, region)
+        key = (service, region)
+        if key not in self._clients:
+            with _SESSION_LOCK:
+                self._clients[key] = _SESSION.client(
+                    service, region_name=region, endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                    aws_secret_access_key="x", config=Config(retries={"max_attempts": 1}))
+        return self._clients[key]
+
     def take(self, services: list[str] | None = None) -> dict[str, Any]:
         snap: dict[str, Any] = {}
-        for service in services if services is not None else self.services:
-            getattr(self, f"_{service}")(snap)
+        with self.in_process.reading(self.access_key) if self.in_process else contextlib.nullcontext():
+            for service in services if services is not None else self.services:
+                getattr(self, f"_{service}")(snap)
         return snap
 
     def _elbv2(self, snap: dict) -> None:
@@ -171,6 +207,7 @@ class _Account:
 class LedgerMiddleware:
     def __init__(self, app: Any, endpoint: str) -> None:
         self.app, self.endpoint = app, endpoint
+        self.in_process = InProcess(self, endpoint)  # the snapshots' requests, answered by this middleware
         self.accounts: dict[str, _Account] = {}
         self._lock = threading.Lock()
 
@@ -239,7 +276,7 @@ class LedgerMiddleware:
         if len(parts) == 3 and parts[2] == "watch":
             spec = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"{}")
             snapshotter = Snapshotter(self.endpoint, account, spec.get("services", []), spec.get("regions", ["us-east-1"]),
-                                      app=self)
+                                      in_process=self.in_process)
             with self._lock:
                 self.accounts[account] = _Account(snapshotter)
             answer: Any = {"snapshot": self.accounts[account].last}
@@ -257,12 +294,17 @@ class LedgerMiddleware:
 
 def main(port: int) -> None:
     from moto import backends
+    from moto.core import responses
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
     # moto lists its package directory on every request to find the service (os.listdir and a stat per service):
     # the list does not change while the server runs
     backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
+    # and lists the methods of the response class (inspect.getmembers, a few hundred) on every request to find the
+    # action's: they do not change either
+    responses.method_names_from_class = functools.cache(
+        lambda clazz, names=responses.method_names_from_class: tuple(names(clazz)))
     endpoint = f"http://127.0.0.1:{port}"
     app = LedgerMiddleware(DomainDispatcherApplication(create_backend_app), endpoint)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)

@@ -14,8 +14,10 @@ its replacement worker, with no workflow cache); the sandbox's restrictions are 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +41,7 @@ from activities.notify import NotificationActivities, RecordingChannel
 from activities.release_ledger import ReleaseLedgerActivities
 from activities.terraform import TerraformActivities
 from activities.vault import SecretEngineActivities, VaultReader
-from tests.harness import DATA_CONVERTER
+from tests.harness import DATA_CONVERTER, TEST_KEYRING
 from tests.matrix.faults import FaultInterceptor, FaultPlan
 from workflows.registry import WORKFLOWS
 
@@ -64,6 +66,9 @@ def warm() -> None:
     too (the SDK memoizes it): it hashes the code of every imported module, about 1 s of CPU, in every worker that
     does not inherit it."""
     load_default_build_id()
+    # the codec's cipher: every payload a worker sees is encrypted, and the keyring imports cryptography and builds
+    # its AES-GCM object on first use (about 15 ms of CPU per worker otherwise)
+    TEST_KEYRING.open(*TEST_KEYRING.seal(b"warm"))
     for service in WARM_SERVICES:
         WARM_SESSION.client(service, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x",
                             endpoint_url="http://127.0.0.1:9")
@@ -71,8 +76,20 @@ def warm() -> None:
     from kubernetes import client as k8s
 
     api = k8s.ApiClient(k8s.Configuration())
-    for name in ("AppsV1Api", "CoreV1Api", "CustomObjectsApi", "NetworkingV1Api"):
-        getattr(k8s, name)(api)
+    # its API methods validate their arguments with pydantic, each building its validator on its first call (about
+    # 5 ms of CPU each, in every worker): build those the Kubernetes activities name, with an argument none takes
+    from pydantic import ValidationError
+
+    named = set(re.findall(r"\b(?:create|read|patch|replace|delete|list)_namespace\w*",
+                           inspect.getsource(sys.modules[KubernetesActivities.__module__])))
+    for name in ("AppsV1Api", "BatchV1Api", "CoreV1Api", "CustomObjectsApi", "NetworkingV1Api"):
+        group = getattr(k8s, name)(api)
+        for method in sorted(named):
+            if hasattr(group, method):
+                try:
+                    getattr(group, method)(_matrix_warm_up=True)
+                except ValidationError:
+                    pass
     for model in ("V1Deployment", "V1DeploymentList", "V1Scale", "V1Service", "V1Namespace", "V1ResourceQuota",
                   "V1LimitRange", "V1NetworkPolicy", "V1Status", "V1ServiceList", "V1NamespaceList"):
         try:
@@ -114,12 +131,23 @@ def build_activities(config: dict) -> list[Callable]:
         HTTP_CHECKS,
         TerraformActivities(vault, config.get("tf_root") or "/tmp/matrix-tf"),
         METRICS,
-        DatabaseActivities(clients.client("s3"), vault, default_pg_bin_dir()),
+        DatabaseActivities(_FirstUse(lambda: clients.client("s3")), vault, default_pg_bin_dir()),
         ReleaseLedgerActivities(os.environ.get("RUNBOOK_RELEASE_LEDGER_DSN")),
         SecretEngineActivities(vault.client if vault is not None else None),
         *(cls(clients) for cls in (ElbActivities, Route53Activities, RdsActivities, S3Activities)),
     ]
     return [method for obj in instances for method in activity_methods(obj)]
+
+
+class _FirstUse:
+    """A client made when first used: the database activities' S3 client (the one the S3 activities use, from the
+    same AwsClients) serves only the restore drill's runs, and creating one costs about 13 ms of CPU per worker."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._make(), name)
 
 
 def activity_methods(obj: Any) -> list[Callable]:
