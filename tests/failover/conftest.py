@@ -214,12 +214,16 @@ def meta(runbook: str = "region-failover", **approval) -> RunbookMeta:
 
 
 def report_lag(identifier: str, region: str, seconds: float) -> None:
-    from datetime import datetime, timezone
+    """A ReplicaLag datapoint of a second ago, as RDS reports it: measured, then sent. moto's get_metric_statistics
+    cuts its EndTime to the second and leaves it out, so a datapoint stamped now was invisible to a read in the same
+    second: the failback's first lag read came back unknown, and it waited its catch_up_poll (30 s of real time in a
+    test that holds an activity rather than await the result)."""
+    from datetime import datetime, timedelta, timezone
 
     aws_session.client("cloudwatch", region_name=region).put_metric_data(
         Namespace="AWS/RDS",
         MetricData=[{"MetricName": "ReplicaLag", "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": identifier}],
-                     "Value": seconds, "Timestamp": datetime.now(timezone.utc)}],
+                     "Value": seconds, "Timestamp": datetime.now(timezone.utc) - timedelta(seconds=1)}],
     )
 
 
