@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from activities.aws import AwsClients, RdsActivities, Route53Activities
+from activities.aws import RdsActivities, Route53Activities
 from activities.http_checks import HttpCheckActivities
 from activities.kubernetes import KubernetesActivities
 from core.approval import ApprovalPolicy
@@ -188,7 +188,7 @@ def regions(aws, recording) -> Iterator[Regions]:
     with kube_fake() as (east_fake, east_api), kube_fake() as (west_fake, west_api):
         seed_deployment(east_fake, 4)
         seed_deployment(west_fake, 0)
-        clients = AwsClients(aws_session.session())
+        clients = aws_session.activity_clients()
         rds, r53 = RdsActivities(clients), Route53Activities(clients, wait_delay=0.01)
         k8s = KubernetesActivities(lambda context: {"east": east_api, "west": west_api}[context])
         probes = HttpCheckActivities()
