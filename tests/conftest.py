@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import tempfile
@@ -24,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotificationActivities, RecordingChannel
 from tests import harness
+from tests.moto_lookups import cache_moto_lookups
 
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
 # moto builds its catalogue of public AMIs (an EBS volume and snapshot each) for every region after every reset; no
@@ -99,14 +99,9 @@ async def _no_run_outlives_its_test() -> AsyncIterator[None]:
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[str]:
-    from moto import backends
     from moto.server import ThreadedMotoServer
 
-    # moto lists its package directory on every request to find the service (os.listdir and a stat per service, ~150
-    # a request); the list does not change while the server runs: cached, as tests/matrix/moto_ledger.py does.
-    # A DescribeDBInstances (client and server) cost ~7.4 ms of CPU, 1 of it sys, and ~5.5 ms after (0.45 sys).
-    if not hasattr(backends.list_of_moto_modules, "cache_info"):
-        backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
+    cache_moto_lookups()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

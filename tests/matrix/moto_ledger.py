@@ -32,6 +32,8 @@ from botocore import UNSIGNED
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.config import Config
 
+from tests.moto_lookups import cache_moto_lookups
+
 _CRED = re.compile(r"Credential=([A-Za-z0-9]+)/\d+/([a-z0-9-]+)/([a-z0-9-]+)/")
 READ_PREFIXES = ("Describe", "List", "Get")
 SERVICE_OF_SCOPE = {"elasticloadbalancing": "elbv2"}  # SigV4 signing name -> the snapshot's service name
@@ -293,18 +295,10 @@ class LedgerMiddleware:
 
 
 def main(port: int) -> None:
-    from moto import backends
-    from moto.core import responses
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
-    # moto lists its package directory on every request to find the service (os.listdir and a stat per service):
-    # the list does not change while the server runs
-    backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
-    # and lists the methods of the response class (inspect.getmembers, a few hundred) on every request to find the
-    # action's: they do not change either
-    responses.method_names_from_class = functools.cache(
-        lambda clazz, names=responses.method_names_from_class: tuple(names(clazz)))
+    cache_moto_lookups()
     endpoint = f"http://127.0.0.1:{port}"
     app = LedgerMiddleware(DomainDispatcherApplication(create_backend_app), endpoint)
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
