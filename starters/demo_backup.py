@@ -89,15 +89,15 @@ def record_order(uri: str) -> None:
         conn.execute(NEW_ORDER)
 
 
-def run_backups(stop_event: threading.Event, uri: str, interval: float | None = None) -> None:
+def run_backups(stop_event: threading.Event, uri: str, interval: float | None = None, s3: Any = None) -> None:
     """The local stack's backup schedule: every ``interval`` seconds (``RUNBOOK_DEMO_BACKUP_INTERVAL``, default 300)
     a new order, then a backup, until ``stop_event`` is set. A failure (moto restarting) is logged and retried at the
-    next tick."""
+    next tick. ``s3``: the boto3 S3 client to use (the stack's, which took the start's backup); one of boto3's
+    defaults, made at the first tick, if None."""
     import boto3
 
     if interval is None:
         interval = float(os.environ.get("RUNBOOK_DEMO_BACKUP_INTERVAL", BACKUP_INTERVAL_S))
-    s3 = None
     while not stop_event.wait(interval):
         try:
             s3 = s3 or boto3.client("s3")  # one client for the schedule, not one per backup

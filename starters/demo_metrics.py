@@ -51,11 +51,10 @@ REPLICA_LAG_S = 2.0
 AVAILABILITY = 99.97  # percent: 70 % of a 99.9 % objective's error budget left
 
 
-def publish_availability(cloudwatch: Any) -> None:
+def availability(now: datetime) -> dict[str, Any]:
     """The service's availability (the release's error-budget gate: Demo/Service Availability by Service)."""
-    cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[{
-        "MetricName": "Availability", "Dimensions": [{"Name": "Service", "Value": SERVICE}],
-        "Timestamp": datetime.now(timezone.utc), "Value": AVAILABILITY, "Unit": "Percent"}])
+    return {"MetricName": "Availability", "Dimensions": [{"Name": "Service", "Value": SERVICE}],
+            "Timestamp": now, "Value": AVAILABILITY, "Unit": "Percent"}
 
 
 def canary_bad(state_dir: Path) -> bool:
@@ -79,53 +78,54 @@ def served_versions(canaries: list[str]) -> list[str]:
 
 
 def publish_once(cloudwatch: Any, state_dir: Path, versions: list[str], rng: random.Random | None = None,
-                 bad_versions: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """One reading of every metric for stable and each of ``versions``; while the switch is on, those in
-    ``bad_versions`` (default: all of ``versions``) read bad."""
+                 bad_versions: list[str] | None = None, with_availability: bool = False) -> dict[str, dict[str, float]]:
+    """One reading of every metric for stable and each of ``versions`` (and the service's availability with
+    ``with_availability``), in one request; while the switch is on, those in ``bad_versions`` (default: all of
+    ``versions``) read bad."""
     rng = rng or random.Random()
     bad = canary_bad(state_dir)
     bad_versions = versions if bad_versions is None else bad_versions
     now = datetime.now(timezone.utc)
     published: dict[str, dict[str, float]] = {}
+    data: list[dict[str, Any]] = [availability(now)] if with_availability else []
     for version in dict.fromkeys(["stable", *versions]):
         values = sample(bad and version in bad_versions and version != "stable", rng)
-        cloudwatch.put_metric_data(
-            Namespace=NAMESPACE,
-            MetricData=[
-                {
-                    "MetricName": name,
-                    "Dimensions": [{"Name": "Service", "Value": SERVICE}, {"Name": "Version", "Value": version}],
-                    "Timestamp": now,
-                    "Value": value,
-                    "Unit": UNITS[name],
-                }
-                for name, value in values.items()
-            ],
-        )
+        data += [
+            {
+                "MetricName": name,
+                "Dimensions": [{"Name": "Service", "Value": SERVICE}, {"Name": "Version", "Value": version}],
+                "Timestamp": now,
+                "Value": value,
+                "Unit": UNITS[name],
+            }
+            for name, value in values.items()
+        ]
         published[version] = values
+    cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=data)  # 1000 data at most: 5 a version
     return published
 
 
 def publish_replica_lag(cloudwatch: dict[str, Any], replicas: list[tuple[str, str]]) -> None:
-    """``cloudwatch``: a client per region of ``replicas`` (built once: a boto3 client costs about 0.1 s of CPU)."""
+    """``cloudwatch``: a client per region of ``replicas`` (built once: a boto3 client costs about 0.1 s of CPU);
+    one request per region."""
     now = datetime.now(timezone.utc)
+    by_region: dict[str, list[dict[str, Any]]] = {}
     for region, identifier in replicas:
-        cloudwatch[region].put_metric_data(
-            Namespace="AWS/RDS",
-            MetricData=[
-                {
-                    "MetricName": "ReplicaLag",
-                    "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": identifier}],
-                    "Timestamp": now,
-                    "Value": REPLICA_LAG_S,
-                    "Unit": "Seconds",
-                }
-            ],
-        )
+        by_region.setdefault(region, []).append({
+            "MetricName": "ReplicaLag",
+            "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": identifier}],
+            "Timestamp": now,
+            "Value": REPLICA_LAG_S,
+            "Unit": "Seconds",
+        })
+    for region, data in by_region.items():
+        cloudwatch[region].put_metric_data(Namespace="AWS/RDS", MetricData=data)
 
 
-def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
-    """Publish until ``stop_event`` is set. Errors (moto restarting) are logged and retried at the next tick."""
+def run_emitter(stop_event: threading.Event, state_dir: Path | str, session: Any = None) -> None:
+    """Publish until ``stop_event`` is set. Errors (moto restarting) are logged and retried at the next tick.
+    ``session``: the boto3 session its CloudWatch clients are made from (the local stack passes the one it seeded
+    with: a new session loads botocore's endpoint data and the CloudWatch model again); a new one if None."""
     import boto3
 
     state_dir = Path(state_dir)
@@ -133,7 +133,9 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
     interval = float(os.environ.get("RUNBOOK_DEMO_METRICS_INTERVAL", "5"))
     canaries = [v.strip() for v in os.environ.get("RUNBOOK_DEMO_CANARY_VERSIONS", "v2").split(",") if v.strip()]
     versions = served_versions(canaries)
-    cloudwatch = boto3.client("cloudwatch", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    session = session or boto3.Session()
+    home = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    cloudwatch = session.client("cloudwatch", region_name=home)
     replicas = [
         (region, identifier)
         for region, sep, identifier in (
@@ -141,15 +143,13 @@ def run_emitter(stop_event: threading.Event, state_dir: Path | str) -> None:
         )
         if sep
     ]
-    session = boto3.Session()
-    regional = {region: session.client("cloudwatch", region_name=region) for region, _ in replicas}
+    regional = {r: cloudwatch if r == home else session.client("cloudwatch", region_name=r) for r, _ in replicas}
     rng = random.Random()
     was_bad: bool | None = None
     while not stop_event.is_set():
         try:
-            publish_once(cloudwatch, state_dir, versions, rng, bad_versions=canaries)
+            publish_once(cloudwatch, state_dir, versions, rng, bad_versions=canaries, with_availability=True)
             publish_replica_lag(regional, replicas)
-            publish_availability(cloudwatch)
             bad = canary_bad(state_dir)
             if bad != was_bad:
                 log.warning("demo metrics: canary %s is %s", ",".join(canaries), "BAD" if bad else "healthy")

@@ -477,11 +477,12 @@ def start_postgres(data_dir: Path) -> PostgresServer:
     return server
 
 
-def upload_backup(server: PostgresServer, session: Any) -> str:
-    """A backup of the orders database (``pg_dump -Fc`` and its manifest) in s3://demo-backups; returns the key."""
+def upload_backup(server: PostgresServer, s3: Any) -> str:
+    """A backup of the orders database (``pg_dump -Fc`` and its manifest) in s3://demo-backups, through the boto3 S3
+    client ``s3``; returns the key."""
     from starters.demo_backup import upload_backup as upload
 
-    return upload(server.get_uri(DEMO_DATABASE), session.client("s3"))
+    return upload(server.get_uri(DEMO_DATABASE), s3)
 
 
 def codec_material(state_dir: Path) -> tuple[Path, str]:
@@ -719,7 +720,8 @@ class DevStack:
             moto_api.post(f"{self.moto_url}/moto-api/seed?a={MOTO_SEED}").raise_for_status()  # the same ids
         seeded = seed_demo(session)
         self.demo_env["RUNBOOK_DEMO_ZONE_ID"] = seeded["hosted_zone_id"]
-        key = upload_backup(self.postgres, session)
+        s3 = session.client("s3")  # the backup schedule's client too
+        key = upload_backup(self.postgres, s3)
         self.out(f"seeded: OpenBao secrets {', '.join('secret/' + p for p in DEMO_SECRETS)}; s3://{BACKUP_BUCKET}/{key}; "
                  f"OpenBao as the approvers' identity provider ({oidc.issuer})")
 
@@ -750,11 +752,14 @@ class DevStack:
 
         rotation = RotationDemo(self.vault_addr, VAULT_TOKEN, self.postgres.get_uri(), DEMO_DATABASE, self.state_dir,
                                 tls_port=self.ports.tls)
+        # the demo threads share the seeding's boto3 session and S3 client: a new session loads botocore's endpoint
+        # data and each service model again (about 0.6 s of CPU per start for the emitter's CloudWatch clients).
+        # Only the emitter makes clients from it from here on (a session is not thread-safe; its clients are).
         for name, target, args in (
-            ("demo-metrics", run_emitter, (self.stop_event, self.state_dir)),
+            ("demo-metrics", run_emitter, (self.stop_event, self.state_dir, session)),
             ("demo-services", run_services, (self.stop_event, self.state_dir, self.ports.demo, lambda: rotation.fingerprint)),
             ("demo-rotation", rotation.run, (self.stop_event,)),
-            ("demo-backups", run_backups, (self.stop_event, self.postgres.get_uri(DEMO_DATABASE))),
+            ("demo-backups", run_backups, (self.stop_event, self.postgres.get_uri(DEMO_DATABASE), None, s3)),
         ):
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()

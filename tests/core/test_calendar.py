@@ -165,3 +165,41 @@ def test_a_bad_icalendar_event_is_refused_naming_file_and_line(tmp_path):
         Catalog.load(folder, inputs=INPUTS)
     assert any("calendar.yaml:20: imports.0.file: cannot read finance.ics" in p for p in missing.value.problems), \
         missing.value.problems
+
+
+def test_the_freeze_check_parses_the_catalog_again_only_when_its_files_change(tmp_path, monkeypatch):
+    """CalendarActivities.check_freeze reads the catalog's files at every call (an edit reaches a waiting run at its
+    next check, even one of the same size within the same clock tick) and parses them only when their bytes changed;
+    a catalog that cannot be loaded is refused every time until it is fixed."""
+    from temporalio.exceptions import ApplicationError
+
+    from activities.calendar import CalendarActivities
+    from core.calendar import FreezeQuery
+
+    loads = []
+    load = Catalog.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Catalog, "load", classmethod(lambda cls, *a, **kw: loads.append(a) or load(cls, *a, **kw)))
+    folder = _folder(tmp_path, CALENDAR + "imports:\n  - {file: finance.ics, environments: [finance]}\n")
+    (folder / "finance.ics").write_text(ICS)
+    christmas = datetime(2026, 12, 25, 12, tzinfo=UTC)
+    calendar = CalendarActivities(folder)
+
+    def frozen(environment: str = "production", at: datetime = christmas) -> bool:
+        return calendar.check_freeze(FreezeQuery(runbook="gated-change", environment=environment, at=at)).freeze is not None
+
+    assert frozen() and frozen() and frozen()
+    assert len(loads) == 2  # the first load learns which files the calendar imports; the next reads them first
+    (folder / "calendar.yaml").write_text((folder / "calendar.yaml").read_text().replace("2026-12-23", "2026-12-26"))
+    assert not frozen() and not frozen()  # the same size, at once
+    assert len(loads) == 3
+    month_end = datetime(2026, 3, 31, 12, tzinfo=UTC)
+    assert frozen("finance", month_end)
+    (folder / "finance.ics").write_text(ICS.replace("BYMONTHDAY=-2", "BYMONTHDAY=+1"))  # an imported file's edit
+    assert not frozen("finance", month_end) and len(loads) == 4
+    (folder / "gated.yaml").write_text("name: [")
+    for _ in range(2):
+        with pytest.raises(ApplicationError, match="the change calendar cannot be read"):
+            frozen()
+    assert len(loads) == 6
+    _folder(tmp_path, CALENDAR)  # fixed, and the import gone
+    assert frozen() and frozen() and frozen() and len(loads) == 8  # the first learns it imports nothing

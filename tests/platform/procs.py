@@ -155,14 +155,20 @@ def status_json(state: Path, workflow_id: str) -> dict:
 
 
 def wait_status(state: Path, workflow_id: str, wanted: str, timeout: float = 30) -> dict:
-    """Poll the run's status in-process (RunbookClient, the CLI's own query, with the stack's codec keys): a `runbook`
-    process per poll costs about a second of CPU for its imports. Tests run the CLI's `status` for real
-    (``status_json``) where a user reads it."""
+    """Wait in-process until the run's status is ``wanted``; return its status (RunbookClient, the CLI's own query,
+    with the stack's codec keys): a `runbook` process per poll costs about a second of CPU for its imports. Tests run
+    the CLI's `status` for real (``status_json``) where a user reads it.
+
+    It polls the run's RunbookStatus search attribute (the workflow sets it with every change of status), which the
+    server answers alone, and queries the run once it shows ``wanted``: a query costs about 10 ms of CPU between
+    test, server and worker (a workflow activation), and these runs wait on real seconds-long steps."""
     from temporalio.client import Client
+    from temporalio.service import RPCError, RPCStatusCode
 
     from core.config import Settings
     from starters.client import RunbookClient
     from workers.codec import data_converter
+    from workflows.search_attributes import RUNBOOK_STATUS
 
     env = dev_env(state)
 
@@ -170,16 +176,25 @@ def wait_status(state: Path, workflow_id: str, wanted: str, timeout: float = 30)
         settings = Settings(codec_keys_file=Path(env["RUNBOOK_CODEC_KEYS_FILE"]))
         client = await Client.connect(env["TEMPORAL_ADDRESS"], namespace=env.get("TEMPORAL_NAMESPACE", "default"),
                                       data_converter=data_converter(settings))
-        runs = RunbookClient(client)
+        runs, handle = RunbookClient(client), client.get_workflow_handle(workflow_id)
         deadline = time.monotonic() + timeout
         pause = 0.25
         while True:
-            found = (await runs.status(workflow_id)).model_dump(mode="json")
-            if found.get("status") == wanted:
+            try:
+                shown = (await handle.describe()).typed_search_attributes.get(RUNBOOK_STATUS)
+            except RPCError as err:  # not started yet
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                shown = None
+            if shown == wanted:
+                found = (await runs.status(workflow_id)).model_dump(mode="json")
+                if found.get("status") == wanted:
+                    return found
+            if time.monotonic() >= deadline:
+                found = (await runs.status(workflow_id)).model_dump(mode="json")
+                assert found.get("status") == wanted, f"{workflow_id} not {wanted} in {timeout}s: {found}"
                 return found
-            assert time.monotonic() < deadline, f"{workflow_id} not {wanted} in {timeout}s: {found}"
-            # a query costs about 10 ms of CPU (test, worker, server) and these runs wait on real seconds-long
-            # steps: 0.25 s, growing to a read every half second
+            # 0.25 s, growing to a look every half second
             await asyncio.sleep(pause)
             pause = min(0.5, pause * 1.5)
 

@@ -91,20 +91,19 @@ def stock_trigger_zone_id() -> str:
     return found.group(1)
 
 
-def backups(aws: dict) -> list[dict]:
-    s3 = boto3.client("s3", **aws)
+def backups(s3) -> list[dict]:
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="demo-backups", Prefix="orders/").get("Contents", []))
     return [json.loads(s3.get_object(Bucket="demo-backups", Key=f"manifests/{key}.json")["Body"].read()) for key in keys]
 
 
-def wait_for(check, timeout: float, what: str):
+def wait_for(check, timeout: float, what: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:
         found = check()
         if found:
             return found
         assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+        time.sleep(interval)
 
 
 COMMANDS = list(DEMO_COMMANDS.values())
@@ -439,8 +438,10 @@ def test_dev_stack_starts_seeded_stops_cleanly_and_survives_an_unclean_stop(stac
     assert set(second) == CORE and not set(second.values()) & set(first.values())
 
     # the demo backup refreshes on its schedule (3 s on this start; the start took the first), after a new order
-    taken = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(backups(aws)), 30,
-                     "the demo backup was not refreshed")
+    # one client for the polls (a boto3 client costs tens of ms of CPU), a look every half second at a 3 s schedule
+    s3 = boto3.client("s3", **aws)
+    taken = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(backups(s3)), 30,
+                     "the demo backup was not refreshed", interval=0.5)
     assert taken[-1]["row_counts"]["orders"] > taken[0]["row_counts"]["orders"], taken
 
     # Ctrl-C: every child stops, PID files are removed, exit status 0
