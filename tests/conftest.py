@@ -39,11 +39,11 @@ os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
 # processes the next whole file in collection order (pytest-xdist --dist loadfile --no-loadscope-reorder): begun
 # last, the local stack's two minutes ran alone at the end of every run, on one core of two.
 LONGEST_FIRST = (
-    "tests/platform/test_dev_stack.py",  # 120 s: the local stack, started twice
-    "tests/matrix/test_matrix.py",  # 72 s: the failure matrix's quick scope
-    "tests/provision/test_endings.py",  # 53 s
-    "tests/restore/test_drill_endings.py",  # 43 s
-    "tests/failover/test_abort_and_refuse.py",  # 43 s
+    "tests/platform/test_dev_stack.py",  # 113 s: the local stack, started twice
+    "tests/matrix/test_matrix.py",  # 65 s: the failure matrix's quick scope
+    "tests/provision/test_endings.py",  # 44 s
+    "tests/restore/test_drill_endings.py",  # 41 s
+    "tests/failover/test_abort_and_refuse.py",  # 34 s
 )
 
 
