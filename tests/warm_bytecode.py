@@ -63,7 +63,9 @@ def main() -> int:
         errors = [error for error in pool.map(write_rewritten, tests, chunksize=8) if error]
     for error in errors[:3]:
         print(f"warm_bytecode: not cached (pytest will rewrite it): {error}", file=sys.stderr)
-    return 0 if ok else 1
+    if not ok:  # a read-only checkout, or a syntax error that the suite reports itself
+        print("warm_bytecode: some modules were not compiled (the suite compiles them as it imports)", file=sys.stderr)
+    return 0  # a speed-up only: never the reason make test fails
 
 if __name__ == "__main__":
     sys.exit(main())
