@@ -35,6 +35,13 @@ os.environ["RUNBOOK_CODEC_KEYS_FILE"] = str(harness.test_keys_file())
 os.environ.pop("RUNBOOK_CODEC_VAULT_PATH", None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("RUNBOOK_TIMELINE"):  # where make test's time goes, file by file: tests/timeline.py
+        from tests import timeline
+
+        config.pluginmanager.register(timeline, "runbook-timeline")
+
+
 # The files that take longest (wall time in make test, 2026-12-02), first, longest first. make test gives each of its
 # processes the next whole file in collection order (pytest-xdist --dist loadfile --no-loadscope-reorder): begun
 # last, the local stack's two minutes ran alone at the end of every run, on one core of two.
