@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.aws import AwsClients, S3Activities
+from activities.aws import S3Activities
 from activities.kubernetes import KubernetesActivities
 from activities.terraform import TerraformActivities, TerraformAdapter
 from activities.vault import VaultReader
@@ -40,22 +40,10 @@ def activities(kube: Any, tf_root: Path, recording: Any) -> dict[str, Callable]:
     """The real activities of the runbook by their registered names."""
     tf = TerraformActivities(VaultReader.from_env() if os.environ.get("VAULT_ADDR") else None, tf_root)
     k8s = KubernetesActivities(lambda context: kube.api)
-    s3 = S3Activities(aws_clients())
+    s3 = S3Activities(aws_session.activity_clients())  # a new AwsClients() per test parsed S3's model again
     acts = [tf.check_module, tf.plan, tf.apply, tf.outputs, tf.state_version, tf.destroy, k8s.get_namespace,
             k8s.apply_namespace, k8s.delete_namespace, s3.s3_put_json, s3.s3_delete_object, recording[1].notify]
     return {activity_name(a): a for a in acts}
-
-
-@functools.cache
-def _aws_clients(endpoint: str | None) -> AwsClients:
-    return AwsClients(aws_session.session())
-
-
-def aws_clients() -> AwsClients:
-    """The activities' AWS clients, made once per test process (and moto endpoint): ``AwsClients()`` is a new boto3
-    Session, which parses botocore's JSON models again for its S3 client (about 0.06 s of CPU, twice in a test
-    that holds a step). The clients hold no state of a test; moto is emptied before each one."""
-    return _aws_clients(os.environ.get("AWS_ENDPOINT_URL"))
 
 
 def activity_name(fn: Callable) -> str:
