@@ -43,17 +43,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from bench._status_stub import BenchRunbook  # noqa: E402
 from tests.harness import binary, new_task_queue, running_worker, start_dev_server  # noqa: E402
+from tests.warm_bytecode import PRODUCT, compile_packages  # noqa: E402
 from workflows import search_attributes as sa  # noqa: E402
 
 REPEAT = 10
-PACKAGES = ("core", "workflows", "activities", "workers", "starters")  # pyproject.toml's packages
 
 
 def _compile_bytecode() -> None:
     """Compile the product's modules to bytecode, as installing it from its wheel does (pip compiles at install).
     An editable install under PYTHONDONTWRITEBYTECODE (set in many containers and CI shells, and here) otherwise
     compiles every module of ours a command imports on each run, which an installed `runbook` never does."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *PACKAGES], cwd=ROOT)
+    compile_packages(PRODUCT)
 
 
 def _medians(args: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "workflows", "activities", "workers", "starters", "tests", "bench")
+PRODUCT = ("core", "workflows", "activities", "workers", "starters")  # pyproject.toml's packages
+PACKAGES = (*PRODUCT, "tests", "bench")
 NODE_MODULES = re.compile(r"[/\\]node_modules[/\\]")  # the UI tests' npm packages
 
 
@@ -53,10 +54,15 @@ def write_rewritten(path: str) -> str | None:
         return f"{path}: {type(exc).__name__}: {exc}"
 
 
+def compile_packages(packages: tuple[str, ...] = PACKAGES) -> bool:
+    """Plain .pyc for ``packages`` (as installing a wheel does: pip compiles at install); False if any failed."""
+    return all([compileall.compile_dir(ROOT / package, quiet=1, workers=os.cpu_count() or 1, rx=NODE_MODULES)
+                for package in packages])
+
+
 def main() -> int:
     workers = os.cpu_count() or 1
-    ok = all([compileall.compile_dir(ROOT / package, quiet=1, workers=workers, rx=NODE_MODULES)
-              for package in PACKAGES])
+    ok = compile_packages()
     tests = sorted(str(p) for p in (ROOT / "tests").rglob("*.py")
                    if rewritten_by_pytest(p) and "node_modules" not in p.parts)
     with ProcessPoolExecutor(workers) as pool:
