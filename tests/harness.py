@@ -26,7 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 import httpx
 from temporalio.api.common.v1 import Payload
@@ -52,6 +52,9 @@ from workers.log_context import RunbookContextInterceptor
 from workers.sandbox import workflow_runner
 from workflows import search_attributes as sa
 from workflows.summaries import SummaryInterceptor
+
+if TYPE_CHECKING:
+    from core.catalog import Catalog
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
 T = TypeVar("T")
@@ -352,6 +355,16 @@ def catalog_with_calendar(folder: Path, calendar: str = NO_WINDOWS) -> Path:
             shutil.copy(path, folder / path.name)
     (folder / "calendar.yaml").write_text(calendar)
     return folder
+
+
+@functools.cache
+def stock_catalog() -> Catalog:
+    """The product's catalog (runbooks/), read once per process: a read parses every runbook's YAML (about 0.1-0.4 s
+    of CPU), and the provisioning tests and the matrix's provision cases build inputs from it (plan_start only reads
+    it)."""
+    from core.catalog import Catalog
+
+    return Catalog.load(Path(__file__).resolve().parents[1] / "runbooks", inputs=None)
 
 
 def history_payloads(message) -> Iterator[Payload]:

@@ -3,7 +3,6 @@ is safe for it. Inputs are small (short plans, no approvals) so that one run tak
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import threading
@@ -11,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 import psycopg
@@ -21,9 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from core.approval import ApprovalPolicy
 from core.runbook import RunbookMeta
-
-if TYPE_CHECKING:
-    from core.catalog import Catalog
+from tests import harness
 
 REPO = Path(__file__).resolve().parents[2]
 EAST, WEST = "us-east-1", "us-west-2"
@@ -315,7 +312,7 @@ class Provision(Scenario):
     def input(self, ctx: Ctx) -> Any:
         from core.provision import ProvisionEnvironmentInput
 
-        catalog = runbook_catalog()
+        catalog = harness.stock_catalog()
         params = {"environment": f"sbx-{ctx.account[-6:]}", "tier": "sandbox", "ttl": "1h",
                   "module": str(REPO / "tests" / "provision" / "modules" / "app"),
                   "record_bucket": f"env-records-{ctx.bucket_suffix}"}
@@ -330,15 +327,6 @@ class Provision(Scenario):
 
     def safe_key(self, key: str) -> bool:
         return not key.startswith("tfserial:")
-
-
-@functools.cache
-def runbook_catalog() -> Catalog:
-    """The repository's runbook catalog, read once per process: parsing its YAML costs about 0.1 s of CPU, and the
-    catalog is only read (plan_start) by the cases that start a run from it."""
-    from core.catalog import Catalog
-
-    return Catalog.load(REPO / "runbooks", inputs=None)
 
 
 def terraform_snapshot(root: Path) -> dict[str, Any]:

@@ -4,7 +4,6 @@ inputs as the catalog builds them, and activities a test can hold while it abort
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import threading
@@ -24,7 +23,6 @@ from activities.kubernetes import KubernetesActivities
 from activities.terraform import TerraformActivities, TerraformAdapter
 from activities.vault import VaultReader
 from core.approval import ApproveInput
-from core.catalog import Catalog
 from core.provision import ProvisionEnvironmentInput, ProvisionEnvironmentResult
 from core.runbook import RunbookStatus
 from tests import aws_session, harness
@@ -62,15 +60,8 @@ async def worker(env: WorkflowEnvironment, task_queue: str, recording: Any, kube
         yield real
 
 
-@functools.cache
-def stock_catalog() -> Catalog:
-    """The stock catalog, read once per test process: a read parses every runbook's YAML (about 0.4 s of CPU), and
-    nearly every test here builds one input or more. plan_start only reads it."""
-    return Catalog.load(REPO / "runbooks", inputs=None)
-
-
 def make_input(environment: str, tier: str, secret_ref: str | None = None, **extra: Any) -> ProvisionEnvironmentInput:
-    catalog = stock_catalog()
+    catalog = harness.stock_catalog()
     params: dict[str, Any] = {"environment": environment, "tier": tier, "module": str(MODULES / "app"),
                               "record_bucket": BUCKET}
     if secret_ref:
